@@ -1,0 +1,3 @@
+from vmshield.cli import main
+import sys
+sys.exit(main())

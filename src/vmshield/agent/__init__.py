@@ -1,0 +1,1 @@
+"""vmshield.agent (see docs.architecture.md)."""

@@ -1,0 +1,1 @@
+"""vmshield.center (see docs.architecture.md)."""

@@ -1,0 +1,1 @@
+"""vmshield.engines (see docs.architecture.md)."""

@@ -1,0 +1,1 @@
+"""File anti-virus engine: pure library (no sockets, no database)."""

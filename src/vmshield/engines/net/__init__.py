@@ -1,0 +1,1 @@
+"""Network threat detection engine: sans-IO packet pipeline."""

@@ -1,0 +1,1 @@
+"""vmshield.filter (see docs.architecture.md)."""

@@ -1,0 +1,1 @@
+"""vmshield.integration (see docs.architecture.md)."""

@@ -1,0 +1,1 @@
+"""vmshield.introspection (see docs.architecture.md)."""

@@ -1,0 +1,1 @@
+"""vmshield.lab (see docs.architecture.md)."""

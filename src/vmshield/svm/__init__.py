@@ -1,0 +1,1 @@
+"""vmshield.svm (see docs.architecture.md)."""

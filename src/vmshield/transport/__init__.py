@@ -1,0 +1,1 @@
+"""vmshield.transport (see docs.architecture.md)."""
