@@ -1,0 +1,226 @@
+"""Kernel rules of the inline path: our own iptables chain, the block ipset, conntrack-mark bypass.
+
+For a filter named N protecting bridge ports p1…pk:
+
+    FORWARD  -m physdev --physdev-is-bridged --physdev-in pX  -j VMS-N   (one per port, in and out)
+    VMS-N    -m set --match-set N-block src|dst  -j DROP   blocked sources, before the queue
+             -m mark --mark BYPASS  -j CONNMARK / ACCEPT    packet re-injected by a worker (bypass)
+             -m connmark --mark BYPASS/BYPASS    -j ACCEPT  flows the engine is done with
+             exclusions, in order: do-not-scan -> ACCEPT, do-not-block -> VMS-N-Q
+             -j VMS-N-Q
+    VMS-N-Q  -j NFQUEUE --queue-balance a:b [--queue-bypass]
+
+Only these chains and sets are ever touched; the host's other rules are left alone. Everything is
+named after N so that `cleanup_prefix` finds leftovers after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vmshield.filter import sysnet
+from vmshield.filter.exclusions import Exclusion
+
+BYPASS_MARK = 0x40000000  # conntrack mark bit meaning "inspection finished, do not queue"
+MAX_BLOCK_SECONDS = 2_147_483  # ipset's timeout limit
+
+
+def chain_name(name: str) -> str:
+    return f"VMS-{name}"
+
+
+def set_name(name: str) -> str:
+    return f"{name}-block"
+
+
+@dataclass
+class InlineRules:
+    name: str
+    ports: Sequence[str]
+    queue_first: int
+    queue_count: int
+    fail_closed: bool = False
+    exclusions: Sequence[Exclusion] = ()
+    bypass_mark: int = BYPASS_MARK
+
+    def install(self) -> None:
+        sysnet.ensure_br_netfilter()
+        self.remove()
+        chain, qchain, bset = (
+            chain_name(self.name),
+            chain_name(self.name) + "-Q",
+            set_name(self.name),
+        )
+        sysnet.run(
+            [
+                "ipset",
+                "create",
+                bset,
+                "hash:net",
+                "family",
+                "inet",
+                "timeout",
+                "0",
+                "maxelem",
+                "65536",
+                "-exist",
+            ]
+        )
+        sysnet.ipt("-N", chain)
+        sysnet.ipt("-N", qchain)
+        sysnet.ipt("-A", chain, "-m", "set", "--match-set", bset, "src", "-j", "DROP")
+        sysnet.ipt("-A", chain, "-m", "set", "--match-set", bset, "dst", "-j", "DROP")
+        m = f"0x{self.bypass_mark:x}/0x{self.bypass_mark:x}"
+        # Bypass: the worker re-injects the packet (NF_REPEAT) with the mark bit set; we copy it
+        # to the flow's conntrack mark, and from then on the flow is accepted here, unqueued.
+        # (Setting the ct mark inside the verdict, NFQA_CT, needs CONFIG_NETFILTER_NETLINK_GLUE_CT,
+        # which this kernel lacks.)
+        sysnet.ipt(
+            "-A",
+            chain,
+            "-m",
+            "mark",
+            "--mark",
+            m,
+            "-j",
+            "CONNMARK",
+            "--or-mark",
+            f"0x{self.bypass_mark:x}",
+        )
+        sysnet.ipt("-A", chain, "-m", "mark", "--mark", m, "-j", "ACCEPT")
+        sysnet.ipt("-A", chain, "-m", "connmark", "--mark", m, "-j", "ACCEPT")
+        for ex in self.exclusions:
+            if ex.network is None:
+                continue  # VLAN exclusions are applied by the service (iptables cannot see the tag)
+            target = "ACCEPT" if ex.action == "no_scan" else qchain
+            for direction in ("-s", "-d"):
+                sysnet.ipt("-A", chain, direction, str(ex.network), "-j", target)
+        sysnet.ipt("-A", chain, "-j", qchain)
+        last = self.queue_first + self.queue_count - 1
+        q = ["-j", "NFQUEUE"]
+        q += (
+            ["--queue-balance", f"{self.queue_first}:{last}"]
+            if self.queue_count > 1
+            else ["--queue-num", str(self.queue_first)]
+        )
+        if not self.fail_closed:
+            q.append("--queue-bypass")  # fail-open: the kernel accepts when no worker listens
+        sysnet.ipt("-A", qchain, *q)
+        # Jumps last, so traffic never sees a half-built chain.
+        for port in self.ports:
+            for d in ("--physdev-in", "--physdev-out"):
+                sysnet.ipt(
+                    "-I",
+                    "FORWARD",
+                    "1",
+                    "-m",
+                    "physdev",
+                    "--physdev-is-bridged",
+                    d,
+                    port,
+                    "-j",
+                    chain,
+                )
+
+    def remove(self) -> list[str]:
+        return cleanup_prefix(self.name, exact=True)
+
+
+_JUMP_RE = re.compile(r"^-A FORWARD (.*)-j (VMS-\S+)\s*$")
+
+
+def cleanup_prefix(name: str, exact: bool = False) -> list[str]:
+    """Remove our FORWARD jumps, chains and ipsets for `name` (or every filter starting with it)."""
+    removed: list[str] = []
+    ours = (
+        (lambda c: c in (chain_name(name), chain_name(name) + "-Q"))
+        if exact
+        else (lambda c: c.startswith(chain_name(name)))
+    )
+    rules = sysnet.ipt("-S", "FORWARD", check=False).splitlines()
+    for line in rules:
+        mt = _JUMP_RE.match(line)
+        if mt and ours(mt.group(2)):
+            args = line.split()[2:]
+            if sysnet.ipt_ok("-D", "FORWARD", *args):
+                removed.append(f"iptables FORWARD jump to {mt.group(2)}")
+    chains = [
+        ln.split()[1] for ln in sysnet.ipt("-S", check=False).splitlines() if ln.startswith("-N ")
+    ]
+    # The main chain references the -Q chain: flush all first, then delete.
+    mine = [c for c in chains if ours(c)]
+    for c in mine:
+        sysnet.ipt_ok("-F", c)
+    for c in mine:
+        if sysnet.ipt_ok("-X", c):
+            removed.append(f"iptables chain {c}")
+    sets = sysnet.run(["ipset", "list", "-n"], check=False).split()
+    for s in sets:
+        if (s == set_name(name)) if exact else s.startswith(f"{name}-"):
+            # A set still referenced by a rule being deleted concurrently: retry briefly.
+            for _ in range(20):
+                if sysnet.try_run(["ipset", "destroy", s]):
+                    removed.append(f"ipset {s}")
+                    break
+                time.sleep(0.05)
+    return removed
+
+
+# ---------------------------------------------------------------------------- block list
+
+
+@dataclass(frozen=True)
+class BlockEntry:
+    address: str
+    timeout: int  # seconds left; 0 = until removed
+
+
+def _check_net(address: str) -> str:
+    try:
+        net = ipaddress.ip_network(address, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"not an address or subnet: {address!r}") from exc
+    if net.version != 4:
+        raise ValueError(f"only IPv4 is blocked by the inline filter, got {address!r}")
+    return str(net.network_address) if net.prefixlen == 32 else str(net)
+
+
+def block(name: str, address: str, seconds: int) -> None:
+    """Block `address` for `seconds` (0 = until removed); re-blocking refreshes the timeout."""
+    addr = _check_net(address)
+    seconds = max(0, min(int(seconds), MAX_BLOCK_SECONDS))
+    sysnet.run(["ipset", "add", set_name(name), addr, "timeout", str(seconds), "-exist"])
+    # Established flows of the blocked address must stop too, including bypassed ones: the
+    # DROP rule is before the connmark bypass, and we delete their conntrack entries so nothing
+    # keeps a stale "bypass" mark.
+    with contextlib.suppress(Exception):
+        sysnet.try_run(["conntrack", "-D", "-s", addr.split("/")[0]])
+
+
+def unblock(name: str, address: str) -> bool:
+    addr = _check_net(address)
+    return sysnet.try_run(["ipset", "del", set_name(name), addr])
+
+
+def blocked(name: str) -> list[BlockEntry]:
+    out = sysnet.run(["ipset", "save", set_name(name)])
+    entries = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "add":
+            timeout = 0
+            if "timeout" in parts:
+                timeout = int(parts[parts.index("timeout") + 1])
+            entries.append(BlockEntry(parts[2], timeout))
+    return entries
+
+
+def filter_names() -> list[str]:
+    """Names of the inline filters installed on this host (from their block sets)."""
+    sets = sysnet.run(["ipset", "list", "-n"], check=False).split()
+    return sorted(s[: -len("-block")] for s in sets if s.endswith("-block"))

@@ -1,0 +1,96 @@
+"""Thin wrappers over the kernel's own tools (ip, iptables, ipset, tc) used by the lab and the filter.
+
+Every call names what failed: a `NetCommandError` carries the command line and the tool's stderr.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+
+class NetCommandError(RuntimeError):
+    def __init__(self, cmd: Sequence[str], rc: int, stderr: str) -> None:
+        self.cmd = list(cmd)
+        self.rc = rc
+        self.stderr = stderr.strip()
+        super().__init__(f"{' '.join(cmd)} failed (exit {rc}): {self.stderr}")
+
+
+def run(
+    cmd: Sequence[str], *, check: bool = True, timeout: float = 30.0, input: str | None = None
+) -> str:
+    proc = subprocess.run(
+        list(cmd), capture_output=True, text=True, timeout=timeout, input=input, check=False
+    )
+    if check and proc.returncode != 0:
+        raise NetCommandError(cmd, proc.returncode, proc.stderr or proc.stdout)
+    return proc.stdout
+
+
+def try_run(cmd: Sequence[str], timeout: float = 30.0) -> bool:
+    """Run a cleanup command; a missing object is not an error."""
+    try:
+        proc = subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def iptables_cmd() -> str:
+    return shutil.which("iptables") or "/usr/sbin/iptables"
+
+
+def ipt(*args: str, check: bool = True) -> str:
+    # -w: wait for the xtables lock; several labs and the service edit rules concurrently.
+    return run([iptables_cmd(), "-w", "10", *args], check=check)
+
+
+def ipt_ok(*args: str) -> bool:
+    return try_run([iptables_cmd(), "-w", "10", *args])
+
+
+def netns_list() -> list[str]:
+    out = run(["ip", "netns", "list"], check=False)
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def link_names() -> list[str]:
+    out = run(["ip", "-o", "link", "show"], check=False)
+    names = []
+    for line in out.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) >= 2:
+            names.append(parts[1].strip().split("@")[0])
+    return names
+
+
+def in_ns(ns: str, *cmd: str) -> list[str]:
+    return ["ip", "netns", "exec", ns, *cmd]
+
+
+def set_sysctl(key: str, value: str) -> str | None:
+    """Set a sysctl, returning the previous value (None when the key does not exist)."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    try:
+        with open(path) as f:
+            old = f.read().strip()
+        if old != value:
+            with open(path, "w") as f:
+                f.write(value)
+        return old
+    except OSError:
+        return None
+
+
+def ensure_br_netfilter() -> None:
+    """br_netfilter makes bridged frames traverse iptables; built in or a module."""
+    modprobe = shutil.which("modprobe")
+    if modprobe:
+        try_run([modprobe, "br_netfilter"])
+    if set_sysctl("net.bridge.bridge-nf-call-iptables", "1") is None:
+        raise RuntimeError(
+            "br_netfilter is not available: /proc/sys/net/bridge/bridge-nf-call-iptables is "
+            "missing (load the br_netfilter module)"
+        )
