@@ -1,0 +1,130 @@
+"""URL database benchmark: build, size, load, lookups/s, memory, for a generated feed.
+
+    .venv/bin/python bench/urls.py [--entries 1000000] [--lookups 300000]
+
+Called from bench/nids.py too (`run()` returns the figures). The feed is generated here: random
+domains and URLs in a plain list, so the build includes parsing and canonicalization.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import string
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from vmshield.engines.net.urls import UrlDatabase, build_database
+from vmshield.engines.net.urls.canon import _host_cache, _suffix_cache
+
+TLDS = ["com", "net", "org", "ru", "info", "xyz", "top", "de", "co.uk", "io"]
+
+
+def _name(rng: random.Random, lo: int = 5, hi: int = 14) -> str:
+    return "".join(rng.choices(string.ascii_lowercase + string.digits, k=rng.randint(lo, hi)))
+
+
+def _domain(rng: random.Random) -> str:
+    return f"{_name(rng)}.{rng.choice(TLDS)}"
+
+
+def _url(rng: random.Random, host: str | None = None) -> str:
+    host = host or _domain(rng)
+    depth = rng.randint(0, 3)
+    path = "/".join(_name(rng, 3, 10) for _ in range(depth))
+    last = rng.choice(["index.php", "login.html", "x.exe", "a.zip", ""])
+    query = rng.choice(["", "", "?id=" + _name(rng, 4, 8)])
+    return f"http://www.{host}/{path + '/' if path else ''}{last}{query}"
+
+
+def run(entries: int = 1_000_000, lookups: int = 300_000, seed: int = 1) -> dict[str, float]:
+    rng = random.Random(seed)
+    proc = psutil.Process()
+    out: dict[str, float] = {"entries_in_feed": entries}
+    with tempfile.TemporaryDirectory(prefix="vmshield-bench-url-") as tmp:
+        feed = Path(tmp, "feed.txt")
+        listed: list[str] = []
+        with open(feed, "w") as f:
+            for i in range(entries):
+                line = _domain(rng) if i % 2 else _url(rng)
+                if i % 1000 == 0:
+                    listed.append(line)
+                f.write(line + "\n")
+        db_path = Path(tmp, "urls.db")
+        t0 = time.perf_counter()
+        report = build_database([("plain", feed)], db_path)
+        out["build_s"] = time.perf_counter() - t0
+        out["db_entries"] = report.stats.entries
+        out["rejected"] = len(report.rejected)
+        out["file_mb"] = db_path.stat().st_size / 1e6
+        del report
+        rss0 = proc.memory_info().rss
+        t0 = time.perf_counter()
+        db = UrlDatabase(db_path)
+        out["load_s"] = time.perf_counter() - t0
+        out["rss_after_load_mb"] = (proc.memory_info().rss - rss0) / 1e6
+
+        # Raw expressions: hash + search, 1 in 10 listed.
+        exprs = [f"{_domain(rng)}/{_name(rng)}.html" for _ in range(lookups)]
+        for i in range(0, lookups, 10):
+            exprs[i] = listed[(i // 10) % len(listed)].removeprefix("http://") + (
+                "" if "/" in listed[(i // 10) % len(listed)] else "/"
+            )
+        look = db.lookup_expression
+        t0 = time.perf_counter()
+        hits = sum(1 for e in exprs if look(e))
+        dt = time.perf_counter() - t0
+        out["expr_lookups_per_s"] = lookups / dt
+        out["expr_hits"] = hits
+
+        # Full URLs: canonicalize + up to 30 expressions + hash + search; distinct URLs.
+        nurl = lookups // 3
+        hosts = [
+            _domain(rng) for _ in range(max(1, nurl // 20))
+        ]  # pages share hosts, as in traffic
+        urls = [_url(rng, rng.choice(hosts)) for _ in range(nurl)]
+        exprs_per_url = 0
+        from vmshield.engines.net.urls.canon import url_expressions
+
+        for u in urls[:1000]:
+            exprs_per_url += len(url_expressions(u))
+        _host_cache.clear()
+        _suffix_cache.clear()
+        check = db.check_url
+        t0 = time.perf_counter()
+        for u in urls:
+            check(u)
+        dt = time.perf_counter() - t0
+        out["url_lookups_per_s"] = nurl / dt
+        out["expressions_per_url"] = exprs_per_url / 1000
+
+        names = [f"www.{rng.choice(hosts)}" for _ in range(nurl)]
+        check_host = db.check_host
+        t0 = time.perf_counter()
+        for n in names:
+            check_host(n)
+        out["host_lookups_per_s"] = nurl / (time.perf_counter() - t0)
+        out["rss_after_lookups_mb"] = (proc.memory_info().rss - rss0) / 1e6
+        db.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=1_000_000)
+    ap.add_argument("--lookups", type=int, default=300_000)
+    args = ap.parse_args(argv)
+    res = run(args.entries, args.lookups)
+    print(f"URL database benchmark (python {sys.version.split()[0]}, pid {os.getpid()})")
+    for k, v in res.items():
+        print(f"  {k:24} {v:,.3f}" if isinstance(v, float) else f"  {k:24} {v:,}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

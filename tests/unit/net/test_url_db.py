@@ -1,0 +1,245 @@
+"""The URL database: build from each feed format, lookups, trusted list, corrupt files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vmshield.engines.net.urls import (
+    UrlDatabase,
+    UrlDatabaseError,
+    build_database,
+    url_event,
+)
+from vmshield.engines.net.urls.canon import _SIMPLE, canonicalize, split_url
+from vmshield.engines.net.urls.db import HEADER_SIZE, DatabaseBuilder
+from vmshield.engines.net.urls.feeds import FeedError
+
+URLHAUS_WITH_LAST_ONLINE = """\
+################################################################
+# abuse.ch URLhaus Database Dump (CSV)                         #
+################################################################
+#
+# id,dateadded,url,url_status,last_online,threat,tags,urlhaus_link,reporter
+"3001","2024-05-01 10:00:00","http://203.0.113.7:8080/bins/mips","online","2024-05-01 10:00:00","malware_download","elf,mirai","https://urlhaus.abuse.ch/url/3001/","anon"
+"3002","2024-05-01 10:01:00","https://dl.badfiles.example/a/b/payload.exe","offline","2024-05-01 11:00:00","malware_download","exe","https://urlhaus.abuse.ch/url/3002/","anon"
+"3003","2024-05-01 10:02:00","not a url","online","","malware_download","","https://urlhaus.abuse.ch/url/3003/","anon"
+"3004","broken row"
+"""
+
+URLHAUS_WITHOUT_LAST_ONLINE = """\
+# id,dateadded,url,url_status,threat,tags,urlhaus_link,reporter
+"4001","2021-01-01 00:00:00","http://old.badfiles.example/x.doc","offline","malware_download","doc","https://urlhaus.abuse.ch/url/4001/","anon"
+"""
+
+
+def _write(tmp: Path, name: str, text: str) -> Path:
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+def test_plain_list_domains_urls_hosts_file_and_trusted(tmp_path: Path) -> None:
+    feed = _write(
+        tmp_path,
+        "plain.txt",
+        "# my blocklist\n"
+        "evil.example\n"
+        "0.0.0.0 ads.tracker.example\n"
+        "*.wild.example\n"
+        "http://mixed.example/dir/page.php?id=7\n"
+        "two fields here\n"
+        "com\n"
+        "\n",
+    )
+    trusted = _write(tmp_path, "trusted.txt", "safe.evil.example\n")
+    db_path = tmp_path / "u.db"
+    report = build_database([("plain", feed)], db_path, category="adware", trusted=[trusted])
+    assert report.stats.entries == 5
+    assert [(r.line, r.reason) for r in report.rejected] == [
+        (6, "expected one URL or domain, got 3 fields"),
+        (7, "refusing single-label host 'com'"),
+    ]
+    assert all(r.file == str(feed) for r in report.rejected)
+    with UrlDatabase(db_path) as db:
+        v = db.check_url("http://deep.sub.EVIL.example/anything?x=1")
+        assert v is not None and v.categories == ("adware",) and v.expression == "evil.example/"
+        assert db.check_url("http://safe.evil.example/login") is None  # trusted wins
+        assert db.verdict_url("http://safe.evil.example/login").trusted
+        assert db.check_host("x.ads.tracker.example") is not None  # DNS / SNI
+        assert db.check_host("tracker.example") is None  # the parent is not listed
+        assert db.check_host("a.wild.example.") is not None
+        assert db.check_url("http://mixed.example/dir/page.php?id=7") is not None
+        assert db.check_url("http://mixed.example/dir/page.php?id=8") is None
+        assert db.check_url("http://mixed.example/dir/") is None
+        assert db.check_url("http://unlisted.example/") is None
+        assert db.check_http(b"Evil.Example:8080", b"/x/../y") is not None
+        assert db.check_http("mixed.example", "/dir/page.php?id=7") is not None
+        assert db.metadata["sources"][0]["entries"] == 4
+
+
+def test_urlhaus_with_and_without_last_online(tmp_path: Path) -> None:
+    new = _write(tmp_path, "urlhaus.csv", URLHAUS_WITH_LAST_ONLINE)
+    old = _write(tmp_path, "urlhaus_old.csv", URLHAUS_WITHOUT_LAST_ONLINE)
+    db_path = tmp_path / "u.db"
+    report = build_database([("urlhaus", new), ("urlhaus", old)], db_path)
+    assert report.accepted == 3
+    assert [(Path(r.file).name, r.line) for r in report.rejected] == [
+        ("urlhaus.csv", 8),
+        ("urlhaus.csv", 9),
+    ]
+    assert "not a URL" in report.rejected[0].reason
+    assert "8 or 9" in report.rejected[1].reason
+    with UrlDatabase(db_path) as db:
+        v = db.check_url("http://203.0.113.7/bins/mips")  # the port is not part of the key
+        assert v is not None and v.categories == ("malware",)
+        assert db.check_url("https://dl.badfiles.example/a/b/payload.exe") is not None
+        assert db.check_url("http://old.badfiles.example/x.doc") is not None
+        assert db.check_url("https://dl.badfiles.example/a/b/other.exe") is None
+
+
+def test_phishtank_json_and_csv_and_openphish(tmp_path: Path) -> None:
+    entries = [
+        {"phish_id": 1, "url": "http://login.bank-secure.example/verify", "verified": "yes"},
+        {"phish_id": 2, "url": "https://paypa1.example/signin?session=1", "verified": "yes"},
+        {"phish_id": 3, "verified": "yes"},
+    ]
+    pj = _write(tmp_path, "online-valid.json", json.dumps(entries, indent=1))
+    pc = _write(
+        tmp_path,
+        "online-valid.csv",
+        "phish_id,url,phish_detail_url,submission_time,verified,verification_time,online,target\n"
+        "9,http://csv-phish.example/a,http://www.phishtank.com/phish_detail.php?phish_id=9,"
+        "2024-01-01T00:00:00+00:00,yes,2024-01-01T00:00:00+00:00,yes,Other\n"
+        "10,,x,y,yes,z,yes,Other\n",
+    )
+    op = _write(tmp_path, "openphish.txt", "https://op.example/x/\nop-without-scheme.example\n")
+    db_path = tmp_path / "u.db"
+    report = build_database([("phishtank", pj), ("phishtank", pc), ("openphish", op)], db_path)
+    reasons = {(Path(r.file).name, r.line): r.reason for r in report.rejected}
+    assert reasons[("online-valid.csv", 3)] == "no URL in the url column"
+    assert reasons[("openphish.txt", 2)] == "not a URL (no scheme)"
+    assert any(
+        name == "online-valid.json" and "entry 3" in why for (name, _), why in reasons.items()
+    )
+    with UrlDatabase(db_path) as db:
+        for url in (
+            "http://login.bank-secure.example/verify",
+            "https://paypa1.example/signin?session=1",
+            "http://csv-phish.example/a",
+            "https://op.example/x/deeper/page.html",  # path prefix of a listed directory
+        ):
+            v = db.check_url(url)
+            assert v is not None and v.categories == ("phishing",), url
+
+
+def test_invalid_json_feed_names_file_and_line(tmp_path: Path) -> None:
+    bad = _write(tmp_path, "p.json", '[\n {"url": "http://a.example/"},\n {oops}\n]')
+    with pytest.raises(FeedError, match=r"p\.json:3: invalid JSON"):
+        build_database([("phishtank", bad)], tmp_path / "u.db")
+
+
+def test_missing_feed_and_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(FeedError, match="no such feed file"):
+        build_database([("plain", tmp_path / "nope.txt")], tmp_path / "u.db")
+    f = _write(tmp_path, "x.txt", "a.example\n")
+    with pytest.raises(FeedError, match="unknown feed format"):
+        build_database([("spamhaus", f)], tmp_path / "u.db")
+    with pytest.raises(ValueError, match="unknown URL category"):
+        build_database([("plain", f)], tmp_path / "u.db", category="bogus")
+
+
+def test_categories_merge_for_the_same_expression(tmp_path: Path) -> None:
+    b = DatabaseBuilder()
+    b.add_expression("multi.example/", 0x02)
+    b.add_expression("multi.example/", 0x08)
+    b.write(tmp_path / "u.db")
+    with UrlDatabase(tmp_path / "u.db") as db:
+        assert db.check_host("multi.example").categories == ("phishing", "malware")
+
+
+@pytest.fixture
+def small_db(tmp_path: Path) -> Path:
+    f = _write(tmp_path, "f.txt", "".join(f"host{i}.example\n" for i in range(500)))
+    out = tmp_path / "u.db"
+    build_database([("plain", f)], out)
+    return out
+
+
+def test_truncated_database_is_a_clear_error(small_db: Path) -> None:
+    data = small_db.read_bytes()
+    small_db.write_bytes(data[:-10])
+    with pytest.raises(UrlDatabaseError, match="truncated or corrupt.*announces"):
+        UrlDatabase(small_db)
+    small_db.write_bytes(data[:20])
+    with pytest.raises(UrlDatabaseError, match="truncated URL database"):
+        UrlDatabase(small_db)
+
+
+def test_corrupt_database_is_a_clear_error(small_db: Path) -> None:
+    data = bytearray(small_db.read_bytes())
+    data[HEADER_SIZE + 100] ^= 0xFF
+    small_db.write_bytes(bytes(data))
+    with pytest.raises(UrlDatabaseError, match="checksum mismatch"):
+        UrlDatabase(small_db)
+    small_db.write_bytes(b"NOTADB!!" + bytes(data[8:]))
+    with pytest.raises(UrlDatabaseError, match="bad magic"):
+        UrlDatabase(small_db)
+
+
+def test_missing_database_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(UrlDatabaseError, match="cannot open"):
+        UrlDatabase(tmp_path / "missing.db")
+
+
+def test_every_entry_of_a_larger_database_is_found(tmp_path: Path) -> None:
+    b = DatabaseBuilder()
+    exprs = [f"h{i}.example/p{i % 7}/" for i in range(20000)]
+    for e in exprs:
+        b.add_expression(e, 0x01)
+    b.write(tmp_path / "u.db")
+    with UrlDatabase(tmp_path / "u.db") as db:
+        assert db.entries == 20000
+        assert all(db.lookup_expression(e) == 0x01 for e in exprs)
+        assert not any(db.lookup_expression(f"h{i}.example/other/") for i in range(2000))
+
+
+def test_url_event_fields(small_db: Path) -> None:
+    with UrlDatabase(small_db) as db:
+        v = db.check_host("www.host7.example")
+        assert v is not None
+        ev = url_event(
+            v,
+            ts=1700000000.0,
+            source="dns",
+            src_ip="10.0.0.2",
+            dest_ip="10.0.0.1",
+            dest_port=53,
+            proto="UDP",
+            app_proto="dns",
+            flow_id=42,
+        )
+    eve = ev.to_eve()
+    assert eve["event_type"] == "url" and eve["url"]["categories"] == ["malicious"]
+    assert eve["url"]["expression"] == "host7.example/" and eve["flow_id"] == 42
+    assert eve["timestamp"].startswith("2023-11-14T22:13:20")
+
+
+_url_chars = st.text(alphabet=st.sampled_from("abcXYZ019-._~!$&'()*+,;=:@/%#?.. "), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    host=st.from_regex(r"[A-Za-z0-9\-]{1,8}(\.[A-Za-z0-9\-]{1,8}){0,3}", fullmatch=True),
+    rest=_url_chars,
+)
+def test_fast_path_agrees_with_full_algorithm(host: str, rest: str) -> None:
+    url = f"http://{host}/{rest}"
+    # Bytes input always takes the full algorithm; str input may take the fast path.
+    assert split_url(url) == split_url(url.encode())
+    if _SIMPLE.fullmatch(url):
+        assert canonicalize(canonicalize(url)) == canonicalize(url)
