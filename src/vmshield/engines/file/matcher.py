@@ -1,0 +1,295 @@
+"""Matching one buffer against a Database: hashes, body and logical signatures, YARA.
+
+Body patterns never enter Hyperscan whole: each signature contributes its longest fixed run
+(its anchor) as a single-match literal, so one Hyperscan pass over the buffer yields the few
+candidate signatures, and only those are verified with their full pattern (wildcards, jumps,
+alternatives, offsets) by Python's `re`. Signatures with no usable anchor are verified on every
+buffer of their target type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import hyperscan
+
+from vmshield.engines.file.signatures import yara_rules
+from vmshield.engines.file.signatures.clamav import LogicalSig, Offset, SubSig, eval_expr
+
+if TYPE_CHECKING:
+    from vmshield.engines.file.database import Database
+
+MAX_COUNT = 1000  # counting matches for `A>X` stops here: no signature needs more
+YARA_TIMEOUT = 60  # seconds; the scan budget bounds the whole file anyway
+_NORMALIZED_TARGETS = (3, 4, 7)  # HTML, mail, text: ClamAV matches these on normalised text
+
+
+@dataclass(frozen=True)
+class Hit:
+    name: str
+    engine: str  # hash | body | logical | yara
+
+
+def file_types(data: bytes) -> frozenset[int]:
+    """ClamAV target types the buffer belongs to (0 always)."""
+    types = {0}
+    head = data[:4096]
+    if head[:2] == b"MZ":
+        types.add(1)
+    elif head[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+        types.add(2)
+    elif head[:4] == b"\x7fELF":
+        types.add(6)
+    elif head[:4] in (
+        b"\xfe\xed\xfa\xce",
+        b"\xfe\xed\xfa\xcf",
+        b"\xce\xfa\xed\xfe",
+        b"\xcf\xfa\xed\xfe",
+    ):
+        types.add(9)
+    elif head[:4] == b"\xca\xfe\xba\xbe":
+        types.add(9 if len(head) > 7 and head[7] < 20 else 12)  # fat Mach-O vs Java class
+    elif head[:3] in (b"FWS", b"CWS", b"ZWS"):
+        types.add(11)
+    elif (
+        head[:6] in (b"GIF87a", b"GIF89a")
+        or head[:8] == b"\x89PNG\r\n\x1a\n"
+        or head[:3] == b"\xff\xd8\xff"
+        or head[:2] == b"BM"
+    ):
+        types.add(5)
+    if b"%PDF-" in data[:1024]:
+        types.add(10)
+    if b"\x00" not in head:
+        low = head.lower()
+        types.add(7)
+        if b"<html" in low or b"<!doctype html" in low or b"<script" in low or b"<body" in low:
+            types.add(3)
+        if re.match(
+            rb"(?:(?:from|received|return-path|message-id|mime-version|subject|to|date|delivered-to|x-[\w-]+):[^\n]*\r?\n)+",
+            low,
+        ):
+            types.add(4)
+    return frozenset(types)
+
+
+def _hs_expr(lit: bytes) -> bytes:
+    return b"".join(b"\\x%02x" % c for c in lit)
+
+
+class Matcher:
+    """Compiled form of a Database. Pickles its Hyperscan and YARA databases as bytes."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        # Pattern id → (kind, index, subindex); kind "b" body, "l" logical subsig.
+        self.entries: list[tuple[str, int, int]] = []
+        exprs: list[bytes] = []
+        flags: list[int] = []
+        self.always_body: list[int] = []
+        self.always_logical: list[int] = []
+        for i, sig in enumerate(db.body):
+            if not sig.hex.anchors:
+                self.always_body.append(i)
+            for a in sig.hex.anchors:
+                self.entries.append(("b", i, 0))
+                exprs.append(_hs_expr(a))
+                flags.append(
+                    hyperscan.HS_FLAG_SINGLEMATCH
+                    | (
+                        hyperscan.HS_FLAG_CASELESS
+                        if sig.hex.caseless or sig.target in _NORMALIZED_TARGETS
+                        else 0
+                    )
+                )
+        for i, lsig in enumerate(db.logical):
+            anchored = False
+            for k, sub in enumerate(lsig.subsigs):
+                if sub.hex is None:
+                    continue
+                for a in sub.hex.anchors:
+                    anchored = True
+                    self.entries.append(("l", i, k))
+                    exprs.append(_hs_expr(a))
+                    caseless = sub.hex.caseless or lsig.target in _NORMALIZED_TARGETS
+                    flags.append(
+                        hyperscan.HS_FLAG_SINGLEMATCH
+                        | (hyperscan.HS_FLAG_CASELESS if caseless else 0)
+                    )
+            # A logical signature with an unanchored hex subsignature (or only PCRE ones) might
+            # hold without any anchor firing: check it on every buffer of its target.
+            if not anchored or any(s.hex is not None and not s.hex.anchors for s in lsig.subsigs):
+                self.always_logical.append(i)
+        self._hs: Any = None
+        self._hs_bytes: bytes | None = None
+        if exprs:
+            hsdb = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            hsdb.compile(expressions=exprs, ids=list(range(len(exprs))), flags=flags)
+            self._hs = hsdb
+        self._yara_saved = db.yara_saved
+        self._yara: Any = yara_rules.load(db.yara_saved) if db.yara_saved else None
+        self._rx: dict[bytes, re.Pattern[bytes]] = {}
+
+    # Pickling: compiled databases as bytes; regex cache rebuilt on demand.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_hs_bytes"] = hyperscan.dumpb(self._hs) if self._hs is not None else None
+        state["_hs"] = None
+        state["_yara"] = None
+        state["_rx"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._hs_bytes is not None:
+            self._hs = hyperscan.loadb(self._hs_bytes, hyperscan.HS_MODE_BLOCK)
+            self._hs.scratch = hyperscan.Scratch(self._hs)
+            self._hs_bytes = None
+        # `self.db` may not be restored yet (it holds us): use only our own state here.
+        if self._yara_saved:
+            self._yara = yara_rules.load(self._yara_saved)
+
+    def _re(self, src: bytes) -> re.Pattern[bytes]:
+        rx = self._rx.get(src)
+        if rx is None:
+            rx = self._rx[src] = re.compile(src, re.DOTALL)
+        return rx
+
+    # --- hashes ---------------------------------------------------------------------------------
+
+    def hash_hits(self, digests: dict[str, str], size: int) -> list[Hit]:
+        hits = []
+        for kind, digest in digests.items():
+            for entry in self.db.hashes[kind].get(digest, ()):
+                if entry.size is None or entry.size == size:
+                    hits.append(Hit(entry.name, "hash"))
+        return hits
+
+    def allow_listed(self, digests: dict[str, str], size: int) -> bool:
+        return any(self.db.allowed(kind, d, size) for kind, d in digests.items())
+
+    # --- content --------------------------------------------------------------------------------
+
+    def content_hits(self, data: bytes | memoryview) -> list[Hit]:
+        cand_body: set[int] = set(self.always_body)
+        cand_logical: set[int] = set(self.always_logical)
+        if self._hs is not None and len(data):
+            entries = self.entries
+
+            def on_match(pid: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
+                kind, i, _k = entries[pid]
+                (cand_body if kind == "b" else cand_logical).add(i)
+
+            self._hs.scan(data, match_event_handler=on_match)
+        hits: list[Hit] = []
+        if not cand_body and not cand_logical and self._yara is None:
+            return hits
+        buf = bytes(data) if isinstance(data, memoryview) else data
+        types = file_types(buf)
+        norm: list[bytes] = []
+
+        def view(target: int | None) -> bytes:
+            if target in _NORMALIZED_TARGETS:
+                if not norm:
+                    norm.append(buf.lower())
+                return norm[0]
+            return buf
+
+        size = len(buf)
+        for i in sorted(cand_body):
+            sig = self.db.body[i]
+            if sig.target and sig.target not in types:
+                continue
+            if self._count(self._re(sig.hex.regex), sig.offset, view(sig.target), size, 1):
+                hits.append(Hit(sig.name, "body"))
+        for i in sorted(cand_logical):
+            lsig = self.db.logical[i]
+            if self._logical(lsig, buf, view(lsig.target), types, size):
+                hits.append(Hit(lsig.name, "logical"))
+        if self._yara is not None:
+            for m in self._yara.match(data=buf, timeout=YARA_TIMEOUT):
+                hits.append(Hit(m.rule, "yara"))
+        return hits
+
+    def _count(
+        self, rx: re.Pattern[bytes], offset: Offset, data: bytes, size: int, limit: int
+    ) -> int:
+        """How many distinct start positions match, up to `limit`."""
+        win = offset.window(size)
+        if win is None:
+            return 0
+        lo, hi = win
+        n = 0
+        if offset.kind != "any" and hi - lo <= 64:
+            for pos in range(lo, min(hi, size) + 1):
+                if rx.match(data, pos):
+                    n += 1
+                    if n >= limit:
+                        break
+            return n
+        pos = lo
+        while pos <= size:
+            m = rx.search(data, pos)
+            if m is None or m.start() > hi:
+                break
+            n += 1
+            if n >= limit:
+                break
+            pos = m.start() + 1
+        return n
+
+    def _logical(
+        self, lsig: LogicalSig, raw: bytes, data: bytes, types: frozenset[int], size: int
+    ) -> bool:
+        if lsig.target and lsig.target not in types:
+            return False
+        if lsig.filesize and not lsig.filesize[0] <= size <= lsig.filesize[1]:
+            return False
+        limit = MAX_COUNT if lsig.needs_counts else 1
+        counts = [0] * len(lsig.subsigs)
+        pcre: list[tuple[int, SubSig]] = []
+        for k, sub in enumerate(lsig.subsigs):
+            if sub.hex is None:
+                pcre.append((k, sub))
+                continue
+            counts[k] = self._count(self._re(sub.hex.regex), sub.offset, data, size, limit)
+        for k, sub in pcre:
+            if sub.trigger is not None and not eval_expr(sub.trigger, counts)[0]:
+                continue
+            assert sub.pcre is not None
+            rx = self._rx.get(b"pcre:%d:" % sub.pcre_flags + sub.pcre)
+            if rx is None:
+                rx = re.compile(sub.pcre, sub.pcre_flags)
+                self._rx[b"pcre:%d:" % sub.pcre_flags + sub.pcre] = rx
+            counts[k] = self._count(rx, sub.offset, raw, size, limit)
+        return eval_expr(lsig.expr, counts)[0]
+
+    def match(
+        self, data: bytes | memoryview, *, want_sha: bool = True
+    ) -> tuple[dict[str, str], list[Hit], bool]:
+        """Hash and search one buffer. Returns (digests, hits, allow-listed)."""
+        md5 = hashlib.md5(data)
+        digests = {"md5": md5.hexdigest()}
+        if want_sha or self.db.needs_sha:
+            digests["sha1"] = hashlib.sha1(data).hexdigest()
+            digests["sha256"] = hashlib.sha256(data).hexdigest()
+        size = len(data)
+        if self.allow_listed(digests, size):
+            return digests, [], True
+        hits = self.hash_hits(digests, size)
+        hits += self.content_hits(data)
+        return digests, _dedupe(hits), False
+
+
+def _dedupe(hits: Iterable[Hit]) -> list[Hit]:
+    seen: set[str] = set()
+    out = []
+    for h in hits:
+        if h.name not in seen:
+            seen.add(h.name)
+            out.append(h)
+    return out

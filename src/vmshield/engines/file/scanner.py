@@ -1,0 +1,146 @@
+"""Scan one file (or buffer): hashes, signatures and YARA in one read, then containers, recursively.
+
+The scanner is pure: it reads the file it is given and nothing else, writes nothing, keeps no
+state between files but the database. Containers come from `containers.open_container`; the
+per-file `ScanBudget` bounds depth, members, bytes and time, and every limit hit is reported
+(`limits_exceeded` naming the limit), never turned into `clean`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from vmshield.engines.file.database import Database
+from vmshield.engines.file.limits import LimitExceeded, Limits, ScanBudget
+from vmshield.engines.file.results import Detection, Hashes, ScanResult, Status, worst
+
+try:  # containers are another part of the engine; scanning plain files works without them
+    from vmshield.engines.file.containers import open_container as _open_container
+except ImportError:  # pragma: no cover - only while that part is absent
+    _open_container = None
+
+OpenContainer = Callable[[bytes, str, ScanBudget], "Iterator[Any] | None"]
+
+# A member that is too big or too deep is skipped and reported; its siblings are still scanned.
+# The other limits (files, bytes, time) are spent for the whole top-level file: scanning stops.
+_PER_MEMBER_LIMITS = frozenset({"max_file_size", "max_recursion", "bomb_ratio"})
+
+
+class Scanner:
+    def __init__(
+        self,
+        db: Database,
+        limits: Limits | None = None,
+        *,
+        containers: bool = True,
+        open_container: OpenContainer | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.db = db
+        self.limits = limits or Limits()
+        self.matcher = db.matcher
+        self._open = open_container or (_open_container if containers else None)
+        self._clock = clock
+
+    # --- entry points ---------------------------------------------------------------------------
+
+    def scan_bytes(self, data: bytes, name: str = "(buffer)") -> ScanResult:
+        result = ScanResult(path=name, size=len(data), db_version=self.db.version)
+        budget = ScanBudget(self.limits, self._clock)
+        try:
+            self._layer(data, os.path.basename(name), "", 0, budget, result)
+        except LimitExceeded as exc:
+            self._limit(result, exc, "")
+        except Exception as exc:  # noqa: BLE001 - one bad file never ends a scan
+            result.errors.append(f"internal error: {type(exc).__name__}: {exc}")
+            result.status = worst(result.status, Status.ERROR)
+        return result
+
+    def scan_path(self, path: str | os.PathLike[str]) -> ScanResult:
+        spath = os.fspath(path)
+        try:
+            # O_NOFOLLOW is not used: the caller decides about symlinks (the walker skips them).
+            fd = os.open(spath, os.O_RDONLY | getattr(os, "O_NOATIME", 0))
+        except PermissionError:
+            try:
+                fd = os.open(spath, os.O_RDONLY)
+            except OSError as exc:
+                return _error(spath, exc.strerror or str(exc), self.db.version)
+        except OSError as exc:
+            return _error(spath, exc.strerror or str(exc), self.db.version)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return _error(spath, "not a regular file", self.db.version)
+            if st.st_size > self.limits.max_file_size:
+                # Not read at all: reading 50 GB to say "too big" helps nobody.
+                res = ScanResult(path=spath, size=st.st_size, db_version=self.db.version)
+                self._limit(
+                    res,
+                    LimitExceeded("max_file_size", f"{st.st_size} > {self.limits.max_file_size}"),
+                    "",
+                )
+                return res
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                data = fh.read(self.limits.max_file_size + 1)
+        except OSError as exc:
+            return _error(spath, exc.strerror or str(exc), self.db.version)
+        finally:
+            os.close(fd)
+        result = self.scan_bytes(data, spath)
+        result.path = spath
+        return result
+
+    # --- recursion ------------------------------------------------------------------------------
+
+    def _layer(
+        self, data: bytes, name: str, inner: str, depth: int, budget: ScanBudget, result: ScanResult
+    ) -> None:
+        budget.charge_file(len(data))
+        digests, hits, allowed = self.matcher.match(data, want_sha=depth == 0)
+        if depth == 0:
+            result.hashes = Hashes(digests["md5"], digests["sha1"], digests["sha256"])
+        if allowed:
+            return  # on the .fp/.sfp allow-list: neither it nor anything inside is reported
+        for h in hits:
+            result.detections.append(Detection(h.name, inner, h.engine))
+            result.status = worst(result.status, Status.INFECTED)
+        if self._open is None:
+            return
+        members = self._open(data, name, budget)
+        if members is None:
+            return
+        budget.check_depth(depth + 1)
+        for member in members:
+            mpath = f"{inner}//{member.name}" if inner else member.name
+            if member.encrypted:
+                result.encrypted.append(mpath)
+                result.status = worst(result.status, Status.ENCRYPTED)
+                continue
+            if member.error:
+                result.errors.append(f"{mpath}: {member.error}")
+                result.status = worst(result.status, Status.ERROR)
+            if member.data is None:
+                continue
+            try:
+                self._layer(member.data, member.name, mpath, depth + 1, budget, result)
+            except LimitExceeded as exc:
+                if exc.limit not in _PER_MEMBER_LIMITS:
+                    raise
+                self._limit(result, exc, mpath)
+
+    @staticmethod
+    def _limit(result: ScanResult, exc: LimitExceeded, where: str) -> None:
+        if result.limit is None:
+            result.limit = exc.limit
+            result.limit_path = where or None
+        else:
+            result.errors.append(f"{where or '(file)'}: limit {exc.limit} also hit")
+        result.status = worst(result.status, Status.LIMITS_EXCEEDED)
+
+
+def _error(path: str, reason: str, version: str) -> ScanResult:
+    return ScanResult(path=path, status=Status.ERROR, errors=[reason], db_version=version)

@@ -1,0 +1,1 @@
+"""Loaders for the signature formats users already have: ClamAV databases and YARA rules."""

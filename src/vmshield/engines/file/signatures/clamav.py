@@ -1,0 +1,430 @@
+"""Line parsers for ClamAV's text databases: .hdb .hsb .fp .sfp .ndb .ldb .ign2.
+
+Each parser takes one line and returns a signature object or raises `SigError` with the reason;
+the database loader adds the file and line number and carries on with the next line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from vmshield.engines.file.signatures.hexsig import CompiledHex, HexSigError, compile_hex
+
+# The ClamAV functionality level we claim (ClamAV 1.4 is 200): signatures whose min/max FLEVEL
+# exclude it are skipped and counted, as clamscan does, not rejected.
+FLEVEL = 200
+
+MAX_NAME = 512
+_NAME_OK = re.compile(r"^[\x21-\x7e][\x20-\x7e]*$")
+
+
+class SigError(ValueError):
+    pass
+
+
+class SkipSig(Exception):
+    """A valid line this engine must not load (functionality level out of range)."""
+
+
+def _name(raw: str) -> str:
+    name = raw.strip()
+    if not name:
+        raise SigError("empty signature name")
+    if len(name) > MAX_NAME or not _NAME_OK.match(name):
+        raise SigError(f"bad signature name {name[:40]!r}")
+    return name
+
+
+def _flevel(minfl: str | None, maxfl: str | None) -> None:
+    try:
+        lo = int(minfl) if minfl else 0
+        hi = int(maxfl) if maxfl else None
+    except ValueError:
+        raise SigError(f"bad functionality level {minfl!r}:{maxfl!r}") from None
+    if lo > FLEVEL or (hi is not None and hi < FLEVEL):
+        raise SkipSig()
+
+
+# --- hashes -------------------------------------------------------------------------------------
+
+_HASH_KIND = {32: "md5", 40: "sha1", 64: "sha256"}
+_HEXDIGITS = re.compile(r"^[0-9a-fA-F]+$")
+
+
+@dataclass(frozen=True)
+class HashSig:
+    kind: str  # md5 | sha1 | sha256
+    digest: str  # lowercase hex
+    size: int | None  # None for `*`
+    name: str
+
+
+def parse_hash(line: str, *, allow: tuple[str, ...]) -> HashSig:
+    """`HASH:SIZE:NAME[:FLEVEL[:MAXFLEVEL]]` (.hdb/.fp: MD5; .hsb/.sfp: SHA1 or SHA256)."""
+    parts = line.split(":")
+    if len(parts) < 3 or len(parts) > 5:
+        raise SigError(f"expected HASH:SIZE:NAME, got {len(parts)} fields")
+    digest, size_s, name = parts[0].strip(), parts[1].strip(), parts[2]
+    kind = _HASH_KIND.get(len(digest))
+    if kind is None or not _HEXDIGITS.match(digest):
+        raise SigError(
+            f"bad hash {digest[:70]!r} (want {' or '.join(a.upper() for a in allow)} hex)"
+        )
+    if kind not in allow:
+        raise SigError(
+            f"{kind.upper()} hash where {'/'.join(a.upper() for a in allow)} is expected"
+        )
+    if size_s == "*":
+        size = None
+    else:
+        if not size_s.isdigit():
+            raise SigError(f"bad file size {size_s!r}")
+        size = int(size_s)
+    _flevel(parts[3] if len(parts) > 3 else None, parts[4] if len(parts) > 4 else None)
+    return HashSig(kind, digest.lower(), size, _name(name))
+
+
+# --- offsets ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Offset:
+    kind: str  # any | abs | eof
+    value: int = 0  # abs: from the start; eof: bytes before the end
+    shift: int = 0  # MaxShift: the match may start up to this much later
+
+    def window(self, size: int) -> tuple[int, int] | None:
+        """First and last allowed start position in a file of `size` bytes (None: impossible)."""
+        if self.kind == "any":
+            return 0, size
+        start = self.value if self.kind == "abs" else size - self.value
+        if start < 0 or start > size:
+            return None
+        return start, start + self.shift
+
+
+_OFFSET = re.compile(r"^(?:(\*)|(\d+)|EOF-(\d+))(?:,(\d+))?$")
+
+
+def parse_offset(text: str) -> Offset:
+    m = _OFFSET.match(text.strip())
+    if not m:
+        if re.match(r"^(EP[+-]|S\d+\+|SE\d+|SL\+|VI|\$)", text):
+            raise SigError(
+                f"offset {text!r} needs executable parsing (EP/Sx/SEx/SL): not supported"
+            )
+        raise SigError(f"bad offset {text!r}")
+    if m.group(1):
+        if m.group(4):
+            raise SigError("offset '*' cannot have a MaxShift")
+        return Offset("any")
+    shift = int(m.group(4) or 0)
+    if m.group(2) is not None:
+        return Offset("abs", int(m.group(2)), shift)
+    return Offset("eof", int(m.group(3)), shift)
+
+
+# --- extended body signatures (.ndb) ------------------------------------------------------------
+
+TARGET_TYPES = {
+    0: "any",
+    1: "PE",
+    2: "OLE2",
+    3: "HTML",
+    4: "mail",
+    5: "graphics",
+    6: "ELF",
+    7: "ASCII text",
+    8: "unused",
+    9: "Mach-O",
+    10: "PDF",
+    11: "Flash",
+    12: "Java class",
+    13: "internal",
+    14: "internal",
+}
+
+
+@dataclass(frozen=True)
+class BodySig:
+    name: str
+    target: int
+    offset: Offset
+    hex: CompiledHex
+
+
+def _target(text: str) -> int:
+    if not text.strip().isdigit() or int(text) not in TARGET_TYPES:
+        raise SigError(f"bad target type {text!r} (0-14)")
+    t = int(text)
+    if t in (8, 13, 14):
+        raise SigError(f"target type {t} ({TARGET_TYPES[t]}) is not supported")
+    return t
+
+
+def parse_ndb(line: str) -> BodySig:
+    """`Name:TargetType:Offset:HexSig[:MinFL[:MaxFL]]`."""
+    parts = line.split(":")
+    if len(parts) < 4 or len(parts) > 6:
+        raise SigError(f"expected Name:TargetType:Offset:HexSig, got {len(parts)} fields")
+    name = _name(parts[0])
+    target = _target(parts[1])
+    offset = parse_offset(parts[2])
+    _flevel(parts[4] if len(parts) > 4 else None, parts[5] if len(parts) > 5 else None)
+    try:
+        hx = compile_hex(parts[3].strip())
+    except HexSigError as exc:
+        raise SigError(f"hex signature: {exc}") from None
+    return BodySig(name, target, offset, hx)
+
+
+# --- logical signatures (.ldb) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubSig:
+    offset: Offset
+    hex: CompiledHex | None  # None for a PCRE subsignature
+    pcre: bytes | None = None  # Python `re` source
+    pcre_flags: int = 0
+    trigger: object = None  # expression AST over the other subsignatures (PCRE only)
+
+
+@dataclass(frozen=True)
+class LogicalSig:
+    name: str
+    target: int | None
+    filesize: tuple[int, int] | None
+    expr: object  # AST, see _parse_expr
+    subsigs: tuple[SubSig, ...]
+    needs_counts: bool = field(default=False)
+
+
+MAX_SUBSIGS = 64
+
+
+def _range(text: str, what: str) -> tuple[int, int]:
+    m = re.match(r"^(\d+)(?:-(\d+))?$", text.strip())
+    if not m:
+        raise SigError(f"bad {what} range {text!r}")
+    lo = int(m.group(1))
+    hi = int(m.group(2)) if m.group(2) else lo
+    if hi < lo:
+        raise SigError(f"bad {what} range {text!r}")
+    return lo, hi
+
+
+def _parse_tdb(tdb: str) -> tuple[int | None, tuple[int, int] | None]:
+    target: int | None = None
+    filesize = None
+    for item in tdb.split(","):
+        if ":" not in item:
+            raise SigError(f"target block item {item!r} is not Key:Value")
+        key, val = item.split(":", 1)
+        if key == "Target":
+            target = _target(val)
+        elif key == "Engine":
+            lo, hi = _range(val, "Engine")
+            if lo > FLEVEL or hi < FLEVEL:
+                raise SkipSig()
+        elif key == "FileSize":
+            filesize = _range(val, "FileSize")
+        elif key in (
+            "EntryPoint",
+            "NumberOfSections",
+            "Container",
+            "Intermediates",
+            "IconGroup1",
+            "IconGroup2",
+            "HandlerType",
+        ):
+            raise SigError(f"target block key {key} is not supported")
+        else:
+            raise SigError(f"unknown target block key {key!r}")
+    return target, filesize
+
+
+# Expression AST: int (subsig index) | ("&"|"|", [nodes]) | ("cmp", op, node, x, y|None)
+_EXPR_TOKEN = re.compile(r"\s*(\d+|[&|()=<>,])")
+
+
+def parse_expr(text: str, nsub: int) -> tuple[object, bool]:
+    """Parse a logical expression; returns the AST and whether it uses match counts."""
+    toks: list[str] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _EXPR_TOKEN.match(text, pos)
+        if not m:
+            raise SigError(f"bad character {text[pos]!r} in logical expression at {pos}")
+        toks.append(m.group(1))
+        pos = m.end()
+    if not toks:
+        raise SigError("empty logical expression")
+    state = {"i": 0, "counts": False, "depth": 0}
+
+    def peek() -> str | None:
+        return toks[state["i"]] if state["i"] < len(toks) else None
+
+    def take() -> str:
+        t = peek()
+        if t is None:
+            raise SigError("logical expression ends too early")
+        state["i"] += 1
+        return t
+
+    def number() -> int:
+        t = take()
+        if not t.isdigit():
+            raise SigError(f"number expected in logical expression, got {t!r}")
+        return int(t)
+
+    def primary() -> object:
+        t = take()
+        if t == "(":
+            state["depth"] += 1
+            if state["depth"] > 64:
+                raise SigError("logical expression nested too deep")
+            node = disj()
+            if take() != ")":
+                raise SigError("missing ')' in logical expression")
+            state["depth"] -= 1
+        elif t.isdigit():
+            node = int(t)
+            if node >= nsub:
+                raise SigError(f"logical expression uses subsignature {node}, only {nsub} given")
+        else:
+            raise SigError(f"unexpected {t!r} in logical expression")
+        if peek() in ("=", ">", "<"):
+            op = take()
+            x = number()
+            y = None
+            if peek() == ",":
+                take()
+                y = number()
+            state["counts"] = True
+            node = ("cmp", op, node, x, y)
+        return node
+
+    def conj() -> object:
+        nodes = [primary()]
+        while peek() == "&":
+            take()
+            nodes.append(primary())
+        return nodes[0] if len(nodes) == 1 else ("&", nodes)
+
+    def disj() -> object:
+        nodes = [conj()]
+        while peek() == "|":
+            take()
+            nodes.append(conj())
+        return nodes[0] if len(nodes) == 1 else ("|", nodes)
+
+    ast = disj()
+    if peek() is not None:
+        raise SigError(f"unexpected {peek()!r} after the logical expression")
+    return ast, bool(state["counts"])
+
+
+def eval_expr(node: object, counts: list[int]) -> tuple[bool, int, frozenset[int]]:
+    """(truth, number of matches, subsignatures matched) of an expression node."""
+    if isinstance(node, int):
+        c = counts[node]
+        return c > 0, c, frozenset((node,)) if c else frozenset()
+    assert isinstance(node, tuple)
+    if node[0] == "cmp":
+        _, op, sub, x, y = node
+        _, c, seen = eval_expr(sub, counts)
+        ok = c == x if op == "=" else c > x if op == ">" else c < x
+        if y is not None:
+            ok = ok and len(seen) >= y
+        return ok, c, seen
+    results = [eval_expr(n, counts) for n in node[1]]
+    truth = all(r[0] for r in results) if node[0] == "&" else any(r[0] for r in results)
+    total = sum(r[1] for r in results)
+    seen = frozenset().union(*(r[2] for r in results))
+    return truth, total, seen
+
+
+_PCRE_FLAGS = {"i": re.IGNORECASE, "s": re.DOTALL, "m": re.MULTILINE, "x": re.VERBOSE}
+
+
+def _parse_pcre(text: str, nsub: int) -> SubSig:
+    """`[Offset:]Trigger/regex/[flags]`: the regex is tried when the trigger expression holds."""
+    first = text.index("/")
+    last = text.rindex("/")
+    if last == first:
+        raise SigError("PCRE subsignature needs /regex/")
+    head, body, flags_s = text[:first], text[first + 1 : last], text[last + 1 :]
+    offset = Offset("any")
+    if ":" in head:
+        off_s, head = head.rsplit(":", 1)
+        offset = parse_offset(off_s)
+    trigger, _ = parse_expr(head, nsub)
+    flags = 0
+    for f in flags_s:
+        if f in _PCRE_FLAGS:
+            flags |= _PCRE_FLAGS[f]
+        elif f in "rega":  # rolling, encompass, global, anchored-to-offset: accepted, see docs
+            continue
+        else:
+            raise SigError(f"PCRE flag {f!r} is not supported")
+    try:
+        rx = (
+            bytes.fromhex(body)
+            if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", body)
+            else body.encode("latin-1")
+        )
+        re.compile(rx, flags)
+    except re.error as exc:
+        raise SigError(f"bad PCRE /{body[:40]}/: {exc}") from None
+    return SubSig(offset, None, rx, flags, trigger)
+
+
+def _parse_subsig(text: str, nsub: int) -> SubSig:
+    if text.startswith("${") or (text.startswith("(") and "#" in text):
+        raise SigError("macro and byte-compare subsignatures are not supported")
+    mods = ""
+    if "::" in text:
+        text, mods = text.split("::", 1)
+    if "/" in text:
+        return _parse_pcre(text, nsub)
+    offset = Offset("any")
+    if ":" in text:
+        off_s, text = text.split(":", 1)
+        offset = parse_offset(off_s)
+    bad = set(mods) - set("iwfa")
+    if bad:
+        raise SigError(f"unknown subsignature modifier(s) {''.join(sorted(bad))!r}")
+    try:
+        hx = compile_hex(
+            text.strip(),
+            nocase="i" in mods,
+            wide="w" in mods,
+            ascii_too="a" in mods,
+            fullword="f" in mods,
+        )
+    except HexSigError as exc:
+        raise SigError(f"hex subsignature: {exc}") from None
+    return SubSig(offset, hx)
+
+
+def parse_ldb(line: str) -> LogicalSig:
+    """`Name;TargetDescriptionBlock;LogicalExpression;Subsig0;Subsig1;...`."""
+    parts = line.split(";")
+    if len(parts) < 4:
+        raise SigError("expected Name;TargetDescriptionBlock;LogicalExpression;Subsig0[;...]")
+    name = _name(parts[0])
+    target, filesize = _parse_tdb(parts[1])
+    subs_raw = parts[3:]
+    if len(subs_raw) > MAX_SUBSIGS:
+        raise SigError(f"more than {MAX_SUBSIGS} subsignatures")
+    expr, counts = parse_expr(parts[2], len(subs_raw))
+    subsigs = []
+    for i, raw in enumerate(subs_raw):
+        try:
+            subsigs.append(_parse_subsig(raw.strip(), len(subs_raw)))
+        except SigError as exc:
+            raise SigError(f"subsignature {i}: {exc}") from None
+    return LogicalSig(name, target, filesize, expr, tuple(subsigs), counts)
