@@ -134,7 +134,7 @@ _WALKERS: dict[str, Walker] = {
     "7z": _libarchive("7zip"),
     "rar": _libarchive("all"),
     "cab": _libarchive("cab"),
-    "arj": _libarchive("arj"),
+    "arj": _lazy("arj"),
     "iso9660": _libarchive("iso9660"),
     "cpio": _libarchive("cpio"),
     "tar": _libarchive("tar"),
