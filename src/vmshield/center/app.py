@@ -1,0 +1,207 @@
+"""Assembles the center: data directory, database, PKI, the FastAPI app, background jobs, and the
+HTTPS server (uvicorn) that also asks for (but does not require) client certificates, so SVMs
+use mutual TLS on the same port the console uses."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from vmshield import __version__
+from vmshield.center import db
+from vmshield.center.metrics import Metrics
+from vmshield.center.pki import CenterPKI
+from vmshield.center.store import Conflict, NotFound, Store
+
+log = logging.getLogger("vmshield.center")
+
+
+@dataclass
+class CenterContext:
+    data_dir: Path
+    db_url: str
+    store: Store
+    pki: CenterPKI
+    metrics: Metrics
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def default_db_url(data_dir: Path) -> str:
+    return f"sqlite:///{(data_dir / 'center.db').resolve()}"
+
+
+def open_center(data_dir: Path, db_url: str | None = None) -> CenterContext:
+    """Data directory, keys, migrations: everything but the HTTP server."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    pki = CenterPKI(data_dir)
+    pki.ensure()
+    url = db_url or default_db_url(data_dir)
+    db.migrate(url)
+    store = Store(db.make_engine(url), pki)
+    store.init()
+    return CenterContext(data_dir, url, store, pki, Metrics(store))
+
+
+def create_app(c: CenterContext) -> FastAPI:
+    from vmshield.center import api
+
+    app = FastAPI(
+        title="vmshield center",
+        version=__version__,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = c
+    app.include_router(api.router)
+    try:
+        from vmshield.center import console
+    except ImportError:  # pragma: no cover
+        console = None  # type: ignore[assignment]
+    if console is not None:
+        console.mount(app)
+
+    def _err(status: int, msg: str) -> JSONResponse:
+        return JSONResponse({"detail": msg}, status_code=status)
+
+    @app.exception_handler(NotFound)
+    async def _nf(_r: Request, exc: NotFound) -> JSONResponse:
+        return _err(404, f"not found: {exc}")
+
+    @app.exception_handler(Conflict)
+    async def _cf(_r: Request, exc: Conflict) -> JSONResponse:
+        return _err(409, str(exc))
+
+    @app.exception_handler(ValidationError)
+    async def _ve(_r: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()]},
+            status_code=422,
+        )
+
+    @app.exception_handler(ValueError)
+    async def _val(_r: Request, exc: ValueError) -> JSONResponse:
+        return _err(422, str(exc))
+
+    @app.exception_handler(PermissionError)
+    async def _perm(_r: Request, exc: PermissionError) -> JSONResponse:
+        return _err(403, str(exc))
+
+    _ = (RequestValidationError, StarletteHTTPException)
+
+    @app.middleware("http")
+    async def _timing(request: Request, call_next: Any) -> Response:
+        t0 = time.perf_counter()
+        resp: Response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "other")
+        c.metrics.request_seconds.labels(path).observe(time.perf_counter() - t0)
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return resp
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(p: Any = api.VIEWER) -> Response:
+        return Response(c.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def background_loop(c: CenterContext, interval: float = 2.0) -> None:
+    """Exports and retention. Safe on every replica at once (cursor compare-and-set, deletes)."""
+    from vmshield.center.export import ExportRunner
+
+    runner = ExportRunner(c.store, c.metrics)
+    last_retention = 0.0
+    while not c.stop.wait(interval):
+        try:
+            runner.run_once()
+            if time.time() - last_retention > 60:
+                with c.store.sessions.begin() as s:
+                    c.store.retention(s)
+                last_retention = time.time()
+        except Exception:  # keep the loop alive; the error is logged and retried next round
+            log.exception("background job failed")
+    runner.close()
+
+
+# ---- HTTPS server with optional client certificates ------------------------------------------
+
+
+def _peer_protocol(base: type) -> type:
+    class PeerCertProtocol(base):  # type: ignore[misc, valid-type]
+        """Puts the verified client certificate (DER) into each request's scope state."""
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            ssl_obj = transport.get_extra_info("ssl_object")
+            der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
+            # Per-connection copy: app_state is shared by every connection otherwise.
+            self.app_state = {**self.app_state, "vmshield_peer_cert": der}
+
+    return PeerCertProtocol
+
+
+def serve(
+    c: CenterContext,
+    host: str,
+    port: int,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    ready: threading.Event | None = None,
+    server_box: list[Any] | None = None,
+) -> None:
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    app = create_app(c)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(certfile or c.pki.server_cert_path),
+        ssl_keyfile=str(keyfile or c.pki.server_key_path),
+        # Ask for a client certificate, verify it against our CA if one is sent; the console's
+        # browsers send none, the SVM endpoints refuse requests without one.
+        ssl_cert_reqs=ssl.CERT_OPTIONAL,
+        ssl_ca_certs=str(c.pki.ca_cert_path),
+        http=_peer_protocol(H11Protocol),
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=30,
+        limit_concurrency=1000,
+    )
+    server = uvicorn.Server(config)
+    if server_box is not None:
+        server_box.append(server)
+    bg = threading.Thread(target=background_loop, args=(c,), daemon=True, name="center-bg")
+    bg.start()
+    if ready is not None:
+
+        def _notify() -> None:
+            while not server.started and not c.stop.is_set():
+                time.sleep(0.05)
+            ready.set()
+
+        threading.Thread(target=_notify, daemon=True).start()
+    try:
+        server.run()
+    finally:
+        c.stop.set()
+        bg.join(timeout=10)
