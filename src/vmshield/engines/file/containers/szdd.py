@@ -61,11 +61,18 @@ def walk(data: bytes, name: str, budget: ScanBudget) -> Iterator[Member]:
             return
         missing = chr(data[9]) if 32 < data[9] < 127 else ""
         size = struct.unpack_from("<I", data, 10)[0]
+        inner = base[:-1] + missing if base.endswith("_") and missing else base + ".unpacked"
+        if size > (len(data) - 14) * 9:
+            # LZSS expands at most 144 bytes from 17: a larger size is a corrupt or cut header.
+            out, _ = lzss(data[14:], None, min(cap, (len(data) - 14) * 9), budget)
+            yield Member(
+                inner, out, error=f"SZDD declares {size} bytes, impossible for {len(data)} bytes"
+            )
+            return
         if size > cap:
             raise LimitExceeded("max_file_size", f"SZDD declares {size} bytes > {cap}")
         budget.check_ratio(len(data), size)
         out, err = lzss(data[14:], size, cap, budget)
-        inner = base[:-1] + missing if base.endswith("_") and missing else base + ".unpacked"
         yield Member(inner, out, error=err)
         return
     # KWAJ: method 0 stored, 1 XOR 0xFF, 2 SZDD-LZSS, 4 MSZIP (deflate blocks prefixed "CK").

@@ -294,7 +294,9 @@ def walk(data: bytes, budget: ScanBudget) -> Iterator[Member]:
         if e.encrypted:
             yield Member(name, None, encrypted=True)
             continue
-        check_declared(budget, e.comp_size, e.size)
+        if e.data_offset >= 0 and e.data_offset + e.comp_size <= len(data):
+            check_declared(budget, e.comp_size, e.size)
+        # else: truncated or corrupt header; its declared sizes mean nothing, extraction is bounded
         out, err = extract(data, e, budget)
         if out is not None and err is None:
             yield Member(name, out)
@@ -342,7 +344,7 @@ def _walk_local(data: bytes, budget: ScanBudget) -> Iterator[Member]:
             if e.encrypted:
                 yield Member(mname, None, encrypted=True)
             else:
-                if size:
+                if size and data_off + comp <= len(data):
                     check_declared(budget, comp, size)
                 out, err = extract(data, e, budget)
                 yield Member(mname, out or None, error=err)

@@ -1,0 +1,313 @@
+"""Disinfection where it is real: rebuild a zip-family or tar container without its infected
+members (the other members' bytes copied, never recompressed), and remove the VBA project from an
+OOXML document whose detection is in vbaProject.bin. Anything else "cannot be disinfected", and
+the caller applies its fallback (delete, quarantine, block).
+
+Pure: bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import posixpath
+import struct
+import tarfile
+import xml.etree.ElementTree as ET
+import zlib
+from dataclasses import dataclass, field
+
+from .containers import detect, sanitize_name
+from .containers._base import unique_names
+from .containers.streams import is_tar
+from .containers.zipfmt import ZipDirectory, ZipEntry, ZipFormatError, read_directory
+
+CT_NS = "http://schemas.openxmlformats.org/package/2006/content-types"
+REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
+VBA_REL = "http://schemas.microsoft.com/office/2006/relationships/vbaProject"
+MAX_XML = 16 * 1024 * 1024  # a content-types or rels part larger than this is not an Office file
+
+
+@dataclass
+class DisinfectResult:
+    ok: bool
+    data: bytes | None
+    reason: str
+    removed: list[str] = field(default_factory=list)  # members taken out (top-level names)
+
+
+def cannot(reason: str) -> DisinfectResult:
+    return DisinfectResult(False, None, f"cannot be disinfected: {reason}")
+
+
+def disinfect(data: bytes, infected_inner_paths: list[str]) -> DisinfectResult:
+    """Remove what the detections point at. `infected_inner_paths` are the scanner's inner paths
+    ("dir/x.exe", "a.zip//b.exe"); "" means the file itself is the detection."""
+    if not infected_inner_paths:
+        return DisinfectResult(True, data, "nothing to remove")
+    if any(p == "" for p in infected_inner_paths):
+        return cannot("the file itself is infected, not a member of it")
+    # Only the top-level member can be taken out; a nested detection removes the member holding it.
+    tops = sorted({p.split("//", 1)[0] for p in infected_inner_paths})
+    kind = detect(data)
+    try:
+        if kind == "zip":
+            return _zip(data, tops, infected_inner_paths)
+        if kind == "tar":
+            return _tar(data, tops, None)
+        if kind in ("gzip", "bzip2", "xz"):
+            raw = _decompress(data, kind)
+            if raw is None or not is_tar(raw):
+                return cannot(f"{kind} stream holds a single file, not an archive")
+            return _tar(raw, tops, kind)
+    except (
+        ZipFormatError,
+        tarfile.TarError,
+        ET.ParseError,
+        struct.error,
+        ValueError,
+        OSError,
+        EOFError,
+    ) as exc:
+        return cannot(f"container could not be rebuilt: {exc}")
+    return cannot(f"{kind or 'this file type'} cannot be rebuilt without its infected part")
+
+
+# --- zip family --------------------------------------------------------------------------------
+
+
+def _names(directory: ZipDirectory) -> dict[str, ZipEntry]:
+    """Map the scanner's member names (sanitised, de-duplicated, as `zipfmt.walk` yields them)."""
+    uniq = unique_names()
+    out: dict[str, ZipEntry] = {}
+    for e in directory.entries:
+        if not e.is_dir:
+            out[uniq(sanitize_name(e.name))] = e
+    return out
+
+
+def _zip(data: bytes, tops: list[str], paths: list[str]) -> DisinfectResult:
+    directory = read_directory(data)
+    if directory.base:
+        return cannot("self-extracting archive (data before the zip)")
+    by_name = _names(directory)
+    missing = [t for t in tops if t not in by_name]
+    if missing:
+        return cannot(f"member {missing[0]!r} not found in the archive")
+    drop = {id(by_name[t]) for t in tops}
+    replace: dict[str, bytes] = {}
+    removed = list(tops)
+    vba = [t for t in tops if posixpath.basename(t).lower() == "vbaproject.bin"]
+    note = ""
+    if vba and "[Content_Types].xml" in by_name:
+        replace, extra_drop = _strip_vba(data, by_name, vba)
+        for n in extra_drop:
+            if n in by_name:
+                drop.add(id(by_name[n]))
+                removed.append(n)
+        note = "; VBA project removed, relationships and content types updated"
+    out = _rebuild_zip(data, directory, drop, {id(by_name[k]): v for k, v in replace.items()})
+    return DisinfectResult(True, out, f"removed {', '.join(removed)}{note}", removed)
+
+
+def _raw_record(data: bytes, e: ZipEntry) -> bytes:
+    """The local header, compressed data and data descriptor of one entry, exactly as stored."""
+    end = e.data_offset + e.comp_size
+    if e.data_offset < 0 or end > len(data):
+        raise ValueError(f"member {e.name!r} is truncated")
+    if e.flags & 0x08:  # data descriptor: optional signature, CRC, sizes (8 bytes each in zip64)
+        sig = data[end : end + 4] == b"PK\x07\x08"
+        zip64 = e.comp_size >= 0xFFFFFFFF or e.size >= 0xFFFFFFFF
+        end += (4 if sig else 0) + 4 + (16 if zip64 else 8)
+    return data[e.local_offset : end]
+
+
+def _rebuild_zip(
+    data: bytes, directory: ZipDirectory, drop: set[int], replace: dict[int, bytes]
+) -> bytes:
+    out = bytearray()
+    central = bytearray()
+    count = 0
+    for e in directory.entries:
+        if id(e) in drop:
+            continue
+        cen = bytearray(data[e.cen_offset : e.cen_offset + e.cen_len])
+        offset = len(out)
+        if id(e) in replace:
+            body = replace[id(e)]
+            comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+            cdata = comp.compress(body) + comp.flush()
+            nb = e.raw_name
+            crc = zlib.crc32(body)
+            out += struct.pack(
+                "<4sHHHHHIIIHH",
+                b"PK\x03\x04",
+                20,
+                e.flags & 0x800,
+                8,
+                0,
+                0x21,
+                crc,
+                len(cdata),
+                len(body),
+                len(nb),
+                0,
+            )
+            out += nb + cdata
+            # Central record: method, CRC and sizes follow the new content; no extra field kept.
+            struct.pack_into(
+                "<HHHHIII", cen, 8, e.flags & 0x800, 8, 0, 0x21, crc, len(cdata), len(body)
+            )
+            struct.pack_into("<HH", cen, 30, 0, 0)
+            cen = cen[: 46 + len(nb)]
+        else:
+            out += _raw_record(data, e)
+        if offset >= 0xFFFFFFFF:
+            raise ValueError("rebuilt archive needs zip64 offsets")
+        if struct.unpack_from("<I", cen, 42)[0] == 0xFFFFFFFF:
+            raise ValueError("zip64 member offsets are not rewritten")
+        struct.pack_into("<I", cen, 42, offset)
+        central += cen
+        count += 1
+    cd_off = len(out)
+    out += central
+    if count >= 0xFFFF or cd_off >= 0xFFFFFFFF:
+        raise ValueError("rebuilt archive would need zip64 records")
+    out += struct.pack(
+        "<4sHHHHIIH",
+        b"PK\x05\x06",
+        0,
+        0,
+        count,
+        count,
+        len(central),
+        cd_off,
+        len(directory.comment),
+    )
+    out += directory.comment
+    return bytes(out)
+
+
+def _inflate_small(data: bytes, e: ZipEntry) -> bytes:
+    if e.size > MAX_XML or e.data_offset < 0:
+        raise ValueError(f"{e.name} is not a plausible OOXML part")
+    raw = data[e.data_offset : e.data_offset + e.comp_size]
+    if e.method == 0:
+        return raw
+    if e.method == 8:
+        d = zlib.decompressobj(-15)
+        out = d.decompress(raw, MAX_XML)
+        if d.unconsumed_tail:
+            raise ValueError(f"{e.name} inflates past {MAX_XML} bytes")
+        return out
+    raise ValueError(f"{e.name}: compression method {e.method}")
+
+
+def _rels_path(part: str) -> str:
+    d, b = posixpath.split(part)
+    return posixpath.join(d, "_rels", b + ".rels")
+
+
+def _strip_vba(
+    data: bytes, by_name: dict[str, ZipEntry], vba_parts: list[str]
+) -> tuple[dict[str, bytes], list[str]]:
+    """Drop vbaProject.bin's relationships and content-type overrides; return changed parts and
+    the parts that belong only to the VBA project (its own rels, vbaData.xml) to drop too."""
+    ET.register_namespace("", CT_NS)
+    replace: dict[str, bytes] = {}
+    extra: list[str] = []
+    targets = {"/" + p.lstrip("/") for p in vba_parts}
+    # Parts the VBA project refers to (vbaData.xml) go with it.
+    for p in vba_parts:
+        own = _rels_path(p)
+        if own in by_name:
+            extra.append(own)
+            root = ET.fromstring(_inflate_small(data, by_name[own]))
+            for rel in root.findall(f"{{{REL_NS}}}Relationship"):
+                tgt = posixpath.normpath(
+                    posixpath.join(posixpath.dirname(p), rel.get("Target", ""))
+                )
+                if tgt in by_name and tgt != p:
+                    extra.append(tgt)
+                    targets.add("/" + tgt)
+    # Content types: remove the overrides of every removed part.
+    ct = ET.fromstring(_inflate_small(data, by_name["[Content_Types].xml"]))
+    for ov in list(ct.findall(f"{{{CT_NS}}}Override")):
+        if ov.get("PartName") in targets:
+            ct.remove(ov)
+    replace["[Content_Types].xml"] = _xml(ct)
+    # Relationships anywhere that point at the removed parts (normally word/_rels/document.xml.rels).
+    ET.register_namespace("", REL_NS)
+    for name, e in by_name.items():
+        if not name.endswith(".rels") or name in extra:
+            continue
+        root = ET.fromstring(_inflate_small(data, e))
+        src_dir = posixpath.dirname(posixpath.dirname(name))  # "word/_rels/x.rels" -> "word"
+        changed = False
+        for rel in list(root.findall(f"{{{REL_NS}}}Relationship")):
+            tgt = rel.get("Target", "")
+            full = (
+                tgt
+                if tgt.startswith("/")
+                else "/" + posixpath.normpath(posixpath.join(src_dir, tgt))
+            )
+            if full in targets or rel.get("Type") == VBA_REL:
+                root.remove(rel)
+                changed = True
+        if changed:
+            replace[name] = _xml(root)
+    return replace, extra
+
+
+def _xml(root: ET.Element) -> bytes:
+    return ET.tostring(root, encoding="UTF-8", xml_declaration=True).replace(
+        b"<?xml version='1.0' encoding='UTF-8'?>",
+        b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>',
+    )
+
+
+# --- tar ---------------------------------------------------------------------------------------
+
+
+def _decompress(data: bytes, kind: str) -> bytes | None:
+    # Callers scanned this file already, under the limits; the size is bounded again here.
+    cap = 1 << 30
+    if kind == "gzip":
+        d: object = zlib.decompressobj(16 + 15)
+        out = d.decompress(data, cap)  # type: ignore[attr-defined]
+    elif kind == "bzip2":
+        out = bz2.BZ2Decompressor().decompress(data, cap)
+    else:
+        out = lzma.LZMADecompressor().decompress(data, cap)
+    return out if len(out) < cap else None
+
+
+def _tar(raw: bytes, tops: list[str], compression: str | None) -> DisinfectResult:
+    uniq = unique_names()
+    members: list[tuple[str | None, int, int]] = []
+    with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+        for ti in tf:
+            end = ti.offset_data + ((ti.size + 511) // 512) * 512 if ti.isreg() else ti.offset_data
+            name = uniq(sanitize_name(ti.name)) if ti.isreg() else None
+            members.append((name, ti.offset, end))
+    names = {m[0] for m in members}
+    missing = [t for t in tops if t not in names]
+    if missing:
+        return cannot(f"member {missing[0]!r} not found in the archive")
+    out = bytearray()
+    for name, start, end in members:
+        if name in tops:
+            continue
+        out += raw[start:end]
+    out += b"\x00" * 1024
+    out += b"\x00" * (-len(out) % tarfile.RECORDSIZE)
+    blob = bytes(out)
+    if compression == "gzip":
+        blob = gzip.compress(blob, mtime=0)
+    elif compression == "bzip2":
+        blob = bz2.compress(blob)
+    elif compression == "xz":
+        blob = lzma.compress(blob)
+    return DisinfectResult(True, blob, f"removed {', '.join(tops)}", list(tops))
