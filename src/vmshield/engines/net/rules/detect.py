@@ -1,0 +1,431 @@
+"""Verifying one rule against one packet's inspection context (after the prefilter)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .items import (
+    BufSize,
+    ByteExtract,
+    ByteJump,
+    ByteMath,
+    ByteOpts,
+    ByteTest,
+    Content,
+    DatasetOp,
+    IsDataAt,
+    Pcre,
+)
+from .model import INSPECTION_RECURSION_LIMIT, InspectContext
+from .parser import BufKey, Rule
+from .transforms import apply_all
+
+
+class Env:
+    """Per-packet cache shared by every rule evaluated on it."""
+
+    __slots__ = ("ctx", "p", "payload", "src_int", "dst_int", "bufcache", "datasets", "_lower")
+
+    def __init__(self, ctx: InspectContext, datasets: Any = None) -> None:
+        self.ctx = ctx
+        p = self.p = ctx.packet
+        pl = p.payload
+        if p.proto in (1, 58):
+            pl = pl[4:]  # decoder payload starts at ICMP byte 4; Suricata's after the 8-byte header
+        self.payload: bytes = bytes(pl)
+        self.src_int = int.from_bytes(p.src_bytes, "big") if p.src_bytes else -1
+        self.dst_int = int.from_bytes(p.dst_bytes, "big") if p.dst_bytes else -1
+        self.bufcache: dict[Any, list[bytes] | None] = {}
+        self.datasets = datasets
+        self._lower: dict[int, bytes] = {}
+
+    def buffer(self, key: BufKey, rule: Rule) -> list[bytes] | None:
+        """The data a rule list inspects, as a list (multi-buffers have several)."""
+        name, ts = key
+        if name == "pkt":
+            c = self.ctx
+            use_stream = c.stream is not None and rule.stream_mode != "no_stream"
+            if rule.stream_mode == "only_stream" and c.stream is None:
+                return None
+            ck: Any = ("stream" if use_stream else "pkt", ts)
+            if ck in self.bufcache:
+                return self.bufcache[ck]
+            data = bytes(c.stream) if use_stream and c.stream is not None else self.payload
+            out: list[bytes] | None = [apply_all(ts, data) if ts else data]
+            self.bufcache[ck] = out
+            return out
+        if key in self.bufcache:
+            return self.bufcache[key]
+        raw = self._raw(name)
+        if raw is None:
+            out = None
+        else:
+            vals = [bytes(v) for v in raw] if isinstance(raw, (list, tuple)) else [bytes(raw)]
+            out = [apply_all(ts, v) for v in vals] if ts else vals
+        self.bufcache[key] = out
+        return out
+
+    def _raw(self, name: str) -> Any:
+        p = self.p
+        if name == "ipv4.hdr":
+            return p.ip_hdr if p.ip_version == 4 and p.ip_hdr else None
+        if name == "ipv6.hdr":
+            return p.ip_hdr if p.ip_version == 6 and p.ip_hdr else None
+        if name == "tcp.hdr":
+            return p.tcp_hdr if p.proto == 6 and p.tcp_hdr else None
+        b = self.ctx.buffers
+        v = b.get(name)
+        if v is None and name == "file.data":
+            # file.data for HTTP is the body in the packet's direction
+            v = b.get(
+                "http.request_body" if self.ctx.direction == "to_server" else "http.response_body"
+            )
+        return v
+
+
+def header_match(r: Rule, env: Env) -> bool:
+    p = env.p
+    ctx = env.ctx
+    if r.ipprotos is not None and p.proto not in r.ipprotos:
+        return False
+    if r.ip_version and p.ip_version != r.ip_version:
+        return False
+    if p.ip_version == 0 and r.proto != "pkthdr":
+        return False
+    if r.app_proto is not None:
+        ap = ctx.app_proto
+        if not (ap == r.app_proto or (r.app_proto == "http" and ap == "http1")):
+            return False
+    v = p.ip_version
+    if not (
+        r.src.contains(v, env.src_int)
+        and r.dst.contains(v, env.dst_int)
+        and r.sport.contains(p.sport)
+        and r.dport.contains(p.dport)
+    ):
+        if not r.bidir:
+            return False
+        if not (
+            r.src.contains(v, env.dst_int)
+            and r.dst.contains(v, env.src_int)
+            and r.sport.contains(p.dport)
+            and r.dport.contains(p.sport)
+        ):
+            return False
+    if r.flow_dir is not None and ctx.direction != r.flow_dir:
+        return False
+    if r.flow_established is not None and ctx.established != r.flow_established:
+        return False
+    if r.frag_mode is not None and p.is_fragment != (r.frag_mode == "only_frag"):
+        return False
+    return all(chk(env) for chk in r.checks)
+
+
+def flow_conditions(r: Rule, env: Env) -> bool:
+    fs = env.ctx.flow_state
+    if r.flowbit_tests:
+        if fs is None:
+            return all(op == "isnotset" for op, _, _ in r.flowbit_tests)
+        for op, join, names in r.flowbit_tests:
+            hits = [n in fs.flowbits for n in names]
+            if op == "isset":
+                ok = any(hits) if join == "|" else all(hits)
+            else:
+                ok = (not all(hits)) if join == "|" else not any(hits)
+            if not ok:
+                return False
+    if r.flowint_tests:
+        if fs is None:
+            return all(op == "notset" for op, _, _ in r.flowint_tests)
+        for op, name, val in r.flowint_tests:
+            cur = fs.flowints.get(name)
+            if op == "isset":
+                if cur is None:
+                    return False
+                continue
+            if op == "notset":
+                if cur is not None:
+                    return False
+                continue
+            if cur is None:
+                return False
+            other = fs.flowints.get(val) if isinstance(val, str) else val
+            if other is None or not _cmp(op, cur, other):
+                return False
+    return True
+
+
+def _cmp(op: str, a: int, b: int) -> bool:
+    return {
+        "==": a == b,
+        "!=": a != b,
+        "<": a < b,
+        "<=": a <= b,
+        ">": a > b,
+        ">=": a >= b,
+    }[op]
+
+
+def payload_match(r: Rule, env: Env) -> bool:
+    """Every buffer list of the rule must match (lists are ANDed)."""
+    vars_: dict[str, int] = {}
+    for key, items in r.lists.items():
+        bufs = env.buffer(key, r)
+        if bufs is None:
+            return False
+        if not any(Inspector(items, b, vars_, env).run(0, 0) for b in bufs):
+            return False
+    return True
+
+
+def _val(v: Any, vars_: dict[str, int]) -> int | None:
+    if isinstance(v, str):
+        return vars_.get(v)
+    return v  # type: ignore[no-any-return]
+
+
+def _extract(o: ByteOpts, buf: bytes, pos: int) -> int | None:
+    """Read the number for byte_test/jump/extract/math at `pos`; None when out of bounds."""
+    if pos < 0 or pos + o.nbytes > len(buf):
+        return None
+    raw = buf[pos : pos + o.nbytes]
+    if o.string_base:
+        try:
+            s = raw.decode("ascii").strip()
+            n = int(s, o.string_base)
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if n < 0:
+            return None
+    else:
+        n = int.from_bytes(raw, "little" if o.little else "big")
+    if o.bitmask is not None:
+        n &= o.bitmask
+        if n and o.bitmask:
+            m = o.bitmask
+            while m and not m & 1:  # shift right by the mask's trailing zeros
+                m >>= 1
+                n >>= 1
+    return n
+
+
+class Inspector:
+    """Suricata's content inspection: items in order, relative chains, backtracking to the next
+    occurrence of a content/pcre when a later relative keyword fails, bounded recursion."""
+
+    __slots__ = ("items", "buf", "vars", "env", "budget", "_lower")
+
+    def __init__(self, items: list[Any], buf: bytes, vars_: dict[str, int], env: Env) -> None:
+        self.items = items
+        self.buf = buf
+        self.vars = vars_
+        self.env = env
+        self.budget = INSPECTION_RECURSION_LIMIT
+        self._lower: bytes | None = None
+
+    def lower(self) -> bytes:
+        if self._lower is None:
+            self._lower = self.buf.lower()
+        return self._lower
+
+    def run(self, i: int, off: int) -> bool:
+        self.budget -= 1
+        if self.budget < 0:
+            return False
+        items = self.items
+        buf = self.buf
+        blen = len(buf)
+        while i < len(items):
+            it = items[i]
+            t = type(it)
+            if t is Content:
+                return self._content(it, i, off)
+            if t is Pcre:
+                return self._pcre(it, i, off)
+            if t is IsDataAt:
+                at = _val(it.at, self.vars)
+                if at is None:
+                    return False
+                ok = (off + at <= blen) if it.relative else (at < blen)
+                if ok == it.negated:
+                    return False
+            elif t is ByteTest:
+                if not self._byte_test(it, off):
+                    return False
+            elif t is ByteJump:
+                o = it.o
+                base = _val(o.offset, self.vars)
+                if base is None:
+                    return False
+                pos = off + base if o.relative else base
+                n = _extract(o, buf, pos)
+                if n is None:
+                    return False
+                if it.from_beginning:
+                    start = 0
+                elif it.from_end:
+                    start = blen
+                else:
+                    start = pos + o.nbytes
+                j = n * it.multiplier
+                if it.align and j % 4:
+                    j += 4 - j % 4
+                new = start + j + it.post_offset
+                if new < 0 or new >= blen:  # Suricata: the jump must land inside the buffer
+                    return False
+                off = new
+            elif t is ByteExtract:
+                o = it.o
+                pos = off + int(o.offset) if o.relative else int(o.offset)
+                n = _extract(o, buf, pos)
+                if n is None:
+                    return False
+                n *= it.multiplier
+                if it.align and n % it.align:
+                    n += it.align - n % it.align
+                self.vars[it.name] = n
+                off = pos + o.nbytes
+            elif t is ByteMath:
+                o = it.o
+                base = _val(o.offset, self.vars)
+                rv = _val(it.rvalue, self.vars)
+                if base is None or rv is None:
+                    return False
+                n = _extract(o, buf, off + base if o.relative else base)
+                if n is None:
+                    return False
+                op = it.oper
+                if op == "+":
+                    n = n + rv
+                elif op == "-":
+                    n = n - rv
+                elif op == "*":
+                    n = n * rv
+                elif op == "/":
+                    if rv == 0:
+                        return False
+                    n = n // rv
+                elif op == "<<":
+                    n = (n << rv) & 0xFFFFFFFF
+                else:
+                    n = n >> rv
+                self.vars[it.result] = n & 0xFFFFFFFF
+            elif t is BufSize:
+                if not it.test(blen):
+                    return False
+            elif t is DatasetOp:
+                ds = self.env.datasets
+                if ds is None or not ds.apply(it.op, it.name, buf):
+                    return False
+            i += 1
+        return True
+
+    def _byte_test(self, it: ByteTest, off: int) -> bool:
+        o = it.o
+        base = _val(o.offset, self.vars)
+        val = _val(it.value, self.vars)
+        if base is None or val is None:
+            return False
+        n = _extract(o, self.buf, off + base if o.relative else base)
+        if n is None:
+            return False
+        op = it.op
+        if op == "<":
+            r = n < val
+        elif op == ">":
+            r = n > val
+        elif op == "=":
+            r = n == val
+        elif op == "<=":
+            r = n <= val
+        elif op == ">=":
+            r = n >= val
+        elif op == "&":
+            r = (n & val) != 0
+        else:  # ^
+            r = (n ^ val) != 0
+        return r != it.negated
+
+    def _window(self, c: Content, off: int) -> tuple[int, int] | None:
+        blen = len(self.buf)
+        if c.relative:
+            dist = 0
+            if c.distance is not None:
+                d = _val(c.distance, self.vars)
+                if d is None:
+                    return None
+                dist = d
+            start = max(0, off + dist)
+            end = blen
+            if c.within is not None:
+                w = _val(c.within, self.vars)
+                if w is None:
+                    return None
+                end = min(end, off + dist + w)
+        elif c.startswith:
+            start, end = 0, min(blen, len(c.pattern))
+        else:
+            start = 0
+            if c.offset is not None:
+                o = _val(c.offset, self.vars)
+                if o is None:
+                    return None
+                start = o
+            end = blen
+            if c.depth is not None:
+                d = _val(c.depth, self.vars)
+                if d is None:
+                    return None
+                end = min(blen, start + d)
+        return start, end
+
+    def _content(self, c: Content, i: int, off: int) -> bool:
+        w = self._window(c, off)
+        if w is None:
+            return False
+        start, end = w
+        plen = len(c.pattern)
+        hay, pat = (self.lower(), c.lpattern) if c.nocase else (self.buf, c.pattern)
+        if c.endswith:
+            p = len(self.buf) - plen
+            found = p >= start and p + plen <= end and hay[p : p + plen] == pat
+            if c.negated:
+                return not found and self.run(i + 1, off)
+            return found and self.run(i + 1, p + plen)
+        if c.negated:
+            if end - start >= plen and hay.find(pat, start, end) >= 0:
+                return False
+            return self.run(i + 1, off)
+        while True:
+            if end - start < plen:
+                return False
+            p = hay.find(pat, start, end)
+            if p < 0:
+                return False
+            if self.run(i + 1, p + plen):
+                return True
+            if not c.relative_next or self.budget < 0:
+                return False
+            start = p + 1
+
+    def _pcre(self, pc: Pcre, i: int, off: int) -> bool:
+        buf = self.buf
+        base = off if pc.relative else 0
+        view = memoryview(buf)[base:]
+        pos = 0
+        while True:
+            if pos > len(view):
+                m = None
+            elif pc.anchored:
+                m = pc.regex.match(view, pos) if pos == 0 else None
+            else:
+                m = pc.regex.search(view, pos)
+            if pc.negated:
+                return m is None and self.run(i + 1, off)
+            if m is None:
+                return False
+            if self.run(i + 1, base + m.end()):
+                return True
+            if not pc.relative_next or self.budget < 0:
+                return False
+            pos = m.start() + 1

@@ -1,0 +1,165 @@
+"""Data shared between the rule engine and the packet pipeline (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..packet import Packet
+
+# Sticky buffers the pipeline may fill (canonical names; legacy names are mapped onto these).
+BUFFER_NAMES = (
+    "http.uri",
+    "http.uri.raw",
+    "http.method",
+    "http.host",
+    "http.host.raw",
+    "http.user_agent",
+    "http.header",
+    "http.header.raw",
+    "http.request_header",
+    "http.response_header",
+    "http.server",
+    "http.protocol",
+    "http.request_line",
+    "http.response_line",
+    "http.request_body",
+    "http.response_body",
+    "http.stat_code",
+    "http.stat_msg",
+    "http.cookie",
+    "http.content_type",
+    "http.content_len",
+    "http.referer",
+    "http.accept",
+    "http.accept_lang",
+    "http.accept_enc",
+    "http.connection",
+    "http.location",
+    "http.start",
+    "file.data",
+    "file.name",
+    "dns.query",
+    "tls.sni",
+    "tls.version",
+    "tls.cert_subject",
+    "tls.cert_issuer",
+    "tls.cert_serial",
+    "tls.cert_fingerprint",
+    "ja3.hash",
+    "ja3.string",
+    "ja3s.hash",
+    "ja3s.string",
+    "ja4.hash",
+    "ssh.proto",
+    "ssh.software",
+)
+
+# Limits on what one rule may ask for, so a hostile or broken rule file cannot exhaust memory.
+MAX_RULE_LEN = 65536
+MAX_CONTENT_LEN = 4096
+MAX_ITEMS_PER_RULE = 256
+# Suricata's inspection recursion limit: bounds backtracking over relative content chains.
+INSPECTION_RECURSION_LIMIT = 3000
+
+
+@dataclass(slots=True)
+class RuleError:
+    """Why a rule was not loaded."""
+
+    file: str
+    line: int
+    sid: int | None
+    keyword: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        sid = f" sid {self.sid}" if self.sid is not None else ""
+        kw = f" keyword '{self.keyword}'" if self.keyword else ""
+        return f"{self.file}:{self.line}:{sid}{kw}: {self.reason}"
+
+
+@dataclass(slots=True)
+class LoadStats:
+    loaded: int = 0
+    rejected: int = 0
+    files: int = 0
+    duplicates: int = 0
+
+
+@dataclass(slots=True)
+class Alert:
+    """One signature that matched (after thresholds)."""
+
+    sid: int
+    gid: int
+    rev: int
+    msg: str
+    action: str  # alert | drop | reject | pass
+    classtype: str | None
+    category: str  # classification description ("" without classtype)
+    severity: int  # the rule's priority (1 is highest)
+    metadata: dict[str, list[str]] = field(default_factory=dict)
+    references: list[str] = field(default_factory=list)
+    target: str | None = None  # "src_ip" | "dest_ip" | None
+    rule: str = ""  # the rule text as written (one line)
+
+    def eve_alert(self) -> dict[str, Any]:
+        """The EVE `alert` object (Suricata's field names)."""
+        out: dict[str, Any] = {
+            "action": "blocked" if self.action in ("drop", "reject") else "allowed",
+            "gid": self.gid,
+            "signature_id": self.sid,
+            "rev": self.rev,
+            "signature": self.msg,
+            "category": self.category,
+            "severity": self.severity,
+        }
+        if self.metadata:
+            out["metadata"] = self.metadata
+        return out
+
+
+class FlowDetectState:
+    """Per-flow state of the rule engine, stored by the pipeline on its flow object."""
+
+    __slots__ = ("flowbits", "flowints", "tx_alerted")
+
+    # Bounds: a flow cannot grow these without limit whatever the rules do.
+    MAX_FLOWBITS = 1024
+    MAX_TX_MARKS = 4096
+
+    def __init__(self) -> None:
+        self.flowbits: set[str] = set()
+        self.flowints: dict[str, int] = {}
+        self.tx_alerted: set[tuple[int, str, int, int]] = set()
+
+    def set_bit(self, name: str) -> None:
+        if len(self.flowbits) < self.MAX_FLOWBITS or name in self.flowbits:
+            self.flowbits.add(name)
+
+    def mark_tx(self, key: tuple[int, str, int, int]) -> bool:
+        """Record an alert for a transaction; False when it was already recorded."""
+        if key in self.tx_alerted:
+            return False
+        if len(self.tx_alerted) >= self.MAX_TX_MARKS:
+            self.tx_alerted.clear()  # very long flow: forget old transactions, keep bounded
+        self.tx_alerted.add(key)
+        return True
+
+
+@dataclass(slots=True)
+class InspectContext:
+    """Everything detection may look at for one packet."""
+
+    packet: Packet
+    direction: str | None = None  # "to_server" | "to_client" | None without a flow
+    established: bool = False
+    flow_state: FlowDetectState | None = None
+    stream: bytes | memoryview | None = None
+    buffers: Mapping[str, bytes | Sequence[bytes]] = field(default_factory=dict)
+    app_proto: str | None = None
+    tx_id: int | None = None
+    stream_bytes_toserver: int = 0
+    stream_bytes_toclient: int = 0

@@ -1,0 +1,343 @@
+"""RuleSet: loading rule files, the Hyperscan prefilter, thresholds and per-packet detection."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hyperscan
+
+from .classification import Classification
+from .datasets import Datasets
+from .detect import Env, flow_conditions, header_match, payload_match
+from .model import Alert, InspectContext, LoadStats, RuleError
+from .parser import PACKET_BUFFERS, PKT, BufKey, Rule, RuleReject, parse_rule
+from .variables import Variables
+
+_ACTION_ORDER = {"pass": 0, "drop": 1, "reject": 2, "alert": 3}
+_SID_RE = re.compile(r"[(;]\s*sid\s*:\s*(\d+)")
+MAX_THRESHOLD_ENTRIES = 100_000
+
+
+def _group_of(proto: int) -> str:
+    return {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(proto, "other")
+
+
+GROUPS = ("tcp", "udp", "icmp", "other")
+_GROUP_PROTOS = {"tcp": {6}, "udp": {17}, "icmp": {1, 58}}
+
+
+@dataclass(slots=True)
+class _Prefilter:
+    """One Hyperscan database over the fast patterns of the rules inspecting one buffer."""
+
+    db: Any
+    rules_of: list[list[int]]  # pattern id -> rule indexes
+
+
+@dataclass(slots=True)
+class _Group:
+    always: list[int] = field(default_factory=list)  # rules without a usable fast pattern
+    prefilters: dict[BufKey, _Prefilter] = field(default_factory=dict)
+
+
+def _hs_expr(pat: bytes) -> bytes:
+    return b"".join(b"\\x%02x" % c for c in pat)
+
+
+def iter_rules(text: str) -> Iterable[tuple[int, str]]:
+    """(first line number, rule text) for each rule: comments and blank lines skipped,
+    lines ending in a backslash joined with the next."""
+    buf: list[str] = []
+    start = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not buf:
+            if not s or s.startswith("#"):
+                continue
+            start = n
+        if s.endswith("\\"):
+            buf.append(s[:-1])
+            continue
+        buf.append(s)
+        yield start, " ".join(x.strip() for x in buf).strip()
+        buf = []
+    if buf:
+        yield start, " ".join(x.strip() for x in buf).strip()
+
+
+class RuleSet:
+    def __init__(self, rules: list[Rule], rejected: list[RuleError], stats: LoadStats,
+                 datasets: Datasets, classification: Classification) -> None:  # fmt: skip
+        for i, r in enumerate(rules):
+            r.order = (
+                _ACTION_ORDER[r.action],
+                0 if r.flowbit_actions and not r.flowbit_tests else 1 if r.flowbit_actions else 2,
+                0 if r.flowint_actions and not r.flowint_tests else 1 if r.flowint_actions else 2,
+                r.priority,
+                i,
+            )
+        self.rules = sorted(rules, key=lambda r: r.order)
+        self.rejected = rejected
+        self.stats = stats
+        self.datasets = datasets
+        self.classification = classification
+        self._thresholds: dict[tuple[Any, ...], list[float]] = {}
+        self._groups = {g: _Group() for g in GROUPS}
+        self._build()
+
+    # -- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        paths: Iterable[str | Path] = (),
+        texts: Iterable[str | tuple[str, str]] = (),
+        variables: Variables | None = None,
+        classification: Classification | None = None,
+        dataset_dirs: Iterable[str | Path] = (),
+    ) -> RuleSet:
+        variables = variables or Variables.default()
+        classification = classification or Classification.default()
+        datasets = Datasets([Path(d) for d in dataset_dirs])
+        rules: list[Rule] = []
+        rejected: list[RuleError] = []
+        stats = LoadStats()
+        seen: dict[tuple[int, int], str] = {}
+        sources: list[tuple[str, str, Path | None]] = []
+        for p in paths:
+            path = Path(p)
+            try:
+                sources.append((str(path), path.read_text("utf-8", errors="replace"), path.parent))
+            except OSError as e:
+                rejected.append(RuleError(str(path), 0, None, None, f"cannot read rule file: {e.strerror or e}"))  # fmt: skip
+        for i, t in enumerate(texts):
+            name, body = t if isinstance(t, tuple) else (f"<rules {i + 1}>", t)
+            sources.append((name, body, None))
+        for name, body, rdir in sources:
+            stats.files += 1
+
+            def resolver(n: str, dtype: str | None, path: str | None, is_state: bool,
+                         _d: Path | None = rdir) -> None:  # fmt: skip
+                datasets.declare(n, dtype, path, is_state, _d)
+
+            for line, text in iter_rules(body):
+                try:
+                    r = parse_rule(text, variables, classification, resolver)
+                except RuleReject as e:
+                    m = _SID_RE.search(text)
+                    rejected.append(RuleError(name, line, int(m.group(1)) if m else None, e.keyword, e.reason))  # fmt: skip
+                    continue
+                key = (r.gid, r.sid)
+                if key in seen:
+                    stats.duplicates += 1
+                    rejected.append(RuleError(name, line, r.sid, "sid", f"duplicate sid {r.sid} (first at {seen[key]})"))  # fmt: skip
+                    continue
+                seen[key] = f"{name}:{line}"
+                rules.append(r)
+        stats.loaded = len(rules)
+        stats.rejected = len(rejected)
+        return cls(rules, rejected, stats, datasets, classification)
+
+    @classmethod
+    def from_text(cls, text: str, **kw: Any) -> RuleSet:
+        return cls.load(texts=[("<text>", text)], **kw)
+
+    def summary(self) -> str:
+        s = self.stats
+        return f"{s.loaded} rules loaded, {s.rejected} rejected ({s.files} files)"
+
+    # -- prefilter -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        per: dict[str, dict[BufKey, dict[tuple[bytes, bool], list[int]]]] = {g: {} for g in GROUPS}
+        for idx, r in enumerate(self.rules):
+            if r.ipprotos is None:
+                groups = list(GROUPS)
+            else:
+                groups = [g for g, ps in _GROUP_PROTOS.items() if ps & r.ipprotos]
+                if r.ipprotos - {1, 6, 17, 58}:
+                    groups.append("other")
+            for g in groups:
+                if r.fast is None:
+                    self._groups[g].always.append(idx)
+                else:
+                    key, pat, nocase = r.fast
+                    per[g].setdefault(key, {}).setdefault((pat, nocase), []).append(idx)
+        for g, bykey in per.items():
+            for key, pats in bykey.items():
+                items = list(pats.items())
+                db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+                flags = [
+                    hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if nc else 0)
+                    for (_, nc), _ in items
+                ]
+                db.compile(
+                    expressions=[_hs_expr(p) for (p, _), _ in items],
+                    ids=list(range(len(items))),
+                    flags=flags,
+                )
+                self._groups[g].prefilters[key] = _Prefilter(db, [ix for _, ix in items])
+
+    def _candidates(self, env: Env) -> list[int]:
+        grp = self._groups[_group_of(env.p.proto)]
+        hits: set[int] = set(grp.always)
+        ctx = env.ctx
+        for key, pf in grp.prefilters.items():
+            if key == PKT:
+                datas: list[Any] = [env.payload]
+                if ctx.stream is not None:
+                    datas.append(ctx.stream)
+            elif key[0] in PACKET_BUFFERS:
+                d = env._raw(key[0])
+                if d is None:
+                    continue
+                from .transforms import apply_all
+
+                datas = [apply_all(key[1], bytes(d))]
+            else:
+                got = env.buffer(key, _DUMMY)
+                if got is None:
+                    continue
+                datas = got
+            found: list[int] = []
+
+            def on(
+                pid: int, _f: int, _t: int, _fl: int, _c: Any, _found: list[int] = found
+            ) -> None:
+                _found.append(pid)
+
+            for d in datas:
+                if len(d):
+                    pf.db.scan(d, match_event_handler=on)
+            for pid in found:
+                hits.update(pf.rules_of[pid])
+        return sorted(hits)
+
+    # -- detection -----------------------------------------------------------------------------
+    def match(self, ctx: InspectContext) -> list[Alert]:
+        env = Env(ctx, self.datasets)
+        out: list[Alert] = []
+        rules = self.rules
+        fs = ctx.flow_state
+        for idx in self._candidates(env):
+            r = rules[idx]
+            if not header_match(r, env) or not flow_conditions(r, env):
+                continue
+            if r.lists and not payload_match(r, env):
+                continue
+            if r.action == "pass":
+                break  # a matching pass rule ends inspection of this packet
+            if fs is not None:
+                for op, names in r.flowbit_actions:
+                    for n in names:
+                        if op == "set":
+                            fs.set_bit(n)
+                        elif op == "unset" or n in fs.flowbits:
+                            fs.flowbits.discard(n)
+                        else:
+                            fs.set_bit(n)
+                for op, name, val in r.flowint_actions:
+                    v = fs.flowints.get(val) if isinstance(val, str) else val
+                    if v is None:
+                        continue
+                    if op == "=":
+                        fs.flowints[name] = v
+                    elif name in fs.flowints:
+                        fs.flowints[name] += v if op == "+" else -v
+                    elif op == "+":
+                        fs.flowints[name] = v  # Suricata: adding to an unset var sets it
+            if r.noalert:
+                continue
+            tx_dup = r.app_layer and fs is not None and ctx.tx_id is not None
+            if tx_dup and not fs.mark_tx((ctx.tx_id, ctx.direction or "", r.gid, r.sid)):  # type: ignore[union-attr,arg-type]
+                continue  # an app-layer rule alerts once per transaction
+            if r.threshold is not None and not self._threshold(r, ctx):
+                continue
+            out.append(
+                Alert(
+                    r.sid,
+                    r.gid,
+                    r.rev,
+                    r.msg,
+                    r.action,
+                    r.classtype,
+                    r.category,
+                    r.priority,
+                    r.metadata,
+                    r.references,
+                    r.target,
+                    r.raw,
+                )  # fmt: skip
+            )
+        return out
+
+    def _threshold(self, r: Rule, ctx: InspectContext) -> bool:
+        th = r.threshold
+        assert th is not None
+        p = ctx.packet
+        now = p.ts
+        if th.track == "by_src":
+            key: tuple[Any, ...] = (r.gid, r.sid, p.src_bytes)
+        elif th.track == "by_dst":
+            key = (r.gid, r.sid, p.dst_bytes)
+        elif th.track == "by_both":
+            key = (r.gid, r.sid, p.src_bytes, p.dst_bytes)
+        elif th.track == "by_flow":
+            key = (r.gid, r.sid, id(ctx.flow_state))
+        else:
+            key = (r.gid, r.sid)
+        e = self._thresholds.get(key)
+        if e is None:
+            if len(self._thresholds) >= MAX_THRESHOLD_ENTRIES:
+                self._expire(now)
+            self._thresholds[key] = [now, 1]
+            if th.kind == "limit":
+                return True
+            if th.kind in ("threshold", "both"):
+                if th.count == 1:
+                    if th.kind == "threshold":
+                        self._thresholds[key][1] = 0
+                    return True
+                return False
+            return th.count == 0  # detection_filter: alert once count is exceeded
+        within = now - e[0] < th.seconds
+        if not within:
+            e[0], e[1] = now, 1
+            if th.kind == "limit":
+                return True
+            if th.kind == "detection_filter":
+                return th.count == 0
+            if th.count == 1:
+                if th.kind == "threshold":
+                    e[1] = 0
+                return True
+            return False
+        e[1] += 1
+        if th.kind == "limit":
+            return e[1] <= th.count
+        if th.kind == "threshold":
+            if e[1] >= th.count:
+                e[1] = 0
+                return True
+            return False
+        if th.kind == "both":
+            return e[1] == th.count
+        return e[1] > th.count
+
+    def _expire(self, now: float) -> None:
+        # Drop entries older than the longest window; if still full, drop the oldest half.
+        longest = max((r.threshold.seconds for r in self.rules if r.threshold), default=60)
+        for k in [k for k, e in self._thresholds.items() if now - e[0] >= longest]:
+            del self._thresholds[k]
+        if len(self._thresholds) >= MAX_THRESHOLD_ENTRIES:
+            for k in list(self._thresholds)[: MAX_THRESHOLD_ENTRIES // 2]:
+                del self._thresholds[k]
+
+
+class _NoRule:
+    stream_mode = None
+
+
+_DUMMY: Any = _NoRule()
