@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,11 @@ def file_types(data: bytes) -> frozenset[int]:
     return frozenset(types)
 
 
+# Anchors are searched case-insensitively: ClamAV also matches text files in their lower-cased
+# (normalised) form, so a candidate may come from either form; verification decides.
+_FLAGS = hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS
+
+
 def _hs_expr(lit: bytes) -> bytes:
     return b"".join(b"\\x%02x" % c for c in lit)
 
@@ -98,14 +103,7 @@ class Matcher:
             for a in sig.hex.anchors:
                 self.entries.append(("b", i, 0))
                 exprs.append(_hs_expr(a))
-                flags.append(
-                    hyperscan.HS_FLAG_SINGLEMATCH
-                    | (
-                        hyperscan.HS_FLAG_CASELESS
-                        if sig.hex.caseless or sig.target in _NORMALIZED_TARGETS
-                        else 0
-                    )
-                )
+                flags.append(_FLAGS)
         for i, lsig in enumerate(db.logical):
             anchored = False
             for k, sub in enumerate(lsig.subsigs):
@@ -115,11 +113,7 @@ class Matcher:
                     anchored = True
                     self.entries.append(("l", i, k))
                     exprs.append(_hs_expr(a))
-                    caseless = sub.hex.caseless or lsig.target in _NORMALIZED_TARGETS
-                    flags.append(
-                        hyperscan.HS_FLAG_SINGLEMATCH
-                        | (hyperscan.HS_FLAG_CASELESS if caseless else 0)
-                    )
+                    flags.append(_FLAGS)
             # A logical signature with an unanchored hex subsignature (or only PCRE ones) might
             # hold without any anchor firing: check it on every buffer of its target.
             if not anchored or any(s.hex is not None and not s.hex.anchors for s in lsig.subsigs):
@@ -192,23 +186,29 @@ class Matcher:
         types = file_types(buf)
         norm: list[bytes] = []
 
-        def view(target: int | None) -> bytes:
-            if target in _NORMALIZED_TARGETS:
+        texty = 7 in types
+
+        def views(target: int | None) -> Iterator[bytes]:
+            # Like ClamAV: HTML/mail/text targets see the normalised (lower-cased) text only;
+            # other signatures see the raw bytes and, for a text file, the normalised form too.
+            if target not in _NORMALIZED_TARGETS:
+                yield buf
+            if texty or target in _NORMALIZED_TARGETS:
                 if not norm:
                     norm.append(buf.lower())
-                return norm[0]
-            return buf
+                yield norm[0]
 
         size = len(buf)
         for i in sorted(cand_body):
             sig = self.db.body[i]
             if sig.target and sig.target not in types:
                 continue
-            if self._count(self._re(sig.hex.regex), sig.offset, view(sig.target), size, 1):
+            rx = self._re(sig.hex.regex)
+            if any(self._count(rx, sig.offset, v, size, 1) for v in views(sig.target)):
                 hits.append(Hit(sig.name, "body"))
         for i in sorted(cand_logical):
             lsig = self.db.logical[i]
-            if self._logical(lsig, buf, view(lsig.target), types, size):
+            if any(self._logical(lsig, buf, v, types, size) for v in views(lsig.target)):
                 hits.append(Hit(lsig.name, "logical"))
         if self._yara is not None:
             for m in self._yara.match(data=buf, timeout=YARA_TIMEOUT):

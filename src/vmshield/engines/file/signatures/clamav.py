@@ -287,8 +287,9 @@ def parse_expr(text: str, nsub: int) -> tuple[object, bool]:
             if state["depth"] > 64:
                 raise SigError("logical expression nested too deep")
             node = disj()
-            if take() != ")":
+            if peek() != ")":
                 raise SigError("missing ')' in logical expression")
+            take()
             state["depth"] -= 1
         elif t.isdigit():
             node = int(t)
