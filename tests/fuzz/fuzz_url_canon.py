@@ -1,0 +1,36 @@
+"""Fuzz Safe Browsing canonicalization and expressions: any bytes give a result or UrlError."""
+
+from __future__ import annotations
+
+import sys
+
+from vmshield.engines.net.urls.canon import UrlError, canonicalize, split_url, url_expressions
+
+
+def TestOneInput(data: bytes) -> None:
+    try:
+        canon = canonicalize(data)
+    except UrlError:
+        return
+    # Canonical output is printable ASCII and a fixed point of canonicalization.
+    assert canon.isascii() and all(0x20 < ord(c) < 0x7F for c in canon), canon
+    assert canonicalize(canon) == canon, (data, canon)
+    exprs = url_expressions(data)
+    assert 1 <= len(exprs) <= 30
+    text = data.decode("utf-8", "replace")
+    try:
+        split_url(text)  # the str fast path must not crash either
+    except UrlError:
+        pass
+
+
+def main() -> None:
+    import atheris
+
+    atheris.instrument_all()
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
