@@ -39,7 +39,8 @@ def test_eicar_by_plain_hex() -> None:
         # (aa|bb) alternatives, of different lengths too
         (h(b"abc") + "(41|4243)" + h(b"def"), [b"abcAdef", b"abcBCdef"], [b"abcBdef", b"abcCdef"]),
         # !(aa|bb) any byte but those
-        (h(b"abc") + "!(41|42)" + h(b"def"), [b"abcCdef"], [b"abcAdef", b"abcBdef"]),
+        # (binary data: a text file is also matched lower-cased, where 'A' becomes 0x61)
+        (h(b"abc") + "!(41|42)" + h(b"def"), [b"abcCdef"], [b"\x00abcAdef", b"\x00abcBdef"]),
         # HEXSIG[x-y]aa anchored byte ranges
         (h(b"abcd") + "[1-3]" + h(b"e"), [b"abcdXe", b"abcdXYZe"], [b"abcde", b"abcdWXYZe"]),
         # (B) word boundary, including the file's start and end
