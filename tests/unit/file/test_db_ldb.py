@@ -63,7 +63,9 @@ def test_subsig_offsets() -> None:
 def test_modifiers_i_w_f_a() -> None:
     # ::i case-insensitive
     assert ldb_hit(f"I;Target:0;0;{KOTEK}::i", b"KoTeK")
-    assert not ldb_hit(f"NI;Target:0;0;{KOTEK}", b"KoTeK")
+    # Without ::i, only a text file (matched lower-cased too, as ClamAV does) would match.
+    assert not ldb_hit(f"NI;Target:0;0;{KOTEK}", b"\x00KoTeK")
+    assert ldb_hit(f"NI;Target:0;0;{KOTEK}", b"a KoTeK")
     # ::w wide (UTF-16LE); ::wa wide or ascii
     wide = "kotek".encode("utf-16-le")
     assert ldb_hit(f"W;Target:0;0;{KOTEK}::w", b"xx" + wide)
