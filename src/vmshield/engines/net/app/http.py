@@ -1,0 +1,541 @@
+"""HTTP/1.x request and response parser, incremental over reassembled stream data.
+
+One `HttpParser` per flow. Requests and responses are paired in order (pipelining); bodies are
+delimited by Content-Length or chunked encoding (or connection close for responses) and kept up to
+a limit for inspection; everything past the limit is skipped, never buffered. Every buffer is
+bounded: a header block larger than `max_header` bytes is an anomaly and ends parsing of the
+direction, so a hostile peer cannot make the engine hold unbounded data.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_CRLF2 = re.compile(rb"\r?\n\r?\n")
+_HEX = b"0123456789abcdefABCDEF"
+
+# Parser states of one direction.
+S_LINE, S_BODY_CL, S_BODY_CHUNK_SIZE, S_BODY_CHUNK_DATA, S_BODY_CHUNK_END, S_TRAILER = range(6)
+S_BODY_CLOSE, S_TUNNEL, S_ERROR = 6, 7, 8
+
+EV_REQ_TOO_LONG = "http.request_field_too_long"
+EV_RESP_TOO_LONG = "http.response_field_too_long"
+EV_REQ_LINE = "http.request_line_invalid"
+EV_RESP_LINE = "http.response_line_invalid"
+EV_CHUNK = "http.invalid_transfer_encoding_value_in_request"
+EV_CHUNK_RESP = "http.invalid_transfer_encoding_value_in_response"
+EV_CL = "http.invalid_content_length_field_in_request"
+EV_CL_RESP = "http.invalid_content_length_field_in_response"
+EV_TOO_MANY_TX = "http.too_many_transactions"
+EV_UNSOLICITED = "http.unsolicited_response"
+
+
+class HttpTx:
+    """One request/response pair."""
+
+    __slots__ = (
+        "tx_id",
+        "method",
+        "uri_raw",
+        "uri",
+        "protocol",
+        "host",
+        "host_raw",
+        "user_agent",
+        "req_headers",
+        "req_body",
+        "req_body_len",
+        "resp_protocol",
+        "status",
+        "status_msg",
+        "resp_headers",
+        "resp_body",
+        "resp_body_len",
+        "request_done",
+        "response_done",
+        "logged",
+        "inspected",
+    )
+
+    def __init__(self, tx_id: int) -> None:
+        self.tx_id = tx_id
+        self.method = b""
+        self.uri_raw = b""
+        self.uri = b""
+        self.protocol = b""
+        self.host = b""
+        self.host_raw = b""
+        self.user_agent = b""
+        self.req_headers: list[tuple[bytes, bytes]] = []
+        self.req_body = bytearray()
+        self.req_body_len = 0
+        self.resp_protocol = b""
+        self.status = 0
+        self.status_msg = b""
+        self.resp_headers: list[tuple[bytes, bytes]] = []
+        self.resp_body = bytearray()
+        self.resp_body_len = 0
+        self.request_done = False
+        self.response_done = False
+        self.logged = False
+        self.inspected = 0  # detection progress marker owned by the detectors
+
+    def req_header(self, name: bytes) -> bytes:
+        name = name.lower()
+        for k, v in self.req_headers:
+            if k.lower() == name:
+                return v
+        return b""
+
+    def resp_header(self, name: bytes) -> bytes:
+        name = name.lower()
+        for k, v in self.resp_headers:
+            if k.lower() == name:
+                return v
+        return b""
+
+    def buffers(self) -> dict[str, bytes]:
+        """The sticky buffers of Suricata's HTTP keywords for this transaction."""
+        b: dict[str, bytes] = {
+            "http.method": self.method,
+            "http.uri": self.uri,
+            "http.uri.raw": self.uri_raw,
+            "http.protocol": self.protocol,
+            "http.host": self.host,
+            "http.host.raw": self.host_raw,
+            "http.user_agent": self.user_agent,
+            "http.header": _header_block(self.req_headers, normalised=True)
+            + _header_block(self.resp_headers, normalised=True),
+            "http.header.raw": _header_block(self.req_headers, normalised=False)
+            + _header_block(self.resp_headers, normalised=False),
+            "http.request_header": _header_block(self.req_headers, normalised=True),
+            "http.cookie": self.req_header(b"cookie"),
+            "http.referer": self.req_header(b"referer"),
+            "http.content_type": self.req_header(b"content-type"),
+            "http.request_line": self.method + b" " + self.uri_raw + b" " + self.protocol,
+            "http.request_body": bytes(self.req_body),
+        }
+        if self.status:
+            b.update(
+                {
+                    "http.stat_code": str(self.status).encode(),
+                    "http.stat_msg": self.status_msg,
+                    "http.server": self.resp_header(b"server"),
+                    "http.response_header": _header_block(self.resp_headers, normalised=True),
+                    "http.response_body": bytes(self.resp_body),
+                    "http.response_line": self.resp_protocol
+                    + b" "
+                    + str(self.status).encode()
+                    + b" "
+                    + self.status_msg,
+                    "file.data": bytes(self.resp_body),
+                }
+            )
+        return b
+
+    def eve(self) -> dict[str, Any]:
+        """The `http` object of Suricata's EVE http and alert events."""
+        out: dict[str, Any] = {}
+        if self.host:
+            out["hostname"] = _s(self.host)
+        out["url"] = _s(self.uri_raw)
+        if self.user_agent:
+            out["http_user_agent"] = _s(self.user_agent)
+        ct = self.resp_header(b"content-type")
+        if ct:
+            out["http_content_type"] = _s(ct)
+        ref = self.req_header(b"referer")
+        if ref:
+            out["http_refer"] = _s(ref)
+        out["http_method"] = _s(self.method)
+        out["protocol"] = _s(self.protocol)
+        if self.status:
+            out["status"] = self.status
+        loc = self.resp_header(b"location")
+        if loc:
+            out["redirect"] = _s(loc)
+        out["length"] = self.resp_body_len
+        if self.req_body_len:
+            out["request_body_length"] = self.req_body_len
+        return out
+
+
+def _s(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+def _header_block(headers: list[tuple[bytes, bytes]], *, normalised: bool) -> bytes:
+    if not headers:
+        return b""
+    if normalised:
+        # Suricata's http.header: "Name: value\r\n" lines, Cookie left to http.cookie.
+        return b"".join(k + b": " + v + b"\r\n" for k, v in headers if k.lower() != b"cookie")
+    return b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+
+
+def normalise_uri(raw: bytes) -> bytes:
+    """libhtp-style normalisation: percent-decoding of the path and removal of dot segments."""
+    path, sep, query = raw.partition(b"?")
+    if path.startswith((b"http://", b"https://")):
+        # Absolute form (proxies): the path starts after the authority.
+        rest = path.split(b"//", 1)[1]
+        slash = rest.find(b"/")
+        path = rest[slash:] if slash >= 0 else b"/"
+    path = _pct_decode(path)
+    if path.startswith(b"/") or b"/." in path:
+        path = _remove_dots(path)
+    return path + sep + _pct_decode(query) if sep else path
+
+
+def _pct_decode(b: bytes) -> bytes:
+    if b"%" not in b:
+        return b
+    out = bytearray()
+    i, n = 0, len(b)
+    while i < n:
+        c = b[i]
+        if c == 0x25 and i + 3 <= n:
+            h = b[i + 1 : i + 3]
+            if len(h) == 2 and h[0] in _HEX and h[1] in _HEX:
+                out.append(int(h, 16))
+                i += 3
+                continue
+        out.append(c)
+        i += 1
+    return bytes(out)
+
+
+def _remove_dots(path: bytes) -> bytes:
+    segs = path.split(b"/")
+    out: list[bytes] = []
+    for s in segs[1:]:
+        if s == b".":
+            continue
+        if s == b"..":
+            if out:
+                out.pop()
+            continue
+        out.append(s)
+    res = b"/" + b"/".join(out)
+    if segs[-1] in (b".", b"..") and not res.endswith(b"/"):
+        res += b"/"
+    return res
+
+
+def _parse_headers(block: bytes) -> list[tuple[bytes, bytes]]:
+    headers: list[tuple[bytes, bytes]] = []
+    for line in block.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t") and headers:
+            # Obsolete line folding: continuation of the previous value.
+            k, v = headers[-1]
+            headers[-1] = (k, v + b" " + line.strip())
+            continue
+        k, sep, v = line.partition(b":")
+        if not sep:
+            headers.append((line.strip(), b""))
+            continue
+        headers.append((k.strip(), v.strip()))
+    return headers
+
+
+class _Dir:
+    __slots__ = ("buf", "state", "remaining", "tx", "body_limit", "closed")
+
+    def __init__(self, body_limit: int) -> None:
+        self.buf = bytearray()
+        self.state = S_LINE
+        self.remaining = 0
+        self.tx: HttpTx | None = None
+        self.body_limit = body_limit
+        self.closed = False
+
+
+class HttpParser:
+    """Both directions of one HTTP connection. `feed()` returns the transactions it advanced."""
+
+    def __init__(
+        self,
+        *,
+        request_body_limit: int = 100 * 1024,
+        response_body_limit: int = 100 * 1024,
+        max_header: int = 64 * 1024,
+        max_tx: int = 256,
+    ) -> None:
+        self.req = _Dir(request_body_limit)
+        self.resp = _Dir(response_body_limit)
+        self.max_header = max_header
+        self.max_tx = max_tx
+        self.txs: list[HttpTx] = []  # transactions not yet answered, oldest first
+        self.next_tx = 0
+        self.events: list[str] = []
+        self.resp_index = 0  # index into txs of the transaction awaiting its response
+
+    # -- requests ------------------------------------------------------------------------
+
+    def feed(self, data: bytes, toserver: bool) -> list[HttpTx]:
+        """Parse more stream data; returns transactions whose request headers completed,
+        whose request body completed, or whose response completed in this call."""
+        touched: list[HttpTx] = []
+        d = self.req if toserver else self.resp
+        if d.state in (S_ERROR, S_TUNNEL):
+            return touched
+        d.buf += data
+        for _ in range(10000):  # bounded: each pass consumes something or returns
+            if not d.buf and d.state != S_LINE:
+                break
+            if d.state == S_LINE:
+                if not d.buf:
+                    break
+                if not self._line(d, toserver, touched):
+                    break
+            elif d.state == S_BODY_CL:
+                take = min(d.remaining, len(d.buf))
+                self._body(d, toserver, bytes(d.buf[:take]))
+                del d.buf[:take]
+                d.remaining -= take
+                if d.remaining == 0:
+                    self._msg_done(d, toserver, touched)
+                elif not d.buf:
+                    break
+            elif d.state == S_BODY_CLOSE:
+                self._body(d, toserver, bytes(d.buf))
+                d.buf.clear()
+                break
+            elif d.state == S_BODY_CHUNK_SIZE or d.state == S_BODY_CHUNK_END:
+                nl = d.buf.find(b"\n")
+                if nl < 0:
+                    if len(d.buf) > 1024:
+                        self._error(d, toserver, EV_CHUNK if toserver else EV_CHUNK_RESP)
+                    break
+                line = bytes(d.buf[:nl]).strip()
+                del d.buf[: nl + 1]
+                if d.state == S_BODY_CHUNK_END:
+                    d.state = S_BODY_CHUNK_SIZE
+                    if line:
+                        self._error(d, toserver, EV_CHUNK if toserver else EV_CHUNK_RESP)
+                        break
+                    continue
+                size_s = line.split(b";", 1)[0].strip()
+                try:
+                    size = int(size_s, 16)
+                    if size < 0 or len(size_s) > 16:
+                        raise ValueError
+                except ValueError:
+                    self._error(d, toserver, EV_CHUNK if toserver else EV_CHUNK_RESP)
+                    break
+                if size == 0:
+                    d.state = S_TRAILER
+                else:
+                    d.remaining = size
+                    d.state = S_BODY_CHUNK_DATA
+            elif d.state == S_BODY_CHUNK_DATA:
+                take = min(d.remaining, len(d.buf))
+                self._body(d, toserver, bytes(d.buf[:take]))
+                del d.buf[:take]
+                d.remaining -= take
+                if d.remaining == 0:
+                    d.state = S_BODY_CHUNK_END
+                elif not d.buf:
+                    break
+            elif d.state == S_TRAILER:
+                m = _CRLF2.search(b"\r\n" + d.buf) if d.buf[:1] not in (b"\r", b"\n") else None
+                if d.buf.startswith(b"\r\n") or d.buf.startswith(b"\n"):
+                    del d.buf[: 2 if d.buf.startswith(b"\r\n") else 1]
+                    self._msg_done(d, toserver, touched)
+                elif m:
+                    del d.buf[: m.end() - 2]
+                    self._msg_done(d, toserver, touched)
+                else:
+                    if len(d.buf) > self.max_header:
+                        self._error(d, toserver, EV_REQ_TOO_LONG if toserver else EV_RESP_TOO_LONG)
+                    break
+            else:
+                break
+        return touched
+
+    def _error(self, d: _Dir, toserver: bool, ev: str) -> None:
+        self.events.append(ev)
+        d.state = S_ERROR
+        d.buf.clear()
+
+    def _line(self, d: _Dir, toserver: bool, touched: list[HttpTx]) -> bool:
+        # Tolerate empty lines between messages (RFC 9112 §2.2).
+        while d.buf[:2] == b"\r\n" or d.buf[:1] == b"\n":
+            del d.buf[: 2 if d.buf[:1] == b"\r" else 1]
+        if not d.buf:
+            return False
+        m = _CRLF2.search(d.buf)
+        if m is None:
+            if len(d.buf) > self.max_header:
+                self._error(d, toserver, EV_REQ_TOO_LONG if toserver else EV_RESP_TOO_LONG)
+            return False
+        head = bytes(d.buf[: m.start()])
+        del d.buf[: m.end()]
+        first, _, rest = head.partition(b"\n")
+        first = first.rstrip(b"\r")
+        headers = _parse_headers(rest)
+        if toserver:
+            return self._request(d, first, headers, touched)
+        return self._response(d, first, headers, touched)
+
+    def _request(
+        self, d: _Dir, line: bytes, headers: list[tuple[bytes, bytes]], touched: list[HttpTx]
+    ) -> bool:
+        parts = line.split(b" ")
+        parts = [p for p in parts if p]
+        if len(parts) < 2 or not parts[0].isalpha():
+            self._error(d, True, EV_REQ_LINE)
+            return False
+        if len(self.txs) >= self.max_tx:
+            self._error(d, True, EV_TOO_MANY_TX)
+            return False
+        tx = HttpTx(self.next_tx)
+        self.next_tx += 1
+        tx.method = parts[0]
+        tx.uri_raw = parts[1]
+        tx.protocol = parts[2] if len(parts) > 2 else b"HTTP/0.9"
+        tx.uri = normalise_uri(tx.uri_raw)
+        tx.req_headers = headers
+        host = tx.req_header(b"host")
+        if not host and tx.uri_raw.startswith((b"http://", b"https://")):
+            host = tx.uri_raw.split(b"//", 1)[1].split(b"/", 1)[0]
+        tx.host_raw = host
+        tx.host = _norm_host(host)
+        tx.user_agent = tx.req_header(b"user-agent")
+        self.txs.append(tx)
+        d.tx = tx
+        touched.append(tx)
+        te = tx.req_header(b"transfer-encoding").lower()
+        cl = tx.req_header(b"content-length")
+        if b"chunked" in te:
+            d.state = S_BODY_CHUNK_SIZE
+        elif cl:
+            try:
+                n = int(cl)
+                if n < 0:
+                    raise ValueError
+            except ValueError:
+                self.events.append(EV_CL)
+                n = 0
+            if n:
+                d.remaining = n
+                d.state = S_BODY_CL
+            else:
+                self._msg_done(d, True, touched)
+        else:
+            self._msg_done(d, True, touched)
+        if tx.method == b"CONNECT":
+            d.state = S_TUNNEL
+        return True
+
+    def _response(
+        self, d: _Dir, line: bytes, headers: list[tuple[bytes, bytes]], touched: list[HttpTx]
+    ) -> bool:
+        proto, _, rest = line.partition(b" ")
+        code, _, msg = rest.partition(b" ")
+        if not proto.startswith(b"HTTP/") or not code.isdigit() or len(code) != 3:
+            self._error(d, False, EV_RESP_LINE)
+            return False
+        status = int(code)
+        if 100 <= status < 200 and status != 101:
+            return True  # interim response: the final one follows, same transaction
+        if self.resp_index < len(self.txs):
+            tx = self.txs[self.resp_index]
+        else:
+            # A response nobody asked for (or the request was not seen): its own transaction.
+            self.events.append(EV_UNSOLICITED)
+            if len(self.txs) >= self.max_tx:
+                self._error(d, False, EV_TOO_MANY_TX)
+                return False
+            tx = HttpTx(self.next_tx)
+            self.next_tx += 1
+            tx.request_done = True
+            self.txs.append(tx)
+        self.resp_index += 1
+        tx.resp_protocol = proto
+        tx.status = status
+        tx.status_msg = msg.strip()
+        tx.resp_headers = headers
+        d.tx = tx
+        te = tx.resp_header(b"transfer-encoding").lower()
+        cl = tx.resp_header(b"content-length")
+        if tx.method == b"HEAD" or status in (204, 304):
+            self._msg_done(d, False, touched)
+        elif status == 101 or (tx.method == b"CONNECT" and 200 <= status < 300):
+            self._msg_done(d, False, touched)
+            d.state = S_TUNNEL
+            self.req.state = S_TUNNEL
+        elif b"chunked" in te:
+            d.state = S_BODY_CHUNK_SIZE
+        elif cl:
+            try:
+                n = int(cl)
+                if n < 0:
+                    raise ValueError
+            except ValueError:
+                self.events.append(EV_CL_RESP)
+                n = 0
+            if n:
+                d.remaining = n
+                d.state = S_BODY_CL
+            else:
+                self._msg_done(d, False, touched)
+        else:
+            d.state = S_BODY_CLOSE  # ends when the connection closes
+        return True
+
+    def _body(self, d: _Dir, toserver: bool, chunk: bytes) -> None:
+        tx = d.tx
+        if tx is None:
+            return
+        if toserver:
+            tx.req_body_len += len(chunk)
+            room = d.body_limit - len(tx.req_body)
+            if room > 0:
+                tx.req_body += chunk[:room]
+        else:
+            tx.resp_body_len += len(chunk)
+            room = d.body_limit - len(tx.resp_body)
+            if room > 0:
+                tx.resp_body += chunk[:room]
+
+    def _msg_done(self, d: _Dir, toserver: bool, touched: list[HttpTx]) -> None:
+        tx = d.tx
+        d.state = S_LINE
+        d.tx = None
+        if tx is None:
+            return
+        if toserver:
+            tx.request_done = True
+        else:
+            tx.response_done = True
+        if tx not in touched:
+            touched.append(tx)
+
+    def close(self) -> list[HttpTx]:
+        """Connection ended: a response delimited by close is complete; return unlogged txs."""
+        if self.resp.state == S_BODY_CLOSE and self.resp.tx is not None:
+            self.resp.tx.response_done = True
+        return [t for t in self.txs if not t.logged]
+
+    def pop_finished(self) -> list[HttpTx]:
+        """Remove and return transactions whose response is complete (oldest first)."""
+        done = []
+        while self.txs and self.txs[0].response_done and self.resp_index > 0:
+            done.append(self.txs.pop(0))
+            self.resp_index -= 1
+        return done
+
+
+def _norm_host(host: bytes) -> bytes:
+    h = host.strip().lower()
+    if h.startswith(b"["):
+        end = h.find(b"]")
+        return h[1:end] if end > 0 else h
+    if h.count(b":") == 1:
+        h = h.split(b":", 1)[0]
+    return h.rstrip(b".")

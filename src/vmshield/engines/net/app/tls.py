@@ -1,0 +1,319 @@
+"""TLS handshake parser: ClientHello and ServerHello, SNI, version, JA3, JA3S and JA4.
+
+Fed with reassembled stream data of one direction; handshake messages may span records and
+records may span segments. Stops once the connection turns to encrypted data, bounded by
+`max_handshake` bytes.
+
+JA3 (github.com/salesforce/ja3): "version,ciphers,extensions,groups,point formats", decimal, GREASE
+values removed, MD5. JA3S: "version,cipher,extensions". JA4 (FoxIO, JA4 TLS client): the
+`t13d1516h2_<ciphers>_<extensions>` form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+GREASE = frozenset((x << 8) | x for x in range(0x0A, 0x100, 0x10))
+VERSION_NAMES = {
+    0x0300: "SSLv3",
+    0x0301: "TLS 1.0",
+    0x0302: "TLS 1.1",
+    0x0303: "TLS 1.2",
+    0x0304: "TLS 1.3",
+    0x0002: "SSLv2",
+}
+_JA4_VERSIONS = {
+    0x0304: "13",
+    0x0303: "12",
+    0x0302: "11",
+    0x0301: "10",
+    0x0300: "s3",
+    0x0002: "s2",
+    0xFEFF: "d1",
+    0xFEFD: "d2",
+    0xFEFC: "d3",
+}
+CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 20, 21, 22, 23
+HS_CLIENT_HELLO, HS_SERVER_HELLO = 1, 2
+EXT_SNI, EXT_GROUPS, EXT_POINT_FORMATS, EXT_SIG_ALGS, EXT_ALPN, EXT_VERSIONS = 0, 10, 11, 13, 16, 43
+
+
+class TlsError(ValueError):
+    pass
+
+
+@dataclass(slots=True)
+class Hello:
+    """A parsed ClientHello or ServerHello."""
+
+    kind: int  # HS_CLIENT_HELLO or HS_SERVER_HELLO
+    version: int  # legacy version field
+    ciphers: list[int] = field(default_factory=list)
+    extensions: list[int] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    point_formats: list[int] = field(default_factory=list)
+    sig_algs: list[int] = field(default_factory=list)
+    alpn: list[bytes] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)  # supported_versions
+    sni: str = ""
+    session_id: bytes = b""
+
+    @property
+    def negotiated_version(self) -> int:
+        vs = [v for v in self.versions if v not in GREASE]
+        return max(vs) if vs else self.version
+
+
+def parse_hello(body: bytes, kind: int) -> Hello:
+    """Parse the body of a ClientHello (kind 1) or ServerHello (kind 2) handshake message."""
+    try:
+        return _parse_hello(body, kind)
+    except (struct.error, IndexError) as exc:
+        raise TlsError(f"malformed hello: {exc}") from None
+
+
+def _parse_hello(b: bytes, kind: int) -> Hello:
+    if len(b) < 38:
+        raise TlsError("hello shorter than version and random")
+    h = Hello(kind, struct.unpack_from("!H", b, 0)[0])
+    i = 34
+    sid_len = b[i]
+    h.session_id = b[i + 1 : i + 1 + sid_len]
+    i += 1 + sid_len
+    if kind == HS_CLIENT_HELLO:
+        (clen,) = struct.unpack_from("!H", b, i)
+        i += 2
+        if clen % 2 or i + clen > len(b):
+            raise TlsError("bad cipher suite list length")
+        h.ciphers = list(struct.unpack_from(f"!{clen // 2}H", b, i))
+        i += clen
+        comp_len = b[i]
+        i += 1 + comp_len
+    else:
+        h.ciphers = [struct.unpack_from("!H", b, i)[0]]
+        i += 3  # cipher + compression method
+    if i + 2 > len(b):
+        return h  # no extensions
+    (elen,) = struct.unpack_from("!H", b, i)
+    i += 2
+    end = min(len(b), i + elen)
+    while i + 4 <= end:
+        etype, ln = struct.unpack_from("!HH", b, i)
+        i += 4
+        ed = b[i : i + ln]
+        if len(ed) < ln:
+            raise TlsError(f"extension {etype} runs past the hello")
+        i += ln
+        h.extensions.append(etype)
+        if etype == EXT_SNI and kind == HS_CLIENT_HELLO and len(ed) >= 5:
+            j = 2
+            while j + 3 <= len(ed):
+                nt, nl = ed[j], struct.unpack_from("!H", ed, j + 1)[0]
+                if nt == 0:
+                    h.sni = ed[j + 3 : j + 3 + nl].decode("ascii", "replace")
+                    break
+                j += 3 + nl
+        elif etype == EXT_GROUPS and len(ed) >= 2:
+            n = struct.unpack_from("!H", ed, 0)[0] // 2
+            h.groups = list(struct.unpack_from(f"!{min(n, (len(ed) - 2) // 2)}H", ed, 2))
+        elif etype == EXT_POINT_FORMATS and len(ed) >= 1:
+            h.point_formats = list(ed[1 : 1 + ed[0]])
+        elif etype == EXT_SIG_ALGS and len(ed) >= 2:
+            n = struct.unpack_from("!H", ed, 0)[0] // 2
+            h.sig_algs = list(struct.unpack_from(f"!{min(n, (len(ed) - 2) // 2)}H", ed, 2))
+        elif etype == EXT_ALPN and len(ed) >= 2:
+            j = 2
+            while j < len(ed):
+                ln2 = ed[j]
+                h.alpn.append(ed[j + 1 : j + 1 + ln2])
+                j += 1 + ln2
+        elif etype == EXT_VERSIONS:
+            if kind == HS_CLIENT_HELLO and len(ed) >= 1:
+                h.versions = [
+                    struct.unpack_from("!H", ed, 1 + k)[0]
+                    for k in range(0, ed[0] - 1, 2)
+                    if 1 + k + 2 <= len(ed)
+                ]
+            elif len(ed) >= 2:
+                h.versions = [struct.unpack_from("!H", ed, 0)[0]]
+    return h
+
+
+def _dash(vals: list[int]) -> str:
+    return "-".join(str(v) for v in vals if v not in GREASE)
+
+
+def ja3_string(h: Hello) -> str:
+    return ",".join(
+        (
+            str(h.version),
+            _dash(h.ciphers),
+            _dash(h.extensions),
+            _dash(h.groups),
+            _dash(h.point_formats),
+        )
+    )
+
+
+def ja3s_string(h: Hello) -> str:
+    return ",".join((str(h.version), _dash(h.ciphers), _dash(h.extensions)))
+
+
+def md5_hex(s: str) -> str:
+    return hashlib.md5(s.encode(), usedforsecurity=False).hexdigest()
+
+
+def ja4(h: Hello, transport: str = "t") -> str:
+    """JA4 fingerprint of a ClientHello (JA4 TLS client, FoxIO spec)."""
+    ciphers = [c for c in h.ciphers if c not in GREASE]
+    exts = [e for e in h.extensions if e not in GREASE]
+    ver = _JA4_VERSIONS.get(h.negotiated_version, "00")
+    sni = "d" if h.sni else "i"
+    alpn = "00"
+    if h.alpn and h.alpn[0]:
+        a = h.alpn[0]
+        first, last = chr(a[0]), chr(a[-1])
+        if not (first.isalnum() and last.isalnum() and a[0] < 128 and a[-1] < 128):
+            first, last = f"{a[0]:02x}"[0], f"{a[-1]:02x}"[-1]
+        alpn = first + last
+    a_part = f"{transport}{ver}{sni}{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{alpn}"
+    if ciphers:
+        b_part = _sha12(",".join(f"{c:04x}" for c in sorted(ciphers)))
+    else:
+        b_part = "000000000000"
+    ext_sorted = sorted(e for e in exts if e not in (EXT_SNI, EXT_ALPN))
+    ext_s = ",".join(f"{e:04x}" for e in ext_sorted)
+    sig = [s for s in h.sig_algs if s not in GREASE]
+    if sig:
+        ext_s += "_" + ",".join(f"{s:04x}" for s in sig)
+    c_part = _sha12(ext_s) if ext_sorted else "000000000000"
+    return f"{a_part}_{b_part}_{c_part}"
+
+
+def _sha12(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()[:12]
+
+
+class TlsDir:
+    """Record and handshake reassembly for one direction."""
+
+    __slots__ = ("buf", "hs", "hello", "encrypted", "error", "max_handshake", "seen")
+
+    def __init__(self, max_handshake: int) -> None:
+        self.buf = bytearray()
+        self.hs = bytearray()  # handshake-protocol bytes across records
+        self.hello: Hello | None = None
+        self.encrypted = False
+        self.error = ""
+        self.max_handshake = max_handshake
+        self.seen = 0
+
+    def feed(self, data: bytes, want: int) -> Hello | None:
+        """Returns the hello of type `want` once parsed (only once)."""
+        if self.encrypted or self.error or self.hello is not None:
+            return None
+        self.seen += len(data)
+        self.buf += data
+        while len(self.buf) >= 5:
+            ct = self.buf[0]
+            ln = int.from_bytes(self.buf[3:5], "big")
+            if ct not in (CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA) or self.buf[1] != 3:
+                self.error = f"not a TLS record (content type {ct})"
+                self.buf.clear()
+                return None
+            if ln > 18432:
+                self.error = f"TLS record length {ln} over the maximum"
+                self.buf.clear()
+                return None
+            if len(self.buf) < 5 + ln:
+                break
+            rec = bytes(self.buf[5 : 5 + ln])
+            del self.buf[: 5 + ln]
+            if ct != CT_HANDSHAKE:
+                if ct in (CT_CCS, CT_APPDATA):
+                    self.encrypted = True
+                    self.buf.clear()
+                    return None
+                continue
+            self.hs += rec
+            if len(self.hs) > self.max_handshake:
+                self.error = "handshake larger than the limit"
+                self.hs.clear()
+                return None
+            while len(self.hs) >= 4:
+                mtype = self.hs[0]
+                mlen = int.from_bytes(self.hs[1:4], "big")
+                if len(self.hs) < 4 + mlen:
+                    break
+                body = bytes(self.hs[4 : 4 + mlen])
+                del self.hs[: 4 + mlen]
+                if mtype == want:
+                    try:
+                        self.hello = parse_hello(body, want)
+                    except TlsError as exc:
+                        self.error = str(exc)
+                        return None
+                    self.hs.clear()
+                    return self.hello
+        return None
+
+
+class TlsState:
+    """Both directions of a TLS connection."""
+
+    __slots__ = ("client", "server", "logged")
+
+    def __init__(self, max_handshake: int = 64 * 1024) -> None:
+        self.client = TlsDir(max_handshake)
+        self.server = TlsDir(max_handshake)
+        self.logged = False
+
+    def feed(self, data: bytes, toserver: bool) -> Hello | None:
+        if toserver:
+            return self.client.feed(data, HS_CLIENT_HELLO)
+        return self.server.feed(data, HS_SERVER_HELLO)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.client.encrypted and self.server.encrypted
+
+    def buffers(self) -> dict[str, bytes]:
+        ch = self.client.hello
+        sh = self.server.hello
+        b: dict[str, bytes] = {}
+        if ch:
+            b["tls.sni"] = ch.sni.encode()
+            js = ja3_string(ch)
+            b["ja3.string"] = js.encode()
+            b["ja3.hash"] = md5_hex(js).encode()
+            b["ja4.hash"] = ja4(ch).encode()
+        if sh:
+            jss = ja3s_string(sh)
+            b["ja3s.string"] = jss.encode()
+            b["ja3s.hash"] = md5_hex(jss).encode()
+        return b
+
+    def eve(self) -> dict[str, Any]:
+        """Suricata's EVE `tls` object."""
+        out: dict[str, Any] = {}
+        ch = self.client.hello
+        sh = self.server.hello
+        if ch and ch.sni:
+            out["sni"] = ch.sni
+        hello = sh or ch
+        if hello:
+            v = hello.negotiated_version
+            out["version"] = VERSION_NAMES.get(v, f"0x{v:04x}")
+        if ch:
+            js = ja3_string(ch)
+            out["ja3"] = {"hash": md5_hex(js), "string": js}
+            out["ja4"] = ja4(ch)
+            if ch.alpn:
+                out["client_alpns"] = [a.decode("ascii", "replace") for a in ch.alpn]
+        if sh:
+            jss = ja3s_string(sh)
+            out["ja3s"] = {"hash": md5_hex(jss), "string": jss}
+        return out

@@ -1,0 +1,816 @@
+"""The network engine: decode → defrag → flow → stream → app layer → detect → verdict + events.
+
+Sans-IO: `Engine.process(frame, ts)` takes one frame and its capture time and returns what to do
+with it and what happened; time only ever comes from the packets (and `flush(ts)`), so the same
+object runs from a pcap file, NFQUEUE or an AF_PACKET mirror, and replays are deterministic.
+
+Detectors plug in through narrow interfaces:
+- rules (`vmshield.engines.net.rules.RuleSet`): `match(InspectContext) -> list[Alert]`;
+- URLs (`vmshield.engines.net.urls.UrlDatabase`): `check_http`, `check_host`;
+- network attacks (`vmshield.engines.net.attacks`): any object with
+  `process(packet, ts) -> list[...]` returning events/findings (see `_run_attacks`).
+All are optional: without them the engine still decodes, tracks and logs.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmshield.engines.net import eve
+from vmshield.engines.net.app import detect_tcp, detect_udp
+from vmshield.engines.net.app.dns import DnsError, DnsMessage, DnsTcpParser, parse_message
+from vmshield.engines.net.app.http import HttpParser, HttpTx
+from vmshield.engines.net.app.tls import TlsState
+from vmshield.engines.net.config import EngineConfig
+from vmshield.engines.net.decode import SUPPORTED_LINKTYPES, decode
+from vmshield.engines.net.defrag import Defragmenter
+from vmshield.engines.net.flow import (
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    STATE_CLOSED,
+    STATE_ESTABLISHED,
+    Flow,
+    FlowTable,
+)
+from vmshield.engines.net.packet import PROTO_TCP, PROTO_UDP, Packet
+from vmshield.engines.net.stream import EV_RETRANS, StreamMemory, TcpStreams
+from vmshield.events import Event, format_timestamp
+
+try:  # the rule engine (optional until it lands; the engine runs without rules)
+    from vmshield.engines.net.rules import FlowDetectState, InspectContext
+except ImportError:  # pragma: no cover - only while the rules package is incomplete
+    FlowDetectState = None  # type: ignore[assignment,misc]
+    InspectContext = None  # type: ignore[assignment,misc]
+
+
+class Action(enum.IntEnum):
+    """What to do with the packet; higher wins when several detectors disagree."""
+
+    ACCEPT = 0
+    BYPASS = 1  # accept, and the flow needs no more inspection (the kernel may stop queueing)
+    DROP = 2
+    RESET = 3  # drop and terminate the TCP connection both ways
+    BLOCK_SOURCE = 4  # drop and block the source address for `block_minutes`
+
+
+@dataclass(slots=True, frozen=True)
+class BlockPage:
+    """Intent: answer the client's HTTP request with this page instead of the real response."""
+
+    status: int
+    body: bytes
+    url: str
+    reason: str
+
+    def http_response(self) -> bytes:
+        head = (
+            f"HTTP/1.1 {self.status} Forbidden\r\nContent-Type: text/html; charset=utf-8\r\n"
+            f"Content-Length: {len(self.body)}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n"
+        )
+        return head.encode() + self.body
+
+
+@dataclass(slots=True, frozen=True)
+class Verdict:
+    action: Action = Action.ACCEPT
+    block_minutes: int = 0
+    block_address: str = ""
+    block_page: BlockPage | None = None
+    reason: str = ""
+
+
+ACCEPT = Verdict()
+BYPASS = Verdict(Action.BYPASS)
+DROP_FLOW = Verdict(Action.DROP, reason="flow dropped earlier")
+
+
+@dataclass(slots=True)
+class PacketResult:
+    verdict: Verdict
+    events: Sequence[Event] = field(default_factory=tuple)
+
+
+_ACCEPT_RESULT = PacketResult(ACCEPT, ())
+_BYPASS_RESULT = PacketResult(BYPASS, ())
+
+# Stream inspection: each packet's rules see the in-order bytes of its direction since the last
+# window start (so content split over segments matches); the window restarts with an overlap.
+INSPECT_WINDOW = 4096
+INSPECT_OVERLAP = 512
+
+_BLOCK_HTML = (
+    "<!doctype html><html><head><title>Blocked</title></head><body>"
+    "<h1>Access blocked</h1><p>vmshield blocked this address: {reason}.</p>"
+    "<p><code>{url}</code></p></body></html>"
+)
+
+
+class _DirInspect:
+    """Per-direction stream inspection window and the sids already reported from it."""
+
+    __slots__ = ("window", "alerted", "prev_alerted", "probe")
+
+    def __init__(self) -> None:
+        self.window = b""
+        self.alerted: set[int] = set()
+        self.prev_alerted: set[int] = set()
+        self.probe = b""  # first bytes kept until the protocol is recognised
+
+
+class _FlowApp:
+    """App-layer and detection state attached to a flow."""
+
+    __slots__ = ("parser", "ts", "tc", "detect", "dns_tx", "dns_tcp_ts", "dns_tcp_tc", "tls_tx")
+
+    def __init__(self) -> None:
+        self.parser: Any = None  # HttpParser | TlsState
+        self.ts = _DirInspect()
+        self.tc = _DirInspect()
+        self.detect: Any = FlowDetectState() if FlowDetectState is not None else None
+        self.dns_tx = 0
+        self.dns_tcp_ts: DnsTcpParser | None = None
+        self.dns_tcp_tc: DnsTcpParser | None = None
+        self.tls_tx = 0
+
+
+class Engine:
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        rules: Any = None,
+        url_db: Any = None,
+        attacks: Any = None,
+    ) -> None:
+        self.config = cfg = config or EngineConfig()
+        self.rules = rules
+        self.url_db = url_db
+        self.attacks = attacks
+        self.ips = cfg.mode == "ips"
+        timeouts: dict[int, tuple[float, float, float]] = {}
+        for name, vals in cfg.flow_timeouts.items():
+            proto = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP, "default": 0}[name]
+            timeouts[proto] = (float(vals[0]), float(vals[1]), float(vals[2]))
+        self.flows = FlowTable(max_flows=cfg.flow_max, timeouts=timeouts)
+        self.defrag = Defragmenter(
+            timeout=cfg.defrag_timeout,
+            memcap=cfg.defrag_memcap,
+            max_trackers=cfg.defrag_max_trackers,
+            max_frags=cfg.defrag_max_frags,
+        )
+        self.stream_mem = StreamMemory(cfg.stream_memcap)
+        self._next_housekeeping = 0.0
+        self._pending: list[Event] = []  # flow events produced by housekeeping
+        self.counters: dict[str, int] = {
+            "packets": 0,
+            "bytes": 0,
+            "decoder_anomalies": 0,
+            "invalid_linktype": 0,
+            "alerts": 0,
+            "drops": 0,
+            "resets": 0,
+            "blocks": 0,
+            "bypassed_flows": 0,
+            "url_hits": 0,
+            "attack_events": 0,
+            "events_capped": 0,
+            "retransmissions": 0,
+            "stream_anomalies": 0,
+            "app_http_tx": 0,
+            "app_dns_msgs": 0,
+            "app_tls_hellos": 0,
+        }
+        self.app_flows: dict[str, int] = {}
+        self.last_ts = 0.0
+
+    # -- public API ------------------------------------------------------------------------
+
+    def process(
+        self, frame: bytes, ts: float, *, linktype: int = 1, iface: str = "", vlan: int = 0
+    ) -> PacketResult:
+        """Inspect one frame. Never raises on packet content."""
+        c = self.counters
+        c["packets"] += 1
+        c["bytes"] += len(frame)
+        if ts > self.last_ts:
+            self.last_ts = ts
+        if ts >= self._next_housekeeping:
+            self._housekeeping(ts)
+        if linktype not in SUPPORTED_LINKTYPES:
+            c["invalid_linktype"] += 1
+        p = decode(frame, ts, linktype, iface, vlan)
+        events: list[Event] | None = None
+        if self._pending:
+            events, self._pending = self._pending, []
+        verdict = ACCEPT
+
+        if p.is_fragment:
+            r = self.defrag.add(p)
+            # Attack detection sees each fragment (overlaps, oversize are anomalies on it).
+            verdict, events = self._attacks_and_anomalies(p, None, verdict, events)
+            if r is None:
+                return self._result(verdict, events)
+            p = r
+            if p.anomalies:
+                verdict, events = self._anomalies(p, None, verdict, events)
+        if p.proto == 0 or not p.src_bytes or p.ip_version == 0:
+            if not p.is_fragment:
+                verdict, events = self._attacks_and_anomalies(p, None, verdict, events)
+            return self._result(verdict, events)
+
+        f, toserver = self.flows.get_or_create(p)
+        f.update(p, toserver)
+        if not p.is_fragment:
+            verdict, events = self._attacks_and_anomalies(p, f, verdict, events)
+        if f.bypassed and verdict.action <= Action.BYPASS:
+            return self._result(BYPASS if self.ips else ACCEPT, events)
+        if f.action and self.ips:
+            return self._result(self._merge(verdict, DROP_FLOW), events)
+
+        app = f.app
+        if app is None:
+            app = f.app = _FlowApp()
+        chunk = b""
+        if p.proto == PROTO_TCP:
+            streams = f.streams
+            if streams is None:
+                streams = f.streams = TcpStreams(
+                    self.config.stream_depth, self.stream_mem, self.config.stream_max_segments
+                )
+            sd = streams.ts if toserver else streams.tc
+            sevents: list[str] = []
+            chunk = sd.add(p.tcp_seq, p.tcp_flags, p.payload, sevents)
+            if sevents:
+                for name in sevents:
+                    if name == EV_RETRANS:
+                        c["retransmissions"] += 1
+                    else:
+                        c["stream_anomalies"] += 1
+                        if self.config.out_anomaly:
+                            events = events or []
+                            events.append(eve.anomaly_event(p, f, name, self.config.community_id))
+        # App layer, then detection.
+        ctxs: list[tuple[dict[str, Any] | None, int | None]] = []
+        if p.proto == PROTO_TCP and chunk:
+            events = self._tcp_app(p, f, app, toserver, chunk, ctxs, events)
+        elif p.proto == PROTO_UDP and p.payload:
+            events = self._udp_app(p, f, app, toserver, ctxs, events)
+
+        verdict, events = self._detect(p, f, app, toserver, chunk, ctxs, verdict, events)
+
+        if f.state == STATE_CLOSED and f.app is not None:
+            events = self._close_app(f, events)
+        if (
+            self.config.bypass
+            and self.ips
+            and verdict.action == Action.ACCEPT
+            and not f.action
+            and self._done(f)
+        ):
+            f.bypassed = True
+            c["bypassed_flows"] += 1
+            verdict = BYPASS
+        return self._result(verdict, events)
+
+    def flush(self, ts: float | None = None) -> list[Event]:
+        """Expire idle flows at `ts`; with `ts` None, end every flow (end of capture)."""
+        out = self._pending
+        self._pending = []
+        if ts is None:
+            ended = self.flows.expire(self.last_ts, force=True)
+            for f in ended:
+                if f.end_reason == "timeout":
+                    f.end_reason = "shutdown" if f.state == STATE_CLOSED else "timeout"
+        else:
+            ended = self.flows.expire(ts)
+            self.defrag.expire(ts)
+        for f in ended:
+            out = self._end_flow(f, out)
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        s: dict[str, Any] = dict(self.counters)
+        s["flows_active"] = len(self.flows)
+        s["flows_created"] = self.flows.created
+        s["flows_evicted"] = self.flows.evicted
+        s["flows_timed_out"] = self.flows.timed_out
+        s["flow_emergency"] = self.flows.emergency
+        s["flow_emergency_entered"] = self.flows.emergency_entered
+        s["stream_memuse"] = self.stream_mem.used
+        s["stream_memcap_drops"] = self.stream_mem.drops
+        s["defrag"] = dict(self.defrag.stats)
+        s["defrag_trackers"] = len(self.defrag)
+        s["app_proto"] = dict(self.app_flows)
+        if self.rules is not None:
+            st = getattr(self.rules, "stats", None)
+            if st is not None:
+                s["rules_loaded"] = getattr(st, "loaded", 0)
+                s["rules_rejected"] = getattr(st, "rejected", 0)
+        return s
+
+    # -- pipeline stages ---------------------------------------------------------------------
+
+    def _result(self, verdict: Verdict, events: list[Event] | None) -> PacketResult:
+        if not events:
+            if verdict is ACCEPT:
+                return _ACCEPT_RESULT
+            if verdict is BYPASS:
+                return _BYPASS_RESULT
+            return PacketResult(verdict, ())
+        cap = self.config.max_events_per_packet
+        if len(events) > cap:
+            self.counters["events_capped"] += len(events) - cap
+            events = events[:cap]
+        return PacketResult(verdict, events)
+
+    @staticmethod
+    def _merge(a: Verdict, b: Verdict) -> Verdict:
+        return b if b.action > a.action else a
+
+    def _anomalies(
+        self, p: Packet, f: Flow | None, verdict: Verdict, events: list[Event] | None
+    ) -> tuple[Verdict, list[Event] | None]:
+        self.counters["decoder_anomalies"] += len(p.anomalies)
+        if self.config.out_anomaly:
+            events = events or []
+            for name in p.anomalies:
+                events.append(eve.anomaly_event(p, f, name, self.config.community_id))
+        return verdict, events
+
+    def _attacks_and_anomalies(
+        self, p: Packet, f: Flow | None, verdict: Verdict, events: list[Event] | None
+    ) -> tuple[Verdict, list[Event] | None]:
+        if p.anomalies:
+            verdict, events = self._anomalies(p, f, verdict, events)
+        if self.attacks is not None:
+            verdict, events = self._run_attacks(p, f, verdict, events)
+        return verdict, events
+
+    def _run_attacks(
+        self, p: Packet, f: Flow | None, verdict: Verdict, events: list[Event] | None
+    ) -> tuple[Verdict, list[Event] | None]:
+        found = self.attacks.process(p)
+        if not found:
+            return verdict, events
+        for item in found:
+            ev = item if isinstance(item, Event) else getattr(item, "event", None)
+            if ev is None and hasattr(item, "to_event"):
+                ev = item.to_event()
+            if ev is not None:
+                self.counters["attack_events"] += 1
+                if f is not None and "flow_id" not in ev.data:
+                    ev.data["flow_id"] = f.flow_id
+                if self.config.out_attack:
+                    events = events or []
+                    events.append(ev)
+            action = getattr(item, "action", None) or (
+                ev.data.get("attack", {}).get("action") if ev is not None else None
+            )
+            minutes = int(
+                getattr(item, "block_minutes", 0)
+                or (ev.data.get("attack", {}).get("block_minutes", 0) if ev is not None else 0)
+                or 0
+            )
+            address = getattr(item, "source", "") or p.src
+            if not self.ips:
+                continue
+            if action in ("block", "block_source", "block-source") and minutes > 0:
+                self.counters["blocks"] += 1
+                verdict = self._merge(
+                    verdict,
+                    Verdict(
+                        Action.BLOCK_SOURCE,
+                        block_minutes=minutes,
+                        block_address=str(address),
+                        reason="attack",
+                    ),
+                )
+            elif action in ("drop", "block", "blocked"):
+                verdict = self._merge(verdict, Verdict(Action.DROP, reason="attack"))
+        return verdict, events
+
+    def _tcp_app(
+        self,
+        p: Packet,
+        f: Flow,
+        app: _FlowApp,
+        toserver: bool,
+        chunk: bytes,
+        ctxs: list[tuple[dict[str, Any] | None, int | None]],
+        events: list[Event] | None,
+    ) -> list[Event] | None:
+        cfg = self.config
+        if not f.app_proto:
+            d = app.ts if toserver else app.tc
+            probe = d.probe + chunk[:256]
+            proto = detect_tcp(probe, toserver)
+            if proto == "" and len(probe) < 256:
+                d.probe = probe
+                return events
+            d.probe = b""
+            if proto in ("", "unknown"):
+                # Let the other direction try (server-speaks-first protocols) before giving up.
+                other = f.app_proto_tc if toserver else f.app_proto_ts
+                if toserver:
+                    f.app_proto_ts = "failed"
+                else:
+                    f.app_proto_tc = "failed"
+                if other == "failed":
+                    f.app_proto = "failed"
+                return events
+            f.app_proto = proto
+            self.app_flows[proto] = self.app_flows.get(proto, 0) + 1
+            if proto == "http":
+                app.parser = HttpParser(
+                    request_body_limit=cfg.http_request_body_limit,
+                    response_body_limit=cfg.http_response_body_limit,
+                    max_header=cfg.http_max_header,
+                    max_tx=cfg.http_max_tx,
+                )
+            elif proto == "tls":
+                app.parser = TlsState(cfg.tls_max_handshake)
+            chunk = probe if len(probe) >= len(chunk) else chunk
+        proto = f.app_proto
+        if proto == "http":
+            parser: HttpParser = app.parser
+            nev = len(parser.events)
+            for tx in parser.feed(chunk, toserver):
+                ctxs.append((tx.buffers(), tx.tx_id))
+                if toserver and tx.inspected == 0:
+                    tx.inspected = 1
+                    self.counters["app_http_tx"] += 1
+                    events = self._url_http(p, f, tx, events)
+            if len(parser.events) > nev:
+                events = self._app_anomalies(p, f, parser.events[nev:], events)
+            for tx in parser.pop_finished():
+                tx.logged = True
+                if cfg.out_http:
+                    events = events or []
+                    events.append(
+                        eve.app_event("http", p.ts, f, tx.eve(), cfg.community_id, tx_id=tx.tx_id)
+                    )
+        elif proto == "tls":
+            tls: TlsState = app.parser
+            hello = tls.feed(chunk, toserver)
+            if hello is not None:
+                self.counters["app_tls_hellos"] += 1
+                ctxs.append((tls.buffers(), 0))
+                if toserver and hello.sni:
+                    events = self._url_host(p, f, hello.sni, "tls.sni", events)
+                if not toserver and not tls.logged and cfg.out_tls:
+                    tls.logged = True
+                    events = events or []
+                    events.append(eve.app_event("tls", p.ts, f, tls.eve(), cfg.community_id))
+        elif proto == "dns":
+            if toserver:
+                app.dns_tcp_ts = app.dns_tcp_ts or DnsTcpParser()
+                msgs = app.dns_tcp_ts.feed(chunk)
+            else:
+                app.dns_tcp_tc = app.dns_tcp_tc or DnsTcpParser()
+                msgs = app.dns_tcp_tc.feed(chunk)
+            for m in msgs:
+                events = self._dns_msg(p, f, app, m, toserver, ctxs, events)
+        return events
+
+    def _udp_app(
+        self,
+        p: Packet,
+        f: Flow,
+        app: _FlowApp,
+        toserver: bool,
+        ctxs: list[tuple[dict[str, Any] | None, int | None]],
+        events: list[Event] | None,
+    ) -> list[Event] | None:
+        if not f.app_proto:
+            proto = detect_udp(bytes(p.payload), p.sport, p.dport)
+            if not proto:
+                if p.sport == 53 or p.dport == 53:
+                    events = self._app_anomalies(p, f, ["dns.malformed_data"], events)
+                f.app_proto = "failed"
+                return events
+            f.app_proto = proto
+            self.app_flows[proto] = self.app_flows.get(proto, 0) + 1
+        if f.app_proto == "dns":
+            try:
+                m = parse_message(bytes(p.payload))
+            except DnsError:
+                return self._app_anomalies(p, f, ["dns.malformed_data"], events)
+            events = self._dns_msg(p, f, app, m, toserver, ctxs, events)
+        return events
+
+    def _dns_msg(
+        self,
+        p: Packet,
+        f: Flow,
+        app: _FlowApp,
+        m: DnsMessage,
+        toserver: bool,
+        ctxs: list[tuple[dict[str, Any] | None, int | None]],
+        events: list[Event] | None,
+    ) -> list[Event] | None:
+        self.counters["app_dns_msgs"] += 1
+        tx_id = app.dns_tx
+        if not m.is_response:
+            app.dns_tx += 1
+        else:
+            tx_id = max(0, app.dns_tx - 1)
+        names = [q.rrname.encode() for q in m.queries]
+        ctxs.append(({"dns.query": names} if names else {}, tx_id))
+        if not m.is_response:
+            for q in m.queries:
+                events = self._url_host(p, f, q.rrname, "dns", events)
+        if self.config.out_dns:
+            events = events or []
+            events.append(
+                eve.app_event(
+                    "dns",
+                    p.ts,
+                    f,
+                    m.eve(tx_id),
+                    self.config.community_id,
+                    reverse=not toserver,
+                )
+            )
+        return events
+
+    def _app_anomalies(
+        self, p: Packet, f: Flow, names: list[str], events: list[Event] | None
+    ) -> list[Event] | None:
+        if self.config.out_anomaly:
+            events = events or []
+            for n in names:
+                events.append(eve.anomaly_event(p, f, n, self.config.community_id))
+        return events
+
+    # -- URLs ------------------------------------------------------------------------------
+
+    def _url_http(
+        self, p: Packet, f: Flow, tx: HttpTx, events: list[Event] | None
+    ) -> list[Event] | None:
+        db = self.url_db
+        if db is None or not tx.host and not tx.uri_raw.startswith(b"http"):
+            return events
+        try:
+            v = db.check_http(tx.host_raw or tx.host, tx.uri_raw)
+        except ValueError:
+            return events
+        if v is None:
+            return events
+        self.counters["url_hits"] += 1
+        act = self.config.url_action if self.ips else "alert"
+        events = events or []
+        events.append(self._url_event(v, p, f, "http", act != "alert", tx.host.decode("latin-1")))
+        if act == "block-page":
+            f.action = "drop"
+            page = BlockPage(
+                403,
+                _BLOCK_HTML.format(
+                    reason=_html(", ".join(v.categories)), url=_html(v.target)
+                ).encode(),
+                v.target,
+                ",".join(v.categories),
+            )
+            self._pending_verdict = Verdict(Action.RESET, block_page=page, reason="url")
+        elif act == "drop":
+            f.action = "drop"
+            self._pending_verdict = Verdict(Action.DROP, reason="url")
+        return events
+
+    def _url_host(
+        self, p: Packet, f: Flow, host: str, source: str, events: list[Event] | None
+    ) -> list[Event] | None:
+        db = self.url_db
+        if db is None or not host:
+            return events
+        try:
+            v = db.check_host(host)
+        except ValueError:
+            return events
+        if v is None:
+            return events
+        self.counters["url_hits"] += 1
+        act = self.config.url_tls_action if source == "tls.sni" else self.config.url_dns_action
+        if not self.ips:
+            act = "alert"
+        events = events or []
+        events.append(self._url_event(v, p, f, source, act != "alert", host))
+        if act == "reset":
+            f.action = "drop"
+            self._pending_verdict = Verdict(Action.RESET, reason="url")
+        elif act == "drop":
+            if p.proto == PROTO_TCP:
+                f.action = "drop"
+            self._pending_verdict = Verdict(Action.DROP, reason="url")
+        return events
+
+    def _url_event(
+        self, v: Any, p: Packet, f: Flow, source: str, blocked: bool, host: str
+    ) -> Event:
+        from vmshield.engines.net.urls import url_event
+
+        return url_event(
+            v,
+            ts=p.ts,
+            source=source,
+            action="blocked" if blocked else "allowed",
+            src_ip=p.src,
+            src_port=p.sport,
+            dest_ip=p.dst,
+            dest_port=p.dport,
+            proto=eve.proto_name(p.proto),
+            app_proto=f.app_proto,
+            flow_id=f.flow_id,
+            hostname=host,
+        )
+
+    # -- rules -----------------------------------------------------------------------------
+
+    _pending_verdict: Verdict | None = None
+
+    def _detect(
+        self,
+        p: Packet,
+        f: Flow,
+        app: _FlowApp,
+        toserver: bool,
+        chunk: bytes,
+        ctxs: list[tuple[dict[str, Any] | None, int | None]],
+        verdict: Verdict,
+        events: list[Event] | None,
+    ) -> tuple[Verdict, list[Event] | None]:
+        if self._pending_verdict is not None:
+            verdict = self._merge(verdict, self._pending_verdict)
+            self._pending_verdict = None
+        rules = self.rules
+        if rules is None or InspectContext is None:
+            return verdict, events
+        d = app.ts if toserver else app.tc
+        stream: bytes | None = None
+        if chunk:
+            w = d.window
+            if len(w) + len(chunk) > INSPECT_WINDOW and w:
+                d.prev_alerted = d.alerted
+                d.alerted = set()
+                w = w[-INSPECT_OVERLAP:]
+            w = w + chunk
+            d.window = w
+            stream = w
+        streams = f.streams
+        common = {
+            "packet": p,
+            "direction": "to_server" if toserver else "to_client",
+            "established": f.state == STATE_ESTABLISHED
+            or (f.state == STATE_CLOSED and f.tcp_state > 0),
+            "flow_state": app.detect,
+            "app_proto": f.app_proto if f.app_proto and f.app_proto != "unknown" else None,
+            "stream_bytes_toserver": streams.ts.delivered if streams else 0,
+            "stream_bytes_toclient": streams.tc.delivered if streams else 0,
+        }
+        alerts: list[Any] = []
+        if not ctxs:
+            alerts.extend(rules.match(InspectContext(stream=stream, **common)))
+        else:
+            first = True
+            for buffers, tx_id in ctxs:
+                alerts.extend(
+                    rules.match(
+                        InspectContext(
+                            stream=stream if first else None,
+                            buffers=buffers or {},
+                            tx_id=tx_id,
+                            **common,
+                        )
+                    )
+                )
+                first = False
+        if not alerts:
+            return verdict, events
+        seen: set[int] = set()
+        for a in alerts:
+            sid = a.sid
+            if stream is not None:
+                # One report per signature per inspection window of the stream.
+                if sid in d.alerted or sid in d.prev_alerted or sid in seen:
+                    continue
+                d.alerted.add(sid)
+            seen.add(sid)
+            if a.action == "pass":
+                continue
+            self.counters["alerts"] += 1
+            f.alerted = True
+            act = a.action if self.ips else "alert"
+            if act in ("drop", "reject"):
+                f.action = "drop"
+                if act == "reject" and p.proto == PROTO_TCP:
+                    self.counters["resets"] += 1
+                    verdict = self._merge(verdict, Verdict(Action.RESET, reason=f"sid {sid}"))
+                else:
+                    self.counters["drops"] += 1
+                    verdict = self._merge(verdict, Verdict(Action.DROP, reason=f"sid {sid}"))
+            if self.config.out_alert:
+                events = events or []
+                events.append(self._alert_event(p, f, app, a, act))
+        return verdict, events
+
+    def _alert_event(self, p: Packet, f: Flow, app: _FlowApp, a: Any, act: str) -> Event:
+        d = eve.packet_base(p, f, self.config.community_id)
+        d["direction"] = (
+            "to_server" if p.src_bytes == f.src_bytes and p.sport == f.sport else ("to_client")
+        )
+        al = a.eve_alert()
+        if act not in ("drop", "reject"):
+            al["action"] = "allowed"
+        d["alert"] = al
+        parser = app.parser
+        if isinstance(parser, HttpParser) and parser.txs:
+            d["http"] = parser.txs[-1].eve()
+        elif isinstance(parser, TlsState) and parser.client.hello:
+            d["tls"] = parser.eve()
+        d["flow"] = {
+            "pkts_toserver": f.pkts_toserver,
+            "pkts_toclient": f.pkts_toclient,
+            "bytes_toserver": f.bytes_toserver,
+            "bytes_toclient": f.bytes_toclient,
+            "start": format_timestamp(f.start),
+        }
+        return Event(
+            event_type="alert",
+            timestamp=format_timestamp(p.ts),
+            severity=max(1, min(4, int(a.severity or 3))),
+            data=d,
+        )
+
+    # -- flow end --------------------------------------------------------------------------
+
+    def _done(self, f: Flow) -> bool:
+        """Nothing more to inspect on this flow."""
+        if f.proto != PROTO_TCP or f.streams is None:
+            return False
+        s = f.streams
+        if s.ts.done and s.tc.done:
+            return True
+        return bool(
+            f.app_proto == "tls"
+            and self.config.tls_encryption_handling == "bypass"
+            and isinstance(f.app.parser, TlsState)
+            and f.app.parser.encrypted
+        )
+
+    def _close_app(self, f: Flow, events: list[Event] | None) -> list[Event] | None:
+        app = f.app
+        cfg = self.config
+        if isinstance(app.parser, HttpParser):
+            for tx in app.parser.close():
+                if tx.logged:
+                    continue
+                tx.logged = True
+                if cfg.out_http and tx.method:
+                    events = events or []
+                    events.append(
+                        eve.app_event("http", f.last, f, tx.eve(), cfg.community_id, tx_id=tx.tx_id)
+                    )
+            app.parser.txs.clear()
+        elif isinstance(app.parser, TlsState) and not app.parser.logged:
+            app.parser.logged = True
+            if cfg.out_tls and app.parser.client.hello:
+                events = events or []
+                events.append(eve.app_event("tls", f.last, f, app.parser.eve(), cfg.community_id))
+        return events
+
+    def _end_flow(self, f: Flow, out: list[Event]) -> list[Event]:
+        if f.app is not None:
+            extra = self._close_app(f, None)
+            if extra:
+                out.extend(extra)
+        if f.streams is not None:
+            f.streams.release()
+        if self.config.out_flow:
+            out.append(eve.flow_event(f, self.config.community_id))
+        return out
+
+    def _housekeeping(self, ts: float) -> None:
+        self._next_housekeeping = ts + self.config.flow_housekeeping_interval
+        if self._next_housekeeping == ts:
+            self._next_housekeeping = ts + 1.0
+        ended = self.flows.expire(ts)
+        self.defrag.expire(ts)
+        for f in ended:
+            self._pending = self._end_flow(f, self._pending)
+
+
+def _html(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+__all__ = [
+    "ACCEPT",
+    "Action",
+    "BlockPage",
+    "Engine",
+    "PacketResult",
+    "Verdict",
+    "PROTO_ICMPV6",
+]

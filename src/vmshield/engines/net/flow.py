@@ -1,0 +1,367 @@
+"""Flow table: bidirectional flows keyed by 5-tuple and VLAN, with per-state timeouts and a cap.
+
+`flow_id` is computed the way Suricata computes it (start time bits above a 32-bit flow hash,
+reduced to 51 bits so JSON consumers keep it exact); `community_id` is Community ID v1
+(github.com/corelight/community-id-spec), the same string Zeek and Suricata print.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+import zlib
+from typing import Any
+
+from vmshield.engines.net.packet import (
+    ACK,
+    FIN,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    RST,
+    SYN,
+    Packet,
+)
+
+# TCP connection states (the subset that matters for timeouts and `flow:established`).
+TCP_NONE, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_CLOSING, TCP_CLOSED = range(6)
+TCP_STATE_NAMES = ("none", "syn_sent", "syn_recv", "established", "closing", "closed")
+
+# Generic flow states, as in Suricata's flow timeouts (new / established / closed).
+STATE_NEW, STATE_ESTABLISHED, STATE_CLOSED = 0, 1, 2
+_STATE_NAMES = ("new", "established", "closed")
+
+PROTO_NAMES = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICMPV6: "IPv6-ICMP"}
+
+# Community ID: ICMP type pairs that make a bidirectional conversation.
+_ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
+_ICMP6_PAIRS = {
+    128: 129,
+    129: 128,
+    130: 131,
+    131: 130,
+    133: 134,
+    134: 133,
+    135: 136,
+    136: 135,
+    139: 140,
+    140: 139,
+    144: 145,
+    145: 144,
+}
+
+
+def community_id(src: bytes, dst: bytes, proto: int, sport: int, dport: int, seed: int = 0) -> str:
+    """Community ID v1 of a flow, from packed addresses."""
+    one_way = False
+    if proto in (PROTO_ICMP, PROTO_ICMPV6):
+        pairs = _ICMP4_PAIRS if proto == PROTO_ICMP else _ICMP6_PAIRS
+        itype, icode = sport, dport
+        if itype in pairs:
+            sport, dport = itype, pairs[itype]
+        else:
+            sport, dport, one_way = itype, icode, True
+    if not (one_way or src < dst or (src == dst and sport < dport)):
+        src, dst, sport, dport = dst, src, dport, sport
+    h = hashlib.sha1(
+        struct.pack("!H", seed) + src + dst + struct.pack("!BBHH", proto, 0, sport, dport)
+    )
+    return "1:" + base64.b64encode(h.digest()).decode()
+
+
+def flow_key(p: Packet) -> tuple[Any, ...]:
+    """Direction-independent key: the lower (address, port) end first."""
+    a = (p.src_bytes, p.sport)
+    b = (p.dst_bytes, p.dport)
+    if p.proto == PROTO_ICMP or p.proto == PROTO_ICMPV6:
+        # ICMP has no ports; a request and its reply share one flow (ids in the payload vary).
+        a, b = (p.src_bytes, 0), (p.dst_bytes, 0)
+    if a <= b:
+        return (p.proto, p.vlan, a[0], a[1], b[0], b[1])
+    return (p.proto, p.vlan, b[0], b[1], a[0], a[1])
+
+
+class Flow:
+    """State of one bidirectional conversation. `src*` is the side that sent the first packet."""
+
+    __slots__ = (
+        "key",
+        "hash",
+        "flow_id",
+        "proto",
+        "vlan",
+        "iface",
+        "src",
+        "dst",
+        "src_bytes",
+        "dst_bytes",
+        "sport",
+        "dport",
+        "ip_version",
+        "start",
+        "last",
+        "pkts_toserver",
+        "pkts_toclient",
+        "bytes_toserver",
+        "bytes_toclient",
+        "state",
+        "tcp_state",
+        "tcp_flags_ts",
+        "tcp_flags_tc",
+        "app_proto",
+        "app_proto_ts",
+        "app_proto_tc",
+        "app",
+        "streams",
+        "alerted",
+        "bypassed",
+        "action",
+        "end_reason",
+        "store",
+        "icmp_type",
+        "icmp_code",
+        "_community_id",
+    )
+
+    def __init__(self, key: tuple[Any, ...], fhash: int, p: Packet) -> None:
+        self.key = key
+        self.hash = fhash
+        self.proto = p.proto
+        self.vlan = p.vlan
+        self.iface = p.iface
+        self.src, self.dst = p.src, p.dst
+        self.src_bytes, self.dst_bytes = p.src_bytes, p.dst_bytes
+        self.sport, self.dport = p.sport, p.dport
+        self.ip_version = p.ip_version
+        self.icmp_type, self.icmp_code = p.icmp_type, p.icmp_code
+        self.start = self.last = p.ts
+        secs = int(p.ts)
+        usecs = int(round((p.ts - secs) * 1e6)) % 1000000
+        # Suricata's FlowGetId: start seconds and microseconds above the flow hash, 51 bits.
+        self.flow_id = (
+            ((secs & 0xFFFF) << 48) | ((usecs & 0xFFFF) << 32) | fhash
+        ) & 0x7FFFFFFFFFFFF
+        self.pkts_toserver = self.pkts_toclient = 0
+        self.bytes_toserver = self.bytes_toclient = 0
+        self.state = STATE_NEW
+        self.tcp_state = TCP_NONE
+        self.tcp_flags_ts = self.tcp_flags_tc = 0
+        self.app_proto = ""  # "http", "dns", "tls", "failed" …, "" while undetermined
+        self.app_proto_ts = self.app_proto_tc = ""
+        self.app: Any = None  # the app-layer parser state
+        self.streams: Any = None  # (to_server, to_client) TCP reassembly, TCP flows only
+        self.alerted = False
+        self.bypassed = False
+        self.action = ""  # "drop" once a drop rule fired: every later packet is dropped too
+        self.end_reason = "timeout"
+        self.store: dict[str, Any] = {}  # per-flow state of the detectors (flowbits, flowint …)
+        self._community_id = ""
+
+    @property
+    def community_id(self) -> str:
+        if not self._community_id:
+            if self.proto in (PROTO_ICMP, PROTO_ICMPV6):
+                self._community_id = community_id(
+                    self.src_bytes, self.dst_bytes, self.proto, self.icmp_type, self.icmp_code
+                )
+            else:
+                self._community_id = community_id(
+                    self.src_bytes, self.dst_bytes, self.proto, self.sport, self.dport
+                )
+        return self._community_id
+
+    @property
+    def state_name(self) -> str:
+        return _STATE_NAMES[self.state]
+
+    def update(self, p: Packet, toserver: bool) -> None:
+        """Counters and state machine for one packet of this flow."""
+        self.last = p.ts
+        n = p.ip_len or len(p.raw)
+        if toserver:
+            self.pkts_toserver += 1
+            self.bytes_toserver += n
+        else:
+            self.pkts_toclient += 1
+            self.bytes_toclient += n
+        if self.proto == PROTO_TCP:
+            self._tcp_update(p.tcp_flags, toserver)
+        elif self.state == STATE_NEW and self.pkts_toserver and self.pkts_toclient:
+            self.state = STATE_ESTABLISHED
+
+    def _tcp_update(self, flags: int, toserver: bool) -> None:
+        if toserver:
+            self.tcp_flags_ts |= flags
+        else:
+            self.tcp_flags_tc |= flags
+        st = self.tcp_state
+        if flags & RST:
+            self.tcp_state = TCP_CLOSED
+            self.state = STATE_CLOSED
+            self.end_reason = "shutdown"
+            return
+        if st == TCP_NONE:
+            if flags & SYN and not flags & ACK and toserver:
+                self.tcp_state = TCP_SYN_SENT
+            elif flags & ACK:
+                # Picked up mid-stream (capture started late): treat as established.
+                self.tcp_state = TCP_ESTABLISHED
+                self.state = STATE_ESTABLISHED
+        elif st == TCP_SYN_SENT:
+            if flags & SYN and flags & ACK and not toserver:
+                self.tcp_state = TCP_SYN_RECV
+        elif st == TCP_SYN_RECV and flags & ACK and toserver and not flags & SYN:
+            self.tcp_state = TCP_ESTABLISHED
+            self.state = STATE_ESTABLISHED
+        if flags & FIN and self.tcp_state >= TCP_ESTABLISHED:
+            both = (self.tcp_flags_ts & FIN) and (self.tcp_flags_tc & FIN)
+            if both:
+                self.tcp_state = TCP_CLOSED
+                self.state = STATE_CLOSED
+                self.end_reason = "shutdown"
+            else:
+                self.tcp_state = TCP_CLOSING
+
+    def eve_flow(self) -> dict[str, Any]:
+        """The `flow` object of a Suricata flow event."""
+        out: dict[str, Any] = {
+            "pkts_toserver": self.pkts_toserver,
+            "pkts_toclient": self.pkts_toclient,
+            "bytes_toserver": self.bytes_toserver,
+            "bytes_toclient": self.bytes_toclient,
+            "start": _ts(self.start),
+            "end": _ts(self.last),
+            "age": int(self.last - self.start),
+            "state": self.state_name,
+            "reason": self.end_reason,
+            "alerted": self.alerted,
+        }
+        if self.bypassed:
+            out["bypass"] = "local"
+        if self.action:
+            out["action"] = self.action
+        return out
+
+
+def _ts(epoch: float) -> str:
+    from vmshield.events import format_timestamp
+
+    return format_timestamp(epoch)
+
+
+# Suricata's default timeouts (suricata.yaml: flow-timeouts), seconds: new, established, closed.
+DEFAULT_TIMEOUTS: dict[int, tuple[float, float, float]] = {
+    PROTO_TCP: (60.0, 600.0, 60.0),
+    PROTO_UDP: (30.0, 300.0, 0.0),
+    PROTO_ICMP: (30.0, 300.0, 0.0),
+    0: (30.0, 300.0, 0.0),
+}
+DEFAULT_EMERGENCY_TIMEOUTS: dict[int, tuple[float, float, float]] = {
+    PROTO_TCP: (10.0, 100.0, 5.0),
+    PROTO_UDP: (10.0, 100.0, 0.0),
+    PROTO_ICMP: (10.0, 100.0, 0.0),
+    0: (10.0, 100.0, 0.0),
+}
+
+
+class FlowTable:
+    """All live flows, bounded by `max_flows`.
+
+    When full, the table enters emergency mode (Suricata's term): it expires with the short
+    emergency timeouts and, if that frees nothing, evicts the oldest flows. Evicted flows are
+    returned like expired ones, so nothing disappears without its flow event.
+    """
+
+    def __init__(
+        self,
+        max_flows: int = 65536,
+        timeouts: dict[int, tuple[float, float, float]] | None = None,
+        emergency_timeouts: dict[int, tuple[float, float, float]] | None = None,
+        emergency_recovery: float = 0.3,
+    ) -> None:
+        self.max_flows = max(16, max_flows)
+        self.timeouts = dict(DEFAULT_TIMEOUTS)
+        if timeouts:
+            self.timeouts.update(timeouts)
+        self.emergency_timeouts = dict(DEFAULT_EMERGENCY_TIMEOUTS)
+        if emergency_timeouts:
+            self.emergency_timeouts.update(emergency_timeouts)
+        self.emergency_recovery = emergency_recovery
+        self.flows: dict[tuple[Any, ...], Flow] = {}
+        self.emergency = False
+        self.created = 0
+        self.evicted = 0
+        self.emergency_entered = 0
+        self.timed_out = 0
+        # Flows pushed out by the cap, waiting for the engine to log them.
+        self.pending_ended: list[Flow] = []
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def get_or_create(self, p: Packet) -> tuple[Flow, bool]:
+        """The flow of `p` and whether `p` goes to the server (from the flow's initiator)."""
+        key = flow_key(p)
+        f = self.flows.get(key)
+        if f is not None:
+            return f, (p.src_bytes == f.src_bytes and p.sport == f.sport)
+        if len(self.flows) >= self.max_flows:
+            self._make_room(p.ts)
+        fhash = zlib.crc32(repr(key).encode()) & 0xFFFFFFFF
+        f = Flow(key, fhash, p)
+        self.flows[key] = f
+        self.created += 1
+        return f, True
+
+    def remove(self, f: Flow) -> None:
+        self.flows.pop(f.key, None)
+
+    def _timeout(self, f: Flow, table: dict[int, tuple[float, float, float]]) -> float:
+        t = table.get(f.proto)
+        if t is None:
+            t = table[PROTO_ICMP] if f.proto == PROTO_ICMPV6 else table[0]
+        return t[f.state]
+
+    def expire(self, now: float, *, force: bool = False) -> list[Flow]:
+        """Remove and return flows idle past their timeout (all of them when `force`)."""
+        table = self.emergency_timeouts if self.emergency else self.timeouts
+        out: list[Flow] = []
+        if force:
+            out = list(self.flows.values())
+            self.flows.clear()
+        else:
+            for f in list(self.flows.values()):
+                if now - f.last >= self._timeout(f, table):
+                    out.append(f)
+                    del self.flows[f.key]
+            self.timed_out += len(out)
+        if self.emergency and len(self.flows) < self.max_flows * self.emergency_recovery:
+            self.emergency = False
+        if self.pending_ended:
+            out = self.pending_ended + out
+            self.pending_ended = []
+        return out
+
+    def _make_room(self, now: float) -> None:
+        if not self.emergency:
+            self.emergency = True
+            self.emergency_entered += 1
+        table = self.emergency_timeouts
+        freed = []
+        for f in list(self.flows.values()):
+            if now - f.last >= self._timeout(f, table):
+                freed.append(f)
+                del self.flows[f.key]
+        if not freed:
+            # Nothing idle enough: evict the oldest-created 1 % (dict order is creation order).
+            n = max(1, self.max_flows // 100)
+            for key in list(self.flows.keys())[:n]:
+                f = self.flows.pop(key)
+                f.end_reason = "forced"
+                freed.append(f)
+            self.evicted += len(freed)
+        else:
+            self.timed_out += len(freed)
+        self.pending_ended.extend(freed)
