@@ -184,6 +184,8 @@ class Lab:
         workers: int = 2,
         config: str | None = None,
         ready_timeout: float = 30.0,
+        exclude: list[str] | None = None,
+        block_seconds: int = 600,
     ) -> LabState:
         if not 1 <= vms <= 32:
             raise LabError(f"--vms must be between 1 and 32, got {vms}")
@@ -231,7 +233,14 @@ class Lab:
             self._start_servers(st)
             save_state(st)
             if protect != "none":
-                self._start_protection(st, workers=workers, config=config, timeout=ready_timeout)
+                self._start_protection(
+                    st,
+                    workers=workers,
+                    config=config,
+                    timeout=ready_timeout,
+                    exclude=exclude or [],
+                    block_seconds=block_seconds,
+                )
             self._run_hook(st, "setup")
             save_state(st)
         except BaseException:
@@ -305,10 +314,17 @@ class Lab:
             proc.stdout.close()
 
     def _start_protection(
-        self, st: LabState, workers: int, config: str | None, timeout: float
+        self,
+        st: LabState,
+        workers: int,
+        config: str | None,
+        timeout: float,
+        exclude: list[str],
+        block_seconds: int,
     ) -> None:
         sdir = state_dir() / f"{st.prefix}.svm"
         sdir.mkdir(parents=True, exist_ok=True)
+        policy = write_lab_policy(sdir, block_seconds)
         st.service_dir = str(sdir)
         st.eve = str(sdir / "eve.json")
         ready = sdir / "ready"
@@ -337,8 +353,18 @@ class Lab:
         ]
         if st.fail_closed:
             cmd.append("--fail-closed")
+        for h in st.hosts:
+            cmd += ["--vm", f"{h.address}={h.name}"]
+        cmd += ["--config", str(policy)]
         if config:
             cmd += ["--config", config]
+        names = {h.name: h.address for h in st.hosts}
+        for text in exclude:
+            # Lab host names stand for their addresses: `no_block attacker`.
+            parts = text.split()
+            if len(parts) == 2 and parts[1] in names:
+                text = f"{parts[0]} {names[parts[1]]}"
+            cmd += ["--exclude", text]
         log = open(sdir / "service.log", "ab")  # noqa: SIM115 (handed to the child)
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         log.close()
@@ -456,6 +482,26 @@ class Lab:
             "hosts": hosts,
             "hook": st.hook,
         }
+
+
+def write_lab_policy(sdir: Path, block_seconds: int) -> Path:
+    """The lab's policy: a URL database listing the lab's test names, one IDS `drop` rule."""
+    from vmshield.engines.net.urls import build_database
+    from vmshield.lab import attacks
+
+    listed = sdir / "lab-urls.txt"
+    listed.write_text(f"http://{attacks.LAB_BLOCKED_HTTP}/\nhttps://{attacks.LAB_BLOCKED_TLS}/\n")
+    build_database([("plain", str(listed))], str(sdir / "lab-urls.db"), category="malicious")
+    rules = sdir / "lab.rules"
+    rules.write_text(
+        f'drop http any any -> any any (msg:"vmshield lab IDS test: marker in request"; '
+        f'content:"{attacks.LAB_IDS_MARKER}"; sid:{attacks.LAB_IDS_SID}; rev:1;)\n'
+    )
+    conf = sdir / "lab-policy.toml"
+    conf.write_text(
+        f'url_db = ["{sdir / "lab-urls.db"}"]\nrules = ["{rules}"]\nblock_seconds = {int(block_seconds)}\n'
+    )
+    return conf
 
 
 def _pids_mentioning(needle: str) -> list[int]:

@@ -1,0 +1,56 @@
+"""What the filter asks of the network engine, and the adapter to it.
+
+The filter needs one thing per packet: a `Decision` (what to do with the packet, which events to
+report, whether to block the source in the kernel and for how long). `EngineInspector` adapts the
+network engine (`vmshield.engines.net.engine.Engine`, sans-IO) to that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vmshield.events import Event
+
+ACCEPT = "accept"
+DROP = "drop"
+RESET = "reset"  # TCP RST to both sides (also the TLS reset)
+BLOCK_PAGE = "block_page"  # HTTP: answer with the block page, reset the server side
+BYPASS = "bypass"  # accept, and stop queueing this flow (conntrack mark)
+ACTIONS = (ACCEPT, DROP, RESET, BLOCK_PAGE, BYPASS)
+
+
+@dataclass(slots=True)
+class Decision:
+    action: str = ACCEPT
+    events: list[Event] = field(default_factory=list)
+    block_src: str | None = None  # address to block in the kernel
+    block_seconds: int = 0
+    url: str = ""  # for the block page
+    category: str = ""
+    reason: str = ""
+    response: bytes | None = None  # the engine's own block-page HTTP response
+
+
+class Inspector(Protocol):
+    def inspect(
+        self, ip_packet: bytes, ts: float, iface: str = "", vlan: int = 0, linktype: int = 228
+    ) -> Decision: ...
+
+
+@dataclass
+class InspectorSettings:
+    """Everything a worker needs to build its own inspector after fork."""
+
+    mode: str = "ips"  # ips (standard) | ids (monitoring)
+    engine_config: str | None = None  # EngineConfig TOML
+    rules: list[str] = field(default_factory=list)  # Suricata rule files
+    url_db: list[str] = field(default_factory=list)  # URL database/feed files
+    block_seconds: int = 600
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_inspector(settings: InspectorSettings) -> Inspector:
+    from vmshield.filter.engine_adapter import EngineInspector
+
+    return EngineInspector(settings)
