@@ -1,0 +1,154 @@
+"""`vmshield svm`: the host's Security VM — file scan service (with the introspection relay by
+default), network protection, and the center client."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ap = sub.add_parser(
+        "svm",
+        help="run the Security VM services of this host",
+        description="Scan files for the guests of this host (verdict cache shared by every VM, scan "
+        "workers in separate processes) and relay their agents (introspection, same process).",
+    )
+    ap.add_argument("--config", help="SVM TOML file (profiles, database, workers…)")
+    ap.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        help="agent endpoint: unix:PATH, tcp://H:P, vsock://any:P",
+    )
+    ap.add_argument("--control", default="/run/vmshield/control.sock", help="local admin socket")
+    ap.add_argument("--tokens", help="enrolment tokens TOML ([[agent]] vm, token, uuid)")
+    ap.add_argument("--tls-cert", help="service certificate (tcp endpoints)")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--tls-ca", help="CA that signs the VMs' client certificates")
+    ap.add_argument(
+        "--db",
+        action="append",
+        default=[],
+        help="signature database file or directory (repeatable)",
+    )
+    ap.add_argument("--eve", help="EVE JSON event log (default from config)")
+    ap.add_argument("--backup-dir", help="backup copies before disinfection/deletion/quarantine")
+    ap.add_argument("--workers", type=int, help="scan processes (default: one per core)")
+    ap.add_argument(
+        "--network-mode",
+        choices=["standard", "monitoring", "none"],
+        default="none",
+        help="network protection of this host's bridge (vmshield.filter)",
+    )
+    ap.add_argument("--bridge", help="bridge for network protection")
+    ap.add_argument(
+        "--enroll", nargs=2, metavar=("URL", "TOKEN"), help="enrol this SVM with the center first"
+    )
+    ap.add_argument("--scanner-factory", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ready-file", help="create this file once listening")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vmshield.introspection.auth import Authenticator, AuthError
+    from vmshield.svm.config import ConfigError, SvmConfig
+    from vmshield.svm.host import HostOptions, HostService
+    from vmshield.svm.workers import DEFAULT_FACTORY
+    from vmshield.transport.endpoints import parse_endpoint
+    from vmshield.transport.tls import server_context
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s vmshield-svm %(levelname)s %(message)s",
+    )
+    try:
+        cfg = SvmConfig.load(args.config) if args.config else SvmConfig()
+        if args.db:
+            cfg.db = args.db
+        if args.eve:
+            cfg.eve = args.eve
+        if args.backup_dir:
+            cfg.backup_dir = args.backup_dir
+        if args.workers:
+            cfg.workers = args.workers
+        auth = Authenticator.load(args.tokens) if args.tokens else Authenticator()
+        listen = [parse_endpoint(x) for x in args.listen]
+        tls = None
+        if any(ep.scheme == "tcp" for ep in listen):
+            if not (args.tls_cert and args.tls_key and args.tls_ca):
+                raise ConfigError(
+                    "tcp endpoints need --tls-cert, --tls-key and --tls-ca (mutual TLS)"
+                )
+            tls = server_context(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca))
+    except (ConfigError, AuthError, ValueError, OSError) as exc:
+        print(f"vmshield svm: {exc}", file=sys.stderr)
+        return 2
+    if args.enroll:
+        try:
+            from vmshield.svm import center_client  # type: ignore[attr-defined]
+
+            center_client.enroll(args.enroll[0], args.enroll[1])
+        except ImportError:
+            print(
+                "vmshield svm: --enroll: the center client is not available in this build",
+                file=sys.stderr,
+            )
+            return 2
+        except Exception as exc:
+            print(f"vmshield svm: enrolment failed: {exc}", file=sys.stderr)
+            return 2
+    opts = HostOptions(
+        listen=listen,
+        control=args.control,
+        tls=tls,
+        scanner_factory=args.scanner_factory or DEFAULT_FACTORY,
+    )
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            host = await asyncio.to_thread(HostService, cfg, auth, opts)
+        except Exception as exc:
+            print(f"vmshield svm: cannot start the scan service: {exc}", file=sys.stderr)
+            return 2
+        net = None
+        if args.network_mode != "none":
+            net = _start_network(args)
+        ready = asyncio.Event()
+        task = asyncio.create_task(host.run(stop, ready))
+        await asyncio.wait(
+            {task, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready.is_set() and args.ready_file:
+            Path(args.ready_file).write_text("ready\n")
+        await task
+        if net is not None:
+            with contextlib.suppress(Exception):
+                net.stop()
+        return 0
+
+    return asyncio.run(main())
+
+
+def _start_network(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """G's network protection, when this build has it."""
+    try:
+        from vmshield.filter.service import NetworkProtection  # type: ignore[attr-defined]
+    except ImportError:
+        print("vmshield svm: network protection is not available in this build", file=sys.stderr)
+        return None
+    net = NetworkProtection(mode=args.network_mode, bridge=args.bridge)
+    start = getattr(net, "start", None)
+    if start is not None:
+        start()
+    return net

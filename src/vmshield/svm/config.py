@@ -1,0 +1,148 @@
+"""The SVM's local configuration (TOML), used when no center provides profiles.
+
+[svm]
+host = "esx1"                      # name of this hypervisor host in events
+db = ["/var/lib/vmshield/db"]      # signature database files or directories
+workers = 0                        # scan processes; 0 = one per core
+queue = 1024                       # scans waiting for a worker, all VMs together
+per_vm_concurrency = 4             # scans of one VM running at once
+cache_entries = 200000             # shared verdict cache (SHA-256 + db version)
+backup_dir = "/var/lib/vmshield/backup"
+eve = "/var/log/vmshield/eve.json"
+
+[profiles.default]
+action = "quarantine"              # infected: disinfect | quarantine | delete | deny | report
+unscannable = "allow"              # limits_exceeded / encrypted / error: allow (reported) | deny
+failure_mode = "open"              # verdict late or SVM unreachable: open (allow) | closed (deny)
+deadline = 3.0                     # seconds an open/exec waits for a verdict
+on_access = ["open", "exec", "close_write"]
+
+[vms.vm1]
+profile = "strict"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ACTIONS = ("disinfect", "quarantine", "delete", "deny", "report")
+ACCESS_KINDS = ("open", "exec", "close_write")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = "default"
+    action: str = "quarantine"
+    unscannable: str = "allow"
+    failure_mode: str = "open"
+    deadline: float = 3.0
+    on_access: tuple[str, ...] = ACCESS_KINDS
+
+    @classmethod
+    def from_dict(cls, name: str, obj: dict[str, Any], where: str) -> Profile:
+        known = {"action", "unscannable", "failure_mode", "deadline", "on_access"}
+        for key in obj:
+            if key not in known:
+                raise ConfigError(
+                    f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})"
+                )
+        p = cls(
+            name=name,
+            action=str(obj.get("action", cls.action)),
+            unscannable=str(obj.get("unscannable", cls.unscannable)),
+            failure_mode=str(obj.get("failure_mode", cls.failure_mode)),
+            deadline=float(obj.get("deadline", cls.deadline)),
+            on_access=tuple(obj.get("on_access", ACCESS_KINDS)),
+        )
+        if p.action not in ACTIONS:
+            raise ConfigError(f"{where}.action: {p.action!r} is not one of {', '.join(ACTIONS)}")
+        if p.unscannable not in ("allow", "deny"):
+            raise ConfigError(f"{where}.unscannable: {p.unscannable!r}; expected allow or deny")
+        if p.failure_mode not in ("open", "closed"):
+            raise ConfigError(f"{where}.failure_mode: {p.failure_mode!r}; expected open or closed")
+        if not 0.05 <= p.deadline <= 600:
+            raise ConfigError(f"{where}.deadline: {p.deadline} outside 0.05..600 seconds")
+        for kind in p.on_access:
+            if kind not in ACCESS_KINDS:
+                raise ConfigError(
+                    f"{where}.on_access: {kind!r} is not one of {', '.join(ACCESS_KINDS)}"
+                )
+        return p
+
+
+@dataclass
+class SvmConfig:
+    host: str = field(default_factory=lambda: os.uname().nodename)
+    db: list[str] = field(default_factory=list)
+    workers: int = 0
+    queue: int = 1024
+    per_vm_concurrency: int = 4
+    cache_entries: int = 200_000
+    backup_dir: str = "/var/lib/vmshield/backup"
+    eve: str = "/var/log/vmshield/eve.json"
+    profiles: dict[str, Profile] = field(default_factory=lambda: {"default": Profile()})
+    vm_profiles: dict[str, str] = field(default_factory=dict)
+
+    def profile_for(self, vm: str) -> Profile:
+        name = self.vm_profiles.get(vm, "default")
+        return self.profiles.get(name) or self.profiles.get("default") or Profile()
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any], where: str = "config") -> SvmConfig:
+        svm = obj.get("svm", {})
+        if not isinstance(svm, dict):
+            raise ConfigError(f"{where}: [svm] must be a table")
+        cfg = cls()
+        for key, value in svm.items():
+            if key not in {
+                "host",
+                "db",
+                "workers",
+                "queue",
+                "per_vm_concurrency",
+                "cache_entries",
+                "backup_dir",
+                "eve",
+            }:
+                raise ConfigError(f"{where}: unknown key svm.{key}")
+            setattr(cfg, key, value)
+        if isinstance(cfg.db, str):
+            cfg.db = [cfg.db]
+        for key in ("workers", "queue", "per_vm_concurrency", "cache_entries"):
+            v = getattr(cfg, key)
+            if not isinstance(v, int) or v < (0 if key == "workers" else 1):
+                raise ConfigError(f"{where}: svm.{key} must be a positive integer, got {v!r}")
+        profiles = {"default": Profile()}
+        for name, body in (obj.get("profiles") or {}).items():
+            if not isinstance(body, dict):
+                raise ConfigError(f"{where}: profiles.{name} must be a table")
+            profiles[name] = Profile.from_dict(name, body, f"{where}: profiles.{name}")
+        cfg.profiles = profiles
+        for vm, body in (obj.get("vms") or {}).items():
+            pname = str((body or {}).get("profile", "default"))
+            if pname not in profiles:
+                raise ConfigError(f"{where}: vms.{vm}.profile {pname!r} is not a defined profile")
+            cfg.vm_profiles[vm] = pname
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> SvmConfig:
+        try:
+            with open(path, "rb") as f:
+                obj = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror}") from None
+        return cls.from_dict(obj, str(path))

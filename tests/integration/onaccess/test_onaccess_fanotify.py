@@ -1,0 +1,214 @@
+"""On-access protection end to end: real fanotify, a real `vmshield svm` and `vmshield agent`,
+guest accesses made by separate processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from onaccess_lib import EICAR, Harness, guest_cat
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+
+def test_infected_open_denied_clean_allowed(harness: Harness) -> None:
+    harness.start_svm(action="deny")
+    g = harness.guest("vm1")
+    (g / "clean.txt").write_bytes(b"hello, guest\n")
+    (g / "eicar.com").write_bytes(EICAR)
+    harness.start_agent("vm1")
+    r = guest_cat(g / "clean.txt")
+    assert r.returncode == 0 and r.stdout == b"hello, guest\n"
+    r = guest_cat(g / "eicar.com")
+    assert r.returncode != 0
+    assert b"Operation not permitted" in r.stderr
+    assert (g / "eicar.com").exists()  # action deny: refused, left in place
+    ev = [e for e in harness.events() if e["event_type"] == "file"]
+    assert ev and ev[-1]["vm"] == "vm1" and ev[-1]["action"] == "deny"
+    assert ev[-1]["file"]["detections"][0]["name"].startswith("Eicar-Test-Signature")
+    assert ev[-1]["file"]["path"] == str(g / "eicar.com")
+
+
+def test_exec_of_infected_file_denied(harness: Harness) -> None:
+    harness.start_svm(action="deny")
+    g = harness.guest("vm1")
+    good = g / "good.sh"
+    good.write_text("#!/bin/sh\necho fine\n")
+    bad = g / "bad.sh"
+    bad.write_bytes(b"#!/bin/sh\necho infected\n# " + EICAR + b"\n")
+    good.chmod(0o755)
+    bad.chmod(0o755)
+    harness.start_agent("vm1")
+    ok = subprocess.run([str(good)], capture_output=True, timeout=15)
+    assert ok.returncode == 0 and ok.stdout == b"fine\n"
+    r = subprocess.run(["sh", "-c", f"exec {bad}"], capture_output=True, timeout=15)
+    assert r.returncode != 0 and b"infected" not in r.stdout
+    assert b"Operation not permitted" in r.stderr or b"ermission denied" in r.stderr
+
+
+def test_exec_only_profile_intercepts_exec_not_open(harness: Harness) -> None:
+    harness.start_svm(action="deny", extra_toml='on_access = ["exec"]\n')
+    g = harness.guest("vm1")
+    bad = g / "bad.sh"
+    bad.write_bytes(b"#!/bin/sh\necho infected\n# " + EICAR + b"\n")
+    bad.chmod(0o755)
+    harness.start_agent("vm1")
+    time.sleep(0.3)  # the agent re-marks with the profile's mask after the welcome
+    assert guest_cat(bad).returncode == 0  # open is not intercepted by this profile
+    with pytest.raises(PermissionError):  # execve() itself fails with EPERM
+        subprocess.run([str(bad)], capture_output=True, timeout=15)
+
+
+def test_save_of_infected_file_is_quarantined_with_backup(harness: Harness) -> None:
+    harness.start_svm(action="quarantine")
+    g = harness.guest("vm1")
+    harness.start_agent("vm1")
+    target = g / "download.bin"
+    subprocess.run(["sh", "-c", f"cat > {target}"], input=EICAR, timeout=15, check=True)
+    deadline = time.monotonic() + 15
+    while target.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not target.exists(), "the infected file was not removed after the save"
+    import hashlib
+
+    sha = hashlib.sha256(EICAR).hexdigest()
+    assert (harness.backup_dir / sha).read_bytes() == EICAR
+    ev = [e for e in harness.events() if e["event_type"] == "file" and e["action"] == "quarantine"]
+    assert ev and ev[-1]["file"]["access"] == "close_write" and ev[-1]["backup_id"] == sha
+
+
+def test_second_open_served_by_cache_and_modification_rescans(harness: Harness) -> None:
+    harness.start_svm()
+    g = harness.guest("vm1")
+    f = g / "doc.txt"
+    f.write_bytes(b"version one\n")
+    harness.start_agent("vm1")
+    assert guest_cat(f).returncode == 0
+    first = harness.requests("vm1")
+    assert first == 1
+    for _ in range(5):
+        assert guest_cat(f).returncode == 0
+    assert harness.requests("vm1") == first, "a cached clean file reached the SVM again"
+    # Modify from a guest process: the kernel drops the ignore mark, the key changes.
+    subprocess.run(["sh", "-c", f"echo more >> {f}"], timeout=15, check=True)
+    time.sleep(0.3)  # the close-after-write scan
+    after_write = harness.requests("vm1")
+    assert after_write > first
+    # Now infect it: the next open must be scanned again and refused.
+    subprocess.run(["sh", "-c", f"cat >> {f}"], input=EICAR, timeout=15, check=True)
+    time.sleep(0.3)
+    r = guest_cat(f)
+    assert r.returncode != 0 or not f.exists()
+
+
+def test_shared_file_across_vms_scanned_once(harness: Harness) -> None:
+    harness.start_svm(vms=("vm1", "vm2"))
+    data = os.urandom(200_000)
+    for vm in ("vm1", "vm2"):
+        (harness.guest(vm) / "shared.dll").write_bytes(data)
+    harness.start_agent("vm1")
+    harness.start_agent("vm2")
+    assert guest_cat(harness.guest("vm1") / "shared.dll").returncode == 0
+    assert guest_cat(harness.guest("vm2") / "shared.dll").returncode == 0
+    h = harness.health()["svm"]
+    assert h["requests_per_vm"] == {"vm1": 1, "vm2": 1}
+    assert h["scans"] == 1 and h["cache_hits"] == 1
+
+
+def test_svm_stopped_fail_open_answers_within_deadline(harness: Harness) -> None:
+    svm = harness.start_svm(failure_mode="open", deadline=1.0)
+    g = harness.guest("vm1")
+    f = g / "report.txt"
+    f.write_bytes(b"quarterly figures\n")
+    agent = harness.start_agent("vm1", deadline=1.0)
+    svm.stop()
+    t0 = time.monotonic()
+    r = guest_cat(f)
+    assert r.returncode == 0 and r.stdout == b"quarterly figures\n"
+    assert time.monotonic() - t0 < 10  # answered by the failure mode, not left hanging
+    # Back: the file allowed blind is rescanned and the agent reports the episode.
+    harness.start_svm(failure_mode="open", deadline=1.0)
+    harness.wait_connected("vm1", agent)
+    end = time.monotonic() + 15
+    states: set[str] = set()
+    while time.monotonic() < end and not {"fail_open", "rescanned"} <= states:
+        states = {e["agent"]["state"] for e in harness.events() if e["event_type"] == "agent"}
+        time.sleep(0.1)
+    assert {"fail_open", "rescanned"} <= states, states
+
+
+def test_late_verdict_fail_closed_denies_within_deadline(harness: Harness) -> None:
+    harness.start_svm(failure_mode="closed", deadline=0.5)
+    g = harness.guest("vm1")
+    slow = g / "slow.bin"
+    slow.write_bytes(b"VMSHIELD-TEST-SLOW-5 " + os.urandom(100))
+    harness.start_agent("vm1", failure_mode="closed", deadline=0.5)
+    if (harness.root / "svm.toml").read_text().count("scanner") == 0 and not _fake(harness):
+        pytest.skip("needs the injected slow scanner")
+    t0 = time.monotonic()
+    r = guest_cat(slow)
+    elapsed = time.monotonic() - t0
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+    assert elapsed < 4.5  # the 5-second scan was not waited for
+
+
+def test_svm_unreachable_fail_closed_denies(harness: Harness) -> None:
+    svm = harness.start_svm(failure_mode="closed", deadline=1.0)
+    f = harness.guest("vm1") / "a.txt"
+    f.write_bytes(b"x")
+    harness.start_agent("vm1", failure_mode="closed", deadline=1.0)
+    svm.stop()
+    r = guest_cat(f)
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+
+
+def test_thousand_files_eight_processes_no_deadlock(harness: Harness) -> None:
+    harness.start_svm()
+    g = harness.guest("vm1")
+    for i in range(1000):
+        (g / f"f{i:04d}.txt").write_bytes(f"file {i}\n".encode() * (1 + i % 7))
+    harness.start_agent("vm1")
+    script = (
+        "import sys\n"
+        "k=int(sys.argv[2]); n=0\n"
+        "for i in range(k, 1000, 8):\n"
+        "    with open(f'{sys.argv[1]}/f{i:04d}.txt','rb') as fh: n += len(fh.read())\n"
+        "print(n)\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(g), str(k)], stdout=subprocess.PIPE)
+        for k in range(8)
+    ]
+    total = 0
+    for pr in procs:
+        out, _ = pr.communicate(timeout=120)
+        assert pr.returncode == 0
+        total += int(out)
+    assert total == sum(len(f"file {i}\n".encode() * (1 + i % 7)) for i in range(1000))
+    assert harness.requests("vm1") == 1000
+
+
+def test_excluded_path_and_process_not_intercepted(harness: Harness) -> None:
+    harness.start_svm(action="deny")
+    g = harness.guest("vm1")
+    (g / "skip.log").write_bytes(EICAR)
+    (g / "eicar.txt").write_bytes(EICAR)
+    harness.start_agent("vm1", extra=["--exclude-path", "*.log", "--exclude-process", "re:^head$"])
+    assert guest_cat(g / "skip.log").returncode == 0
+    assert (
+        subprocess.run(
+            ["head", "-c", "3", str(g / "eicar.txt")], capture_output=True, timeout=15
+        ).returncode
+        == 0
+    )
+    assert guest_cat(g / "eicar.txt").returncode != 0
+    assert harness.requests("vm1") == 1
+
+
+def _fake(h: Harness) -> bool:
+    from onaccess_lib import use_real_engine
+
+    return not use_real_engine()
