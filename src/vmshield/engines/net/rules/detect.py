@@ -122,11 +122,15 @@ def header_match(r: Rule, env: Env) -> bool:
 
 
 def flow_conditions(r: Rule, env: Env) -> bool:
+    """Suricata's match list (flowbits tests, flowint tests and updates) in rule order."""
     fs = env.ctx.flow_state
-    if r.flowbit_tests:
-        if fs is None:
-            return all(op == "isnotset" for op, _, _ in r.flowbit_tests)
-        for op, join, names in r.flowbit_tests:
+    for m in r.flow_matches:
+        if m[0] == "fb":
+            _, op, join, names = m
+            if fs is None:
+                if op == "isset":
+                    return False
+                continue
             hits = [n in fs.flowbits for n in names]
             if op == "isset":
                 ok = any(hits) if join == "|" else all(hits)
@@ -134,24 +138,35 @@ def flow_conditions(r: Rule, env: Env) -> bool:
                 ok = (not all(hits)) if join == "|" else not any(hits)
             if not ok:
                 return False
-    if r.flowint_tests:
+            continue
+        _, op, name, val = m
         if fs is None:
-            return all(op == "notset" for op, _, _ in r.flowint_tests)
-        for op, name, val in r.flowint_tests:
-            cur = fs.flowints.get(name)
-            if op == "isset":
-                if cur is None:
-                    return False
-                continue
             if op == "notset":
-                if cur is not None:
-                    return False
                 continue
+            return False
+        cur = fs.flowints.get(name)
+        if op == "isset":
             if cur is None:
                 return False
-            other = fs.flowints.get(val) if isinstance(val, str) else val
-            if other is None or not _cmp(op, cur, other):
+            continue
+        if op == "notset":
+            if cur is not None:
                 return False
+            continue
+        other = fs.flowints.get(val) if isinstance(val, str) else val
+        if other is None:
+            return False
+        if op in ("=", "+", "-"):
+            if op == "=":
+                new = other
+            elif op == "+":
+                new = (cur or 0) + other
+            else:
+                new = max(0, (cur or 0) - other)
+            fs.set_int(name, new & 0xFFFFFFFF)
+            continue
+        if cur is None or not _cmp(op, cur, other):
+            return False
     return True
 
 

@@ -139,6 +139,10 @@ class FlowDetectState:
         if len(self.flowbits) < self.MAX_FLOWBITS or name in self.flowbits:
             self.flowbits.add(name)
 
+    def set_int(self, name: str, value: int) -> None:
+        if len(self.flowints) < self.MAX_FLOWBITS or name in self.flowints:
+            self.flowints[name] = value
+
     def mark_tx(self, key: tuple[int, str, int, int]) -> bool:
         """Record an alert for a transaction; False when it was already recorded."""
         if key in self.tx_alerted:

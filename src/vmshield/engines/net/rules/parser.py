@@ -153,6 +153,9 @@ class Rule:
     flowbit_actions: list[tuple[str, list[str]]] = field(default_factory=list)
     flowint_tests: list[tuple[str, str, IntOrVar | None]] = field(default_factory=list)
     flowint_actions: list[tuple[str, str, IntOrVar]] = field(default_factory=list)
+    # Suricata's match list, in rule order: ("fb", op, join, names) / ("fi", op, name, value).
+    # Evaluated after the payload; flowint = + - modify the flow as they are reached.
+    flow_matches: list[tuple[Any, ...]] = field(default_factory=list)
     noalert: bool = False
     threshold: Threshold | None = None
     lists: dict[BufKey, list[Any]] = field(default_factory=dict)
@@ -1072,6 +1075,7 @@ def _flowbits(b: _Builder, k: str, v: str | None) -> None:
         raise RuleReject(k, f"bad flowbit name in '{expr}'")
     if op in ("isset", "isnotset"):
         b.r.flowbit_tests.append((op, join, names))
+        b.r.flow_matches.append(("fb", op, join, names))
     else:
         if join == "|" and len(names) > 1:
             raise RuleReject(k, f"'|' is only valid with isset/isnotset, not {op}")
@@ -1085,7 +1089,9 @@ def _flowint(b: _Builder, k: str, v: str | None) -> None:
         raise RuleReject(k, "expected <name>,<modifier>[,<value>]")
     name, mod = a[0], a[1]
     if mod in ("isset", "notset", "isnotset"):
-        b.r.flowint_tests.append(("notset" if mod != "isset" else "isset", name, None))
+        m = "notset" if mod != "isset" else "isset"
+        b.r.flowint_tests.append((m, name, None))
+        b.r.flow_matches.append(("fi", m, name, None))
         return
     if len(a) != 3:
         raise RuleReject(k, f"modifier '{mod}' needs a value")
@@ -1097,6 +1103,7 @@ def _flowint(b: _Builder, k: str, v: str | None) -> None:
         b.r.flowint_tests.append((mod, name, val))
     else:
         raise RuleReject(k, f"unknown modifier '{mod}'")
+    b.r.flow_matches.append(("fi", mod, name, val))
 
 
 def _threshold_args(k: str, v: str | None, need_type: bool) -> Threshold:

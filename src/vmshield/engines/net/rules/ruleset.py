@@ -223,9 +223,11 @@ class RuleSet:
         fs = ctx.flow_state
         for idx in self._candidates(env):
             r = rules[idx]
-            if not header_match(r, env) or not flow_conditions(r, env):
+            if not header_match(r, env):
                 continue
             if r.lists and not payload_match(r, env):
+                continue
+            if r.flow_matches and not flow_conditions(r, env):
                 continue
             if r.action == "pass":
                 break  # a matching pass rule ends inspection of this packet
@@ -238,16 +240,6 @@ class RuleSet:
                             fs.flowbits.discard(n)
                         else:
                             fs.set_bit(n)
-                for op, name, val in r.flowint_actions:
-                    v = fs.flowints.get(val) if isinstance(val, str) else val
-                    if v is None:
-                        continue
-                    if op == "=":
-                        fs.flowints[name] = v
-                    elif name in fs.flowints:
-                        fs.flowints[name] += v if op == "+" else -v
-                    elif op == "+":
-                        fs.flowints[name] = v  # Suricata: adding to an unset var sets it
             if r.noalert:
                 continue
             tx_dup = r.app_layer and fs is not None and ctx.tx_id is not None

@@ -1,0 +1,488 @@
+"""Matching semantics as Suricata documents them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import pytest
+from _rules_util import ctx, one, pkt, rules, run, sids
+
+from vmshield.engines.net.rules import FlowDetectState, RuleSet
+
+
+# -- content and its modifiers ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("opts", "payload", "hit"),
+    [
+        ('content:"abc";', b"xxabcxx", True),
+        ('content:"ABC";', b"xxabcxx", False),
+        ('content:"ABC"; nocase;', b"xxabcxx", True),
+        ('content:"|41 42|C";', b"ABC", True),
+        ('content:"def"; offset:3; depth:3;', b"abcdef", True),
+        ('content:"def"; offset:4;', b"abcdef", False),
+        ('content:"abc"; depth:3;', b"xabc", False),
+        ('content:"abc"; depth:4;', b"xabc", True),
+        ('content:"abc"; content:"def"; distance:0;', b"abcdef", True),
+        ('content:"abc"; content:"def"; distance:1;', b"abcdef", False),
+        ('content:"abc"; content:"def"; distance:1;', b"abcXdef", True),
+        ('content:"abc"; content:"def"; within:3;', b"abcdef", True),
+        ('content:"abc"; content:"def"; within:3;', b"abcXdef", False),
+        ('content:"abc"; content:"def"; distance:2; within:3;', b"abcXXdef", True),
+        ('content:"abc"; content:"def"; distance:-6;', b"defabc", True),  # negative distance
+        # backtracking: the first "a" fails the relative check; the second succeeds
+        ('content:"a"; content:"b"; distance:0; within:1;', b"a.ab", True),
+        ('content:"GET"; content:!"admin";', b"GET /index", True),
+        ('content:"GET"; content:!"admin";', b"GET /admin", False),
+        ('content:"GET"; content:!"admin"; distance:0; within:6;', b"GET 1234567admin", True),
+        ('content:"GET"; content:!"admin"; distance:0; within:7;', b"GET admin", False),
+        ('content:"GET"; startswith;', b"GET /", True),
+        ('content:"GET"; startswith;', b" GET /", False),
+        ('content:".exe"; endswith;', b"/a.exe", True),
+        ('content:".exe"; endswith;', b"/a.exe?x", False),
+        ('content:"a"; content:"c"; distance:0; endswith;', b"abc", True),
+        # isdataat
+        ("isdataat:5;", b"123456", True),
+        ("isdataat:6;", b"123456", False),
+        ('content:"12"; isdataat:4,relative;', b"123456", True),
+        ('content:"12"; isdataat:5,relative;', b"123456", False),
+        ('content:"56"; isdataat:!1,relative;', b"123456", True),
+        ('content:"45"; isdataat:!1,relative;', b"123456", False),
+        # pcre
+        ('pcre:"/ab+c/";', b"xabbbc", True),
+        ('pcre:"/AB+C/i";', b"xabbbc", True),
+        ('pcre:"/^abc/";', b"xabc", False),
+        ('content:"x"; pcre:"/^abc/R";', b"xabc", True),
+        ('content:"x"; pcre:"/^abc/R";', b"xzabc", False),
+        ('pcre:"/a.b/";', b"a\nb", False),
+        ('pcre:"/a.b/s";', b"a\nb", True),
+        ('pcre:"/^b$/m";', b"a\nb\nc", True),
+        ('pcre:"/a b c/x";', b"abc", True),
+        ('pcre:!"/evil/";', b"good", True),
+        ('pcre:!"/evil/";', b"evil", False),
+        ('pcre:"/\\x{41}\\z/";', b"zA", True),
+        # pcre then relative content: retried on the next regex match
+        ('pcre:"/a[0-9]/"; content:"z"; distance:0; within:1;', b"a1.a2z", True),
+    ],
+)
+def test_payload_semantics(opts: str, payload: bytes, hit: bool) -> None:
+    assert one(opts, payload) is hit
+
+
+@pytest.mark.parametrize(
+    ("opts", "payload", "hit"),
+    [
+        ("byte_test:1,=,65,0;", b"A", True),
+        ("byte_test:1,!=,65,0;", b"A", False),
+        ("byte_test:2,>,0x100,0;", b"\x01\x01", True),
+        ("byte_test:2,>,0x100,0,little;", b"\x01\x01", True),
+        ("byte_test:2,=,0x0201,0,little;", b"\x01\x02", True),
+        ("byte_test:1,&,0x80,0;", b"\x81", True),
+        ("byte_test:1,&,0x80,0;", b"\x01", False),
+        ("byte_test:3,=,123,0,string,dec;", b"123", True),
+        ("byte_test:2,=,255,0,string,hex;", b"ff", True),
+        ("byte_test:3,=,123,0,string,dec;", b"1x3", False),
+        ('content:"ab"; byte_test:1,=,1,1,relative;', b"ab.\x01", True),
+        ("byte_test:2,=,1,5;", b"abc", False),  # out of bounds never matches
+        ("byte_test:2,=,0x0f,0,bitmask 0x0ff0;", b"\x00\xf0", True),
+        # byte_jump: length-prefixed field, then a relative content right after it
+        ('byte_jump:1,0; content:"X"; distance:0; within:1;', b"\x03abcX", True),
+        ('byte_jump:1,0; content:"X"; distance:0; within:1;', b"\x02abcX", False),
+        ("byte_jump:1,0;", b"\x03abX", False),  # lands on the end: outside the buffer
+        ('byte_jump:1,0; content:"X"; distance:0; within:1;', b"\x02abX", True),
+        ('byte_jump:1,0,multiplier 2; content:"X"; within:1;', b"\x02abcdX", True),
+        ('byte_jump:1,0,post_offset 1; content:"X"; within:1;', b"\x01a-X", True),
+        ("byte_jump:1,0;", b"\x05ab", False),  # jumps past the end
+        ('byte_jump:1,0,from_beginning; content:"X"; within:1;', b"\x02-X", True),
+        ('byte_jump:1,0,align; content:"X"; within:1;', b"\x01abcdX", True),
+        ('byte_jump:1,0,align; content:"X"; within:1;', b"\x01aX", False),
+        # byte_extract: the variable drives a later keyword
+        ('byte_extract:1,0,len; content:"END"; distance:len; within:3;', b"\x02abEND", True),
+        ('byte_extract:1,0,len; content:"END"; distance:len; within:3;', b"\x03abEND", False),
+        ("byte_extract:1,0,val; byte_test:1,=,val,1;", b"\x07\x07", True),
+        ("byte_extract:1,0,val; byte_test:1,=,val,1;", b"\x07\x08", False),
+        ("byte_extract:2,0,n,string,dec; isdataat:n;", b"10" + b"x" * 9, True),
+        ("byte_extract:2,0,n,string,dec; isdataat:n;", b"11" + b"x" * 9, False),
+        # byte_math
+        (
+            "byte_math:bytes 1, offset 0, oper +, rvalue 2, result s; byte_test:1,=,s,1;",
+            b"\x03\x05",
+            True,
+        ),
+        (
+            "byte_math:bytes 1, offset 0, oper *, rvalue 3, result s; byte_test:1,=,s,1;",
+            b"\x03\x09",
+            True,
+        ),
+        ("byte_math:bytes 1, offset 0, oper /, rvalue 0, result s;", b"\x03", False),
+        (
+            "byte_math:bytes 1, offset 0, oper <<, rvalue 1, result s; byte_test:1,=,s,1;",
+            b"\x03\x06",
+            True,
+        ),
+        (
+            "byte_math:bytes 2, offset 0, oper -, rvalue 1, result s, endian little; byte_test:1,=,s,2;",
+            b"\x05\x00\x04",
+            True,
+        ),
+    ],
+)
+def test_byte_keywords(opts: str, payload: bytes, hit: bool) -> None:
+    assert one(opts, payload) is hit
+
+
+# -- header options -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("opts", "flags", "hit"),
+    [
+        ("flags:S;", 0x02, True),
+        ("flags:S;", 0x12, False),  # exact by default
+        ("flags:S+;", 0x12, True),
+        ("flags:+S;", 0x12, True),
+        ("flags:*SF;", 0x01, True),
+        ("flags:*SF;", 0x10, False),
+        ("flags:!S;", 0x10, True),
+        ("flags:!S;", 0x02, False),
+        ("flags:S,CE;", 0xC2, True),  # CWR/ECE ignored by the mask
+        ("flags:S,12;", 0xC2, True),
+        ("flags:0;", 0x00, True),
+        ("flags:0;", 0x10, False),
+        ("flags:SA;", 0x12, True),
+    ],
+)
+def test_flags(opts: str, flags: int, hit: bool) -> None:
+    assert one(opts, b"", tcp_flags=flags) is hit
+
+
+def test_numeric_header_keywords() -> None:
+    assert one("dsize:3;", b"abc") and not one("dsize:3;", b"abcd")
+    assert one("dsize:>3;", b"abcd") and one("dsize:<3;", b"ab")
+    assert one("dsize:2<>5;", b"abcd") and not one("dsize:2<>5;", b"ab")  # exclusive range
+    assert not one("dsize:2<>5;", b"abcde")
+    assert one("dsize:!3;", b"ab") and not one("dsize:!3;", b"abc")
+    assert one("ttl:<10;", b"", ttl=5) and not one("ttl:<10;", b"", ttl=64)
+    assert one("ttl:64;", b"", ttl=64) and one("ttl:>=64;", b"", ttl=64)
+    assert one("id:31337;", b"", ip_id=31337) and not one("id:31337;", b"", ip_id=1)
+    assert one("sameip;", b"", src="10.0.0.5", dst="10.0.0.5")
+    assert not one("sameip;", b"", src="10.0.0.5", dst="10.0.0.6")
+    assert one("ip_proto:TCP;", b"") and one("ip_proto:6;", b"") and not one("ip_proto:!6;", b"")
+    assert one("ip_proto:17;", b"", header="alert ip any any -> any any", proto=17)
+
+
+def test_icmp_keywords() -> None:
+    h = "alert icmp any any -> any any"
+    # decoder payload of an echo request: id, seq, then data
+    echo = b"\x12\x34\x00\x07payload"
+    kw = {"proto": 1, "icmp_type": 8, "icmp_code": 0, "sport": 0, "dport": 0}
+    assert one("itype:8; icode:0;", echo, header=h, **kw)
+    assert not one("itype:0;", echo, header=h, **kw)
+    assert one("itype:>5;", echo, header=h, **kw)
+    assert one("icmp_id:4660; icmp_seq:7;", echo, header=h, **kw)
+    assert not one("icmp_seq:8;", echo, header=h, **kw)
+    # content on ICMP sees the data after the 8-byte header, as in Suricata
+    assert one('content:"payload"; depth:7;', echo, header=h, **kw)
+    assert not one("itype:8;", b"", header=h)  # a TCP packet is not ICMP
+
+
+def test_header_addresses_ports_direction() -> None:
+    rs = rules(
+        "alert tcp $HOME_NET any -> $EXTERNAL_NET 80 (sid:1;)\n"
+        "alert tcp $EXTERNAL_NET 80 <> $HOME_NET any (sid:2;)\n"
+        "alert udp any any -> any 53 (sid:3;)\n"
+        "alert tcp any any -> [10.0.0.0/8,!10.0.0.9] any (sid:4;)\n"
+        "alert ip any any -> any any (sid:5;)\n"
+    )
+    assert run(rs, src="10.0.0.1", dst="8.8.8.8", dport=80) == [1, 2, 5]
+    assert run(rs, src="8.8.8.8", dst="10.0.0.1", sport=80, dport=40000) == [2, 4, 5]
+    assert run(rs, src="8.8.8.8", dst="10.0.0.9", sport=80, dport=40000) == [2, 5]
+    assert run(rs, src="10.0.0.1", dst="10.0.0.2", dport=53, proto=17) == [3, 5]
+
+
+def test_flow_keyword() -> None:
+    rs = rules(
+        "alert tcp any any -> any any (flow:to_server,established; sid:1;)\n"
+        "alert tcp any any -> any any (flow:from_server; sid:2;)\n"
+        "alert tcp any any -> any any (flow:not_established; sid:3;)\n"
+        "alert tcp any any -> any any (flow:stateless; sid:4;)\n"
+    )
+    assert run(rs, direction="to_server", established=True) == [1, 4]
+    assert run(rs, direction="to_client", established=True) == [2, 4]
+    assert run(rs, direction="to_server", established=False) == [3, 4]
+    assert run(rs, direction=None, established=False) == [3, 4]
+
+
+def test_stream_and_packet_inspection() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (content:"split"; sid:1;)\n'
+        'alert tcp any any -> any any (flow:only_stream; content:"split"; sid:2;)\n'
+        'alert tcp any any -> any any (flow:no_stream; content:"split"; sid:3;)\n'
+        'alert tcp any any -> any any (content:"spl"; dsize:3; sid:4;)\n'
+    )
+    # the pattern spans two segments: only the reassembled stream shows it
+    assert run(rs, b"lit", stream=b"split") == [1, 2]
+    assert run(rs, b"spl", stream=b"xsplit") == [1, 2, 4]
+    assert run(rs, b"split") == [1, 3]  # no stream (e.g. UDP or before reassembly)
+
+
+# -- flowbits / flowint across packets ----------------------------------------------------------
+def test_flowbits_sequence() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (msg:"login"; content:"login"; flowbits:set,userlogin; flowbits:noalert; sid:1;)\n'
+        'alert tcp any any -> any any (msg:"db"; content:"db"; flowbits:isset,userlogin; sid:2;)\n'
+        'alert tcp any any -> any any (content:"db"; flowbits:isnotset,userlogin; sid:3;)\n'
+        'alert tcp any any -> any any (content:"logout"; flowbits:unset,userlogin; sid:4;)\n'
+    )
+    fs = FlowDetectState()
+    assert run(rs, b"db", fs) == [3]
+    assert run(rs, b"login", fs) == []  # noalert
+    assert "userlogin" in fs.flowbits
+    assert run(rs, b"db", fs) == [2]
+    assert run(rs, b"db", FlowDetectState()) == [3]  # another flow has its own bits
+    assert run(rs, b"logout", fs) == [4]
+    assert run(rs, b"db", fs) == [3]
+    assert run(rs, b"db", None) == [3]  # no flow: isset never matches
+
+
+def test_flowbits_set_before_isset_in_one_packet_and_groups() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (content:"b"; flowbits:isset,a|x; sid:1;)\n'
+        'alert tcp any any -> any any (content:"ab"; flowbits:set,a; sid:2;)\n'
+        'alert tcp any any -> any any (content:"b"; flowbits:isset,a&x; sid:3;)\n'
+        'alert tcp any any -> any any (content:"t"; flowbits:toggle,x; sid:4;)\n'
+    )
+    fs = FlowDetectState()
+    # the setter is evaluated before the checker in the same packet, as Suricata orders them
+    assert run(rs, b"ab", fs) == [1, 2]
+    assert run(rs, b"t", fs) == [4] and "x" in fs.flowbits
+    assert run(rs, b"b", fs) == [1, 3]
+    run(rs, b"t", fs)
+    assert "x" not in fs.flowbits
+
+
+def test_flowint_counting() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (content:"USER"; flowint:users,+,1; flowint:users,>,2; sid:1;)\n'
+        'alert tcp any any -> any any (content:"RESET"; flowint:users,=,0; flowbits:noalert; sid:2;)\n'
+        'alert tcp any any -> any any (content:"CHK"; flowint:users,isset; sid:3;)\n'
+    )
+    fs = FlowDetectState()
+    assert run(rs, b"CHK", fs) == []
+    # flowint keywords run in rule order after the payload: +1, then the >2 test
+    hits = [run(rs, b"USER", fs) for _ in range(4)]
+    assert hits == [[], [], [1], [1]] and fs.flowints["users"] == 4
+    assert run(rs, b"CHK", fs) == [3]
+    run(rs, b"RESET", fs)
+    assert fs.flowints["users"] == 0
+    assert run(rs, b"USER", None) == []  # no flow, no counter
+
+
+def test_flowint_threshold_pattern() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (content:"fail"; flowint:fails,+,1; flowbits:noalert; sid:1;)\n'
+        'alert tcp any any -> any any (content:"fail"; flowint:fails,>=,3; sid:2;)\n'
+    )
+    fs = FlowDetectState()
+    got = [run(rs, b"fail", fs) for _ in range(4)]
+    assert got == [[], [], [2], [2]]
+
+
+# -- thresholds over time -----------------------------------------------------------------------
+def _times(rs: RuleSet, times: list[float], **kw: object) -> list[bool]:
+    return [run(rs, b"x", ts=t, **kw) == [1] for t in times]  # type: ignore[arg-type]
+
+
+def test_threshold_limit() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (content:"x"; threshold:type limit, track by_src, count 2, seconds 60; sid:1;)'
+    )
+    assert _times(rs, [0, 1, 2, 3, 61, 62, 63]) == [True, True, False, False, True, True, False]
+    assert run(rs, b"x", ts=63, src="10.9.9.9") == [1]  # another source has its own count
+
+
+def test_threshold_threshold() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (content:"x"; threshold:type threshold, track by_dst, count 3, seconds 60; sid:1;)'
+    )
+    got = _times(rs, [0, 1, 2, 3, 4, 5, 6])
+    assert got == [False, False, True, False, False, True, False]
+
+
+def test_threshold_both() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (content:"x"; threshold:type both, track by_src, count 3, seconds 60; sid:1;)'
+    )
+    assert _times(rs, [0, 1, 2, 3, 4, 70, 71, 72]) == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
+
+
+def test_detection_filter() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (content:"x"; detection_filter:track by_src, count 2, seconds 60; sid:1;)'
+    )
+    assert _times(rs, [0, 1, 2, 3, 100, 101, 102]) == [False, False, True, True, False, False, True]
+
+
+# -- app-layer buffers --------------------------------------------------------------------------
+def test_http_buffers_and_legacy_modifiers() -> None:
+    rs = rules(
+        'alert http any any -> any any (http.method; content:"POST"; http.uri; content:"/login"; startswith; sid:1;)\n'
+        'alert tcp any any -> any any (content:"POST"; http_method; content:"login"; http_uri; sid:2;)\n'
+        'alert http any any -> any any (http.host; content:"evil.example"; endswith; sid:3;)\n'
+        'alert http any any -> any any (http.user_agent; content:"curl"; sid:4;)\n'
+        'alert http any any -> any any (pcre:"/^\\/login\\?u=\\w+$/U"; sid:5;)\n'
+        'alert http any any -> any any (http.stat_code; content:"404"; sid:6;)\n'
+        "alert http any any -> any any (urilen:>5; sid:7;)\n"
+        "alert http any any -> any any (http.uri; bsize:<5; sid:8;)\n"
+    )
+    bufs = {"http.method": b"POST", "http.uri": b"/login?u=bob", "http.host": b"www.evil.example",
+            "http.user_agent": b"curl/8.0"}  # fmt: skip
+    assert run(rs, b"", app_proto="http", buffers=bufs) == [1, 2, 3, 4, 5, 7]
+    # an `alert http` rule needs the flow to be HTTP; an `alert tcp` one with buffers does not
+    assert run(rs, b"", app_proto=None, buffers=bufs) == [2]
+    assert run(rs, b"", app_proto="http", buffers={"http.stat_code": b"404", "http.uri": b"/"}) == [
+        6,
+        8,
+    ]
+
+
+def test_app_layer_alert_once_per_transaction() -> None:
+    rs = rules(
+        'alert http any any -> any any (http.uri; content:"/x"; sid:1;)\nalert tcp any any -> any any (content:"pkt"; sid:2;)'
+    )
+    fs = FlowDetectState()
+    b = {"http.uri": b"/x"}
+    assert run(rs, b"pkt", fs, app_proto="http", buffers=b, tx_id=0) == [1, 2]
+    assert run(rs, b"pkt", fs, app_proto="http", buffers=b, tx_id=0) == [2]
+    assert run(rs, b"", fs, app_proto="http", buffers=b, tx_id=1) == [1]
+
+
+def test_dns_multi_buffer_and_tls() -> None:
+    rs = rules(
+        'alert dns any any -> any any (dns.query; content:"bad.example"; nocase; endswith; sid:1;)\n'
+        'alert tls any any -> any any (tls.sni; content:"evil.test"; sid:2;)\n'
+        'alert tls any any -> any any (ja3.hash; content:"e7eca2baf4458d095b7f45da28c16c34"; sid:3;)\n'
+        "alert tls any any -> any any (tls.version:1.2; sid:4;)\n"
+    )
+    assert run(
+        rs,
+        app_proto="dns",
+        proto=17,
+        dport=53,
+        buffers={"dns.query": [b"ok.org", b"x.BAD.example"]},
+    ) == [1]
+    assert run(rs, app_proto="dns", proto=17, dport=53, buffers={"dns.query": [b"ok.org"]}) == []
+    tls = {
+        "tls.sni": b"www.evil.test",
+        "ja3.hash": b"e7eca2baf4458d095b7f45da28c16c34",
+        "tls.version": b"\x03\x03",
+    }
+    assert run(rs, app_proto="tls", dport=443, buffers=tls) == [2, 3, 4]
+
+
+def test_transforms() -> None:
+    rs = rules(
+        'alert dns any any -> any any (dns.query; dotprefix; content:".example.com"; endswith; sid:1;)\n'
+        'alert http any any -> any any (http.uri; url_decode; content:"/a b/<script>"; sid:2;)\n'
+        'alert http any any -> any any (http.request_body; from_base64; content:"secret"; sid:3;)\n'
+        'alert http any any -> any any (http.header; to_lowercase; content:"x-evil: yes"; sid:4;)\n'
+        'alert http any any -> any any (http.request_body; strip_whitespace; content:"a=1&b=2"; sid:5;)\n'
+        'alert http any any -> any any (http.cookie; to_sha256; content:"|'
+        + hashlib.sha256(b"id=42").hexdigest()
+        + '|"; sid:6;)\n'
+        'alert http any any -> any any (http.request_body; xor:"0102"; content:"hi"; sid:7;)\n'
+    )
+    assert run(rs, app_proto="dns", proto=17, buffers={"dns.query": b"example.com"}) == [1]
+    assert run(rs, app_proto="dns", proto=17, buffers={"dns.query": b"notexample.com"}) == []
+    assert run(rs, app_proto="http", buffers={"http.uri": b"/a+b/%3Cscript%3E"}) == [2]
+    body = base64.b64encode(b"the secret!")
+    assert run(rs, app_proto="http", buffers={"http.request_body": body}) == [3]
+    assert run(rs, app_proto="http", buffers={"http.header": b"Host: a\r\nX-Evil: YES\r\n"}) == [4]
+    assert run(rs, app_proto="http", buffers={"http.request_body": b"a = 1 &\tb=2"}) == [5]
+    assert run(rs, app_proto="http", buffers={"http.cookie": b"id=42"}) == [6]
+    assert run(
+        rs, app_proto="http", buffers={"http.request_body": bytes([ord("h") ^ 1, ord("i") ^ 2])}
+    ) == [7]
+
+
+def test_datasets(tmp_path: Path) -> None:
+    (tmp_path / "ua.lst").write_text(
+        base64.b64encode(b"BadBot/1.0").decode()
+        + "\n"
+        + base64.b64encode(b"evil-agent").decode()
+        + "\n"
+    )
+    (tmp_path / "bad.sha256").write_text(hashlib.sha256(b"malware body").hexdigest() + "\n")
+    rf = tmp_path / "ds.rules"
+    rf.write_text(
+        "alert http any any -> any any (http.user_agent; dataset:isset,ua-bad, type string, load ua.lst; sid:1;)\n"
+        "alert http any any -> any any (http.response_body; to_sha256; dataset:isset,bad-files, type sha256, load bad.sha256; sid:2;)\n"
+        "alert http any any -> any any (http.host; dataset:set,seen-hosts, type string, state hosts.lst; sid:3;)\n"
+        "alert http any any -> any any (http.user_agent; dataset:isnotset,ua-bad; sid:4;)\n"
+    )
+    rs = RuleSet.load(paths=[rf])
+    assert not rs.rejected, [str(e) for e in rs.rejected]
+    assert run(rs, app_proto="http", buffers={"http.user_agent": b"BadBot/1.0"}) == [1]
+    assert run(rs, app_proto="http", buffers={"http.user_agent": b"Firefox"}) == [4]
+    assert run(rs, app_proto="http", buffers={"http.response_body": b"malware body"}) == [2]
+    assert run(rs, app_proto="http", buffers={"http.response_body": b"benign"}) == []
+    # set: matches when the value is new, then not again
+    assert run(rs, app_proto="http", buffers={"http.host": b"a.example"}) == [3]
+    assert run(rs, app_proto="http", buffers={"http.host": b"a.example"}) == []
+    assert rs.datasets.snapshot("seen-hosts") == [base64.b64encode(b"a.example").decode()]
+    # a load file that does not exist rejects the rule, naming the problem
+    bad = RuleSet.from_text(
+        "alert http any any -> any any (http.uri; dataset:isset,x, type string, load /nonexistent/x.lst; sid:9;)"
+    )
+    assert bad.stats.rejected == 1 and "cannot read load file" in bad.rejected[0].reason
+    (tmp_path / "broken.lst").write_text("not base64 !!\n")
+    bad2 = RuleSet.load(
+        paths=[],
+        texts=[
+            f"alert http any any -> any any (http.uri; dataset:isset,y, type string, load {tmp_path}/broken.lst; sid:9;)"
+        ],
+    )
+    assert "broken.lst:1" in bad2.rejected[0].reason
+
+
+def test_actions_and_pass() -> None:
+    rs = rules(
+        'drop tcp any any -> any any (content:"x"; sid:1;)\n'
+        'alert tcp any any -> any any (content:"x"; sid:2;)\n'
+        'pass tcp 10.0.0.7 any -> any any (content:"x"; sid:3;)\n'
+        'reject tcp any any -> any any (content:"x"; sid:4;)\n'
+    )
+    al = rs.match(ctx(pkt(b"x")))
+    assert [(a.sid, a.action) for a in al] == [(1, "drop"), (4, "reject"), (2, "alert")]
+    assert al[0].eve_alert()["action"] == "blocked" and al[2].eve_alert()["action"] == "allowed"
+    assert run(rs, b"x", src="10.0.0.7") == []  # pass wins over everything after it
+
+
+def test_eve_alert_fields() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (msg:"M"; content:"x"; classtype:trojan-activity; metadata:former_category MALWARE; sid:9; rev:3;)'
+    )
+    (a,) = rs.match(ctx(pkt(b"x")))
+    assert a.eve_alert() == {
+        "action": "allowed", "gid": 1, "signature_id": 9, "rev": 3, "signature": "M",
+        "category": "A Network Trojan was detected", "severity": 1,
+        "metadata": {"former_category": ["MALWARE"]},
+    }  # fmt: skip
+
+
+def test_recursion_bounded() -> None:
+    # many candidate positions for a chain that never completes: finishes, no match
+    rs = rules(
+        'alert tcp any any -> any any (content:"a"; content:"a"; distance:0; content:"a"; distance:0; content:"b"; distance:0; within:1; sid:1;)'
+    )
+    assert run(rs, b"a" * 3000) == []
+    assert run(rs, b"aaab") == [1]
+    assert sids([]) == []

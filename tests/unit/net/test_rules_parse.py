@@ -1,0 +1,290 @@
+"""Rule parsing: examples from Suricata's documentation, rejected rules, variables, classes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmshield.engines.net.rules import Classification, RuleSet, Variables
+from vmshield.engines.net.rules.variables import GroupError
+
+# Rules in the shape of the examples on Suricata's rule documentation pages (rules/*.rst).
+DOC_EXAMPLES = [
+    # intro.rst
+    'drop tcp $HOME_NET any -> $EXTERNAL_NET any (msg:"ET TROJAN Likely Bot Nick in IRC (USA +..)"; flow:established,to_server; flowbits:isset,is_proto_irc; content:"NICK "; pcre:"/NICK .*USA.*[0-9]{3,}/i"; reference:url,doc.emergingthreats.net/2008124; classtype:trojan-activity; sid:2008124; rev:2;)',
+    'alert tcp [192.168.0.0/16,!192.168.0.0/24] any -> any any (msg:"neg"; sid:100;)',
+    'alert tcp any [1:80,![2,4]] -> any ![80,443] (msg:"ports"; sid:101;)',
+    'alert tcp any any <> any 1024: (msg:"bidir"; sid:102;)',
+    'alert http $HOME_NET any -> $EXTERNAL_NET $HTTP_PORTS (msg:"http"; sid:103;)',
+    # meta-keywords.rst
+    'alert tcp any any -> any any (msg:"ET INFO test"; gid:1; sid:123; rev:1; classtype:bad-unknown; priority:1; reference:cve,CVE-2014-1234; metadata:created_at 2010_09_23, updated_at 2010_09_23; target:dest_ip;)',
+    # payload-keywords.rst
+    'alert tcp any any -> any any (content:"a|0D|bc"; content:"|61 0D 62 63|"; content:"a|0D|b|63|"; sid:200;)',
+    'alert tcp any any -> any 21 (msg:"FTP root"; content:"user root"; nocase; sid:201;)',
+    'alert tcp any any -> any any (content:"def"; offset:3; depth:3; sid:202;)',
+    'alert tcp any any -> any any (content:"abc"; content:"def"; distance:0; within:10; sid:203;)',
+    'alert tcp any any -> any any (content:"abc"; startswith; content:"xyz"; endswith; sid:204;)',
+    'alert http any any -> any any (http.uri; content:"/index.html"; bsize:11; sid:205;)',
+    "alert http any any -> any any (urilen:5<>10; sid:206;)",
+    'alert tcp any any -> any any (content:"one"; isdataat:!10,relative; sid:207;)',
+    'alert tcp any any -> any any (content:"a"; fast_pattern; content:"bc"; sid:208;)',
+    'alert tcp any any -> any any (content:"aaaaaaaaaaaaaaaaaaaaa"; fast_pattern:8,4; sid:209;)',
+    "alert tcp any any -> any any (byte_test:2,=,0x01,0,relative; byte_test:4,>,2,0,string,dec; sid:210;)",
+    "alert tcp any any -> any any (byte_jump:4,0,relative,little,multiplier 2,post_offset -4; sid:211;)",
+    'alert tcp any any -> any any (byte_extract:1,0,len,relative; content:"x"; within:len; sid:212;)',
+    "alert tcp any any -> any any (byte_math:bytes 1, offset 0, oper +, rvalue 2, result sum; byte_test:1,=,sum,1; sid:213;)",
+    'alert tcp any any -> any any (pcre:"/^GET \\/(?<name>[a-z]+)/smi"; pcre:!"/evil/R"; sid:214;)',
+    'alert tcp any any -> any any (content:"GET"; http_method; content:"/x"; http_uri; content:"c=1"; http_cookie; sid:215;)',
+    'alert tcp any any -> any any (pcre:"/\\/admin/U"; sid:216;)',
+    'alert dns any any -> any any (dns.query; content:"google"; nocase; sid:217;)',
+    'alert tls any any -> any any (tls.sni; content:"example.com"; endswith; sid:218;)',
+    'alert tls any any -> any any (ja3.hash; content:"e7eca2baf4458d095b7f45da28c16c34"; sid:219;)',
+    "alert tls any any -> any any (tls.version:1.2; sid:220;)",
+    # header-keywords.rst
+    "alert ip any any -> any any (ttl:<10; id:1; sameip; ip_proto:!TCP; sid:300;)",
+    "alert tcp any any -> any any (flags:SF,12; sid:301;)",
+    "alert tcp any any -> any any (flags:!A; dsize:>100; sid:302;)",
+    "alert icmp any any -> any any (itype:>10; icode:0; icmp_id:0; icmp_seq:1; sid:303;)",
+    "alert tcp any any -> any any (flow:established,to_client; stream_size:server,>,100; sid:304;)",
+    "alert tcp any any -> any any (dsize:300<>400; sid:305;)",
+    # flow-keywords.rst
+    'alert tcp any any -> any any (msg:"User login"; content:"login"; flowbits:set,userlogin; flowbits:noalert; sid:400;)',
+    'alert tcp any any -> any any (msg:"Retrieving db"; content:"db"; flowbits:isset,userlogin; sid:401;)',
+    "alert tcp any any -> any any (flowbits:isset,a|b; flowbits:set,c&d; sid:402;)",
+    'alert tcp any any -> any any (msg:"Counting Usernames"; content:"jonkman"; flowint:usernamecount,+,1; flowint:usernamecount,>,2; sid:403;)',
+    "alert tcp any any -> any any (flowint:count,notset; flowint:count,=,1; sid:404;)",
+    'alert tcp any any -> any any (flow:only_stream; content:"x"; sid:405;)',
+    "alert tcp any any -> any any (app-layer-protocol:!http; sid:406;)",
+    # thresholding.rst
+    'alert tcp !$HOME_NET any -> $HOME_NET 22 (msg:"ET SCAN"; flow:to_server; flags:S,12; threshold: type threshold, track by_src, count 5, seconds 60; sid:2001219; rev:18;)',
+    'alert http $HOME_NET any -> any $HTTP_PORTS (msg:"ET USER_AGENTS Internet Explorer 6"; flow:to_server; http.user_agent; content:"Mozilla/4.0 (compatible|3b| MSIE 6.0|3b|"; threshold: type limit, track by_src, seconds 180, count 1; sid:2010706; rev:7;)',
+    'alert tcp $HOME_NET 25 -> $EXTERNAL_NET any (msg:"ET POLICY SMTP"; flow:established; content:"mailfrom"; threshold: type both, count 5, seconds 60, track by_src; sid:2002087; rev:10;)',
+    'alert http $EXTERNAL_NET any -> $HOME_NET any (msg:"LOGIN ATTEMPT"; flow:established,to_server; http.method; content:"POST"; http.uri; content:"/login"; detection_filter:track by_src, count 30, seconds 60; sid:1000001; rev:1;)',
+    # transforms.rst
+    'alert dns any any -> any any (dns.query; dotprefix; content:".microsoft.com"; endswith; sid:500;)',
+    'alert http any any -> any any (http.request_body; strip_whitespace; content:"a=b"; sid:501;)',
+    'alert http any any -> any any (http.uri; url_decode; content:"/x y"; sid:502;)',
+    'alert http any any -> any any (http.uri; content:"/"; http.header; to_lowercase; content:"user-agent"; sid:503;)',
+    'alert http any any -> any any (http.request_body; from_base64: offset 0, mode rfc4648; content:"hello"; sid:504;)',
+    'alert http any any -> any any (http.request_body; compress_whitespace; to_sha256; content:"|54A9 7A8A B09C 1B81 9257 1ABC 4E43 43C8 3A2B 3FCE 2B08 2CD0 39D3 D2BC 5BB2 0A8F|"; sid:505;)',
+    'alert tcp any any -> any any (ipv4.hdr; content:"|06|"; offset:9; depth:1; sid:506;)',
+    'alert tcp any any -> any any (tcp.hdr; content:"|02 04|"; offset:20; sid:507;)',
+    'alert http any any -> any any (file.data; content:"PK"; startswith; sid:508;)',
+    'alert http any any -> any any (http.stat_code; content:"200"; http.stat_msg; content:"OK"; http.server; content:"nginx"; http.protocol; content:"HTTP/1.1"; sid:509;)',
+    'alert http any any -> any any (http.host; content:"example.com"; http.request_header; content:"x"; http.response_header; content:"y"; http.content_type; content:"text"; sid:510;)',
+    'reject tcp any any -> any any (content:"bad"; rawbytes; prefilter; sid:511;)',
+    "pass tcp 10.0.0.0/8 any -> any any (sid:512;)",
+]
+
+
+def test_documentation_examples_all_load() -> None:
+    rs = RuleSet.from_text("\n".join(DOC_EXAMPLES))
+    assert [str(e) for e in rs.rejected] == []
+    assert rs.stats.loaded == len(DOC_EXAMPLES)
+
+
+def test_meta_fields() -> None:
+    rs = RuleSet.from_text(DOC_EXAMPLES[5])
+    r = rs.rules[0]
+    assert (r.sid, r.gid, r.rev, r.msg) == (123, 1, 1, "ET INFO test")
+    assert r.classtype == "bad-unknown" and r.category == "Potentially Bad Traffic"
+    assert r.priority == 1  # explicit priority wins over the classtype's 2
+    assert r.metadata == {"created_at": ["2010_09_23"], "updated_at": ["2010_09_23"]}
+    assert r.references == ["cve,CVE-2014-1234"] and r.target == "dest_ip"
+
+
+def test_classtype_sets_priority() -> None:
+    rs = RuleSet.from_text(
+        'alert tcp any any -> any any (msg:"x"; classtype:trojan-activity; sid:1;)'
+    )
+    assert rs.rules[0].priority == 1
+    assert rs.rules[0].category == "A Network Trojan was detected"
+
+
+def test_content_hex_and_escapes() -> None:
+    rs = RuleSet.from_text(
+        'alert tcp any any -> any any (content:"a|0D|bc"; content:"q\\"\\;\\\\"; sid:1;)'
+    )
+    pats = [c.pattern for c in rs.rules[0].lists[("pkt", ())]]
+    assert pats == [b"a\rbc", b'q";\\']
+
+
+def test_unsupported_keyword_is_rejected_with_file_line_sid_keyword(tmp_path: Path) -> None:
+    f = tmp_path / "local.rules"
+    f.write_text(
+        "# comment line\n"
+        "\n"
+        'alert tcp any any -> any any (msg:"good"; content:"a"; sid:1;)\n'
+        'alert tcp any any -> any any (msg:"bad"; content:"a"; \\\n'
+        "    frobnicate:3; sid:2;)\n"
+        'alert tcp any any -> any any (msg:"good2"; sid:3;)\n'
+    )
+    rs = RuleSet.load(paths=[f])
+    assert rs.stats.loaded == 2 and rs.stats.rejected == 1
+    (e,) = rs.rejected
+    assert (e.file, e.line, e.sid, e.keyword) == (str(f), 4, 2, "frobnicate")
+    assert "unsupported keyword" in str(e) and str(f) in str(e)
+    assert sorted(r.sid for r in rs.rules) == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("opts", "keyword", "reason"),
+    [
+        ('content:"abc"; depth:2;', "depth", "smaller than the content length"),
+        ('content:"abc"; offset:1; distance:2;', "distance", "cannot be combined"),
+        ('content:"a"; within:0;', "within", "smaller"),
+        ('content:"|4G|";', "content", "invalid hex"),
+        ('content:"|41";', "content", "unterminated"),
+        ('content:"";', "content", "empty"),
+        ("nocase;", "nocase", "preceding content"),
+        ('pcre:"/a/q";', "pcre", "unknown pcre flag"),
+        ('pcre:"/(/";', "pcre", "cannot compile"),
+        ("byte_test:2,~,1,0;", "byte_test", "bad operator"),
+        ("byte_test:9,=,1,0;", "byte_test", "out of range"),
+        ('content:"x"; within:nope;', "within", "unknown variable"),
+        ("classtype:no-such-class;", "classtype", "unknown classtype"),
+        ("flow:to_server,to_client;", "flow", "together"),
+        ("flow:sideways;", "flow", "unknown flow option"),
+        ("flags:Q;", "flags", "unknown flag"),
+        ("dsize:5<>2;", "dsize", "range"),
+        ("threshold:type limit, track by_nothing, count 1, seconds 1;", "threshold", "track"),
+        ("threshold:type sometimes, track by_src, count 1, seconds 1;", "threshold", "type"),
+        ("flowbits:set,a|b;", "flowbits", "only valid with isset"),
+        ("flowbits:frob,a;", "flowbits", "unknown flowbits command"),
+        ('http.host; content:"Example.com";', "content", "lower case"),
+        ('content:"a"; fast_pattern; content:"b"; fast_pattern;', "fast_pattern", "only one"),
+        ('to_sha256; content:"a";', "to_sha256", "sticky buffer"),
+        ("dataset:isset,nope;", "dataset", "needs a sticky buffer"),
+        ("http.uri; dataset:isset,ua-seen;", "dataset", "type"),
+        ('msg:"a"; msg:"b";', "msg", "more than once"),
+    ],
+)
+def test_bad_options_rejected(opts: str, keyword: str, reason: str) -> None:
+    rs = RuleSet.from_text(f"alert tcp any any -> any any ({opts} sid:77;)")
+    assert rs.stats.loaded == 0
+    (e,) = rs.rejected
+    assert e.keyword == keyword and e.sid == 77 and e.line == 1
+    assert reason in e.reason
+
+
+@pytest.mark.parametrize(
+    ("rule", "reason"),
+    [
+        ('alert tcp any any -> any any (msg:"x";)', "no sid"),
+        ("yell tcp any any -> any any (sid:1;)", "unknown action"),
+        ("alert frob any any -> any any (sid:1;)", "unknown protocol"),
+        ("alert tcp $NOPE any -> any any (sid:1;)", "undefined address variable"),
+        ("alert tcp any 70000 -> any any (sid:1;)", "bad port"),
+        ("alert tcp 10.0.0.0/33 any -> any any (sid:1;)", "bad address"),
+        ("alert tcp any any any any (sid:1;)", "bad header"),
+        ('alert tcp any any -> any any (msg:"unterminated; sid:1;)', "unterminated"),
+        ('alert tcp any any -> any any msg:"x"; sid:1;', "no '( options )'"),
+        ('alert tcp any any -> any any (sid:1; content:"a")', "not terminated"),
+    ],
+)
+def test_bad_rules_rejected(rule: str, reason: str) -> None:
+    rs = RuleSet.from_text(rule)
+    assert rs.stats.loaded == 0 and rs.stats.rejected == 1
+    assert reason in rs.rejected[0].reason
+
+
+def test_duplicate_sid_rejected() -> None:
+    rs = RuleSet.from_text(
+        "alert tcp any any -> any any (sid:5;)\nalert udp any any -> any any (sid:5;)\n"
+    )
+    assert rs.stats.loaded == 1 and rs.stats.duplicates == 1
+    assert rs.rejected[0].line == 2 and "duplicate sid 5" in rs.rejected[0].reason
+
+
+def test_unreadable_file_reported(tmp_path: Path) -> None:
+    rs = RuleSet.load(paths=[tmp_path / "missing.rules"])
+    assert rs.stats.loaded == 0 and "cannot read" in rs.rejected[0].reason
+
+
+def test_default_variables_match_suricata_yaml() -> None:
+    v = Variables.default()
+    home = v.address("$HOME_NET")
+    for ip in ("10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1"):
+        assert home.contains_ip(ip)
+    for ip in ("8.8.8.8", "172.32.0.1", "2001:db8::1"):
+        assert not home.contains_ip(ip)
+    ext = v.address("$EXTERNAL_NET")
+    assert ext.contains_ip("8.8.8.8") and ext.contains_ip("2001:db8::1")
+    assert not ext.contains_ip("10.0.0.1")
+    assert v.port("$HTTP_PORTS").contains(80) and not v.port("$HTTP_PORTS").contains(8080)
+    assert not v.port("$SHELLCODE_PORTS").contains(80) and v.port("$SHELLCODE_PORTS").contains(81)
+    fd = v.port("$FILE_DATA_PORTS")
+    assert fd.contains(80) and fd.contains(110) and fd.contains(143) and not fd.contains(25)
+    for name, port in [("ORACLE_PORTS", 1521), ("SSH_PORTS", 22), ("DNP3_PORTS", 20000),
+                       ("MODBUS_PORTS", 502), ("FTP_PORTS", 21), ("GENEVE_PORTS", 6081),
+                       ("VXLAN_PORTS", 4789), ("TEREDO_PORTS", 3544)]:  # fmt: skip
+        assert v.port("$" + name).contains(port)
+    for name in ("HTTP_SERVERS", "SMTP_SERVERS", "SQL_SERVERS", "DNS_SERVERS", "TELNET_SERVERS",
+                 "DC_SERVERS", "DNP3_SERVER", "DNP3_CLIENT", "MODBUS_CLIENT", "MODBUS_SERVER",
+                 "ENIP_CLIENT", "ENIP_SERVER"):  # fmt: skip
+        assert v.address("$" + name).contains_ip("192.168.3.4")
+    assert v.address("$AIM_SERVERS").contains_ip("8.8.8.8")
+
+
+def test_address_and_port_groups() -> None:
+    v = Variables.default()
+    a = v.address("[10.0.0.0/8,![10.1.0.0/16,!10.1.1.0/24],192.0.2.1-192.0.2.3]")
+    assert a.contains_ip("10.2.0.1") and not a.contains_ip("10.1.2.3") and a.contains_ip("10.1.1.9")
+    assert a.contains_ip("192.0.2.2") and not a.contains_ip("192.0.2.4")
+    only_neg = v.address("[!1.2.3.4]")
+    assert only_neg.contains_ip("1.2.3.5") and not only_neg.contains_ip("1.2.3.4")
+    assert only_neg.contains_ip("::1")
+    assert v.address("[2001:db8::/32]").contains_ip("2001:db8::5")
+    p = v.port("[1:80,![2,4]]")
+    assert p.contains(1) and p.contains(3) and not p.contains(2) and not p.contains(81)
+    assert v.port("1024:").contains(65535) and not v.port("1024:").contains(1023)
+    assert v.port(":1023").contains(0) and not v.port(":1023").contains(1024)
+    with pytest.raises(GroupError, match="undefined"):
+        v.address("$NOPE")
+    v2 = Variables(address_groups={"A": "$B", "B": "$A"})
+    with pytest.raises(GroupError, match="loop"):
+        v2.address("$A")
+    with pytest.raises(GroupError, match="unbalanced"):
+        v.port("[1,2]]")
+
+
+def test_variables_from_suricata_yaml(tmp_path: Path) -> None:
+    y = tmp_path / "suricata.yaml"
+    y.write_text(
+        '%YAML 1.1\n---\nvars:\n  address-groups:\n    HOME_NET: "[10.10.0.0/16]"\n'
+        '    EXTERNAL_NET: "!$HOME_NET"\n  port-groups:\n    HTTP_PORTS: "[80,8080]"\n'
+        "outputs:\n  - eve-log:\n      enabled: yes\n"
+    )
+    v = Variables.from_suricata_yaml(y)
+    assert v.address("$HOME_NET").contains_ip("10.10.1.1")
+    assert not v.address("$HOME_NET").contains_ip("10.11.1.1")
+    assert v.port("$HTTP_PORTS").contains(8080)
+    assert v.port("$SSH_PORTS").contains(22)  # defaults kept for what the file leaves out
+    y.write_text('vars:\n  address-groups:\n    HOME_NET: "[10.0.0.0/99]"\n')
+    with pytest.raises(GroupError, match=r"suricata.yaml:3: HOME_NET"):
+        Variables.from_suricata_yaml(y)
+
+
+def test_classification_file(tmp_path: Path) -> None:
+    d = Classification.default()
+    assert len(d.types) >= 40 and d.get("misc-activity").priority == 3  # type: ignore[union-attr]
+    f = tmp_path / "classification.config"
+    f.write_text("config classification: my-class,My Class,1\nconfig classification: broken\n")
+    c = Classification.load(f)
+    assert c.get("my-class").description == "My Class"  # type: ignore[union-attr]
+    assert c.errors and ":2:" in c.errors[0]
+    rs = RuleSet.from_text(
+        "alert tcp any any -> any any (classtype:my-class; sid:1;)", classification=c
+    )
+    assert rs.rules[0].priority == 1 and rs.rules[0].category == "My Class"
+
+
+def test_rejected_rule_is_not_half_loaded() -> None:
+    # the bad rule sets a flowbit; since it is rejected, nothing may set it
+    rs = RuleSet.from_text(
+        'alert tcp any any -> any any (content:"a"; flowbits:set,x; nosuchkw; sid:1;)\n'
+        "alert tcp any any -> any any (flowbits:isset,x; sid:2;)\n"
+    )
+    assert [r.sid for r in rs.rules] == [2]
+    assert rs.summary() == "1 rules loaded, 1 rejected (1 files)"
