@@ -204,31 +204,29 @@ class ScanService:
         backup_id = ""
         if action in ("disinfect", "quarantine", "delete"):
             try:
-                if content is None and not self.backup.has(req.sha256):
+                if content is None:  # answered from the cache: the backup needs the bytes
                     content = await self._fetch_checked(req, fetch)
-                if content is not None:
-                    backup_id = await asyncio.to_thread(
-                        self.backup.put,
-                        req.sha256,
-                        content,
-                        {"vm": vm, "path": req.path, "detection": dets[0].name if dets else ""},
-                    )
-                else:
-                    backup_id = req.sha256
+                backup_id = await asyncio.to_thread(
+                    self.backup.put,
+                    content,
+                    {
+                        "vm": vm,
+                        "path": req.path,
+                        "action": action,
+                        "host": self.config.host,
+                        "detections": [d.name for d in dets],
+                    },
+                )
             except Exception as exc:  # no backup: never destroy the file, deny instead
                 log.warning("backup of %s from %s failed: %s", req.path, vm, exc)
                 action = "deny"
-            if action == "disinfect":
-                data = (
-                    content
-                    if content is not None
-                    else await asyncio.to_thread(self.backup.get, req.sha256)
+            if action == "disinfect" and content is not None:
+                inner = [d.inner_path for d in dets]
+                replacement = await asyncio.wrap_future(
+                    self.pool.disinfect(content, req.path, inner)
                 )
-                replacement = await asyncio.wrap_future(self.pool.disinfect(data, req.path))
                 if replacement is None:
                     action = "quarantine"  # cannot be cleaned: the backup is kept, the file removed
-        if req.kind in ("open", "exec") and action == "report":
-            action = "report"
         self._event(vm, req, result, "file", action, SEVERITY_HIGH, backup_id=backup_id)
         return Decision(p.Verdict(action=action, **base), replacement)
 

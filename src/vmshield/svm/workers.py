@@ -23,8 +23,9 @@ _version = ""
 
 def engine_scanner(db_paths: list[str]) -> tuple[ScanFn, str]:
     """The file engine: `Database.load(paths)` and `Scanner(db, limits)`."""
-    from vmshield.engines.file import Database, Scanner  # type: ignore[attr-defined]
+    from vmshield.engines.file.database import Database
     from vmshield.engines.file.limits import Limits
+    from vmshield.engines.file.scanner import Scanner
 
     db = Database.load(db_paths)
     scanner = Scanner(db, Limits())
@@ -63,29 +64,22 @@ def _run(data: bytes, name: str) -> dict[str, Any]:
     return out
 
 
-def _disinfect(data: bytes, name: str) -> bytes | None:
-    """Disinfected content, or None when the file engine cannot clean it."""
+def _disinfect(data: bytes, name: str, inner_paths: list[str]) -> bytes | None:
+    """Disinfected content (the file engine removes the infected members), or None when the file
+    cannot be cleaned or the cleaned content still does not scan clean."""
     try:
-        mod = importlib.import_module("vmshield.engines.file.disinfect")
+        from vmshield.engines.file.disinfect import disinfect
     except ImportError:
         return None
-    fn = getattr(mod, "disinfect_bytes", None) or getattr(mod, "disinfect", None)
-    if fn is None or _scan is None:
-        return None
     try:
-        cleaned = fn(data, name, _scan) if fn.__code__.co_argcount >= 3 else fn(data, name)
+        res = disinfect(data, inner_paths)
     except Exception:
         return None
-    if isinstance(cleaned, tuple):
-        cleaned = cleaned[0]
-    if not isinstance(cleaned, bytes | bytearray):
-        cleaned = getattr(cleaned, "data", None)
-    if not isinstance(cleaned, bytes | bytearray):
+    if not res.ok or res.data is None or res.data == data:
         return None
-    # Only content that now scans clean replaces the file.
-    if _run(bytes(cleaned), name).get("status") != "clean":
+    if _run(res.data, name).get("status") != "clean":
         return None
-    return bytes(cleaned)
+    return res.data
 
 
 class WorkerPool:
@@ -103,8 +97,8 @@ class WorkerPool:
     def scan(self, data: bytes, name: str) -> Future[dict[str, Any]]:
         return self._pool.submit(_run, data, name)
 
-    def disinfect(self, data: bytes, name: str) -> Future[bytes | None]:
-        return self._pool.submit(_disinfect, data, name)
+    def disinfect(self, data: bytes, name: str, inner_paths: list[str]) -> Future[bytes | None]:
+        return self._pool.submit(_disinfect, data, name, inner_paths)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

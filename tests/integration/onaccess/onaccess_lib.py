@@ -54,16 +54,8 @@ def factory(db_paths: list[str]) -> tuple[Any, str]:
     return scan, version
 
 
-def use_real_engine() -> bool:
-    try:
-        from vmshield.engines.file import Database, Scanner  # type: ignore[attr-defined]  # noqa: F401
-    except ImportError:
-        return False
-    return os.environ.get("VMSHIELD_ONACCESS_FAKE_SCANNER") != "1"
-
-
 def write_db(directory: Path) -> Path:
-    """A ClamAV body-signature database that finds EICAR (the real engine) or just a version (fake)."""
+    """A ClamAV body-signature database that finds EICAR."""
     directory.mkdir(parents=True, exist_ok=True)
     db = directory / "test.ndb"
     db.write_text("Eicar-Test-Signature:0:*:" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE".hex() + "\n")
@@ -148,6 +140,7 @@ class Harness:
         vms: tuple[str, ...] = ("vm1", "vm2"),
         workers: int = 2,
         extra_toml: str = "",
+        fake_scanner: bool = False,
     ) -> Proc:
         for vm in vms:
             self.tokens.setdefault(vm, secrets.token_hex(16))
@@ -183,7 +176,7 @@ class Harness:
             str(ready),
             "-v",
         ]
-        if not use_real_engine():
+        if fake_scanner:  # only where a test needs a scan that takes a chosen time
             cmd += ["--scanner-factory", "onaccess_lib:factory"]
         proc = self._spawn(cmd, "svm")
         _wait_file(ready, proc)
@@ -270,6 +263,12 @@ class Harness:
 
     def requests(self, vm: str) -> int:
         return int(self.health()["svm"]["requests_per_vm"].get(vm, 0))
+
+    def backups(self) -> list[tuple[Any, bytes]]:
+        from vmshield.engines.file.quarantine import QuarantineStore
+
+        store = QuarantineStore(self.backup_dir, create=False)
+        return [(e, store.read(e.id)) for e in store.list()]
 
     def events(self) -> list[dict[str, Any]]:
         if not self.eve.exists():
