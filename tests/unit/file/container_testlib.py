@@ -34,12 +34,12 @@ def find_eicar(
     budget = ScanBudget(limits or Limits())
     out: dict[str, list[str]] = {"found": [], "errors": [], "encrypted": [], "limit": []}
 
-    def rec(blob: bytes, path: str, depth: int) -> None:
+    def rec(blob: bytes, path: str, depth: int, leaf: str) -> None:
         budget.check_depth(depth)
         budget.charge_file(len(blob))
         if EICAR in blob[:4096] and blob.startswith(b"X5O!"):
             out["found"].append(path)
-        it = open_container(blob, path.rsplit("//", 1)[-1], budget)
+        it = open_container(blob, leaf, budget)
         if it is None:
             return
         for m in it:
@@ -49,10 +49,10 @@ def find_eicar(
             if m.encrypted:
                 out["encrypted"].append(inner)
             if m.data is not None:
-                rec(m.data, inner, depth + 1)
+                rec(m.data, inner, depth + 1, m.name)
 
     try:
-        rec(data, "", 0)
+        rec(data, "", 0, name)
     except LimitExceeded as exc:
         out["limit"].append(exc.limit)
     return out
@@ -186,3 +186,198 @@ def bz(data: bytes) -> bytes:
 
 def xz(data: bytes) -> bytes:
     return lzma.compress(data)
+
+
+# --- carriers ----------------------------------------------------------------------------------
+
+ENDOFCHAIN, FREESECT, FATSECT, NOSTREAM = 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFFD, 0xFFFFFFFF
+
+
+def make_ole2(streams: dict[str, bytes]) -> bytes:
+    """A compound file (MS-CFB v3, 512-byte sectors) written from the spec. Streams are padded to
+    4096 bytes so they live in regular sectors (no mini stream needed)."""
+    # Tree of storages: path "A/B/c" -> storage A, storage B, stream c.
+    entries: list[dict] = [{"name": "Root Entry", "type": 5, "kids": [], "data": b""}]
+    index: dict[str, int] = {"": 0}
+    for path, data in streams.items():
+        parts = path.split("/")
+        parent = ""
+        for i, part in enumerate(parts):
+            key = "/".join(parts[: i + 1])
+            if key not in index:
+                is_stream = i == len(parts) - 1
+                body = data + b"\x00" * max(0, 4096 - len(data)) if is_stream else b""
+                entries.append(
+                    {"name": part, "type": 2 if is_stream else 1, "kids": [], "data": body}
+                )
+                index[key] = len(entries) - 1
+                entries[index[parent]]["kids"].append(index[key])
+            parent = key
+    sectors: list[bytes] = []
+    for e in entries:
+        if e["type"] == 2:
+            e["start"] = len(sectors)
+            d = e["data"]
+            for off in range(0, len(d), 512):
+                sectors.append(d[off : off + 512].ljust(512, b"\x00"))
+            e["nsec"] = (len(d) + 511) // 512
+        else:
+            e["start"], e["nsec"] = ENDOFCHAIN, 0
+    dir_first = len(sectors)
+    dirbytes = bytearray()
+    for e in entries:
+        name = e["name"].encode("utf-16-le") + b"\x00\x00"
+        kids = e["kids"]
+        child = kids[0] if kids else NOSTREAM
+        dirbytes += name.ljust(64, b"\x00") + struct.pack("<HBB", len(name), e["type"], 1)
+        dirbytes += struct.pack("<III", NOSTREAM, e.get("right", NOSTREAM), child)
+        dirbytes += b"\x00" * 16 + b"\x00" * 4 + b"\x00" * 16
+        size = len(e["data"]) if e["type"] == 2 else 0
+        dirbytes += struct.pack("<IQ", e["start"] if e["type"] == 2 else ENDOFCHAIN, size)
+        # Siblings as a right-leaning chain (valid as a degenerate tree).
+        for a, b in zip(kids, kids[1:], strict=False):
+            entries[a]["right"] = b
+    # Second pass now that right siblings are known.
+    dirbytes = bytearray()
+    for e in entries:
+        name = e["name"].encode("utf-16-le") + b"\x00\x00"
+        child = e["kids"][0] if e["kids"] else NOSTREAM
+        dirbytes += name.ljust(64, b"\x00") + struct.pack("<HBB", len(name), e["type"], 1)
+        dirbytes += struct.pack("<III", NOSTREAM, e.get("right", NOSTREAM), child)
+        dirbytes += b"\x00" * 36
+        size = len(e["data"]) if e["type"] == 2 else 0
+        dirbytes += struct.pack("<IQ", e["start"] if e["type"] == 2 else ENDOFCHAIN, size)
+    dirbytes += b"\x00" * (-len(dirbytes) % 512)
+    ndir = len(dirbytes) // 512
+    for off in range(0, len(dirbytes), 512):
+        sectors.append(bytes(dirbytes[off : off + 512]))
+    fat_first = len(sectors)
+    nfat = 1
+    while (len(sectors) + nfat) > nfat * 128:
+        nfat += 1
+    fat = [FREESECT] * (nfat * 128)
+    for e in entries:
+        if e["type"] == 2:
+            for k in range(e["nsec"]):
+                fat[e["start"] + k] = e["start"] + k + 1 if k < e["nsec"] - 1 else ENDOFCHAIN
+    for k in range(ndir):
+        fat[dir_first + k] = dir_first + k + 1 if k < ndir - 1 else ENDOFCHAIN
+    for k in range(nfat):
+        fat[fat_first + k] = FATSECT
+    fatbytes = struct.pack(f"<{len(fat)}I", *fat)
+    for off in range(0, len(fatbytes), 512):
+        sectors.append(fatbytes[off : off + 512])
+    difat = [fat_first + k for k in range(nfat)] + [FREESECT] * (109 - nfat)
+    header = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 16
+    header += struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6) + b"\x00" * 6
+    header += struct.pack("<IIIIIIIII", 0, nfat, dir_first, 0, 4096, ENDOFCHAIN, 0, ENDOFCHAIN, 0)
+    header += struct.pack("<109I", *difat)
+    assert len(header) == 512
+    return header + b"".join(sectors)
+
+
+def ole10native(filename: str, data: bytes) -> bytes:
+    """An OLE1 "Package" native stream: what Office stores for an embedded file."""
+    fn = filename.encode() + b"\x00"
+    tmp = b"C:\\Temp\\" + fn
+    body = b"\x02\x00" + fn + b"C:\\src\\" + fn + b"\x00\x00\x03\x00"
+    body += struct.pack("<I", len(tmp)) + tmp + struct.pack("<I", len(data)) + data
+    return struct.pack("<I", len(body)) + body
+
+
+def make_rtf_package(filename: str, data: bytes) -> bytes:
+    """RTF with an embedded OLE1 Package object in \\objdata (how droppers ship files)."""
+    native = ole10native(filename, data)[4:]
+    cls = b"Package\x00"
+    ole1 = struct.pack("<II", 0x00000501, 2) + struct.pack("<I", len(cls)) + cls
+    ole1 += struct.pack("<II", 0, 0) + struct.pack("<I", len(native)) + native
+    hexdata = ole1.hex()
+    lines = "\n".join(hexdata[i : i + 64] for i in range(0, len(hexdata), 64))
+    return (
+        "{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 Times;}}\\pard Invoice attached.\\par\n"
+        "{\\object\\objemb{\\*\\objclass Package}\\objw100\\objh100{\\*\\objdata\n"
+        + lines
+        + "\n}}}\n"
+    ).encode()
+
+
+_HQX = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr"
+
+
+def make_binhex(name: str, data: bytes, rsrc: bytes = b"") -> bytes:
+    """BinHex 4.0 (RFC 1741), written from the format description (Python dropped its binhex)."""
+    import binascii
+
+    nb = name.encode("mac_roman")
+    hdr = bytes([len(nb)]) + nb + b"\x00" + b"TEXT" + b"ttxt" + b"\x00\x00"
+    hdr += struct.pack(">II", len(data), len(rsrc))
+
+    def crc(b: bytes) -> bytes:
+        return binascii.crc_hqx(b, 0).to_bytes(2, "big")
+
+    raw = hdr + crc(hdr) + data + crc(data) + rsrc + crc(rsrc)
+    # Run-length: escape literal 0x90 as 0x90 0x00; compress runs of 4+ identical bytes.
+    rle = bytearray()
+    i = 0
+    while i < len(raw):
+        b = raw[i]
+        run = 1
+        while i + run < len(raw) and raw[i + run] == b and run < 255:
+            run += 1
+        rle += b"\x90\x00" if b == 0x90 else bytes([b])
+        if run >= 4 and b != 0x90:
+            rle += bytes([0x90, run])
+            i += run
+        else:
+            i += 1
+    bits = 0
+    nbits = 0
+    out = bytearray()
+    for b in rle:
+        bits = (bits << 8) | b
+        nbits += 8
+        while nbits >= 6:
+            nbits -= 6
+            out.append(_HQX[(bits >> nbits) & 0x3F])
+    if nbits:
+        out.append(_HQX[(bits << (6 - nbits)) & 0x3F])
+    text = b":" + bytes(out) + b":"
+    lines = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return b"(This file must be converted with BinHex 4.0)\n\n" + lines + b"\n"
+
+
+def make_tnef(attachments: dict[str, bytes]) -> bytes:
+    """winmail.dat with legacy attachment attributes ([MS-OXTNEF] 2.1.3)."""
+
+    def attr(level: int, aid: int, value: bytes) -> bytes:
+        return (
+            struct.pack("<BII", level, aid, len(value))
+            + value
+            + struct.pack("<H", sum(value) & 0xFFFF)
+        )
+
+    out = struct.pack("<IH", 0x223E9F78, 0x0101)
+    out += attr(1, 0x00089006, struct.pack("<I", 0x00010000))  # attTnefVersion
+    out += attr(1, 0x00078008, b"IPM.Microsoft Mail.Note\x00")  # attMessageClass
+    for name, data in attachments.items():
+        out += attr(2, 0x00069002, b"\x01\x00" + b"\xff" * 4 + b"\x00" * 8)  # attAttachRendData
+        out += attr(2, 0x00018010, name.encode() + b"\x00")  # attAttachTitle
+        out += attr(2, 0x0006800F, data)  # attAttachData
+    return out
+
+
+def make_pe_with(payload: bytes) -> bytes:
+    """A minimal PE file with `payload` appended after its sections, like a self-extractor stub."""
+    pe_off = 0x80
+    dos = b"MZ" + b"\x90" * 58 + struct.pack("<I", pe_off)
+    dos = dos.ljust(pe_off, b"\x00")
+    coff = b"PE\x00\x00" + struct.pack("<HHIIIHH", 0x14C, 1, 0, 0, 0, 0xE0, 0x102)
+    opt = struct.pack("<HBB", 0x10B, 14, 0).ljust(0xE0, b"\x00")
+    sect = b".text\x00\x00\x00" + struct.pack(
+        "<IIIIIIHHI", 0x1000, 0x1000, 0x200, 0x200, 0, 0, 0, 0, 0x60000020
+    )
+    head = (dos + coff + opt + sect).ljust(0x200, b"\x00")
+    code = (b"\x55\x89\xe5" + b"\x90" * 100 + b"PK\x03\x04 in code, not an archive").ljust(
+        0x200, b"\xcc"
+    )
+    return head + code + payload

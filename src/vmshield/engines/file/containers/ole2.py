@@ -76,8 +76,12 @@ def walk(data: bytes, name: str, budget: ScanBudget) -> Iterator[Member]:
 
 def _vba(data: bytes, budget: ScanBudget, uniq: object) -> Iterator[Member]:
     """VBA modules are stored compressed ([MS-OVBA]); give the scanner their source text."""
+    import warnings
+
     try:
-        from oletools.olevba import VBA_Parser
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # olevba uses deprecated pyparsing names at import
+            from oletools.olevba import VBA_Parser
     except ImportError:  # pragma: no cover
         return
     try:

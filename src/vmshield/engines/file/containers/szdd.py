@@ -61,7 +61,8 @@ def walk(data: bytes, name: str, budget: ScanBudget) -> Iterator[Member]:
             return
         missing = chr(data[9]) if 32 < data[9] < 127 else ""
         size = struct.unpack_from("<I", data, 10)[0]
-        inner = base[:-1] + missing if base.endswith("_") and missing else base + ".unpacked"
+        # COMPRESS.EXE names SETUP.EX_ and keeps the replaced character; others append "_".
+        inner = base[:-1] + missing if base.endswith("_") else base + ".unpacked"
         if size > (len(data) - 14) * 9:
             # LZSS expands at most 144 bytes from 17: a larger size is a corrupt or cut header.
             out, _ = lzss(data[14:], None, min(cap, (len(data) - 14) * 9), budget)

@@ -173,6 +173,7 @@ _HQX_DEC = {c: i for i, c in enumerate(_HQX)}
 
 
 def _crc_binhex(data: bytes) -> int:
+    # CRC-CCITT (XModem); table-driven, so no trailing zero bytes as in the bit-serial original.
     return binascii.crc_hqx(data, 0)
 
 
@@ -231,11 +232,14 @@ def _binhex(data: bytes, budget: ScanBudget) -> Iterator[Member]:
     dlen = int.from_bytes(out[p : p + 4], "big")
     rlen = int.from_bytes(out[p + 4 : p + 8], "big")
     dstart = hdr_end + 2
+    if out[hdr_end:dstart] != _crc_binhex(bytes(out[:hdr_end])).to_bytes(2, "big"):
+        yield Member(fname, None, error="BinHex header CRC mismatch")
+        return
     dfork = bytes(out[dstart : dstart + dlen])
     err = None
     if len(dfork) < dlen:
         err = "truncated BinHex data fork"
-    elif out[dstart + dlen : dstart + dlen + 2] != _crc_binhex(dfork + b"\0\0").to_bytes(2, "big"):
+    elif out[dstart + dlen : dstart + dlen + 2] != _crc_binhex(dfork).to_bytes(2, "big"):
         err = "BinHex data fork CRC mismatch"
     yield Member(fname, dfork, error=err)
     rstart = dstart + dlen + 2
