@@ -82,6 +82,8 @@ class _Builder:
         self.body: list[BodySig] = []
         self.logical: list[LogicalSig] = []
         self.yara_sources: dict[str, str] = {}
+        self.yara_anchors: list[bytes] = []
+        self.yara_always = False  # a rule the prefilter cannot gate: run YARA on every buffer
         self.ignore: set[str] = set()
         self.stats = _empty_stats()
         self.rejected: list[Rejected] = []
@@ -180,6 +182,14 @@ class _Builder:
             self.reject(label, exc.line, f"{exc.reason} (file not loaded)")
             return
         self.yara_sources[f"ns{len(self.yara_sources)}"] = source
+        try:
+            gates = yara_rules.prefilter_anchors(source)
+        except Exception:  # noqa: BLE001 - a prefilter failure only costs speed
+            gates = None
+        if gates is None:
+            self.yara_always = True
+        else:
+            self.yara_anchors.extend(a for rule in gates for a in rule)
         self.stats["yara"] += n
 
 
@@ -211,6 +221,8 @@ class Database:
         self.yara_saved: bytes | None = (
             yara_rules.compile_all(b.yara_sources) if b.yara_sources else None
         )
+        self.yara_anchors: tuple[bytes, ...] = tuple(dict.fromkeys(b.yara_anchors))
+        self.yara_always: bool = b.yara_always
         self.stats: dict[str, int] = dict(b.stats)
         self.rejected: tuple[Rejected, ...] = tuple(b.rejected)
         self.ignored_files: tuple[str, ...] = tuple(b.ignored_files)

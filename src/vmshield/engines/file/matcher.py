@@ -118,6 +118,11 @@ class Matcher:
             # hold without any anchor firing: check it on every buffer of its target.
             if not anchored or any(s.hex is not None and not s.hex.anchors for s in lsig.subsigs):
                 self.always_logical.append(i)
+        if db.yara_saved and not db.yara_always:
+            for a in db.yara_anchors:
+                self.entries.append(("y", 0, 0))
+                exprs.append(_hs_expr(a))
+                flags.append(_FLAGS)
         self._hs: Any = None
         self._hs_bytes: bytes | None = None
         if exprs:
@@ -125,6 +130,7 @@ class Matcher:
             hsdb.compile(expressions=exprs, ids=list(range(len(exprs))), flags=flags)
             self._hs = hsdb
         self._yara_saved = db.yara_saved
+        self._yara_always = bool(db.yara_saved) and db.yara_always
         self._yara: Any = yara_rules.load(db.yara_saved) if db.yara_saved else None
         self._rx: dict[bytes, re.Pattern[bytes]] = {}
 
@@ -171,16 +177,23 @@ class Matcher:
     def content_hits(self, data: bytes | memoryview) -> list[Hit]:
         cand_body: set[int] = set(self.always_body)
         cand_logical: set[int] = set(self.always_logical)
+        cand_yara: list[bool] = [self._yara_always]
         if self._hs is not None and len(data):
             entries = self.entries
 
             def on_match(pid: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
                 kind, i, _k = entries[pid]
-                (cand_body if kind == "b" else cand_logical).add(i)
+                if kind == "b":
+                    cand_body.add(i)
+                elif kind == "l":
+                    cand_logical.add(i)
+                else:
+                    cand_yara[0] = True
 
             self._hs.scan(data, match_event_handler=on_match)
         hits: list[Hit] = []
-        if not cand_body and not cand_logical and self._yara is None:
+        run_yara = self._yara is not None and cand_yara[0]
+        if not cand_body and not cand_logical and not run_yara:
             return hits
         buf = bytes(data) if isinstance(data, memoryview) else data
         types = file_types(buf)
@@ -210,7 +223,7 @@ class Matcher:
             lsig = self.db.logical[i]
             if any(self._logical(lsig, buf, v, types, size) for v in views(lsig.target)):
                 hits.append(Hit(lsig.name, "logical"))
-        if self._yara is not None:
+        if run_yara:
             for m in self._yara.match(data=buf, timeout=YARA_TIMEOUT):
                 hits.append(Hit(m.rule, "yara"))
         return hits
