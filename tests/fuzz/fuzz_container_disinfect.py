@@ -1,0 +1,41 @@
+"""Fuzz disinfection: any zip/tar-looking bytes and member list give a result, never an exception;
+a successful rebuild is itself a readable archive without the removed members."""
+
+from __future__ import annotations
+
+import sys
+
+from vmshield.engines.file.containers import open_container
+from vmshield.engines.file.disinfect import disinfect
+from vmshield.engines.file.limits import LimitExceeded, Limits, ScanBudget
+
+
+def TestOneInput(data: bytes) -> None:
+    if len(data) < 2:
+        return
+    blob = (b"PK\x03\x04" if data[0] & 1 else b"") + data[2:]
+    victims = ["a", "word/vbaProject.bin", "x//y"][: data[1] % 4]
+    r = disinfect(blob, victims)
+    assert r.ok == (r.data is not None)
+    if not r.ok:
+        assert r.reason.startswith("cannot be disinfected"), r.reason
+        return
+    if r.removed:
+        it = open_container(r.data, "rebuilt", ScanBudget(Limits(max_scan_time=10)))  # type: ignore[arg-type]
+        try:
+            names = {m.name for m in it or []}
+        except LimitExceeded:
+            return
+        assert not set(r.removed) & names, (r.removed, names)
+
+
+def main() -> None:
+    import atheris
+
+    atheris.instrument_all()
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Fuzz gzip/bzip2/xz streams (first input byte picks the format): any bytes give members or LimitExceeded; names are safe, output is bounded."""
+
+from __future__ import annotations
+
+import sys
+
+from vmshield.engines.file.containers import streams
+from vmshield.engines.file.limits import LimitExceeded, Limits, ScanBudget
+
+LIMITS = Limits(
+    max_file_size=4 * 1024 * 1024, max_scan_size=16 * 1024 * 1024, max_files=500, max_scan_time=10.0
+)
+
+_KINDS = [
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh91AY&SY", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x5d\x00\x00\x80\x00", "lzma"),
+]
+
+
+def _stream_kind(blob: bytes) -> str:
+    return _KINDS[blob[0] % len(_KINDS)][1] if blob else "gzip"
+
+
+def _stream_prefix(blob: bytes) -> bytes:
+    return _KINDS[blob[0] % len(_KINDS)][0] + blob[1:] if blob else blob
+
+
+def _safe(n: str) -> bool:
+    return not n.startswith("/") and ".." not in n.split("/") and "\x00" not in n and "\\" not in n
+
+
+def TestOneInput(data: bytes) -> None:
+    blob = data
+    budget = ScanBudget(LIMITS)
+    it = streams.walk(_stream_prefix(blob), "a.gz", budget, _stream_kind(blob))
+    if it is None:
+        return
+    total = 0
+    try:
+        for m in it:
+            assert _safe(m.name), m.name
+            assert m.data is None or isinstance(m.data, bytes)
+            total += len(m.data or b"")
+            assert len(m.data or b"") <= LIMITS.max_file_size + 256, (m.name, len(m.data or b""))
+    except LimitExceeded:
+        pass
+    assert total <= 64 * LIMITS.max_file_size
+
+
+def main() -> None:
+    import atheris
+
+    atheris.instrument_all()
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

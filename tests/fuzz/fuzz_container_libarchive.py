@@ -1,0 +1,65 @@
+"""Fuzz tar, 7z, rar, cab, ISO 9660, cpio through libarchive (first byte picks the format): any bytes give members or LimitExceeded; names are safe, output is bounded."""
+
+from __future__ import annotations
+
+import sys
+
+from vmshield.engines.file.containers import open_container
+from vmshield.engines.file.limits import LimitExceeded, Limits, ScanBudget
+
+LIMITS = Limits(
+    max_file_size=4 * 1024 * 1024, max_scan_size=16 * 1024 * 1024, max_files=500, max_scan_time=10.0
+)
+
+_MAGICS = [
+    b"7z\xbc\xaf\x27\x1c\x00\x04",
+    b"Rar!\x1a\x07\x00",
+    b"Rar!\x1a\x07\x01\x00",
+    b"MSCF\x00\x00\x00\x00",
+    b"070701",
+    b"070707",
+    b"\xc7\x71",
+]
+
+
+def _archive_prefix(blob: bytes) -> bytes:
+    if not blob:
+        return blob
+    k = blob[0] % (len(_MAGICS) + 1)
+    if k == len(_MAGICS):  # a tar header: name, then "ustar" at 257
+        return blob[1:257].ljust(257, b"\x00") + b"ustar\x0000" + blob[257:]
+    return _MAGICS[k] + blob[1:]
+
+
+def _safe(n: str) -> bool:
+    return not n.startswith("/") and ".." not in n.split("/") and "\x00" not in n and "\\" not in n
+
+
+def TestOneInput(data: bytes) -> None:
+    blob = data
+    budget = ScanBudget(LIMITS)
+    it = open_container(_archive_prefix(blob), "a", budget)
+    if it is None:
+        return
+    total = 0
+    try:
+        for m in it:
+            assert _safe(m.name), m.name
+            assert m.data is None or isinstance(m.data, bytes)
+            total += len(m.data or b"")
+            assert len(m.data or b"") <= LIMITS.max_file_size + 256, (m.name, len(m.data or b""))
+    except LimitExceeded:
+        pass
+    assert total <= 64 * LIMITS.max_file_size
+
+
+def main() -> None:
+    import atheris
+
+    atheris.instrument_all()
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
