@@ -720,9 +720,11 @@ def _pcre(b: _Builder, k: str, v: str | None) -> None:
     if len(bufs) > 1:
         raise RuleReject(k, "more than one buffer flag")
     if bufs:
-        if b.sticky is not None:
-            raise RuleReject(k, "buffer flag used after a sticky buffer")
-        key = (_PCRE_BUF[bufs[0]], ())
+        want = (_PCRE_BUF[bufs[0]], ())
+        if b.sticky is not None and key != want:
+            # Suricata: a pcre buffer flag must agree with the sticky buffer in effect
+            raise RuleReject(k, f"buffer flag {bufs[0]} conflicts with sticky buffer {b.sticky}")
+        key = want
     b.add(Pcre(rx, body, negated=neg, relative="R" in flags, anchored="A" in flags), key)
 
 

@@ -14,7 +14,8 @@ from .classification import Classification
 from .datasets import Datasets
 from .detect import Env, flow_conditions, header_match, payload_match
 from .model import Alert, InspectContext, LoadStats, RuleError
-from .parser import PACKET_BUFFERS, PKT, BufKey, Rule, RuleReject, parse_rule
+from .parser import PACKET_BUFFERS, BufKey, Rule, RuleReject, parse_rule
+from .transforms import apply_all
 from .variables import Variables
 
 _ACTION_ORDER = {"pass": 0, "drop": 1, "reject": 2, "alert": 3}
@@ -40,8 +41,24 @@ class _Prefilter:
 
 @dataclass(slots=True)
 class _Group:
-    always: list[int] = field(default_factory=list)  # rules without a usable fast pattern
+    # Rules without a usable fast pattern, bucketed by a single destination (or source) port
+    # when the rule has one, so a packet only meets the few that can apply to it.
+    always: list[int] = field(default_factory=list)
+    always_dport: dict[int, list[int]] = field(default_factory=dict)
+    always_sport: dict[int, list[int]] = field(default_factory=dict)
     prefilters: dict[BufKey, _Prefilter] = field(default_factory=dict)
+    # (key, kind, prefilter): kind 0 payload/stream, 1 packet header buffer, 2 plain app-layer
+    # buffer, 3 transformed app-layer buffer
+    scan_plan: list[tuple[BufKey, int, _Prefilter]] = field(default_factory=list)
+
+    def add_always(self, idx: int, r: Rule) -> None:
+        dp, sp = r.dport.single(), r.sport.single()
+        if not r.bidir and dp is not None:
+            self.always_dport.setdefault(dp, []).append(idx)
+        elif not r.bidir and sp is not None:
+            self.always_sport.setdefault(sp, []).append(idx)
+        else:
+            self.always.append(idx)
 
 
 def _hs_expr(pat: bytes) -> bytes:
@@ -161,7 +178,7 @@ class RuleSet:
                     groups.append("other")
             for g in groups:
                 if r.fast is None:
-                    self._groups[g].always.append(idx)
+                    self._groups[g].add_always(idx, r)
                 else:
                     key, pat, nocase = r.fast
                     per[g].setdefault(key, {}).setdefault((pat, nocase), []).append(idx)
@@ -178,41 +195,71 @@ class RuleSet:
                     ids=list(range(len(items))),
                     flags=flags,
                 )
-                self._groups[g].prefilters[key] = _Prefilter(db, [ix for _, ix in items])
+                pf = _Prefilter(db, [ix for _, ix in items])
+                self._groups[g].prefilters[key] = pf
+                kind = (
+                    0
+                    if key[0] == "pkt"
+                    else 1
+                    if key[0] in PACKET_BUFFERS
+                    else 2
+                    if not key[1]
+                    else 3
+                )
+                self._groups[g].scan_plan.append((key, kind, pf))
 
     def _candidates(self, env: Env) -> list[int]:
-        grp = self._groups[_group_of(env.p.proto)]
+        """Rules worth verifying: the prefilter's hits plus the rules it cannot screen."""
+        p = env.p
+        grp = self._groups[_group_of(p.proto)]
         hits: set[int] = set(grp.always)
+        if grp.always_dport:
+            hits.update(grp.always_dport.get(p.dport, ()))
+        if grp.always_sport:
+            hits.update(grp.always_sport.get(p.sport, ()))
         ctx = env.ctx
-        for key, pf in grp.prefilters.items():
-            if key == PKT:
-                datas: list[Any] = [env.payload]
-                if ctx.stream is not None:
-                    datas.append(ctx.stream)
-            elif key[0] in PACKET_BUFFERS:
+        bufs = ctx.buffers
+        found: list[tuple[_Prefilter, int]] = []
+
+        def on(pid: int, _f: int, _t: int, _fl: int, pf_: Any) -> None:
+            found.append((pf_, pid))
+
+        for key, kind, pf in grp.scan_plan:
+            if kind == 0:  # packet payload, and the stream when there is one
+                if env.payload:
+                    pf.db.scan(env.payload, match_event_handler=on, context=pf)
+                if ctx.stream:
+                    pf.db.scan(ctx.stream, match_event_handler=on, context=pf)
+                continue
+            if kind == 2:  # app-layer buffer without transforms: straight from the mapping
+                v = bufs.get(key[0])
+                if v is None:
+                    if key[0] != "file.data":
+                        continue
+                    got = env.buffer(key, _DUMMY)
+                    if got is None:
+                        continue
+                    v = got
+            elif kind == 1:
                 d = env._raw(key[0])
                 if d is None:
                     continue
-                from .transforms import apply_all
-
-                datas = [apply_all(key[1], bytes(d))]
+                v = apply_all(key[1], bytes(d))
             else:
+                if key[0] not in bufs and key[0] != "file.data":
+                    continue
                 got = env.buffer(key, _DUMMY)
                 if got is None:
                     continue
-                datas = got
-            found: list[int] = []
-
-            def on(
-                pid: int, _f: int, _t: int, _fl: int, _c: Any, _found: list[int] = found
-            ) -> None:
-                _found.append(pid)
-
-            for d in datas:
-                if len(d):
-                    pf.db.scan(d, match_event_handler=on)
-            for pid in found:
-                hits.update(pf.rules_of[pid])
+                v = got
+            if isinstance(v, (list, tuple)):
+                for d in v:
+                    if d:
+                        pf.db.scan(d, match_event_handler=on, context=pf)
+            elif v:
+                pf.db.scan(v, match_event_handler=on, context=pf)
+        for pf, pid in found:
+            hits.update(pf.rules_of[pid])
         return sorted(hits)
 
     # -- detection -----------------------------------------------------------------------------
