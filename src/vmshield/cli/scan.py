@@ -54,6 +54,12 @@ def parse_count(text: str) -> int:
     return int(text)
 
 
+def parse_depth(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"bad depth {text!r} (0 or more)")
+    return int(text)
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "scan",
@@ -103,7 +109,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-containers", action="store_true", help="do not look inside archives")
     p.add_argument("--max-filesize", type=parse_size, metavar="SIZE", help="default 100M")
     p.add_argument("--max-scansize", type=parse_size, metavar="SIZE", help="default 400M")
-    p.add_argument("--max-recursion", type=parse_count, metavar="N", help="default 17")
+    p.add_argument("--max-recursion", type=parse_depth, metavar="N", help="default 17")
     p.add_argument("--max-files", type=parse_count, metavar="N", help="default 10000")
     p.add_argument(
         "--max-scantime",

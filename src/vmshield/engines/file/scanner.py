@@ -114,7 +114,19 @@ class Scanner:
         if members is None:
             return
         budget.check_depth(depth + 1)
-        for member in members:
+        it = iter(members)
+        while True:
+            try:
+                member = next(it)
+            except StopIteration:
+                break
+            except LimitExceeded as exc:
+                # Raised by the walker itself: that container ends here (a generator cannot
+                # go on after raising); the caller's siblings are still scanned.
+                if exc.limit not in _PER_MEMBER_LIMITS:
+                    raise
+                self._limit(result, exc, inner)
+                break
             mpath = f"{inner}//{member.name}" if inner else member.name
             if member.encrypted:
                 result.encrypted.append(mpath)
