@@ -438,7 +438,7 @@ class Engine:
             parser: HttpParser = app.parser
             nev = len(parser.events)
             for tx in parser.feed(chunk, toserver):
-                ctxs.append((tx.buffers(), tx.tx_id))
+                ctxs.append((tx.buffers(toserver), tx.tx_id))
                 if toserver and tx.inspected == 0:
                     tx.inspected = 1
                     self.counters["app_http_tx"] += 1
@@ -517,7 +517,9 @@ class Engine:
             app.dns_tx += 1
         else:
             tx_id = max(0, app.dns_tx - 1)
-        names = [q.rrname.encode() for q in m.queries]
+        # dns.query is the request's buffer (Suricata): answers repeat the question, and must
+        # not make a rule fire a second time.
+        names = [q.rrname.encode() for q in m.queries] if not m.is_response else []
         ctxs.append(({"dns.query": names} if names else {}, tx_id))
         if not m.is_response:
             for q in m.queries:
@@ -648,7 +650,9 @@ class Engine:
         if rules is None or InspectContext is None:
             return verdict, events
         d = app.ts if toserver else app.tc
-        stream: bytes | None = None
+        # TCP payload rules see the reassembled stream, never the raw segment (an out-of-order
+        # or retransmitted segment is inspected when it lands in order): b"" = nothing new.
+        stream: bytes | None = b"" if p.proto == PROTO_TCP else None
         if chunk:
             w = d.window
             if len(w) + len(chunk) > INSPECT_WINDOW and w:
@@ -678,7 +682,7 @@ class Engine:
                 alerts.extend(
                     rules.match(
                         InspectContext(
-                            stream=stream if first else None,
+                            stream=stream if first else (b"" if stream is not None else None),
                             buffers=buffers or {},
                             tx_id=tx_id,
                             **common,
@@ -691,7 +695,7 @@ class Engine:
         seen: set[int] = set()
         for a in alerts:
             sid = a.sid
-            if stream is not None:
+            if chunk:
                 # One report per signature per inspection window of the stream.
                 if sid in d.alerted or sid in d.prev_alerted or sid in seen:
                     continue

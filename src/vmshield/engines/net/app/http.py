@@ -31,6 +31,20 @@ EV_TOO_MANY_TX = "http.too_many_transactions"
 EV_UNSOLICITED = "http.unsolicited_response"
 
 
+_ALWAYS = frozenset(
+    {
+        "http.method",
+        "http.uri",
+        "http.uri.raw",
+        "http.protocol",
+        "http.request_line",
+        "http.stat_code",
+        "http.stat_msg",
+        "http.response_line",
+    }
+)
+
+
 class HttpTx:
     """One request/response pair."""
 
@@ -95,8 +109,14 @@ class HttpTx:
                 return v
         return b""
 
-    def buffers(self) -> dict[str, bytes]:
-        """The sticky buffers of Suricata's HTTP keywords for this transaction."""
+    def buffers(self, toserver: bool = True) -> dict[str, bytes]:
+        """The sticky buffers of Suricata's HTTP keywords for this transaction.
+
+        Request buffers for the request direction, response buffers for the response direction
+        (as Suricata's keywords are bound to one direction), so a rule fires once per tx.
+        """
+        if not toserver:
+            return self._response_buffers()
         b: dict[str, bytes] = {
             "http.method": self.method,
             "http.uri": self.uri,
@@ -105,17 +125,25 @@ class HttpTx:
             "http.host": self.host,
             "http.host.raw": self.host_raw,
             "http.user_agent": self.user_agent,
-            "http.header": _header_block(self.req_headers, normalised=True)
-            + _header_block(self.resp_headers, normalised=True),
-            "http.header.raw": _header_block(self.req_headers, normalised=False)
-            + _header_block(self.resp_headers, normalised=False),
+            "http.header": _header_block(self.req_headers, normalised=True),
+            "http.header.raw": _header_block(self.req_headers, normalised=False),
             "http.request_header": _header_block(self.req_headers, normalised=True),
             "http.cookie": self.req_header(b"cookie"),
             "http.referer": self.req_header(b"referer"),
             "http.content_type": self.req_header(b"content-type"),
             "http.request_line": self.method + b" " + self.uri_raw + b" " + self.protocol,
             "http.request_body": bytes(self.req_body),
+            "http.accept": self.req_header(b"accept"),
+            "http.accept_lang": self.req_header(b"accept-language"),
+            "http.accept_enc": self.req_header(b"accept-encoding"),
+            "http.connection": self.req_header(b"connection"),
+            "http.content_len": self.req_header(b"content-length"),
         }
+        # A header that is absent is a missing buffer (the rule does not match), not b"".
+        return {k: v for k, v in b.items() if v or k in _ALWAYS}
+
+    def _response_buffers(self) -> dict[str, bytes]:
+        b: dict[str, bytes] = {}
         if self.status:
             b.update(
                 {
@@ -123,6 +151,10 @@ class HttpTx:
                     "http.stat_msg": self.status_msg,
                     "http.server": self.resp_header(b"server"),
                     "http.response_header": _header_block(self.resp_headers, normalised=True),
+                    "http.header": _header_block(self.resp_headers, normalised=True),
+                    "http.header.raw": _header_block(self.resp_headers, normalised=False),
+                    "http.content_type": self.resp_header(b"content-type"),
+                    "http.location": self.resp_header(b"location"),
                     "http.response_body": bytes(self.resp_body),
                     "http.response_line": self.resp_protocol
                     + b" "
@@ -132,7 +164,7 @@ class HttpTx:
                     "file.data": bytes(self.resp_body),
                 }
             )
-        return b
+        return {k: v for k, v in b.items() if v or k in _ALWAYS}
 
     def eve(self) -> dict[str, Any]:
         """The `http` object of Suricata's EVE http and alert events."""

@@ -213,10 +213,11 @@ class TlsDir:
 
     def feed(self, data: bytes, want: int) -> Hello | None:
         """Returns the hello of type `want` once parsed (only once)."""
-        if self.encrypted or self.error or self.hello is not None:
+        if self.encrypted or self.error:
             return None
         self.seen += len(data)
         self.buf += data
+        found: Hello | None = None
         while len(self.buf) >= 5:
             ct = self.buf[0]
             ln = int.from_bytes(self.buf[3:5], "big")
@@ -236,8 +237,10 @@ class TlsDir:
                 if ct in (CT_CCS, CT_APPDATA):
                     self.encrypted = True
                     self.buf.clear()
-                    return None
+                    return found
                 continue
+            if self.hello is not None:
+                continue  # later handshake messages (certificate …): only watch for encryption
             self.hs += rec
             if len(self.hs) > self.max_handshake:
                 self.error = "handshake larger than the limit"
@@ -257,8 +260,8 @@ class TlsDir:
                         self.error = str(exc)
                         return None
                     self.hs.clear()
-                    return self.hello
-        return None
+                    found = self.hello
+        return found
 
 
 class TlsState:

@@ -1,0 +1,308 @@
+"""The engine end to end on generated traffic: streams, app layer, rules, verdicts, events."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from nids_capgen import CLIENT, SERVER, TcpConv, client_hello, server_hello, udp_frame
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.inet import ICMP, IP, TCP, fragment
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from vmshield.engines.net.config import EngineConfig
+from vmshield.engines.net.engine import Action, Engine
+from vmshield.engines.net.rules import Classification, RuleSet, Variables
+from vmshield.events import Event, eve_line
+
+REQUEST = (
+    b"GET /download/EVILSPLIT.exe HTTP/1.1\r\nHost: files.example.org\r\n"
+    b"User-Agent: Mozilla/5.0 (vmshield-test)\r\nAccept: */*\r\n\r\n"
+)
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 4\r\n\r\nMZ\x90\x00"
+
+RULES = """
+alert http any any -> any any (msg:"evil uri"; flow:established,to_server; http.uri; content:"/download/EVIL"; sid:1001; rev:2; classtype:trojan-activity;)
+alert tcp any any -> any any (msg:"split content in stream"; flow:to_server; content:"EVILSPLIT"; sid:1002; rev:1;)
+drop tcp any any -> any 6666 (msg:"drop port 6666"; flags:S; sid:1003;)
+reject tcp any any -> any any (msg:"reject marker"; content:"REJECTME"; sid:1004;)
+alert dns any any -> any any (msg:"dns bad name"; dns.query; content:"bad.example"; sid:1005;)
+alert tls any any -> any any (msg:"tls sni"; tls.sni; content:"tls.example"; sid:1006;)
+"""
+
+
+def _rules() -> RuleSet:
+    rs = RuleSet.load(
+        texts=[RULES], variables=Variables.default(), classification=Classification.default()
+    )
+    assert rs.stats.loaded == 6, rs.rejected
+    return rs
+
+
+def _run(engine: Engine, frames: list[tuple[float, bytes]]) -> tuple[list[Event], list[Action]]:
+    events: list[Event] = []
+    verdicts = []
+    for ts, f in frames:
+        r = engine.process(f, ts)
+        events.extend(r.events)
+        verdicts.append(r.verdict.action)
+    events.extend(engine.flush())
+    return events, verdicts
+
+
+def _http_conv(order: str) -> list[tuple[float, bytes]]:
+    c = TcpConv().handshake()
+    segs = c.segments(REQUEST, 13)
+    if order == "reverse":
+        segs = segs[::-1]
+    elif order == "retransmit":
+        segs = segs[:3] + segs[1:3] + segs[3:] + [segs[-1]]
+    elif order == "shuffle":
+        segs = segs[1::2] + segs[0::2]
+    for s in segs:
+        c.emit(Ether(s))
+    c.send(RESPONSE, toserver=False)
+    c.fin()
+    return c.frames
+
+
+@pytest.mark.parametrize("order", ["in-order", "reverse", "retransmit", "shuffle"])
+def test_http_split_out_of_order_retransmitted(order: str) -> None:
+    e = Engine(EngineConfig(mode="ids"), rules=_rules())
+    events, _ = _run(e, _http_conv(order))
+    http = [ev for ev in events if ev.event_type == "http"]
+    assert len(http) == 1
+    h = http[0].data["http"]
+    assert h["hostname"] == "files.example.org" and h["url"] == "/download/EVILSPLIT.exe"
+    assert h["http_user_agent"] == "Mozilla/5.0 (vmshield-test)"
+    assert h["status"] == 200 and h["length"] == 4
+    assert h["http_content_type"] == "application/octet-stream"
+    assert http[0].data["src_ip"] == CLIENT and http[0].data["dest_port"] == 80
+    sids = sorted(ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert")
+    # Each signature once: the split content is found, and retransmissions do not repeat it.
+    assert sids == [1001, 1002]
+    alert = next(
+        ev for ev in events if ev.event_type == "alert" and ev.data["alert"]["signature_id"] == 1001
+    )
+    assert alert.data["alert"]["category"] == "A Network Trojan was detected"
+    assert alert.data["alert"]["action"] == "allowed"
+    assert (
+        alert.data["app_proto"] == "http" and alert.data["http"]["hostname"] == "files.example.org"
+    )
+    assert alert.data["flow_id"] == http[0].data["flow_id"]
+    assert alert.data["community_id"].startswith("1:")
+    if order == "retransmit":
+        assert e.stats()["retransmissions"] >= 3
+
+
+def test_eve_lines_are_json_with_suricata_fields() -> None:
+    import json
+
+    e = Engine(rules=_rules())
+    events, _ = _run(e, _http_conv("in-order"))
+    objs = [json.loads(eve_line(ev)) for ev in events]
+    alert = next(
+        o for o in objs if o["event_type"] == "alert" and o["alert"]["signature_id"] == 1001
+    )
+    for k in (
+        "timestamp",
+        "flow_id",
+        "src_ip",
+        "src_port",
+        "dest_ip",
+        "dest_port",
+        "proto",
+        "app_proto",
+    ):
+        assert k in alert
+    assert alert["proto"] == "TCP"
+    assert set(alert["alert"]) >= {
+        "action",
+        "gid",
+        "signature_id",
+        "rev",
+        "signature",
+        "category",
+        "severity",
+    }
+    assert alert["alert"]["rev"] == 2 and alert["alert"]["gid"] == 1
+
+
+def test_drop_rule_in_ips_mode_drops_the_flow() -> None:
+    e = Engine(EngineConfig(mode="ips"), rules=_rules())
+    c = TcpConv(sport=6666).handshake()
+    c.send(b"hello")
+    _events, verdicts = _run(e, c.frames)
+    assert verdicts[0] == Action.DROP
+    assert all(v == Action.DROP for v in verdicts[1:])  # the rest of the flow too
+    assert e.stats()["drops"] == 1
+
+
+def test_ids_mode_never_blocks() -> None:
+    e = Engine(EngineConfig(mode="ids"), rules=_rules())
+    c = TcpConv(sport=6666).handshake()
+    events, verdicts = _run(e, c.frames)
+    assert set(verdicts) == {Action.ACCEPT}
+    assert any(ev.event_type == "alert" for ev in events)
+
+
+def test_reject_gives_reset() -> None:
+    e = Engine(rules=_rules())
+    c = TcpConv().handshake()
+    c.send(b"xxREJECTMExx")
+    _, verdicts = _run(e, c.frames)
+    assert verdicts[-1] == Action.RESET
+
+
+def test_dns_udp_query_and_answer() -> None:
+    e = Engine(rules=_rules())
+    q = DNS(id=9, rd=1, qd=DNSQR(qname="bad.example"))
+    a = DNS(
+        id=9,
+        qr=1,
+        rd=1,
+        ra=1,
+        rcode=0,
+        qd=DNSQR(qname="bad.example"),
+        an=[DNSRR(rrname="bad.example", type="A", rdata="10.9.9.9", ttl=30)],
+    )
+    frames = [
+        (1.0, udp_frame(CLIENT, SERVER, 33333, 53, bytes(q))),
+        (1.1, udp_frame(SERVER, CLIENT, 53, 33333, bytes(a))),
+    ]
+    events, _ = _run(e, frames)
+    dns = [ev.data for ev in events if ev.event_type == "dns"]
+    assert [d["dns"]["type"] for d in dns] == ["query", "answer"]
+    assert dns[1]["dns"]["answers"][0]["rdata"] == "10.9.9.9"
+    assert dns[1]["src_ip"] == SERVER  # answers are reported in their own direction
+    assert [ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert"] == [1005]
+
+
+def test_dns_over_tcp_on_an_unusual_port_is_detected_by_content() -> None:
+    e = Engine()
+    q = bytes(DNS(id=1, rd=1, qd=DNSQR(qname="tcp.example")))
+    c = TcpConv(sport=5353).handshake()
+    c.send(struct.pack("!H", len(q)) + q)
+    events, _ = _run(e, c.frames)
+    dns = [ev.data for ev in events if ev.event_type == "dns"]
+    assert dns and dns[0]["dns"]["rrname"] == "tcp.example" and dns[0]["app_proto"] == "dns"
+
+
+def test_http_on_a_non_http_port() -> None:
+    e = Engine()
+    c = TcpConv(sport=53).handshake()
+    c.send(b"GET /x HTTP/1.1\r\nHost: odd.example\r\n\r\n")
+    c.send(b"HTTP/1.1 204 No Content\r\n\r\n", toserver=False)
+    events, _ = _run(e, c.frames)
+    assert [ev.data["http"]["hostname"] for ev in events if ev.event_type == "http"] == [
+        "odd.example"
+    ]
+
+
+def test_tls_sni_ja3_and_bypass_once_encrypted() -> None:
+    e = Engine(rules=_rules())
+    c = TcpConv(sport=443).handshake()
+    c.send(
+        client_hello("tls.example", version=769, ciphers=[47, 53], groups=[23], point_formats=[0])
+    )
+    c.send(server_hello(47, [(0xFF01, b"\x00")]), toserver=False)
+    c.send(b"\x14\x03\x03\x00\x01\x01")
+    c.send(b"\x14\x03\x03\x00\x01\x01", toserver=False)
+    c.send(b"\x17\x03\x03\x00\x05" + b"q" * 5)
+    events, verdicts = _run(e, c.frames)
+    tls = [ev.data["tls"] for ev in events if ev.event_type == "tls"]
+    assert tls and tls[0]["sni"] == "tls.example" and len(tls[0]["ja3"]["hash"]) == 32
+    assert tls[0]["ja3s"]["string"] == "771,47,65281"
+    assert 1006 in [ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert"]
+    assert Action.BYPASS in verdicts  # encrypted: no more inspection needed
+
+
+def test_stream_depth_reached_gives_bypass() -> None:
+    e = Engine(EngineConfig(stream_depth=100))
+    c = TcpConv(sport=9000).handshake()
+    c.send(b"x" * 150)
+    c.send(b"y" * 150, toserver=False)
+    c.send(b"z" * 10)
+    _, verdicts = _run(e, c.frames)
+    assert verdicts[-1] == Action.BYPASS
+    assert e.stats()["bypassed_flows"] == 1
+
+
+def test_fragmented_datagram_is_reassembled_and_inspected() -> None:
+    e = Engine(
+        rules=RuleSet.load(
+            texts=[
+                'alert udp any any -> any any (msg:"frag payload"; content:"NEEDLE-IN-FRAGMENTS"; sid:7;)'
+            ],
+            variables=Variables.default(),
+            classification=Classification.default(),
+        )
+    )
+    pkt = IP(src=CLIENT, dst=SERVER, id=321) / fragment_udp(
+        b"a" * 100 + b"NEEDLE-IN-FRAGMENTS" + b"b" * 100
+    )
+    frames = [(1.0 + i / 100, bytes(Ether() / f)) for i, f in enumerate(fragment(pkt, fragsize=48))]
+    events, _ = _run(e, frames)
+    assert [ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert"] == [7]
+    assert e.stats()["defrag"]["reassembled"] == 1
+
+
+def fragment_udp(payload: bytes):  # type: ignore[no-untyped-def]
+    from scapy.layers.inet import UDP
+
+    return UDP(sport=4000, dport=4001) / Raw(payload)
+
+
+def test_overlapping_fragments_produce_anomaly_events() -> None:
+    e = Engine()
+    a = IP(src=CLIENT, dst=SERVER, id=7, flags="MF", frag=0, proto=17) / Raw(b"A" * 48)
+    b = IP(src=CLIENT, dst=SERVER, id=7, frag=3, proto=17) / Raw(b"B" * 40)
+    events, _ = _run(e, [(1.0, bytes(Ether() / a)), (1.1, bytes(Ether() / b))])
+    an = [ev.data["anomaly"]["event"] for ev in events if ev.event_type == "anomaly"]
+    assert "decoder.ipv4.frag_overlap" in an
+
+
+def test_malformed_packets_give_anomaly_events_and_never_raise() -> None:
+    e = Engine()
+    good = bytes(Ether() / IP(src=CLIENT, dst=SERVER) / TCP() / Raw(b"x" * 40))
+    frames = [(1.0, good[:30]), (1.1, b"\x00" * 5), (1.2, good[:14] + b"\x46" + good[15:20])]
+    events, verdicts = _run(e, frames)
+    names = [ev.data["anomaly"]["event"] for ev in events if ev.event_type == "anomaly"]
+    assert "decoder.ipv4.trunc_pkt" in names or "decoder.ipv4.pkt_too_small" in names
+    assert "decoder.ethernet.pkt_too_small" in names
+    assert set(verdicts) == {Action.ACCEPT}
+    assert e.stats()["decoder_anomalies"] >= 3
+
+
+def test_flow_events_and_expiry() -> None:
+    e = Engine(EngineConfig(out_flow=True))
+    r1 = e.process(bytes(Ether() / IP(src=CLIENT, dst=SERVER) / ICMP(type=8)), 100.0)
+    e.process(bytes(Ether() / IP(src=SERVER, dst=CLIENT) / ICMP(type=0)), 100.1)
+    assert r1.verdict.action == Action.ACCEPT
+    assert e.flush(200.0) == []  # established ICMP flow: 300 s timeout
+    ended = e.flush(500.0)
+    assert len(ended) == 1 and ended[0].event_type == "flow"
+    fl = ended[0].data["flow"]
+    assert fl["pkts_toserver"] == 1 and fl["pkts_toclient"] == 1 and fl["state"] == "established"
+    assert ended[0].data["proto"] == "ICMP"
+
+
+def test_flow_cap_in_the_engine_keeps_memory_bounded() -> None:
+    e = Engine(EngineConfig(flow_max=200, out_flow=True))
+    n = 0
+    for i in range(1000):
+        r = e.process(udp_frame(CLIENT, SERVER, 1024 + i, 9999, b"x"), 10.0)
+        n += sum(1 for ev in r.events if ev.event_type == "flow")
+    n += sum(1 for ev in e.flush() if ev.event_type == "flow")
+    assert e.stats()["flows_active"] == 0
+    assert n == 1000  # every flow logged once, including evicted ones
+    assert e.stats()["flow_emergency_entered"] >= 1
+
+
+def test_vlan_and_raw_ip_linktype() -> None:
+    e = Engine()
+    raw = bytes(IP(src=CLIENT, dst=SERVER) / TCP(sport=1, dport=80, flags="S"))
+    r = e.process(raw, 1.0, linktype=101, iface="nfq0")
+    assert r.verdict.action == Action.ACCEPT
+    assert e.stats()["flows_created"] == 1
