@@ -104,7 +104,8 @@ def svm_identity(request: Request) -> int:
 
 
 SVM = Depends(svm_identity)
-DB = Depends(db_session)
+# scope="function": commit before the response is sent, so a 2xx means it is stored.
+DB = Depends(db_session, scope="function")
 
 router = APIRouter(prefix="/api/v1")
 

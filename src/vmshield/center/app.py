@@ -186,6 +186,7 @@ def serve(
         access_log=False,
         timeout_keep_alive=30,
         limit_concurrency=1000,
+        timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
     if server_box is not None:

@@ -101,7 +101,10 @@ class RunningCenter:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=2)
+        if self.thread.is_alive():  # idle keep-alive connections of test clients: do not wait
+            self.server.force_exit = True
+            self.thread.join(timeout=15)
 
 
 @contextlib.contextmanager
