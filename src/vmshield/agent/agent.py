@@ -100,6 +100,7 @@ class AgentConfig:
     rewalk_interval: float = 30.0  # seconds between walks that mark new directories (paths mode)
     info_interval: float = 60.0
     allow_system_paths: bool = False
+    connect_wait: float = 5.0  # at start, how long "ready" waits for the first connection
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
@@ -555,6 +556,9 @@ class Agent:
                 asyncio.create_task(self._rewalk_loop(stop)),
             ]
             if ready is not None:
+                # Ready once the marks are in place and the service answered (or a short wait).
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.client.connected.wait(), self.cfg.connect_wait)
                 ready.set()
             await stop.wait()
         finally:

@@ -23,6 +23,8 @@ class FairSlots:
         self.per_vm_running: Counter[str] = Counter()
         self._queues: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
         self.waiting = 0
+        self._tick = 0
+        self._last: dict[str, int] = {}  # when each VM was last admitted
 
     async def acquire(self, vm: str) -> None:
         if (
@@ -50,21 +52,22 @@ class FairSlots:
     def _take(self, vm: str) -> None:
         self.running += 1
         self.per_vm_running[vm] += 1
+        self._tick += 1
+        self._last[vm] = self._tick
 
     def release(self, vm: str) -> None:
         self.running -= 1
         self.per_vm_running[vm] -= 1
         if self.per_vm_running[vm] <= 0:
             del self.per_vm_running[vm]
+            if vm not in self._queues:
+                self._last.pop(vm, None)
         self._dispatch()
 
     def _dispatch(self) -> None:
-        progress = True
-        while progress and self.running < self.capacity and self._queues:
-            progress = False
+        while self.running < self.capacity and self._queues:
+            best: str | None = None
             for vm in list(self._queues):
-                if self.running >= self.capacity:
-                    break
                 q = self._queues[vm]
                 while q and q[0].cancelled():
                     q.popleft()
@@ -74,12 +77,18 @@ class FairSlots:
                     continue
                 if self.per_vm_running[vm] >= self.per_vm:
                     continue
-                fut = q.popleft()
-                self.waiting -= 1
-                self._take(vm)
-                fut.set_result(None)
-                progress = True
-                if q:
-                    self._queues.move_to_end(vm)  # round robin: this VM goes to the back
-                else:
-                    del self._queues[vm]
+                # Fewest scans running first, then the VM served longest ago (round robin).
+                if best is None or (self.per_vm_running[vm], self._last.get(vm, 0)) < (
+                    self.per_vm_running[best],
+                    self._last.get(best, 0),
+                ):
+                    best = vm
+            if best is None:
+                return
+            q = self._queues[best]
+            fut = q.popleft()
+            self.waiting -= 1
+            if not q:
+                del self._queues[best]
+            self._take(best)
+            fut.set_result(None)

@@ -204,3 +204,105 @@ def test_excluded_path_and_process_not_intercepted(harness: Harness) -> None:
     )
     assert guest_cat(g / "eicar.txt").returncode != 0
     assert harness.requests("vm1") == 1
+
+
+def _raw_session(harness: Harness, vm: str):  # type: ignore[no-untyped-def]
+    import socket
+
+    from vmshield.transport import protocol as p
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(harness.sock))
+    info = p.VmInfo(machine_id=f"raw-{vm}-00000000", hostname=vm)
+    s.sendall(p.encode(p.Hello(versions=[1], info=info, token=harness.tokens[vm])))
+    dec = p.FrameDecoder()
+    msgs: list[p.Message] = []
+    while not msgs:
+        msgs += dec.feed(s.recv(65536))
+    assert isinstance(msgs[0], p.Welcome) and msgs[0].vm == vm
+    return s, dec
+
+
+def _read_until_closed(s, dec):  # type: ignore[no-untyped-def]
+    out = []
+    while True:
+        data = s.recv(65536)
+        if not data:
+            return out
+        out += dec.feed(data)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1", id="undecodable"),
+        pytest.param(b"\x7f\xff\xff\xff" + b"A" * 100, id="oversized-length"),
+        pytest.param(None, id="bad-field"),
+    ],
+)
+def test_malformed_guest_message_closes_only_that_connection(
+    harness: Harness, frame: bytes | None
+) -> None:
+    import msgspec
+
+    from vmshield.transport import protocol as p
+
+    harness.start_svm(vms=("vm1", "vm2"))
+    (harness.guest("vm2") / "a.txt").write_bytes(b"vm2 data\n")
+    harness.start_agent("vm2")
+    s, dec = _raw_session(harness, "vm1")
+    if frame is None:  # well-formed msgpack, but a relative path and a bogus hash
+        body = msgspec.msgpack.encode(
+            {"type": "scan", "id": 1, "path": "etc/passwd", "sha256": "zz", "size": 1}
+        )
+        frame = len(body).to_bytes(4, "big") + body
+    s.sendall(frame)
+    replies = _read_until_closed(s, dec)
+    s.close()
+    assert replies and isinstance(replies[-1], p.Error) and replies[-1].code == "protocol"
+    # The other VM is unaffected: its agent still gets verdicts.
+    r = guest_cat(harness.guest("vm2") / "a.txt")
+    assert r.returncode == 0 and r.stdout == b"vm2 data\n"
+    h = harness.health()
+    assert h["vms"]["vm1"]["protocol_errors"] == 1
+    assert "vm2" in h["agents"], harness.procs[-1].tail()
+    assert h["svm"]["requests_per_vm"].get("vm2") == 1, (
+        h,
+        harness.procs[-1].tail(),
+        harness.procs[0].tail(),
+    )
+
+
+def test_wrong_token_refused(harness: Harness) -> None:
+    harness.start_svm(vms=("vm1",))
+    proc = harness.start_agent("vm2", wait_connected=False)  # no token for vm2 in the service
+    time.sleep(1.0)
+    assert "vm2" not in harness.health()["agents"]
+    assert harness.health()["rejected_connections"] >= 1
+    assert proc.popen.poll() is None  # the agent keeps retrying with backoff
+
+
+def test_poisoned_hash_does_not_clear_infected_content(harness: Harness) -> None:
+    """A guest that announces EICAR's hash but sends other bytes must not get a clean verdict cached
+    for EICAR's hash (which every other VM on the host would then trust)."""
+    import hashlib
+
+    from vmshield.transport import protocol as p
+
+    harness.start_svm(action="deny", vms=("vm1", "vm2"))
+    (harness.guest("vm2") / "eicar.com").write_bytes(EICAR)
+    s, dec = _raw_session(harness, "vm1")
+    sha = hashlib.sha256(EICAR).hexdigest()
+    s.sendall(p.encode(p.ScanRequest(id=7, path="/x", sha256=sha, size=len(EICAR))))
+    msgs: list[p.Message] = []
+    while not any(isinstance(m, p.NeedContent) for m in msgs):
+        msgs += dec.feed(s.recv(65536))
+    s.sendall(p.encode(p.Content(id=7, offset=0, data=b"A" * len(EICAR), final=True)))
+    while not any(isinstance(m, p.Verdict) for m in msgs):
+        msgs += dec.feed(s.recv(65536))
+    v = next(m for m in msgs if isinstance(m, p.Verdict))
+    assert v.status == "error" and v.status != "clean"
+    s.close()
+    harness.start_agent("vm2")
+    assert guest_cat(harness.guest("vm2") / "eicar.com").returncode != 0
