@@ -188,7 +188,7 @@ def payload_match(r: Rule, env: Env) -> bool:
         bufs = env.buffer(key, r)
         if bufs is None:
             return False
-        if not any(Inspector(items, b, vars_, env).run(0, 0) for b in bufs):
+        if not any(Inspector(items, b, vars_, env).run(0, 0) == 1 for b in bufs):
             return False
     return True
 
@@ -243,10 +243,12 @@ class Inspector:
             self._lower = self.buf.lower()
         return self._lower
 
-    def run(self, i: int, off: int) -> bool:
+    def run(self, i: int, off: int) -> int:
+        """1 match, 0 no match, -1 no match and stop trying other occurrences (Suricata's
+        DetectEngineContentInspection return values)."""
         self.budget -= 1
         if self.budget < 0:
-            return False
+            return -1
         items = self.items
         buf = self.buf
         blen = len(buf)
@@ -260,22 +262,23 @@ class Inspector:
             if t is IsDataAt:
                 at = _val(it.at, self.vars)
                 if at is None:
-                    return False
+                    return 0
                 ok = (off + at <= blen) if it.relative else (at < blen)
                 if ok == it.negated:
-                    return False
+                    # more data never appears further right: give up unless a variable moved it
+                    return 0 if isinstance(it.at, str) else -1
             elif t is ByteTest:
                 if not self._byte_test(it, off):
-                    return False
+                    return 0
             elif t is ByteJump:
                 o = it.o
                 base = _val(o.offset, self.vars)
                 if base is None:
-                    return False
+                    return 0
                 pos = off + base if o.relative else base
                 n = _extract(o, buf, pos)
                 if n is None:
-                    return False
+                    return 0
                 if it.from_beginning:
                     start = 0
                 elif it.from_end:
@@ -287,14 +290,14 @@ class Inspector:
                     j += 4 - j % 4
                 new = start + j + it.post_offset
                 if new < 0 or new >= blen:  # Suricata: the jump must land inside the buffer
-                    return False
+                    return 0
                 off = new
             elif t is ByteExtract:
                 o = it.o
                 pos = off + int(o.offset) if o.relative else int(o.offset)
                 n = _extract(o, buf, pos)
                 if n is None:
-                    return False
+                    return 0
                 n *= it.multiplier
                 if it.align and n % it.align:
                     n += it.align - n % it.align
@@ -305,10 +308,10 @@ class Inspector:
                 base = _val(o.offset, self.vars)
                 rv = _val(it.rvalue, self.vars)
                 if base is None or rv is None:
-                    return False
+                    return 0
                 n = _extract(o, buf, off + base if o.relative else base)
                 if n is None:
-                    return False
+                    return 0
                 op = it.oper
                 if op == "+":
                     n = n + rv
@@ -318,7 +321,7 @@ class Inspector:
                     n = n * rv
                 elif op == "/":
                     if rv == 0:
-                        return False
+                        return 0
                     n = n // rv
                 elif op == "<<":
                     n = (n << rv) & 0xFFFFFFFF
@@ -327,13 +330,13 @@ class Inspector:
                 self.vars[it.result] = n & 0xFFFFFFFF
             elif t is BufSize:
                 if not it.test(blen):
-                    return False
+                    return -1
             elif t is DatasetOp:
                 ds = self.env.datasets
                 if ds is None or not ds.apply(it.op, it.name, buf):
-                    return False
+                    return -1
             i += 1
-        return True
+        return 1
 
     def _byte_test(self, it: ByteTest, off: int) -> bool:
         o = it.o
@@ -394,36 +397,53 @@ class Inspector:
                 end = min(blen, start + d)
         return start, end
 
-    def _content(self, c: Content, i: int, off: int) -> bool:
+    def _content(self, c: Content, i: int, off: int) -> int:
         w = self._window(c, off)
         if w is None:
-            return False
+            return 0
         start, end = w
+        blen = len(self.buf)
         plen = len(c.pattern)
         hay, pat = (self.lower(), c.lpattern) if c.nocase else (self.buf, c.pattern)
+        single = not c.relative and c.offset is None and c.depth is None and not c.startswith
+        if start > end or end == 0:
+            return self.run(i + 1, off) if c.negated else 0
         if c.endswith:
-            p = len(self.buf) - plen
-            found = p >= start and p + plen <= end and hay[p : p + plen] == pat
+            if end < blen:
+                found = -1
+            else:
+                p = blen - plen
+                found = p if p >= start and hay[p:blen] == pat else -1
             if c.negated:
-                return not found and self.run(i + 1, off)
-            return found and self.run(i + 1, p + plen)
+                return self.run(i + 1, off) if found < 0 else (-1 if single else 0)
+            if found < 0:
+                return 0 if c.relative else -1
+            if i + 1 == len(self.items):
+                return 1
+            r = self.run(i + 1, blen)
+            if r != 0:
+                return r
+            if not c.relative_next:
+                return -1
+            return 0 if c.relative else -1  # no other occurrence can end at the buffer end
         if c.negated:
             if end - start >= plen and hay.find(pat, start, end) >= 0:
-                return False
+                return -1 if single else 0
             return self.run(i + 1, off)
         while True:
-            if end - start < plen:
-                return False
-            p = hay.find(pat, start, end)
+            p = hay.find(pat, start, end) if end - start >= plen else -1
             if p < 0:
-                return False
-            if self.run(i + 1, p + plen):
-                return True
-            if not c.relative_next or self.budget < 0:
-                return False
+                return 0 if c.relative else -1
+            if i + 1 == len(self.items):
+                return 1
+            r = self.run(i + 1, p + plen)
+            if r != 0:
+                return r
+            if not c.relative_next:
+                return -1  # what follows does not depend on this occurrence
             start = p + 1
 
-    def _pcre(self, pc: Pcre, i: int, off: int) -> bool:
+    def _pcre(self, pc: Pcre, i: int, off: int) -> int:
         buf = self.buf
         base = off if pc.relative else 0
         view = memoryview(buf)[base:]
@@ -436,11 +456,10 @@ class Inspector:
             else:
                 m = pc.regex.search(view, pos)
             if pc.negated:
-                return m is None and self.run(i + 1, off)
+                return self.run(i + 1, off) if m is None else 0
             if m is None:
-                return False
-            if self.run(i + 1, base + m.end()):
-                return True
-            if not pc.relative_next or self.budget < 0:
-                return False
+                return 0
+            r = self.run(i + 1, base + m.end())
+            if r != 0 or not pc.relative_next:
+                return r
             pos = m.start() + 1

@@ -408,13 +408,27 @@ def _finish(b: _Builder) -> None:
         name = key[0]
         for i, it in enumerate(items):
             nxt = items[i + 1] if i + 1 < len(items) else None
-            rel_next = (
-                nxt is not None
-                and getattr(nxt, "relative", False)
-                or (isinstance(nxt, Content) and nxt.relative)
-            )
-            if isinstance(it, Content | Pcre):
-                it.relative_next = bool(rel_next)
+            # Suricata retries the next occurrence of a content only when what follows is
+            # within-relative to it (a content with `within`, or a relative pcre / isdataat /
+            # byte_*); a distance-only content gives up. A pcre retries before any relative.
+            if isinstance(it, Content):
+                it.relative_next = nxt is not None and (
+                    (isinstance(nxt, Content) and nxt.within is not None)
+                    or (not isinstance(nxt, Content) and bool(getattr(nxt, "relative", False)))
+                    or (
+                        isinstance(nxt, ByteTest | ByteJump | ByteExtract | ByteMath)
+                        and nxt.o.relative
+                    )
+                )
+            elif isinstance(it, Pcre):
+                it.relative_next = nxt is not None and (
+                    (isinstance(nxt, Content) and nxt.relative)
+                    or bool(getattr(nxt, "relative", False))
+                    or (
+                        isinstance(nxt, ByteTest | ByteJump | ByteExtract | ByteMath)
+                        and nxt.o.relative
+                    )
+                )
             if (
                 isinstance(it, Content)
                 and name in _LOWER_BUFFERS
