@@ -324,6 +324,15 @@ def test_threshold_both() -> None:
     ]
 
 
+def test_threshold_window_includes_last_second_and_silent_drops() -> None:
+    rs = rules(
+        'drop tcp any any -> any any (content:"x"; threshold:type limit, track by_rule, count 1, seconds 10; sid:1;)'
+    )
+    got = [rs.match(ctx(pkt(b"x", ts=t))) for t in (0, 10, 10.5)]
+    # t=10 is inside the window [0, 10]: the drop applies, silently; 10.5 opens a new window
+    assert [(a.sid, a.silent) for al in got for a in al] == [(1, False), (1, True), (1, False)]
+
+
 def test_detection_filter() -> None:
     rs = rules(
         'alert tcp any any -> any any (content:"x"; detection_filter:track by_src, count 2, seconds 60; sid:1;)'

@@ -39,7 +39,9 @@ What the pipeline provides:
 
 `Alert` carries sid, gid, rev, msg, action, classtype, category (the classification
 description), severity (priority: 1 highest), metadata ({key: [values]}), references, target,
-and `noalert` is never returned (such rules only set flowbits). The pipeline turns alerts into EVE
+and `silent` (a drop/reject rule past its threshold: apply the verdict, log no alert); rules
+with `noalert` are never returned (they only set flowbits), nor are `pass` rules (a matching pass
+rule ends inspection of the packet: nothing after it applies). The pipeline turns alerts into EVE
 `alert` events and verdicts (drop/reject -> drop the packet / reset).
 
 RuleSet.match keeps threshold and dataset state inside the RuleSet (bounded tables); it is not

@@ -104,6 +104,9 @@ class Alert:
     references: list[str] = field(default_factory=list)
     target: str | None = None  # "src_ip" | "dest_ip" | None
     rule: str = ""  # the rule text as written (one line)
+    # Thresholded past its alert budget: log no alert event, but still apply drop / reject
+    # (Suricata applies those to every matching packet).
+    silent: bool = False
 
     def eve_alert(self) -> dict[str, Any]:
         """The EVE `alert` object (Suricata's field names)."""

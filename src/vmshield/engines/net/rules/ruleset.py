@@ -292,8 +292,12 @@ class RuleSet:
             tx_dup = r.app_layer and fs is not None and ctx.tx_id is not None
             if tx_dup and not fs.mark_tx((ctx.tx_id, ctx.direction or "", r.gid, r.sid)):  # type: ignore[union-attr,arg-type]
                 continue  # an app-layer rule alerts once per transaction
-            if r.threshold is not None and not self._threshold(r, ctx):
-                continue
+            silent = False
+            if r.threshold is not None:
+                t = self._threshold(r, ctx)
+                if t == 0 or (t == 2 and r.action not in ("drop", "reject")):
+                    continue
+                silent = t == 2
             out.append(
                 Alert(
                     r.sid,
@@ -308,11 +312,14 @@ class RuleSet:
                     r.references,
                     r.target,
                     r.raw,
+                    silent,
                 )  # fmt: skip
             )
         return out
 
-    def _threshold(self, r: Rule, ctx: InspectContext) -> bool:
+    def _threshold(self, r: Rule, ctx: InspectContext) -> int:
+        """Suricata's ThresholdHandlePacket: 1 alert, 2 silent match (no alert, but a drop or
+        reject still applies), 0 no alert. A window includes its last second."""
         th = r.threshold
         assert th is not None
         p = ctx.packet
@@ -324,46 +331,42 @@ class RuleSet:
         elif th.track == "by_both":
             key = (r.gid, r.sid, p.src_bytes, p.dst_bytes)
         elif th.track == "by_flow":
+            if ctx.flow_state is None:
+                return 0
             key = (r.gid, r.sid, id(ctx.flow_state))
         else:
             key = (r.gid, r.sid)
+        kind, count = th.kind, th.count
         e = self._thresholds.get(key)
         if e is None:
+            if kind == "threshold" and count == 1:
+                return 1  # Suricata keeps no entry: every match alerts
             if len(self._thresholds) >= MAX_THRESHOLD_ENTRIES:
                 self._expire(now)
             self._thresholds[key] = [now, 1]
-            if th.kind == "limit":
-                return True
-            if th.kind in ("threshold", "both"):
-                if th.count == 1:
-                    if th.kind == "threshold":
-                        self._thresholds[key][1] = 0
-                    return True
-                return False
-            return th.count == 0  # detection_filter: alert once count is exceeded
-        within = now - e[0] < th.seconds
-        if not within:
+            if kind == "limit":
+                return 1
+            if kind == "both":
+                return 1 if count == 1 else 0
+            return 0
+        if now > e[0] + th.seconds:  # expired: a new window starts with this match
             e[0], e[1] = now, 1
-            if th.kind == "limit":
-                return True
-            if th.kind == "detection_filter":
-                return th.count == 0
-            if th.count == 1:
-                if th.kind == "threshold":
-                    e[1] = 0
-                return True
-            return False
+            if kind == "limit":
+                return 1
+            if kind == "both":
+                return 1 if count == 1 else 0
+            return 0
         e[1] += 1
-        if th.kind == "limit":
-            return e[1] <= th.count
-        if th.kind == "threshold":
-            if e[1] >= th.count:
+        if kind == "limit":
+            return 1 if e[1] <= count else 2
+        if kind == "threshold":
+            if e[1] >= count:
                 e[1] = 0
-                return True
-            return False
-        if th.kind == "both":
-            return e[1] == th.count
-        return e[1] > th.count
+                return 1
+            return 0
+        if kind == "both":
+            return 1 if e[1] == count else 2 if e[1] > count else 0
+        return 1 if e[1] > count else 0
 
     def _expire(self, now: float) -> None:
         # Drop entries older than the longest window; if still full, drop the oldest half.
