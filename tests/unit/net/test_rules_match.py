@@ -495,3 +495,48 @@ def test_recursion_bounded() -> None:
     assert run(rs, b"a" * 3000) == []
     assert run(rs, b"aaab") == [1]
     assert sids([]) == []
+
+
+def test_header_buffers_and_ipv6() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (ipv4.hdr; content:"|06|"; offset:9; depth:1; sid:1;)\n'
+        'alert tcp any any -> any any (tcp.hdr; content:"|02 04 05 b4|"; offset:20; sid:2;)\n'
+        "alert ip [2001:db8::/32] any -> any any (sid:3;)\n"
+    )
+    ip4 = bytes([0x45, 0, 0, 40, 0, 1, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 192, 0, 2, 10])
+    tcp = bytes(20) + b"\x02\x04\x05\xb4"
+    assert run(rs, ip_hdr=ip4, tcp_hdr=tcp) == [1, 2]
+    assert run(rs, ip_hdr=ip4, tcp_hdr=bytes(20)) == [1]
+    assert run(rs, src="2001:db8::1", dst="2001:db8::2") == [3]
+
+
+def test_app_layer_protocol_and_stream_size() -> None:
+    rs = rules(
+        "alert tcp any any -> any any (app-layer-protocol:http; sid:1;)\n"
+        "alert tcp any any -> any any (app-layer-protocol:!http; sid:2;)\n"
+        "alert tcp any any -> any any (app-layer-protocol:failed; sid:3;)\n"
+        "alert tcp any any -> any any (stream_size:client,>,100; sid:4;)\n"
+        "alert tcp any any -> any any (stream_size:either,>=,5000; sid:5;)\n"
+    )
+    assert run(rs, app_proto="http") == [1]
+    assert run(rs, app_proto="tls") == [2]
+    assert run(rs, app_proto="failed") == [2, 3]
+    assert run(rs, app_proto=None) == []  # unknown yet: neither http nor !http
+    assert run(rs, stream_bytes_toserver=101) == [4]
+    assert run(rs, stream_bytes_toserver=5, stream_bytes_toclient=6000) == [5]
+
+
+def test_pcre_dialect_and_raw_bytes_in_rule_file(tmp_path: Path) -> None:
+    f = tmp_path / "x.rules"
+    # a Latin-1 byte in a content and in the msg: kept as the byte, msg stays valid text
+    f.write_bytes(
+        b'alert tcp any any -> any any (msg:"caf\xe9"; content:"caf\xe9"; sid:1;)\n'
+        b'alert tcp any any -> any any (pcre:"/^(?<w>ab)\\k<w>\\e/"; sid:2;)\n'
+        b'alert tcp any any -> any any (pcre:"/GET \\/\\x{41}\\z/"; sid:3;)\n'
+    )
+    rs = RuleSet.load(paths=[f])
+    assert not rs.rejected, [str(e) for e in rs.rejected]
+    assert run(rs, b"un caf\xe9") == [1]
+    assert rs.match(ctx(pkt(b"caf\xe9")))[0].msg == "caf\ufffd"
+    assert run(rs, b"abab\x1b") == [2]
+    assert run(rs, b"GET /A") == [3] and run(rs, b"GET /A\n") == []

@@ -29,7 +29,7 @@ class Classification:
 
     @classmethod
     def load(cls, path: str | Path) -> Classification:
-        return cls.parse(Path(path).read_text("utf-8", errors="replace"), str(path))
+        return cls.parse(Path(path).read_text("utf-8", errors="surrogateescape"), str(path))
 
     @classmethod
     def parse(cls, text: str, name: str = "<text>") -> Classification:

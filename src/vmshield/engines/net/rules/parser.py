@@ -74,6 +74,10 @@ STICKY: dict[str, str] = {
     "ja3.hash": "ja3.hash", "ja3_hash": "ja3.hash", "ja3.string": "ja3.string",
     "ja3s.hash": "ja3s.hash", "ja3s.string": "ja3s.string", "ja4.hash": "ja4.hash",
     "ssh.proto": "ssh.proto", "ssh_proto": "ssh.proto", "ssh.software": "ssh.software",
+    "ssh_software": "ssh.software", "tls_cert_subject": "tls.cert_subject",
+    "tls_cert_issuer": "tls.cert_issuer", "tls_cert_serial": "tls.cert_serial",
+    "tls_cert_fingerprint": "tls.cert_fingerprint", "ja3s_hash": "ja3s.hash",
+    "ja3_string": "ja3.string", "ja3s_string": "ja3s.string",
     "ipv4.hdr": "ipv4.hdr", "ipv6.hdr": "ipv6.hdr", "tcp.hdr": "tcp.hdr", "udp.hdr": "udp.hdr",
 }  # fmt: skip
 for _n in (
@@ -261,12 +265,12 @@ def parse_content(v: str, kw: str = "content") -> tuple[bytes, bool]:
         if ch == "\\":
             if i + 1 >= n:
                 raise RuleReject(kw, "trailing backslash")
-            out += s[i + 1].encode("utf-8")
+            out += s[i + 1].encode("utf-8", "surrogateescape")
             i += 2
             continue
         if ch == '"' or ch == ";":
             raise RuleReject(kw, f"unescaped '{ch}' in content")
-        out += ch.encode("utf-8")
+        out += ch.encode("utf-8", "surrogateescape")
         i += 1
     if hexmode:
         raise RuleReject(kw, "unterminated |hex| section")
@@ -491,7 +495,8 @@ def _once(b: _Builder, k: str) -> None:
 @kw("msg")
 def _msg(b: _Builder, k: str, v: str | None) -> None:
     _once(b, k)
-    b.r.msg = _unescape(unquote(v, k))
+    # bytes that are not UTF-8 stay visible but cannot break the JSON of an alert
+    b.r.msg = _unescape(unquote(v, k)).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @kw("sid")
@@ -675,21 +680,43 @@ def _transform(b: _Builder, k: str, v: str | None) -> None:
 _PCRE_FLAGS = set("ismxAERUIPQHDMCSYBOVWZ")
 
 
+# PCRE escapes Python's `re` lacks or reads differently.
+_PCRE_ESC = {"z": r"\Z", "Z": r"(?=\n?\Z)", "h": r"[ \t]", "H": r"[^ \t]", "e": r"\x1b",
+             "R": r"(?:\r\n|\n|\r)"}  # fmt: skip
+
+
 def pcre_to_python(pat: str) -> str:
     """Translate the PCRE constructs Python's `re` spells differently."""
     pat = re.sub(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>", pat)
     pat = re.sub(r"\(\?'([A-Za-z_][A-Za-z0-9_]*)'", r"(?P<\1>", pat)
+    pat = re.sub(r"\\k<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P=\1)", pat)
     pat = re.sub(r"\\x\{([0-9A-Fa-f]{1,2})\}", lambda m: f"\\x{int(m.group(1), 16):02x}", pat)
     out, i = [], 0
+    in_class = False
     while i < len(pat):
         ch = pat[i]
         if ch == "\\" and i + 1 < len(pat):
             nx = pat[i + 1]
-            out.append(
-                {"z": r"\Z", "Z": r"(?=\n?\Z)", "h": r"[ \t]", "H": r"[^ \t]"}.get(nx, ch + nx)
-            )
+            # inside [...] only the single-character escape can be rewritten
+            rep = _PCRE_ESC.get(nx) if not in_class or nx == "e" else None
+            out.append(rep if rep is not None else ch + nx)
             i += 2
             continue
+        if ch == "[" and not in_class:
+            in_class = True
+            if pat[i + 1 : i + 2] == "^":
+                out.append("[^")
+                i += 2
+                if pat[i : i + 1] == "]":
+                    out.append("]")
+                    i += 1
+                continue
+            if pat[i + 1 : i + 2] == "]":
+                out.append("[]")
+                i += 2
+                continue
+        elif ch == "]" and in_class:
+            in_class = False
         out.append(ch)
         i += 1
     return "".join(out)
@@ -726,7 +753,7 @@ def _pcre(b: _Builder, k: str, v: str | None) -> None:
     if "x" in flags:
         reflags |= re.VERBOSE
     try:
-        rx = re.compile(pcre_to_python(body).encode("latin-1"), reflags)
+        rx = re.compile(pcre_to_python(body).encode("utf-8", "surrogateescape"), reflags)
     except (re.error, UnicodeEncodeError) as e:
         raise RuleReject(k, f"cannot compile regex: {e}") from None
     key = b.key()

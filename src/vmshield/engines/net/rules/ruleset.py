@@ -127,7 +127,9 @@ class RuleSet:
         for p in paths:
             path = Path(p)
             try:
-                sources.append((str(path), path.read_text("utf-8", errors="replace"), path.parent))
+                sources.append(
+                    (str(path), path.read_text("utf-8", errors="surrogateescape"), path.parent)
+                )
             except OSError as e:
                 rejected.append(RuleError(str(path), 0, None, None, f"cannot read rule file: {e.strerror or e}"))  # fmt: skip
         for i, t in enumerate(texts):

@@ -225,7 +225,9 @@ class Variables:
         v = cls()
         section = None
         in_vars = False
-        for n, raw in enumerate(Path(path).read_text("utf-8", errors="replace").splitlines(), 1):
+        for n, raw in enumerate(
+            Path(path).read_text("utf-8", errors="surrogateescape").splitlines(), 1
+        ):
             line = raw.split("#", 1)[0].rstrip()
             if not line.strip():
                 continue
