@@ -55,7 +55,7 @@ class ConfigError(ValueError):
 class Matcher:
     """Globs (`glob:` or bare) and regular expressions (`re:`); a bad pattern is named."""
 
-    def __init__(self, patterns: list[str], what: str) -> None:
+    def __init__(self, patterns: list[str], what: str, lenient: bool = False) -> None:
         self.globs: list[str] = []
         self.res: list[re.Pattern[str]] = []
         for pat in patterns:
@@ -63,9 +63,10 @@ class Matcher:
                 try:
                     self.res.append(re.compile(pat[3:]))
                 except re.error as exc:
-                    raise ConfigError(
-                        f"{what}: bad regular expression {pat[3:]!r}: {exc}"
-                    ) from None
+                    if not lenient:
+                        msg = f"{what}: bad regular expression {pat[3:]!r}: {exc}"
+                        raise ConfigError(msg) from None
+                    log.error("%s: ignoring bad regular expression %r: %s", what, pat[3:], exc)
             else:
                 self.globs.append(pat[5:] if pat.startswith("glob:") else pat)
 
@@ -196,6 +197,14 @@ class Agent:
 
     async def _on_welcome(self, w: p.Welcome) -> None:
         self.deadline, self.failure_mode = w.deadline, w.failure_mode
+        # The profile's exclusions add to the local ones.
+        self.exclude_path = Matcher(
+            self.cfg.exclude_paths + w.exclude_paths, "exclude_paths", lenient=True
+        )
+        self.exclude_proc = Matcher(
+            self.cfg.exclude_processes + w.exclude_processes, "exclude_processes", lenient=True
+        )
+        self._proc_cache.clear()
         kinds = set(w.on_access) or self.kinds
         if kinds != self.kinds:
             self.kinds = kinds

@@ -125,6 +125,18 @@ def register(sub: Any) -> None:
         default="auto",
         help="progress bar on stderr (auto: when stderr is a terminal)",
     )
+    # On-demand scan inside a guest, through its agent (vmshield.svm.ondemand, on-access part).
+    p.add_argument(
+        "--vm",
+        metavar="VM",
+        help="scan PATHs inside this guest through its agent (same pipeline and verdict cache "
+        "as on-access; the VM's profile decides the action)",
+    )
+    p.add_argument(
+        "--control",
+        metavar="SOCKET",
+        help="SVM control socket for --vm (default /run/vmshield/control.sock)",
+    )
     p.set_defaults(func=run)
 
 
@@ -301,6 +313,10 @@ class Progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "vm", None):
+        from vmshield.svm.ondemand import run_vm_scan
+
+        return run_vm_scan(args)
     started = time.time()
     t0 = time.monotonic()
     db_paths = args.db or [d for d in DEFAULT_DB_DIRS if os.path.isdir(d)]

@@ -10,6 +10,10 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vmshield.svm.config import SvmConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,8 +51,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="network protection of this host's bridge (vmshield.filter)",
     )
     ap.add_argument("--bridge", help="bridge for network protection")
+    ap.add_argument("--ports", help="comma-separated bridge ports of the protected VMs")
+    ap.add_argument(
+        "--network-name", default="svm", help="names the filter's chains and sets (1-9 chars)"
+    )
+    ap.add_argument("--network-workers", type=int, default=2)
+    ap.add_argument("--network-fail-closed", action="store_true")
+    ap.add_argument(
+        "--network-config", help="network protection TOML (policy, rules, URL database)"
+    )
     ap.add_argument(
         "--enroll", nargs=2, metavar=("URL", "TOKEN"), help="enrol this SVM with the center first"
+    )
+    ap.add_argument(
+        "--data-dir",
+        help="SVM state (center enrolment, event spool); default /var/lib/vmshield/svm",
     )
     ap.add_argument("--scanner-factory", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--ready-file", help="create this file once listening")
@@ -90,20 +107,17 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, AuthError, ValueError, OSError) as exc:
         print(f"vmshield svm: {exc}", file=sys.stderr)
         return 2
+    from vmshield.svm import center_client
+
+    data_dir = Path(args.data_dir) if args.data_dir else center_client.DEFAULT_DATA_DIR
     if args.enroll:
         try:
-            from vmshield.svm import center_client  # type: ignore[attr-defined]
-
-            center_client.enroll(args.enroll[0], args.enroll[1])
-        except ImportError:
-            print(
-                "vmshield svm: --enroll: the center client is not available in this build",
-                file=sys.stderr,
-            )
-            return 2
+            info = center_client.enroll(args.enroll[0], args.enroll[1], data_dir, cfg.host)
+            print(f"vmshield svm: enrolled with {info['url']} as host {info['host']}")
         except Exception as exc:
             print(f"vmshield svm: enrolment failed: {exc}", file=sys.stderr)
             return 2
+    enrolled = (data_dir / "center" / "center.json").exists()
     opts = HostOptions(
         listen=listen,
         control=args.control,
@@ -116,14 +130,36 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        spool = link = None
+        if enrolled:  # events go to the center (through a durable spool), profiles come from it
+            from vmshield.svm.spool import Spool
+
+            spool = Spool(data_dir / "spool.db", host=cfg.host)
         try:
-            host = await asyncio.to_thread(HostService, cfg, auth, opts)
+            host = await asyncio.to_thread(HostService, cfg, auth, opts, spool)
         except Exception as exc:
             print(f"vmshield svm: cannot start the scan service: {exc}", file=sys.stderr)
             return 2
+        if spool is not None:
+            link = center_client.CenterLink(
+                data_dir,
+                spool,
+                on_config=host.apply_center_config,
+                status=lambda: {
+                    "db_versions": {"file": host.svm.db_version},
+                    "health": "ok",
+                    "detail": host.relay.health(),
+                },
+            )
+            link.start()
         net = None
         if args.network_mode != "none":
-            net = _start_network(args)
+            try:
+                net = await asyncio.to_thread(_start_network, args, cfg)
+            except Exception as exc:
+                print(f"vmshield svm: network protection: {exc}", file=sys.stderr)
+                host.svm.close()
+                return 2
         ready = asyncio.Event()
         task = asyncio.create_task(host.run(stop, ready))
         await asyncio.wait(
@@ -135,20 +171,32 @@ def run(args: argparse.Namespace) -> int:
         if net is not None:
             with contextlib.suppress(Exception):
                 net.stop()
+        if link is not None:
+            center_client.wait_drained(spool, 5.0)  # type: ignore[arg-type]
+            link.stop()
         return 0
 
     return asyncio.run(main())
 
 
-def _start_network(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """G's network protection, when this build has it."""
-    try:
-        from vmshield.filter.service import NetworkProtection  # type: ignore[attr-defined]
-    except ImportError:
-        print("vmshield svm: network protection is not available in this build", file=sys.stderr)
-        return None
-    net = NetworkProtection(mode=args.network_mode, bridge=args.bridge)
-    start = getattr(net, "start", None)
-    if start is not None:
-        start()
+def _start_network(args: argparse.Namespace, cfg: SvmConfig):  # type: ignore[no-untyped-def]
+    """G's network protection (`vmshield.filter.service.NetworkProtection`) in this process."""
+    from vmshield.filter.service import NetworkProtection, ProtectionConfig, load_config_file
+
+    if not args.bridge or not args.ports:
+        raise ValueError("--network-mode needs --bridge and --ports")
+    pc = ProtectionConfig(
+        name=args.network_name,
+        bridge=args.bridge,
+        ports=args.ports.split(","),
+        mode=args.network_mode,
+        workers=args.network_workers,
+        fail_closed=args.network_fail_closed,
+        eve=cfg.eve,
+        host=cfg.host,
+    )
+    if args.network_config:
+        load_config_file(args.network_config, pc)
+    net = NetworkProtection(pc)
+    net.start()
     return net

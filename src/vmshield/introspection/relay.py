@@ -293,6 +293,8 @@ class Relay:
                     failure_mode=profile.failure_mode,  # type: ignore[arg-type]
                     deadline=profile.deadline,
                     on_access=list(profile.on_access),
+                    exclude_paths=list(profile.exclude_paths),
+                    exclude_processes=list(profile.exclude_processes),
                 )
             )
             self.emit_agent(vm, "connected", info=msgspec_to_dict(hello.info), peer=conn.peer)

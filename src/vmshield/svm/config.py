@@ -45,10 +45,22 @@ class Profile:
     failure_mode: str = "open"
     deadline: float = 3.0
     on_access: tuple[str, ...] = ACCESS_KINDS
+    fallback: str = "quarantine"  # when disinfection is impossible
+    exclude_paths: tuple[str, ...] = ()  # globs or re:REGEX, sent to the agent
+    exclude_processes: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, name: str, obj: dict[str, Any], where: str) -> Profile:
-        known = {"action", "unscannable", "failure_mode", "deadline", "on_access"}
+        known = {
+            "action",
+            "unscannable",
+            "failure_mode",
+            "deadline",
+            "on_access",
+            "fallback",
+            "exclude_paths",
+            "exclude_processes",
+        }
         for key in obj:
             if key not in known:
                 raise ConfigError(
@@ -61,7 +73,14 @@ class Profile:
             failure_mode=str(obj.get("failure_mode", cls.failure_mode)),
             deadline=float(obj.get("deadline", cls.deadline)),
             on_access=tuple(obj.get("on_access", ACCESS_KINDS)),
+            fallback=str(obj.get("fallback", cls.fallback)),
+            exclude_paths=tuple(str(x) for x in obj.get("exclude_paths", ())),
+            exclude_processes=tuple(str(x) for x in obj.get("exclude_processes", ())),
         )
+        if p.fallback not in ("quarantine", "delete", "deny", "report"):
+            raise ConfigError(
+                f"{where}.fallback: {p.fallback!r}; expected quarantine, delete, deny or report"
+            )
         if p.action not in ACTIONS:
             raise ConfigError(f"{where}.action: {p.action!r} is not one of {', '.join(ACTIONS)}")
         if p.unscannable not in ("allow", "deny"):
@@ -90,8 +109,13 @@ class SvmConfig:
     eve: str = "/var/log/vmshield/eve.json"
     profiles: dict[str, Profile] = field(default_factory=lambda: {"default": Profile()})
     vm_profiles: dict[str, str] = field(default_factory=dict)
+    center_profiles: dict[str, Profile] = field(default_factory=dict)  # from the center, by VM
+    center_version: int = 0
 
     def profile_for(self, vm: str) -> Profile:
+        from_center = self.center_profiles.get(vm)
+        if from_center is not None:
+            return from_center
         name = self.vm_profiles.get(vm, "default")
         return self.profiles.get(name) or self.profiles.get("default") or Profile()
 
@@ -146,3 +170,54 @@ class SvmConfig:
         except OSError as exc:
             raise ConfigError(f"{path}: {exc.strerror}") from None
         return cls.from_dict(obj, str(path))
+
+
+_CENTER_ACTIONS = {
+    "disinfect": "disinfect",
+    "delete": "delete",
+    "quarantine": "quarantine",
+    "block": "deny",
+    "report": "report",
+}
+
+
+def profiles_from_center(cfg: dict[str, Any], base: Profile) -> dict[str, Profile]:
+    """The center's effective file profile of each VM of this host, as the scan service's Profile.
+
+    A VM is known by its inventory name, key and BIOS/instance UUIDs (an agent's certificate or
+    token names one of them). Settings the center does not have (failure mode, deadline) keep the
+    local profile's values.
+    """
+    out: dict[str, Profile] = {}
+    for vm in cfg.get("vms") or []:
+        f = (vm.get("file") or {}).get("settings") or {}
+        if (vm.get("file") or {}).get("status") == "disabled":
+            continue
+        kinds = tuple(
+            k
+            for k, on in (
+                ("open", f.get("on_open", True)),
+                ("exec", f.get("on_execute", True)),
+                ("close_write", f.get("on_close_write", True)),
+            )
+            if on
+        )
+        ex = f.get("exclusions") or {}
+        paths = [str(x) for x in ex.get("paths", [])] + [f"re:{x}" for x in ex.get("regexes", [])]
+        paths += [f"*.{str(e).lstrip('.')}" for e in ex.get("extensions", [])]
+        fallback = _CENTER_ACTIONS.get(str(f.get("fallback", "quarantine")), "quarantine")
+        prof = Profile(
+            name=f"center:{vm.get('name')}",
+            action=_CENTER_ACTIONS.get(str(f.get("action", "quarantine")), "quarantine"),
+            unscannable=base.unscannable,
+            failure_mode=base.failure_mode,
+            deadline=base.deadline,
+            on_access=kinds,
+            fallback=fallback if fallback != "disinfect" else "quarantine",
+            exclude_paths=tuple(paths),
+            exclude_processes=tuple(str(x) for x in ex.get("processes", [])),
+        )
+        for key in ("name", "key", "uuid", "instance_uuid"):
+            if vm.get(key):
+                out[str(vm[key])] = prof
+    return out

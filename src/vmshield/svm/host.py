@@ -11,12 +11,15 @@ import contextlib
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from vmshield.events import Event
 from vmshield.introspection.auth import Authenticator
 from vmshield.introspection.relay import Relay
-from vmshield.svm.config import SvmConfig
+from vmshield.svm.config import Profile, SvmConfig, profiles_from_center
 from vmshield.svm.eventlog import EveFile
 from vmshield.svm.service import ScanService
 from vmshield.svm.workers import DEFAULT_FACTORY, WorkerPool
@@ -48,13 +51,36 @@ def _db_stamp(paths: list[str]) -> tuple[tuple[str, int, int], ...]:
 
 
 class HostService:
-    def __init__(self, config: SvmConfig, auth: Authenticator, opts: HostOptions) -> None:
+    def __init__(
+        self,
+        config: SvmConfig,
+        auth: Authenticator,
+        opts: HostOptions,
+        spool: Callable[[Event], None] | None = None,
+    ) -> None:
         self.config = config
         self.opts = opts
         self.events = EveFile(config.eve)
-        self.svm = ScanService(config, self.events, opts.scanner_factory)
+        self.spool = spool  # the center's event spool, when this SVM is enrolled
+        self.svm = ScanService(config, self._emit, opts.scanner_factory)
         self.relay = Relay(self.svm, auth, opts.max_inflight)
         self.servers: list[asyncio.AbstractServer] = []
+
+    def _emit(self, event: Event) -> None:
+        self.events(event)  # the local EVE log always has it
+        if self.spool is not None:
+            self.spool(event)
+
+    def apply_center_config(self, cfg: dict[str, Any]) -> None:
+        """A new configuration version from the center: per-VM profiles (called from its thread)."""
+        base = self.config.profiles.get("default") or Profile()
+        self.config.center_profiles = profiles_from_center(cfg, base)
+        self.config.center_version = int(cfg.get("version", 0))
+        log.info(
+            "center configuration version %s: %d VM profiles",
+            self.config.center_version,
+            len(self.config.center_profiles),
+        )
 
     async def _watch_db(self, stop: asyncio.Event) -> None:
         stamp = _db_stamp(self.config.db)

@@ -226,7 +226,7 @@ class ScanService:
                     self.pool.disinfect(content, req.path, inner)
                 )
                 if replacement is None:
-                    action = "quarantine"  # cannot be cleaned: the backup is kept, the file removed
+                    action = profile.fallback  # type: ignore[assignment]  # cannot be cleaned
         self._event(vm, req, result, "file", action, SEVERITY_HIGH, backup_id=backup_id)
         return Decision(p.Verdict(action=action, **base), replacement)
 

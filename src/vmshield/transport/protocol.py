@@ -68,6 +68,8 @@ class Welcome(msgspec.Struct, tag="welcome", kw_only=True):
     failure_mode: Literal["open", "closed"] = "open"
     deadline: float = 3.0  # seconds the agent waits for a verdict before applying failure_mode
     on_access: list[str] = []  # which accesses to intercept: open, exec, close_write
+    exclude_paths: list[str] = []  # the profile's exclusions: globs or re:REGEX
+    exclude_processes: list[str] = []
 
 
 class InfoUpdate(msgspec.Struct, tag="info", kw_only=True):
@@ -254,6 +256,12 @@ def validate(msg: Message) -> None:
         if not 0.01 <= msg.deadline <= 600:
             raise ProtocolError("welcome.deadline out of range")
         _check_str("welcome.vm", msg.vm, MAX_NAME)
+        for name in ("exclude_paths", "exclude_processes"):
+            items = getattr(msg, name)
+            if len(items) > 4096:
+                raise ProtocolError(f"welcome.{name}: at most 4096 patterns")
+            for x in items:
+                _check_str(f"welcome.{name}[]", x, MAX_PATH)
     elif isinstance(msg, ScanOrder):
         if len(msg.paths) > 1024:
             raise ProtocolError("order.paths: at most 1024 paths")

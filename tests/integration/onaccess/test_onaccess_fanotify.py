@@ -306,3 +306,47 @@ def test_poisoned_hash_does_not_clear_infected_content(harness: Harness) -> None
     s.close()
     harness.start_agent("vm2")
     assert guest_cat(harness.guest("vm2") / "eicar.com").returncode != 0
+
+
+def test_on_demand_scan_through_the_agent(harness: Harness) -> None:
+    harness.start_svm(action="quarantine")
+    g = harness.guest("vm1")
+    (g / "sub").mkdir()
+    for i in range(30):
+        (g / "sub" / f"doc{i}.txt").write_bytes(f"document {i}\n".encode())
+    (g / "sub" / "eicar.com").write_bytes(EICAR)
+    harness.start_agent("vm1")
+    from onaccess_lib import _env
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "vmshield",
+        "scan",
+        "--vm",
+        "vm1",
+        "--control",
+        str(harness.control),
+        str(g),
+    ]
+    r = subprocess.run(cmd, capture_output=True, timeout=120, env=_env())
+    out = r.stdout.decode()
+    assert r.returncode == 1, (out, r.stderr)
+    assert f"{g}/sub/eicar.com: Eicar-Test-Signature" in out and "FOUND (quarantine)" in out
+    assert f"{g}/sub/doc7.txt: OK" in out and "Scanned files: 31" in out
+    assert not (g / "sub" / "eicar.com").exists()  # the profile's action was carried out
+    r2 = subprocess.run(cmd, capture_output=True, timeout=120, env=_env())
+    assert r2.returncode == 0 and "Answered from the verdict cache: 30" in r2.stdout.decode()
+    bad = subprocess.run([*cmd[:5], "vm9", *cmd[6:]], capture_output=True, timeout=60, env=_env())
+    assert bad.returncode == 2 and b"no agent connected for VM 'vm9'" in bad.stderr
+
+
+def test_profile_exclusions_reach_the_agent(harness: Harness) -> None:
+    harness.start_svm(action="deny", extra_toml='exclude_paths = ["*.vmdk", "re:/cache/"]\n')
+    g = harness.guest("vm1")
+    (g / "disk.vmdk").write_bytes(EICAR)
+    (g / "other.bin").write_bytes(EICAR)
+    harness.start_agent("vm1")
+    time.sleep(0.2)
+    assert guest_cat(g / "disk.vmdk").returncode == 0
+    assert guest_cat(g / "other.bin").returncode != 0

@@ -289,3 +289,42 @@ def test_vsock_cannot_run_here_but_its_stream_path_works(tmp_path: Path, pool: W
         await asyncio.wait_for(handler, 5)
 
     asyncio.run(main())
+
+
+def test_center_profiles_map_to_scan_profiles() -> None:
+    from vmshield.svm.config import Profile, profiles_from_center
+
+    cfg = {
+        "version": 4,
+        "vms": [
+            {
+                "name": "web1",
+                "key": "vm-17",
+                "uuid": "4210-aa",
+                "file": {
+                    "status": "on",
+                    "settings": {
+                        "action": "block",
+                        "fallback": "delete",
+                        "on_open": False,
+                        "on_execute": True,
+                        "on_close_write": True,
+                        "exclusions": {
+                            "paths": ["/var/log/*"],
+                            "regexes": ["\\.tmp$"],
+                            "extensions": ["iso"],
+                            "processes": ["/usr/bin/backup"],
+                        },
+                    },
+                },
+            },
+            {"name": "off1", "file": {"status": "disabled", "settings": {}}},
+        ],
+    }
+    got = profiles_from_center(cfg, Profile(failure_mode="closed", deadline=4.0))
+    assert set(got) == {"web1", "vm-17", "4210-aa"}
+    p = got["web1"]
+    assert p.action == "deny" and p.fallback == "delete" and p.on_access == ("exec", "close_write")
+    assert p.failure_mode == "closed" and p.deadline == 4.0
+    assert p.exclude_paths == ("/var/log/*", "re:\\.tmp$", "*.iso")
+    assert p.exclude_processes == ("/usr/bin/backup",)
