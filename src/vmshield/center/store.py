@@ -640,6 +640,7 @@ class Store:
         rejected: list[dict[str, Any]] = []
         now = time.time()
         seen: set[str] = set()
+        dup_in_batch = 0
         for i, obj in enumerate(raw_events):
             try:
                 if not isinstance(obj, dict):
@@ -659,6 +660,7 @@ class Store:
                 rejected.append({"index": i, "error": str(exc)[:200]})
                 continue
             if ev.id in seen:
+                dup_in_batch += 1
                 continue
             seen.add(ev.id)
             rows.append(
@@ -675,11 +677,9 @@ class Store:
                     "body": body.decode(),
                 }
             )
-        inserted = 0
-        if rows:
-            inserted = self._insert_events(rows)
-        total_valid = len(rows) + (len(seen) - len(rows))
-        return IngestResult(inserted, total_valid - inserted + (0), rejected)
+        inserted = self._insert_events(rows) if rows else 0
+        valid = sum(1 for _ in seen) + dup_in_batch
+        return IngestResult(inserted, valid - inserted, rejected)
 
     def _insert_events(self, rows: list[dict[str, Any]]) -> int:
         table = EventRow.__table__
@@ -693,10 +693,10 @@ class Store:
             stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=["id"])
         else:  # pragma: no cover - other databases are not supported
             stmt = insert(table)
+        # RETURNING tells exactly which ids were new (rowcount of executemany is not reliable).
         with self.engine.begin() as conn:
-            res = conn.execute(stmt, rows)
-            n = res.rowcount
-        return int(n) if n is not None and n >= 0 else len(rows)
+            res = conn.execute(stmt.returning(table.c.seq), rows)
+            return len(res.all())
 
     def query_events(
         self,

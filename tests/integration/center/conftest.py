@@ -30,3 +30,15 @@ def admin(live: RunningCenter) -> dict[str, str]:
     with live.ctx.store.sessions.begin() as s:
         token, _ = auth.create_token(s, "administrator", "test", "admin")
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def admin_factory():  # noqa: ANN201
+    """For tests that start their own center: make an administrator token for it."""
+
+    def make(rc: RunningCenter) -> dict[str, str]:
+        with rc.ctx.store.sessions.begin() as s:
+            token, _ = auth.create_token(s, "administrator", "test", "admin")
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
