@@ -540,3 +540,24 @@ def test_pcre_dialect_and_raw_bytes_in_rule_file(tmp_path: Path) -> None:
     assert rs.match(ctx(pkt(b"caf\xe9")))[0].msg == "caf\ufffd"
     assert run(rs, b"abab\x1b") == [2]
     assert run(rs, b"GET /A") == [3] and run(rs, b"GET /A\n") == []
+
+
+def test_ip_only_rules_checked_once_per_flow_direction() -> None:
+    rs = rules(
+        "alert ip any any -> 192.0.2.0/24 any (sid:1;)\n"
+        "alert tcp any any -> 192.0.2.0/24 80 (sid:2;)\n"  # ports: not IP-only
+        "alert ip any any <> 192.0.2.0/24 any (ttl:64; sid:3;)\n"  # a packet keyword: per packet
+        "alert icmp any any -> any any (sid:4;)\n"
+    )
+    assert rs.rules[0].ip_only and not rs.rules[1].ip_only and not rs.rules[2].ip_only
+    fs = FlowDetectState()
+    assert run(rs, state=fs) == [1, 2, 3]
+    assert run(rs, state=fs) == [2, 3]  # same direction again: IP-only rule already checked
+    # the first packet of the other direction goes through the IP-only rules once
+    back = dict(src="192.0.2.10", dst="10.0.0.1", sport=80, dport=40000, direction="to_client")
+    assert run(rs, state=fs, **back) == [3]
+    assert run(rs) == [1, 2, 3]  # without a flow every packet is checked
+    icmp = dict(proto=1, icmp_type=8, sport=0, dport=0)
+    fs2 = FlowDetectState()
+    assert run(rs, b"\x00" * 8, fs2, **icmp) == [1, 3, 4]
+    assert run(rs, b"\x00" * 8, fs2, **icmp) == [3]

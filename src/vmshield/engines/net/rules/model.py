@@ -127,7 +127,7 @@ class Alert:
 class FlowDetectState:
     """Per-flow state of the rule engine, stored by the pipeline on its flow object."""
 
-    __slots__ = ("flowbits", "flowints", "tx_alerted")
+    __slots__ = ("flowbits", "flowints", "tx_alerted", "iponly_done")
 
     # Bounds: a flow cannot grow these without limit whatever the rules do.
     MAX_FLOWBITS = 1024
@@ -137,6 +137,8 @@ class FlowDetectState:
         self.flowbits: set[str] = set()
         self.flowints: dict[str, int] = {}
         self.tx_alerted: set[tuple[int, str, int, int]] = set()
+        # directions whose first packet went through the IP-only signatures
+        self.iponly_done: set[str] = set()
 
     def set_bit(self, name: str) -> None:
         if len(self.flowbits) < self.MAX_FLOWBITS or name in self.flowbits:

@@ -168,6 +168,10 @@ class Rule:
     datasets: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)
     order: tuple[int, ...] = ()
     prefilter_kw: bool = False
+    has_flow_kw: bool = False
+    # Suricata's "IP-only" signature: addresses (and any ports) only; it is checked on the first
+    # packet of each direction of a flow, not on every packet.
+    ip_only: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,6 +451,20 @@ def _finish(b: _Builder) -> None:
     if r.app_proto is None and r.app_layer:
         pass  # e.g. `alert tcp ... http.uri;` — Suricata accepts; the buffer decides
     r.fast = _choose_fast(lists)
+    r.ip_only = (
+        r.app_proto is None
+        and r.proto not in ("pkthdr", "tcp-pkt", "tcp-stream")
+        and not lists
+        and not r.checks
+        and not r.has_flow_kw
+        and not r.flow_matches
+        and all(op == "set" for op, _ in r.flowbit_actions)
+        and (
+            r.ipprotos is not None
+            and not (r.ipprotos & {6, 17})
+            or (r.sport.is_any and r.dport.is_any)
+        )
+    )
 
 
 def _choose_fast(lists: dict[BufKey, list[Any]]) -> tuple[BufKey, bytes, bool] | None:
@@ -1011,6 +1029,7 @@ def _dataset(b: _Builder, k: str, v: str | None) -> None:
 def _flow(b: _Builder, k: str, v: str | None) -> None:
     _once(b, k)
     r = b.r
+    r.has_flow_kw = True
     for t in _split_args(v, k):
         t = t.lower()
         if t in ("to_server", "from_client"):

@@ -270,8 +270,14 @@ class RuleSet:
         out: list[Alert] = []
         rules = self.rules
         fs = ctx.flow_state
+        iponly = True
+        if fs is not None and ctx.direction is not None:
+            iponly = ctx.direction not in fs.iponly_done
+            fs.iponly_done.add(ctx.direction)
         for idx in self._candidates(env):
             r = rules[idx]
+            if r.ip_only and not iponly:
+                continue
             if not header_match(r, env):
                 continue
             if r.lists and not payload_match(r, env):
