@@ -306,3 +306,13 @@ def test_vlan_and_raw_ip_linktype() -> None:
     r = e.process(raw, 1.0, linktype=101, iface="nfq0")
     assert r.verdict.action == Action.ACCEPT
     assert e.stats()["flows_created"] == 1
+
+
+def test_truncated_icmp_header_does_not_break_community_id() -> None:
+    # Found by fuzzing: an ICMP packet too short for type/code, logged with its community id.
+    e = Engine()
+    frame = bytes(Ether() / IP(src=CLIENT, dst=SERVER, proto=1) / Raw(b"\x08"))
+    r = e.process(frame, 1.0)
+    an = [ev.data for ev in r.events if ev.event_type == "anomaly"]
+    assert an and an[0]["anomaly"]["event"] == "decoder.icmpv4.pkt_too_small"
+    assert an[0]["community_id"].startswith("1:")

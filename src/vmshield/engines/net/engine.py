@@ -108,6 +108,10 @@ _BLOCK_HTML = (
 )
 
 
+_NONE: frozenset[int] = frozenset()
+_NO_BUFFERS: dict[str, Any] = {}  # shared, never mutated
+
+
 class _DirInspect:
     """Per-direction stream inspection window and the sids already reported from it."""
 
@@ -115,8 +119,8 @@ class _DirInspect:
 
     def __init__(self) -> None:
         self.window = b""
-        self.alerted: set[int] = set()
-        self.prev_alerted: set[int] = set()
+        self.alerted: set[int] | frozenset[int] = _NONE
+        self.prev_alerted: set[int] | frozenset[int] = _NONE
         self.probe = b""  # first bytes kept until the protocol is recognised
 
 
@@ -129,7 +133,7 @@ class _FlowApp:
         self.parser: Any = None  # HttpParser | TlsState
         self.ts = _DirInspect()
         self.tc = _DirInspect()
-        self.detect: Any = FlowDetectState() if FlowDetectState is not None else None
+        self.detect: Any = None  # the rule engine's FlowDetectState, made on first use
         self.dns_tx = 0
         self.dns_tcp_ts: DnsTcpParser | None = None
         self.dns_tcp_tc: DnsTcpParser | None = None
@@ -437,8 +441,10 @@ class Engine:
         if proto == "http":
             parser: HttpParser = app.parser
             nev = len(parser.events)
+            want = self.rules is not None
             for tx in parser.feed(chunk, toserver):
-                ctxs.append((tx.buffers(toserver), tx.tx_id))
+                if want:
+                    ctxs.append((tx.buffers(toserver), tx.tx_id))
                 if toserver and tx.inspected == 0:
                     tx.inspected = 1
                     self.counters["app_http_tx"] += 1
@@ -457,7 +463,8 @@ class Engine:
             hello = tls.feed(chunk, toserver)
             if hello is not None:
                 self.counters["app_tls_hellos"] += 1
-                ctxs.append((tls.buffers(), 0))
+                if self.rules is not None:
+                    ctxs.append((tls.buffers(), 0))
                 if toserver and hello.sni:
                     events = self._url_host(p, f, hello.sni, "tls.sni", events)
                 if not toserver and not tls.logged and cfg.out_tls:
@@ -657,39 +664,43 @@ class Engine:
             w = d.window
             if len(w) + len(chunk) > INSPECT_WINDOW and w:
                 d.prev_alerted = d.alerted
-                d.alerted = set()
+                d.alerted = _NONE
                 w = w[-INSPECT_OVERLAP:]
             w = w + chunk
             d.window = w
             stream = w
         streams = f.streams
-        common = {
-            "packet": p,
-            "direction": "to_server" if toserver else "to_client",
-            "established": f.state == STATE_ESTABLISHED
-            or (f.state == STATE_CLOSED and f.tcp_state > 0),
-            "flow_state": app.detect,
-            "app_proto": f.app_proto if f.app_proto and f.app_proto != "unknown" else None,
-            "stream_bytes_toserver": streams.ts.delivered if streams else 0,
-            "stream_bytes_toclient": streams.tc.delivered if streams else 0,
-        }
-        alerts: list[Any] = []
+        if app.detect is None and FlowDetectState is not None:
+            app.detect = FlowDetectState()
+        direction = "to_server" if toserver else "to_client"
+        state = f.state
+        established = state == STATE_ESTABLISHED or (state == STATE_CLOSED and f.tcp_state > 0)
+        ap = f.app_proto
+        app_proto = ap if ap and ap != "unknown" else None
+        sb_ts = streams.ts.delivered if streams else 0
+        sb_tc = streams.tc.delivered if streams else 0
+        # Positional construction: this runs for every packet.
         if not ctxs:
-            alerts.extend(rules.match(InspectContext(stream=stream, **common)))
+            alerts = rules.match(
+                InspectContext(
+                    p, direction, established, app.detect, stream, _NO_BUFFERS, app_proto,
+                    None, sb_ts, sb_tc,
+                )
+            )  # fmt: skip
         else:
-            first = True
+            alerts = []
             for buffers, tx_id in ctxs:
                 alerts.extend(
                     rules.match(
                         InspectContext(
-                            stream=stream if first else (b"" if stream is not None else None),
-                            buffers=buffers or {},
-                            tx_id=tx_id,
-                            **common,
+                            p, direction, established, app.detect, stream, buffers or _NO_BUFFERS,
+                            app_proto, tx_id, sb_ts, sb_tc,
                         )
                     )
-                )
-                first = False
+                )  # fmt: skip
+                # The stream bytes are inspected once, with the first transaction.
+                if stream:
+                    stream = b""
         if not alerts:
             return verdict, events
         seen: set[int] = set()
@@ -699,7 +710,9 @@ class Engine:
                 # One report per signature per inspection window of the stream.
                 if sid in d.alerted or sid in d.prev_alerted or sid in seen:
                     continue
-                d.alerted.add(sid)
+                if d.alerted is _NONE:
+                    d.alerted = set()
+                d.alerted.add(sid)  # type: ignore[union-attr]
             seen.add(sid)
             if a.action == "pass":
                 continue

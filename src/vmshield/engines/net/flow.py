@@ -163,8 +163,13 @@ class Flow:
     def community_id(self) -> str:
         if not self._community_id:
             if self.proto in (PROTO_ICMP, PROTO_ICMPV6):
+                # A truncated ICMP header has no type/code (-1): hash as 0/0.
                 self._community_id = community_id(
-                    self.src_bytes, self.dst_bytes, self.proto, self.icmp_type, self.icmp_code
+                    self.src_bytes,
+                    self.dst_bytes,
+                    self.proto,
+                    max(self.icmp_type, 0),
+                    max(self.icmp_code, 0),
                 )
             else:
                 self._community_id = community_id(
