@@ -27,8 +27,8 @@ from vmshield.engines.file.results import ScanResult, Status
 from vmshield.engines.file.scanner import Scanner
 
 DEFAULT_DB_DIRS = ("/var/lib/vmshield/db",)
-_SIZE = re.compile(r"^(\d+)([kKmMgG]?)$")
-_TIME = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
+_SIZE = re.compile(r"^([0-9]+)([kKmMgG]?)$")
+_TIME = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m)?$")
 
 
 def parse_size(text: str) -> int:
@@ -49,13 +49,13 @@ def parse_time(text: str) -> float:
 
 
 def parse_count(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"bad count {text!r} (a positive integer)")
     return int(text)
 
 
 def parse_depth(text: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"bad depth {text!r} (0 or more)")
     return int(text)
 

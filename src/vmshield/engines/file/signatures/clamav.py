@@ -38,6 +38,8 @@ def _name(raw: str) -> str:
 
 def _flevel(minfl: str | None, maxfl: str | None) -> None:
     try:
+        if len(minfl or "") > 9 or len(maxfl or "") > 9:
+            raise ValueError
         lo = int(minfl) if minfl else 0
         hi = int(maxfl) if maxfl else None
     except ValueError:
@@ -78,7 +80,7 @@ def parse_hash(line: str, *, allow: tuple[str, ...]) -> HashSig:
     if size_s == "*":
         size = None
     else:
-        if not size_s.isdigit():
+        if not (size_s.isascii() and size_s.isdigit()) or len(size_s) > 15:
             raise SigError(f"bad file size {size_s!r}")
         size = int(size_s)
     _flevel(parts[3] if len(parts) > 3 else None, parts[4] if len(parts) > 4 else None)
@@ -104,13 +106,13 @@ class Offset:
         return start, start + self.shift
 
 
-_OFFSET = re.compile(r"^(?:(\*)|(\d+)|EOF-(\d+))(?:,(\d+))?$")
+_OFFSET = re.compile(r"^(?:(\*)|([0-9]{1,15})|EOF-([0-9]{1,15}))(?:,([0-9]{1,15}))?$")
 
 
 def parse_offset(text: str) -> Offset:
     m = _OFFSET.match(text.strip())
     if not m:
-        if re.match(r"^(EP[+-]|S\d+\+|SE\d+|SL\+|VI|\$)", text):
+        if re.match(r"^(EP[+-]|S[0-9]+\+|SE[0-9]+|SL\+|VI|\$)", text):
             raise SigError(
                 f"offset {text!r} needs executable parsing (EP/Sx/SEx/SL): not supported"
             )
@@ -155,7 +157,8 @@ class BodySig:
 
 
 def _target(text: str) -> int:
-    if not text.strip().isdigit() or int(text) not in TARGET_TYPES:
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 2 or int(text) not in TARGET_TYPES:
         raise SigError(f"bad target type {text!r} (0-14)")
     t = int(text)
     if t in (8, 13, 14):
@@ -205,7 +208,7 @@ MAX_SUBSIGS = 64
 
 
 def _range(text: str, what: str) -> tuple[int, int]:
-    m = re.match(r"^(\d+)(?:-(\d+))?$", text.strip())
+    m = re.match(r"^([0-9]{1,15})(?:-([0-9]{1,15}))?$", text.strip())
     if not m:
         raise SigError(f"bad {what} range {text!r}")
     lo = int(m.group(1))
@@ -246,7 +249,7 @@ def _parse_tdb(tdb: str) -> tuple[int | None, tuple[int, int] | None]:
 
 
 # Expression AST: int (subsig index) | ("&"|"|", [nodes]) | ("cmp", op, node, x, y|None)
-_EXPR_TOKEN = re.compile(r"\s*(\d+|[&|()=<>,])")
+_EXPR_TOKEN = re.compile(r"\s*([0-9]{1,9}|[&|()=<>,])")
 
 
 def parse_expr(text: str, nsub: int) -> tuple[object, bool]:
@@ -276,7 +279,7 @@ def parse_expr(text: str, nsub: int) -> tuple[object, bool]:
 
     def number() -> int:
         t = take()
-        if not t.isdigit():
+        if not (t.isascii() and t.isdigit()):
             raise SigError(f"number expected in logical expression, got {t!r}")
         return int(t)
 
@@ -291,7 +294,7 @@ def parse_expr(text: str, nsub: int) -> tuple[object, bool]:
                 raise SigError("missing ')' in logical expression")
             take()
             state["depth"] -= 1
-        elif t.isdigit():
+        elif t.isascii() and t.isdigit():
             node = int(t)
             if node >= nsub:
                 raise SigError(f"logical expression uses subsignature {node}, only {nsub} given")

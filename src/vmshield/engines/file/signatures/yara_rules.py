@@ -6,7 +6,7 @@ import re
 
 import yara
 
-_LINE = re.compile(r"line (\d+)")
+_LINE = re.compile(r"line ([0-9]+)")
 
 
 class YaraError(ValueError):
@@ -25,6 +25,8 @@ def check(source: str, name: str) -> int:
         m = _LINE.search(msg)
         raise YaraError(int(m.group(1)) if m else 0, f"YARA: {msg}") from None
     except yara.Error as exc:
+        raise YaraError(0, f"YARA: {exc}") from None
+    except ValueError as exc:  # e.g. a NUL byte in the source
         raise YaraError(0, f"YARA: {exc}") from None
     return sum(1 for _ in rules)
 
@@ -55,7 +57,7 @@ def load(saved: bytes) -> yara.Rules:
 
 _TOKEN = re.compile(
     r'\s+|//[^\n]*|/\*.*?\*/|"(?:\\.|[^"\\\n])*"|\{|\}|[$#@!][A-Za-z0-9_]*\*?|[A-Za-z_][A-Za-z0-9_.]*'
-    r"|0x[0-9a-fA-F]+|\d+(?:KB|MB)?|\.\.|==|!=|<=|>=|[-+*/\\%&|^~<>()\[\]=,:?]|.",
+    r"|0x[0-9a-fA-F]+|[0-9]+(?:KB|MB)?|\.\.|==|!=|<=|>=|[-+*/\\%&|^~<>()\[\]=,:?]|.",
     re.S,
 )
 
@@ -89,7 +91,7 @@ def _hex_anchor(hexbody: str) -> bytes:
 
     s = re.sub(r"\s+", "", hexbody)
     s = re.sub(r"\[-\]", "*", s)
-    s = re.sub(r"\[(\d*-?\d*)\]", lambda m: "{" + m.group(1) + "}", s)
+    s = re.sub(r"\[([0-9]*-?[0-9]*)\]", lambda m: "{" + m.group(1) + "}", s)
     s = re.sub(r"~([0-9A-Fa-f?]{2})", r"!(\1)", s)
     return anchor(parse(s))
 
@@ -142,12 +144,12 @@ def _gating_atom(c: list[str]) -> bool:
     if (
         len(c) >= 3
         and c[1] == "of"
-        and (c[0] in ("any", "all") or (c[0].isdigit() and int(c[0]) > 0))
+        and (c[0] in ("any", "all") or ((c[0].isascii() and c[0].isdigit()) and int(c[0]) > 0))
     ):
         return c[2] == "them" or (
             c[2] == "(" and all(t.startswith("$") or t in ",()" for t in c[2:])
         )
-    if len(c) == 3 and c[0].startswith("#") and c[2].isdigit():
+    if len(c) == 3 and c[0].startswith("#") and (c[2].isascii() and c[2].isdigit()):
         n = int(c[2])
         return (c[1] == ">" and n >= 0) or (c[1] in (">=", "==") and n >= 1)
     return False
