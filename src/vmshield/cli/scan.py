@@ -92,6 +92,12 @@ def register(sub: Any) -> None:
         help="what to do with infected files (default: report)",
     )
     p.add_argument(
+        "--fallback",
+        choices=("report", "quarantine", "delete"),
+        default="report",
+        help="with --action disinfect: what to do with a file that cannot be disinfected",
+    )
+    p.add_argument(
         "--quarantine-dir",
         metavar="DIR",
         default="/var/lib/vmshield/quarantine",
@@ -263,12 +269,13 @@ def _results(scanner: Scanner, files: Iterator[str], jobs: int) -> Iterator[Scan
 
 
 def _apply_action(args: argparse.Namespace, result: ScanResult) -> str | None:
+    # Runs in the parent process, one file at a time, after the scan of that file.
     """Apply --action to an infected file; returns a line to print, or None."""
     if args.action == "report" or result.status is not Status.INFECTED:
         return None
     from vmshield.cli._actions import apply
 
-    return apply(args.action, result, args.quarantine_dir)
+    return apply(args.action, result, args.quarantine_dir, args._scanner, args.fallback)
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -342,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
             kw[attr] = v
     limits = Limits(**kw)
     scanner = Scanner(db, limits, containers=not args.no_containers)
+    args._scanner = scanner  # disinfection re-scans the rebuilt file before writing it
     load_time = time.monotonic() - t0
 
     wstats = WalkStats()
