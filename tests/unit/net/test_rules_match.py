@@ -561,3 +561,13 @@ def test_ip_only_rules_checked_once_per_flow_direction() -> None:
     fs2 = FlowDetectState()
     assert run(rs, b"\x00" * 8, fs2, **icmp) == [1, 3, 4]
     assert run(rs, b"\x00" * 8, fs2, **icmp) == [3]
+
+
+def test_pcre_backtracking_is_bounded() -> None:
+    # a rule that backtracks exponentially on hostile input: the search is cut off and counts
+    # as no match (Suricata's pcre match-limit), the packet is not held forever
+    rs = rules('alert tcp any any -> any any (content:"aa"; pcre:"/(a|aa)+b/"; sid:1;)\n'
+               'alert tcp any any -> any any (content:"aa"; sid:2;)')  # fmt: skip
+    assert run(rs, b"a" * 48) == [2]
+    assert rs.pcre_timeouts == 1
+    assert run(rs, b"aaab") == [1, 2]

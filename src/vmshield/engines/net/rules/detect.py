@@ -20,11 +20,15 @@ from .model import INSPECTION_RECURSION_LIMIT, InspectContext
 from .parser import BufKey, Rule
 from .transforms import apply_all
 
+# Seconds one pcre search may take before it counts as no match.
+PCRE_TIMEOUT = 0.05
+
 
 class Env:
     """Per-packet cache shared by every rule evaluated on it."""
 
-    __slots__ = ("ctx", "p", "payload", "src_int", "dst_int", "bufcache", "datasets", "_lower")
+    __slots__ = ("ctx", "p", "payload", "src_int", "dst_int", "bufcache", "datasets", "_lower",
+                 "pcre_timeouts")  # fmt: skip
 
     def __init__(self, ctx: InspectContext, datasets: Any = None) -> None:
         self.ctx = ctx
@@ -38,6 +42,7 @@ class Env:
         self.bufcache: dict[Any, list[bytes] | None] = {}
         self.datasets = datasets
         self._lower: dict[int, bytes] = {}
+        self.pcre_timeouts = 0
 
     def buffer(self, key: BufKey, rule: Rule) -> list[bytes] | None:
         """The data a rule list inspects, as a list (multi-buffers have several)."""
@@ -451,10 +456,18 @@ class Inspector:
         while True:
             if pos > len(view):
                 m = None
-            elif pc.anchored:
-                m = pc.regex.match(view, pos) if pos == 0 else None
             else:
-                m = pc.regex.search(view, pos)
+                try:
+                    if pc.anchored:
+                        m = pc.regex.match(view, pos, timeout=PCRE_TIMEOUT) if pos == 0 else None
+                    else:
+                        m = pc.regex.search(view, pos, timeout=PCRE_TIMEOUT)
+                except TimeoutError:
+                    # like Suricata's pcre match-limit: the search gives up, as a non-match
+                    self.env.pcre_timeouts += 1
+                    m = None
+                    if pc.negated:
+                        return 0
             if pc.negated:
                 return self.run(i + 1, off) if m is None else 0
             if m is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 # A value that is a number or the name of a byte_extract / byte_math variable.
 IntOrVar = int | str
@@ -32,7 +33,7 @@ class Content:
 
 @dataclass(slots=True)
 class Pcre:
-    regex: re.Pattern[bytes]
+    regex: Any  # a compiled `regex` pattern
     source: str
     negated: bool = False
     relative: bool = False

@@ -11,6 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+# The `regex` module: PCRE-like syntax and, unlike `re`, a time limit per search, so hostile
+# traffic cannot make a badly written rule backtrack forever (Suricata's pcre match-limit).
+import regex as pcre_engine
+
 from . import checks
 from .classification import Classification
 from .items import (
@@ -763,16 +767,16 @@ def _pcre(b: _Builder, k: str, v: str | None) -> None:
     body = body.replace("\\;", ";").replace('\\"', '"')
     reflags = 0
     if "i" in flags:
-        reflags |= re.IGNORECASE
+        reflags |= pcre_engine.IGNORECASE
     if "s" in flags:
-        reflags |= re.DOTALL
+        reflags |= pcre_engine.DOTALL
     if "m" in flags:
-        reflags |= re.MULTILINE
+        reflags |= pcre_engine.MULTILINE
     if "x" in flags:
-        reflags |= re.VERBOSE
+        reflags |= pcre_engine.VERBOSE
     try:
-        rx = re.compile(pcre_to_python(body).encode("utf-8", "surrogateescape"), reflags)
-    except (re.error, UnicodeEncodeError) as e:
+        rx = pcre_engine.compile(pcre_to_python(body).encode("utf-8", "surrogateescape"), reflags)
+    except (pcre_engine.error, UnicodeEncodeError, ValueError) as e:
         raise RuleReject(k, f"cannot compile regex: {e}") from None
     key = b.key()
     bufs = [f for f in flags if f in _PCRE_BUF]

@@ -103,6 +103,7 @@ class RuleSet:
         self.datasets = datasets
         self.classification = classification
         self._thresholds: dict[tuple[Any, ...], list[float]] = {}
+        self.pcre_timeouts = 0  # pcre searches stopped by the time limit (a counter to export)
         self._groups = {g: _Group() for g in GROUPS}
         self._build()
 
@@ -267,6 +268,13 @@ class RuleSet:
     # -- detection -----------------------------------------------------------------------------
     def match(self, ctx: InspectContext) -> list[Alert]:
         env = Env(ctx, self.datasets)
+        try:
+            return self._match(ctx, env)
+        finally:
+            if env.pcre_timeouts:
+                self.pcre_timeouts += env.pcre_timeouts
+
+    def _match(self, ctx: InspectContext, env: Env) -> list[Alert]:
         out: list[Alert] = []
         rules = self.rules
         fs = ctx.flow_state
