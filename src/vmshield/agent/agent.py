@@ -89,6 +89,8 @@ class AgentConfig:
     server_name: str = ""
     paths: list[str] = field(default_factory=list)  # directory trees (each directory marked)
     mounts: list[str] = field(default_factory=list)  # whole mounts (FAN_MARK_MOUNT)
+    # Whole filesystems (FAN_MARK_FILESYSTEM): every mount of it, in every mount namespace.
+    filesystems: list[str] = field(default_factory=list)
     exclude_paths: list[str] = field(default_factory=list)
     exclude_processes: list[str] = field(default_factory=list)  # executable paths or comm names
     exclude_pids: list[int] = field(default_factory=list)
@@ -125,9 +127,9 @@ class AgentConfig:
             raise ConfigError(f"failure_mode {self.failure_mode!r}: expected open or closed")
         if not 0.05 <= float(self.deadline) <= 600:
             raise ConfigError(f"deadline {self.deadline}: outside 0.05..600 seconds")
-        if not self.paths and not self.mounts:
-            raise ConfigError("nothing to protect: set paths or mounts")
-        for pth in [*self.paths, *self.mounts]:
+        if not self.paths and not self.mounts and not self.filesystems:
+            raise ConfigError("nothing to protect: set paths, mounts or filesystems")
+        for pth in [*self.paths, *self.mounts, *self.filesystems]:
             real = os.path.realpath(pth)
             if not os.path.isdir(real):
                 raise ConfigError(f"{pth}: not a directory")
@@ -135,6 +137,15 @@ class AgentConfig:
                 raise ConfigError(
                     f"{pth}: refusing to block {real} itself (set allow_system_paths)"
                 )
+        for pth in [*self.mounts, *self.filesystems]:
+            if not os.path.ismount(pth):
+                raise ConfigError(f"{pth}: not a mount point (use paths for a directory tree)")
+        if not self.allow_system_paths:
+            # A filesystem mark on the root or /tmp filesystem would block the whole system.
+            system = {os.stat(x).st_dev for x in ("/", "/tmp", "/usr", "/etc") if os.path.exists(x)}
+            for pth in self.filesystems:
+                if os.stat(pth).st_dev in system:
+                    raise ConfigError(f"{pth}: on a system filesystem; refusing a filesystem mark")
         Matcher(self.exclude_paths, "exclude_paths")
         Matcher(self.exclude_processes, "exclude_processes")
 
@@ -250,6 +261,8 @@ class Agent:
         mask = self._mask()
         for mnt in self.cfg.mounts:
             fan.mark(self.fan_fd, fan.FAN_MARK_ADD | fan.FAN_MARK_MOUNT, mask, mnt)
+        for fs in self.cfg.filesystems:
+            fan.mark(self.fan_fd, fan.FAN_MARK_ADD | fan.FAN_MARK_FILESYSTEM, mask, fs)
         self._marked_dirs.clear()
         self._mark_new_dirs()
 
@@ -270,12 +283,17 @@ class Agent:
         return added
 
     def _remark(self) -> None:
-        """Drop every kernel ignore mark (and re-add the watches); mount marks are kept."""
+        """Drop every kernel ignore mark and re-add the watches (with the current mask)."""
         with contextlib.suppress(OSError):
             fan.mark(self.fan_fd, fan.FAN_MARK_FLUSH, 0, "/")
+        # Mount and filesystem marks are flushed too: the mask may have changed. The gap is the
+        # time of a few fanotify_mark calls.
         if self.cfg.mounts:
             with contextlib.suppress(OSError):
                 fan.mark(self.fan_fd, fan.FAN_MARK_FLUSH | fan.FAN_MARK_MOUNT, 0, "/")
+        if self.cfg.filesystems:
+            with contextlib.suppress(OSError):
+                fan.mark(self.fan_fd, fan.FAN_MARK_FLUSH | fan.FAN_MARK_FILESYSTEM, 0, "/")
         self._add_marks()
 
     # ------------------------------------------------------------------ events

@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--mount", action="append", default=[], help="whole mount to protect (repeatable)"
     )
     ap.add_argument(
+        "--filesystem",
+        action="append",
+        default=[],
+        help="whole filesystem (every mount of it, any mount namespace) to protect (repeatable)",
+    )
+    ap.add_argument(
         "--exclude-path", action="append", default=[], help="glob, glob:PAT or re:REGEX"
     )
     ap.add_argument(
@@ -71,6 +77,7 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         )
     cfg.paths += args.path
     cfg.mounts += args.mount
+    cfg.filesystems += args.filesystem
     cfg.exclude_paths += args.exclude_path
     cfg.exclude_processes += args.exclude_process
     cfg.exclude_pids += args.exclude_pid
