@@ -20,7 +20,7 @@ from vmshield.engines.file.results import Detection, Hashes, ScanResult, Status,
 try:  # containers are another part of the engine; scanning plain files works without them
     from vmshield.engines.file.containers import open_container as _open_container
 except ImportError:  # pragma: no cover - only while that part is absent
-    _open_container = None
+    _open_container = None  # type: ignore[assignment]
 
 OpenContainer = Callable[[bytes, str, ScanBudget], "Iterator[Any] | None"]
 
