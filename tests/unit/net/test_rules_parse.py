@@ -189,12 +189,19 @@ def test_bad_rules_rejected(rule: str, reason: str) -> None:
     assert reason in rs.rejected[0].reason
 
 
-def test_duplicate_sid_rejected() -> None:
+def test_duplicate_sid_keeps_higher_rev() -> None:
     rs = RuleSet.from_text(
-        "alert tcp any any -> any any (sid:5;)\nalert udp any any -> any any (sid:5;)\n"
+        "alert tcp any any -> any any (sid:5; rev:2;)\nalert udp any any -> any any (sid:5; rev:1;)\n"
+        "alert icmp any any -> any any (sid:5; rev:3;)\nalert tcp any any -> any any (sid:5; gid:2;)\n"
     )
-    assert rs.stats.loaded == 1 and rs.stats.duplicates == 1
-    assert rs.rejected[0].line == 2 and "duplicate sid 5" in rs.rejected[0].reason
+    assert rs.stats.loaded == 2 and rs.stats.duplicates == 2
+    assert sorted((r.gid, r.sid, r.rev, r.proto) for r in rs.rules) == [
+        (1, 5, 3, "icmp"),
+        (2, 5, 0, "tcp"),
+    ]
+    reasons = sorted((e.line, e.reason) for e in rs.rejected)
+    assert reasons[0][0] == 1 and "rev 2 replaced by rev 3 at <text>:3" in reasons[0][1]
+    assert reasons[1][0] == 2 and "duplicate sid 5 (rev 2 kept" in reasons[1][1]
 
 
 def test_unreadable_file_reported(tmp_path: Path) -> None:
@@ -288,3 +295,25 @@ def test_rejected_rule_is_not_half_loaded() -> None:
     )
     assert [r.sid for r in rs.rules] == [2]
     assert rs.summary() == "1 rules loaded, 1 rejected (1 files)"
+
+
+def test_suricata_yaml_rule_files_classification_vars(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "a.rules").write_text(
+        "alert tcp $HOME_NET any -> any any (classtype:local; sid:1;)\n"
+    )
+    (tmp_path / "rules" / "b.rules").write_text("alert udp any any -> any $DNS_PORTS (sid:2;)\n")
+    (tmp_path / "classification.config").write_text("config classification: local,Local class,2\n")
+    (tmp_path / "suricata.yaml").write_text(
+        '%YAML 1.1\n---\nvars:\n  address-groups:\n    HOME_NET: "[10.9.0.0/16]"\n'
+        "  port-groups:\n    DNS_PORTS: 53\n"
+        "default-rule-path: rules\nrule-files:\n  - a.rules\n  - b.rules\n  - gone.rules\n"
+        "classification-file: classification.config\n"
+        "outputs:\n  - eve-log:\n      enabled: yes\n"
+    )
+    rs = RuleSet.from_suricata_yaml(tmp_path / "suricata.yaml")
+    assert sorted(r.sid for r in rs.rules) == [1, 2]
+    assert rs.rules[0].category == "Local class" or rs.rules[1].category == "Local class"
+    assert rs.stats.rejected == 1 and "gone.rules" in rs.rejected[0].reason
+    r1 = next(r for r in rs.rules if r.sid == 1)
+    assert r1.src.contains_ip("10.9.1.1") and not r1.src.contains_ip("10.8.1.1")

@@ -406,6 +406,8 @@ def _finish(b: _Builder) -> None:
     r = b.r
     if r.sid <= 0:
         raise RuleReject("sid", "rule has no sid")
+    if r.sid > 0xFFFFFFFF or r.gid > 0xFFFFFFFF or r.rev > 0xFFFFFFFF:
+        raise RuleReject("sid", "sid, gid and rev must fit in 32 bits")
     if r.classtype:
         ct = b.cls.get(r.classtype)
         if ct is None:

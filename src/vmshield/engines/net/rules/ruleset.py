@@ -123,7 +123,7 @@ class RuleSet:
         rules: list[Rule] = []
         rejected: list[RuleError] = []
         stats = LoadStats()
-        seen: dict[tuple[int, int], str] = {}
+        seen: dict[tuple[int, int], tuple[str, int]] = {}
         sources: list[tuple[str, str, Path | None]] = []
         for p in paths:
             path = Path(p)
@@ -152,14 +152,41 @@ class RuleSet:
                     continue
                 key = (r.gid, r.sid)
                 if key in seen:
+                    # Suricata keeps the higher revision of a duplicated gid:sid
                     stats.duplicates += 1
-                    rejected.append(RuleError(name, line, r.sid, "sid", f"duplicate sid {r.sid} (first at {seen[key]})"))  # fmt: skip
+                    where, pos = seen[key]
+                    old = rules[pos]
+                    if r.rev > old.rev:
+                        rules[pos] = r
+                        seen[key] = (f"{name}:{line}", pos)
+                        oname, _, oline = where.rpartition(":")
+                        rejected.append(RuleError(oname, int(oline), r.sid, "sid", f"duplicate sid {r.sid}: rev {old.rev} replaced by rev {r.rev} at {name}:{line}"))  # fmt: skip
+                    else:
+                        rejected.append(RuleError(name, line, r.sid, "sid", f"duplicate sid {r.sid} (rev {old.rev} kept, from {where})"))  # fmt: skip
                     continue
-                seen[key] = f"{name}:{line}"
+                seen[key] = (f"{name}:{line}", len(rules))
                 rules.append(r)
         stats.loaded = len(rules)
         stats.rejected = len(rejected)
         return cls(rules, rejected, stats, datasets, classification)
+
+    @classmethod
+    def from_suricata_yaml(cls, path: str | Path, **kw: Any) -> RuleSet:
+        """Rule files, classification and variables named by a suricata.yaml. Rule files it
+        names but that do not exist are reported in `rejected`, as Suricata warns of them."""
+        from .config import load_suricata_config
+
+        cfg = load_suricata_config(path)
+        classification = Classification.load(cfg.classification) if cfg.classification else None
+        rs = cls.load(
+            paths=cfg.rule_paths, variables=cfg.variables, classification=classification, **kw
+        )
+        for m in cfg.missing:
+            rs.rejected.append(
+                RuleError(str(path), 0, None, "rule-files", f"rule file not found: {m}")
+            )
+        rs.stats.rejected = len(rs.rejected)
+        return rs
 
     @classmethod
     def from_text(cls, text: str, **kw: Any) -> RuleSet:
