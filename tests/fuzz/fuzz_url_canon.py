@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import sys
 
-from vmshield.engines.net.urls.canon import UrlError, canonicalize, split_url, url_expressions
+try:  # coverage feedback when atheris is there; plain import otherwise
+    import atheris
+
+    with atheris.instrument_imports(include=["vmshield"]):
+        from vmshield.engines.net.urls.canon import (
+            UrlError,
+            canonicalize,
+            split_url,
+            url_expressions,
+        )
+except ImportError:
+    from vmshield.engines.net.urls.canon import UrlError, canonicalize, split_url, url_expressions
 
 
 def TestOneInput(data: bytes) -> None:
@@ -12,9 +23,11 @@ def TestOneInput(data: bytes) -> None:
         canon = canonicalize(data)
     except UrlError:
         return
-    # Canonical output is printable ASCII and a fixed point of canonicalization.
+    # Canonical output is printable ASCII. It is a fixed point unless it holds an escaped "%"
+    # (the specification's repeated unescaping makes "%25aa" canonicalize again to "%AA").
     assert canon.isascii() and all(0x20 < ord(c) < 0x7F for c in canon), canon
-    assert canonicalize(canon) == canon, (data, canon)
+    again = canonicalize(canon)
+    assert "%25" in canon or again == canon, (data, canon)
     exprs = url_expressions(data)
     assert 1 <= len(exprs) <= 30
     text = data.decode("utf-8", "replace")
@@ -27,7 +40,6 @@ def TestOneInput(data: bytes) -> None:
 def main() -> None:
     import atheris
 
-    atheris.instrument_all()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

@@ -6,7 +6,13 @@ import os
 import sys
 import tempfile
 
-from vmshield.engines.net.urls.db import DatabaseBuilder, UrlDatabase, UrlDatabaseError
+try:  # coverage feedback when atheris is there; plain import otherwise
+    import atheris
+
+    with atheris.instrument_imports(include=["vmshield"]):
+        from vmshield.engines.net.urls.db import DatabaseBuilder, UrlDatabase, UrlDatabaseError
+except ImportError:
+    from vmshield.engines.net.urls.db import DatabaseBuilder, UrlDatabase, UrlDatabaseError
 
 _DIR = tempfile.mkdtemp(prefix="vmshield-fuzz-urldb-")
 _PATH = os.path.join(_DIR, "u.db")
@@ -39,7 +45,6 @@ def TestOneInput(data: bytes) -> None:
 def main() -> None:
     import atheris
 
-    atheris.instrument_all()
     atheris.Setup(sys.argv, TestOneInput)
     atheris.Fuzz()
 

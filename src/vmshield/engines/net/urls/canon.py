@@ -112,6 +112,18 @@ def _idna(host: str) -> str:
         return host
 
 
+def _escape_host(host: str) -> str:
+    # URL delimiters that unescaping put into a host (brackets outside a valid IPv6 literal, ":",
+    # "@", "/", "?") are escaped again, so that the canonical form parses back to the same host;
+    # the specification leaves such invalid hosts open.
+    host = escape(host)
+    if _HOST_DELIMS.search(host):
+        host = host.translate(_HOST_DELIMS_TABLE)
+    return host
+
+
+_HOST_DELIMS = re.compile(r"[\[\]:@/?]")
+_HOST_DELIMS_TABLE = {ord(c): f"%{ord(c):02X}" for c in "[]:@/?"}
 _host_cache: dict[str, str] = {}
 
 
@@ -121,16 +133,16 @@ def canonical_host(raw: str) -> str:
     if cached is not None:
         return cached
     host = unescape_fully(raw)
+    if ".." in host or host.startswith(".") or host.endswith("."):
+        host = ".".join(p for p in host.split(".") if p)
     # Lower-case ASCII only: str.lower() would change the meaning of latin-1 coded bytes.
     host = host.lower() if host.isascii() else _idna(host).translate(_ASCII_LOWER)
     if host.startswith("[") and host.endswith("]"):
         v6 = _ipv6(host)
-        result = v6 if v6 is not None else escape(host)
+        result = v6 if v6 is not None else _escape_host(host)
     else:
-        if ".." in host or host.startswith(".") or host.endswith("."):
-            host = ".".join(p for p in host.split(".") if p)
         v4 = _ipv4(host)
-        result = v4 if v4 is not None else escape(host)
+        result = v4 if v4 is not None else _escape_host(host)
     if len(_host_cache) >= _CACHE_MAX:
         _host_cache.clear()
     _host_cache[raw] = result
@@ -197,9 +209,9 @@ def split_url(url: str | bytes) -> tuple[str, str, str, str | None]:
     authority, tail = rest[:end], rest[end:]
     if "@" in authority:
         authority = authority.rpartition("@")[2]
-    if authority.startswith("["):
-        close = authority.find("]")
-        authority = authority[: close + 1] if close > 0 else authority
+    close = authority.find("]") if authority.startswith("[") else -1
+    if close > 0:
+        authority = authority[: close + 1]
     elif ":" in authority:
         authority = authority.partition(":")[0]
     host = canonical_host(authority)
