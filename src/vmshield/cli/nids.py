@@ -153,20 +153,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_rules(paths: list[str], classification: str | None, cfg: EngineConfig) -> Any:
-    from vmshield.engines.net.rules import Classification, RuleSet, Variables
+    from vmshield.engines.net.engine import load_rules
 
     for p in paths:
         if not Path(p).is_file():
             raise OSError(f"{p}: no such file")
-    variables = Variables.default()
-    variables.set_address("HOME_NET", "[" + ",".join(cfg.home_net) + "]")
-    variables.set_address("EXTERNAL_NET", "!$HOME_NET")
-    for k, v in cfg.address_vars.items():
-        variables.set_address(k, v)
-    for k, v in cfg.port_vars.items():
-        variables.set_port(k, v)
-    cls = Classification.load(classification) if classification else Classification.default()
-    rs = RuleSet.load(paths=paths, variables=variables, classification=cls)
+    rs = load_rules(paths, cfg, classification)
     return rs, list(rs.rejected)
 
 

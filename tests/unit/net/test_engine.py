@@ -316,3 +316,80 @@ def test_truncated_icmp_header_does_not_break_community_id() -> None:
     an = [ev.data for ev in r.events if ev.event_type == "anomaly"]
     assert an and an[0]["anomaly"]["event"] == "decoder.icmpv4.pkt_too_small"
     assert an[0]["community_id"].startswith("1:")
+
+
+def _url_db(tmp_path, expression: str, category: str):  # type: ignore[no-untyped-def]
+    from vmshield.engines.net.urls import UrlDatabase
+    from vmshield.engines.net.urls.db import DatabaseBuilder, category_bits
+
+    b = DatabaseBuilder()
+    b.add_expression(expression, category_bits(category))
+    b.write(tmp_path / "u.db")
+    return UrlDatabase(tmp_path / "u.db")
+
+
+def test_malicious_http_url_gets_a_block_page(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    e = Engine(EngineConfig(mode="ips"), url_db=_url_db(tmp_path, "bad.example/", "malicious"))
+    c = TcpConv().handshake()
+    c.send(b"GET /x/y HTTP/1.1\r\nHost: bad.example\r\n\r\n")
+    c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz", toserver=False)
+    results = [e.process(f, ts) for ts, f in c.frames]
+    req = results[3]
+    assert req.verdict.action == Action.RESET and req.verdict.block_page is not None
+    page = req.verdict.block_page.http_response()
+    assert page.startswith(b"HTTP/1.1 403") and b"malicious" in page
+    url = [ev.data for ev in req.events if ev.event_type == "url"]
+    assert url and url[0]["url"]["action"] == "blocked" and url[0]["url"]["source"] == "http"
+    assert results[4].verdict.action == Action.DROP  # the rest of the flow does not pass
+
+
+def test_malicious_sni_resets_and_dns_name_is_reported(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = _url_db(tmp_path, "evil.example/", "phishing")
+    e = Engine(EngineConfig(mode="ips"), url_db=db)
+    c = TcpConv(sport=443).handshake()
+    c.send(client_hello("login.evil.example", ciphers=[0x1301]))
+    r = [e.process(f, ts) for ts, f in c.frames][-1]
+    assert r.verdict.action == Action.RESET
+    assert [ev.data["url"]["source"] for ev in r.events if ev.event_type == "url"] == ["tls.sni"]
+    q = bytes(DNS(id=3, rd=1, qd=DNSQR(qname="www.evil.example")))
+    r2 = e.process(udp_frame(CLIENT, SERVER, 40001, 53, q), 2.0)
+    assert [ev.data["url"]["source"] for ev in r2.events if ev.event_type == "url"] == ["dns"]
+    assert r2.verdict.action == Action.ACCEPT  # url.dns-action defaults to alert
+
+
+class _Finding:
+    def __init__(self, event: Event | None, source: str) -> None:
+        self.event, self.action, self.block_minutes, self.source = event, "block", 60, source
+
+
+class _SynCounter:
+    """A detector in the engine's attack interface: `process(packet) -> findings`."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def process(self, p):  # type: ignore[no-untyped-def]
+        if p.proto == 6 and p.tcp_flags == 0x02:
+            self.seen += 1
+            if self.seen == 3:
+                ev = Event(
+                    event_type="attack",
+                    data={"src_ip": p.src, "attack": {"name": "Scan.Generic.PortScan.TCP"}},
+                )
+                return [_Finding(ev, p.src)]
+        return []
+
+
+def test_attack_detector_findings_become_block_source_verdicts() -> None:
+    det = _SynCounter()
+    e = Engine(EngineConfig(mode="ips"), attacks=det)
+    out = [e.process(bytes(Ether() / IP(src="172.16.5.5", dst=SERVER) / TCP(sport=999, dport=p, flags="S")), 1.0 + p)
+           for p in (21, 22, 23)]  # fmt: skip
+    assert [r.verdict.action for r in out] == [Action.ACCEPT, Action.ACCEPT, Action.BLOCK_SOURCE]
+    v = out[2].verdict
+    assert v.block_address == "172.16.5.5" and v.block_minutes == 60
+    ev = [x for x in out[2].events if x.event_type == "attack"]
+    assert ev and "flow_id" in ev[0].data
+    ids = Engine(EngineConfig(mode="ids"), attacks=_SynCounter())
+    r = [ids.process(bytes(Ether() / IP(src="172.16.5.5", dst=SERVER) / TCP(sport=9, dport=p, flags="S")), 1.0) for p in (1, 2, 3)]  # fmt: skip
+    assert r[2].verdict.action == Action.ACCEPT and r[2].events  # reported, never blocked

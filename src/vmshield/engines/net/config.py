@@ -47,7 +47,7 @@ class EngineConfig:
     http_request_body_limit: int = 100 * 1024
     http_response_body_limit: int = 100 * 1024
     http_max_header: int = 64 * 1024
-    http_max_tx: int = 256
+    http_max_tx: int = 32  # unanswered requests per connection (pipelining depth)
     tls_max_handshake: int = 64 * 1024
     tls_encryption_handling: str = "bypass"  # "bypass" | "track-only" | "full"
     # verdicts

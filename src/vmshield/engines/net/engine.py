@@ -29,7 +29,6 @@ from vmshield.engines.net.decode import SUPPORTED_LINKTYPES, decode
 from vmshield.engines.net.defrag import Defragmenter
 from vmshield.engines.net.flow import (
     PROTO_ICMP,
-    PROTO_ICMPV6,
     STATE_CLOSED,
     STATE_ESTABLISHED,
     Flow,
@@ -154,6 +153,7 @@ class Engine:
         self.url_db = url_db
         self.attacks = attacks
         self.ips = cfg.mode == "ips"
+        self._bypass_ok = cfg.bypass and self.ips
         timeouts: dict[int, tuple[float, float, float]] = {}
         for name, vals in cfg.flow_timeouts.items():
             proto = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP, "default": 0}[name]
@@ -227,7 +227,7 @@ class Engine:
 
         f, toserver = self.flows.get_or_create(p)
         f.update(p, toserver)
-        if not p.is_fragment:
+        if not p.is_fragment and (p.anomalies or self.attacks is not None):
             verdict, events = self._attacks_and_anomalies(p, f, verdict, events)
         if f.bypassed and verdict.action <= Action.BYPASS:
             return self._result(BYPASS if self.ips else ACCEPT, events)
@@ -263,14 +263,15 @@ class Engine:
         elif p.proto == PROTO_UDP and p.payload:
             events = self._udp_app(p, f, app, toserver, ctxs, events)
 
-        verdict, events = self._detect(p, f, app, toserver, chunk, ctxs, verdict, events)
+        if self.rules is not None or self._pending_verdict is not None:
+            verdict, events = self._detect(p, f, app, toserver, chunk, ctxs, verdict, events)
 
-        if f.state == STATE_CLOSED and f.app is not None:
+        if f.state == STATE_CLOSED:
             events = self._close_app(f, events)
         if (
-            self.config.bypass
-            and self.ips
-            and verdict.action == Action.ACCEPT
+            self._bypass_ok
+            and verdict is ACCEPT
+            and f.streams is not None
             and not f.action
             and self._done(f)
         ):
@@ -818,6 +819,28 @@ class Engine:
             self._pending = self._end_flow(f, self._pending)
 
 
+def load_rules(
+    paths: Sequence[str], config: EngineConfig, classification: str | None = None
+) -> Any:
+    """A RuleSet from rule files with the address and port variables of `config`.
+
+    HOME_NET comes from `config.home_net` and EXTERNAL_NET is `!$HOME_NET` (Suricata's default);
+    `config.address_vars` / `port_vars` add or override groups. Rejected rules are in
+    `.rejected` (file, line, sid, keyword, reason); the caller reports them.
+    """
+    from vmshield.engines.net.rules import Classification, RuleSet, Variables
+
+    variables = Variables.default()
+    variables.set_address("HOME_NET", "[" + ",".join(config.home_net) + "]")
+    variables.set_address("EXTERNAL_NET", "!$HOME_NET")
+    for k, v in config.address_vars.items():
+        variables.set_address(k, v)
+    for k, v in config.port_vars.items():
+        variables.set_port(k, v)
+    cls = Classification.load(classification) if classification else Classification.default()
+    return RuleSet.load(paths=list(paths), variables=variables, classification=cls)
+
+
 def _html(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
@@ -829,5 +852,5 @@ __all__ = [
     "Engine",
     "PacketResult",
     "Verdict",
-    "PROTO_ICMPV6",
+    "load_rules",
 ]
