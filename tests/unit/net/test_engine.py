@@ -393,3 +393,35 @@ def test_attack_detector_findings_become_block_source_verdicts() -> None:
     ids = Engine(EngineConfig(mode="ids"), attacks=_SynCounter())
     r = [ids.process(bytes(Ether() / IP(src="172.16.5.5", dst=SERVER) / TCP(sport=9, dport=p, flags="S")), 1.0) for p in (1, 2, 3)]  # fmt: skip
     assert r[2].verdict.action == Action.ACCEPT and r[2].events  # reported, never blocked
+
+
+def test_protocol_detection_across_tiny_first_segments() -> None:
+    # "GE" alone says nothing; the rest arrives in a large segment: nothing may be lost.
+    e = Engine()
+    c = TcpConv(sport=8080).handshake()
+    c.send(b"GE")
+    c.send(b"T /tiny HTTP/1.1\r\nHost: tiny.example\r\nX-Pad: " + b"p" * 600 + b"\r\n\r\n")
+    c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", toserver=False)
+    events, _ = _run(e, c.frames)
+    http = [ev.data["http"] for ev in events if ev.event_type == "http"]
+    assert http == [
+        {
+            "hostname": "tiny.example",
+            "url": "/tiny",
+            "http_method": "GET",
+            "protocol": "HTTP/1.1",
+            "status": 200,
+            "length": 0,
+        }
+    ]
+
+
+def test_unknown_protocol_is_not_guessed_mid_stream() -> None:
+    e = Engine()
+    c = TcpConv(sport=7000).handshake()
+    c.send(b"\x01\x02binary-protocol-hello" + b"\x00" * 40)
+    c.send(b"\x07\x08binary-reply" + b"\x00" * 40, toserver=False)
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # looks like HTTP, but the flow is not HTTP
+    events, _ = _run(e, c.frames)
+    assert not [ev for ev in events if ev.event_type == "http"]
+    assert e.stats()["app_proto"] == {}

@@ -99,6 +99,7 @@ _BYPASS_RESULT = PacketResult(BYPASS, ())
 # window start (so content split over segments matches); the window restarts with an overlap.
 INSPECT_WINDOW = 4096
 INSPECT_OVERLAP = 512
+PROBE_MAX = 512  # bytes of a direction kept while its protocol is not yet recognised
 
 _BLOCK_HTML = (
     "<!doctype html><html><head><title>Blocked</title></head><body>"
@@ -409,11 +410,13 @@ class Engine:
     ) -> list[Event] | None:
         cfg = self.config
         if not f.app_proto:
+            if (f.app_proto_ts if toserver else f.app_proto_tc) == "failed":
+                return events  # this direction already said "not ours": no guessing mid-stream
             d = app.ts if toserver else app.tc
-            probe = d.probe + chunk[:256]
-            proto = detect_tcp(probe, toserver)
-            if proto == "" and len(probe) < 256:
-                d.probe = probe
+            full = d.probe + chunk
+            proto = detect_tcp(full[:PROBE_MAX], toserver)
+            if proto == "" and len(full) < PROBE_MAX:
+                d.probe = full  # wait for more bytes (bounded by PROBE_MAX)
                 return events
             d.probe = b""
             if proto in ("", "unknown"):
@@ -437,7 +440,12 @@ class Engine:
                 )
             elif proto == "tls":
                 app.parser = TlsState(cfg.tls_max_handshake)
-            chunk = probe if len(probe) >= len(chunk) else chunk
+            chunk = full
+            # Bytes the other direction sent while undetermined came first: parse them first.
+            od = app.tc if toserver else app.ts
+            if od.probe:
+                early, od.probe = od.probe, b""
+                events = self._tcp_app(p, f, app, not toserver, early, ctxs, events)
         proto = f.app_proto
         if proto == "http":
             parser: HttpParser = app.parser
