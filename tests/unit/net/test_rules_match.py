@@ -571,3 +571,34 @@ def test_pcre_backtracking_is_bounded() -> None:
     assert run(rs, b"a" * 48) == [2]
     assert rs.pcre_timeouts == 1
     assert run(rs, b"aaab") == [1, 2]
+
+
+def test_fragbits_fragoffset_ipopts() -> None:
+    def hdr(flags_off: int, opts: bytes = b"") -> bytes:
+        ihl = (20 + len(opts)) // 4
+        return bytes([0x40 | ihl, 0, 0, 40, 0, 1]) + flags_off.to_bytes(2, "big") + bytes(12) + opts
+
+    h = "alert ip any any -> any any"
+    df, mf = hdr(0x4000), hdr(0x2000 | 0x0003)
+    assert one("fragbits:D;", b"", header=h, ip_hdr=df) and not one(
+        "fragbits:M;", b"", header=h, ip_hdr=df
+    )
+    assert one("fragbits:*MD;", b"", header=h, ip_hdr=mf)
+    assert not one("fragbits:+D;", b"", header=h, ip_hdr=df)  # '+' wants another bit as well
+    assert one("fragbits:+M;", b"", header=h, ip_hdr=hdr(0x6000))
+    assert one("fragbits:!D;", b"", header=h, ip_hdr=mf)
+    assert one("fragoffset:3;", b"", header=h, ip_hdr=mf) and one(
+        "fragoffset:>2;", b"", header=h, ip_hdr=mf
+    )
+    assert one("fragoffset:!0;", b"", header=h, ip_hdr=mf) and not one(
+        "fragoffset:0;", b"", header=h, ip_hdr=mf
+    )
+    rr = hdr(0, bytes([7, 7, 4, 0, 0, 0, 0, 0]))
+    assert one("ipopts:rr;", b"", header=h, ip_hdr=rr) and one(
+        "ipopts:any;", b"", header=h, ip_hdr=rr
+    )
+    assert not one("ipopts:lsrr;", b"", header=h, ip_hdr=rr) and not one(
+        "ipopts:any;", b"", header=h, ip_hdr=df
+    )
+    bad = RuleSet.from_text("alert ip any any -> any any (fragbits:Q; sid:1;)")
+    assert bad.rejected[0].keyword == "fragbits"

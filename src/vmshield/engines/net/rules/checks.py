@@ -226,3 +226,81 @@ def tls_version(kw: str, value: str) -> Check:
         return ver is not None and ((ver in wants) != neg)
 
     return check
+
+
+_FRAG_BITS = {"M": 0x20, "D": 0x40, "R": 0x80}  # the bits of the IPv4 flags byte
+
+
+def fragbits(value: str) -> Check:
+    """fragbits:[!+*]<MDR> with Suricata's semantics (`+` needs another bit set too)."""
+    v = value.strip()
+    mod = v[0] if v and v[0] in "!+*" else ""
+    bits = 0
+    for ch in v[len(mod) :].strip():
+        if ch.upper() not in _FRAG_BITS:
+            raise ValueError(f"unknown fragment bit '{ch}' in '{value}'")
+        bits |= _FRAG_BITS[ch.upper()]
+    if not bits:
+        raise ValueError(f"no fragment bits in '{value}'")
+
+    def check(env: Any) -> bool:
+        h = env.p.ip_hdr
+        if env.p.ip_version != 4 or len(h) < 8:
+            return False
+        f = h[6] & 0xE0
+        if mod == "*":
+            return f & bits != 0
+        if mod == "+":
+            return f & bits == bits and f - bits > 0
+        if mod == "!":
+            return f & bits != bits
+        return f == bits
+
+    return check
+
+
+def fragoffset(value: str) -> Check:
+    """fragoffset:[!<>]N against the IPv4 header's 13-bit fragment offset field."""
+    m = re.fullmatch(r"\s*([!<>]?)\s*(\d+)\s*", value)
+    if not m or int(m.group(2)) > 0x1FFF:
+        raise ValueError(f"bad fragoffset '{value}'")
+    t = UInt({"": "=", "!": "!=", "<": "<", ">": ">"}[m.group(1)], int(m.group(2)))
+
+    def check(env: Any) -> bool:
+        h = env.p.ip_hdr
+        if env.p.ip_version != 4 or len(h) < 8:
+            return False
+        return t(int.from_bytes(h[6:8], "big") & 0x1FFF)
+
+    return check
+
+
+_IPOPTS = {"eol": 0, "nop": 1, "rr": 7, "ts": 68, "sec": 130, "lsrr": 131, "esec": 133,
+           "satid": 136, "ssrr": 137}  # fmt: skip
+
+
+def ipopts(value: str) -> Check:
+    name = value.strip().lower()
+    if name != "any" and name not in _IPOPTS:
+        raise ValueError(f"unknown IP option '{value}'")
+    want = _IPOPTS.get(name)
+
+    def check(env: Any) -> bool:
+        h = env.p.ip_hdr
+        if env.p.ip_version != 4 or len(h) <= 20:
+            return False
+        opts = h[20 : (h[0] & 0x0F) * 4]
+        i = 0
+        seen = set()
+        while i < len(opts):
+            t = opts[i]
+            seen.add(t)
+            if t in (0, 1):
+                i += 1
+                continue
+            if i + 1 >= len(opts) or opts[i + 1] < 2:
+                break
+            i += opts[i + 1]
+        return bool(seen) if want is None else want in seen
+
+    return check

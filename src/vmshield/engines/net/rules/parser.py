@@ -82,7 +82,7 @@ STICKY: dict[str, str] = {
     "tls_cert_issuer": "tls.cert_issuer", "tls_cert_serial": "tls.cert_serial",
     "tls_cert_fingerprint": "tls.cert_fingerprint", "ja3s_hash": "ja3s.hash",
     "ja3_string": "ja3.string", "ja3s_string": "ja3s.string",
-    "ipv4.hdr": "ipv4.hdr", "ipv6.hdr": "ipv6.hdr", "tcp.hdr": "tcp.hdr", "udp.hdr": "udp.hdr",
+    "ipv4.hdr": "ipv4.hdr", "ipv6.hdr": "ipv6.hdr", "tcp.hdr": "tcp.hdr",
 }  # fmt: skip
 for _n in (
     "uri", "uri.raw", "method", "host", "host.raw", "user_agent", "header", "header.raw",
@@ -104,7 +104,7 @@ LEGACY: dict[str, str] = {
     "http_stat_msg": "http.stat_msg",
 }  # fmt: skip
 # Buffers that belong to the packet (not to an app-layer transaction).
-PACKET_BUFFERS = {"pkt", "ipv4.hdr", "ipv6.hdr", "tcp.hdr", "udp.hdr"}
+PACKET_BUFFERS = {"pkt", "ipv4.hdr", "ipv6.hdr", "tcp.hdr"}
 # Buffers Suricata normalises to lower case: patterns with upper case can never match.
 _LOWER_BUFFERS = {"http.host"}
 
@@ -1092,6 +1092,14 @@ def _numeric(b: _Builder, k: str, v: str | None) -> None:
     if k == "dsize" and b.r.stream_mode is None:
         b.r.stream_mode = "no_stream"  # dsize only applies to packets
     _check(b, f)
+
+
+@kw("fragbits", "fragoffset", "ipopts")
+def _ipv4_bits(b: _Builder, k: str, v: str | None) -> None:
+    try:
+        _check(b, getattr(checks, k)(unquote(v, k)))
+    except ValueError as e:
+        raise RuleReject(k, str(e)) from None
 
 
 @kw("sameip")
