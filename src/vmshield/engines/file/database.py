@@ -82,6 +82,7 @@ class _Builder:
         self.body: list[BodySig] = []
         self.logical: list[LogicalSig] = []
         self.yara_sources: dict[str, str] = {}
+        self.yara_compiled: list[Any] = []
         self.yara_anchors: list[bytes] = []
         self.yara_always = False  # a rule the prefilter cannot gate: run YARA on every buffer
         self.ignore: set[str] = set()
@@ -176,12 +177,13 @@ class _Builder:
             self.reject(label, 0, f"YARA file is not UTF-8: {exc}")
             return
         try:
-            n = yara_rules.check(source, label)
+            n, compiled = yara_rules.check(source, label)
         except yara_rules.YaraError as exc:
             # YARA cannot skip one rule: the whole file is refused, the line says where.
             self.reject(label, exc.line, f"{exc.reason} (file not loaded)")
             return
         self.yara_sources[f"ns{len(self.yara_sources)}"] = source
+        self.yara_compiled.append(compiled)
         try:
             gates = yara_rules.prefilter_anchors(source)
         except Exception:  # noqa: BLE001 - a prefilter failure only costs speed
@@ -218,9 +220,11 @@ class Database:
         self.fp = b.fp
         self.body: tuple[BodySig, ...] = tuple(s for s in b.body if s.name not in ign)
         self.logical: tuple[LogicalSig, ...] = tuple(s for s in b.logical if s.name not in ign)
-        self.yara_saved: bytes | None = (
-            yara_rules.compile_all(b.yara_sources) if b.yara_sources else None
-        )
+        self.yara_saved: bytes | None = None
+        if len(b.yara_compiled) == 1:  # already compiled while checking it: do not do it twice
+            self.yara_saved = yara_rules.save(b.yara_compiled[0])
+        elif b.yara_sources:
+            self.yara_saved = yara_rules.compile_all(b.yara_sources)
         self.yara_anchors: tuple[bytes, ...] = tuple(dict.fromkeys(b.yara_anchors))
         self.yara_always: bool = b.yara_always
         self.stats: dict[str, int] = dict(b.stats)

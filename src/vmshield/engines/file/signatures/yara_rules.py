@@ -16,8 +16,9 @@ class YaraError(ValueError):
         self.reason = reason
 
 
-def check(source: str, name: str) -> int:
-    """Compile one file's rules alone; return how many rules it holds or raise YaraError."""
+def check(source: str, name: str) -> tuple[int, yara.Rules]:
+    """Compile one file's rules alone; return how many rules it holds (and the compiled rules)
+    or raise YaraError."""
     try:
         rules = yara.compile(source=source, includes=False)  # no reading other files
     except yara.SyntaxError as exc:
@@ -28,7 +29,15 @@ def check(source: str, name: str) -> int:
         raise YaraError(0, f"YARA: {exc}") from None
     except ValueError as exc:  # e.g. a NUL byte in the source
         raise YaraError(0, f"YARA: {exc}") from None
-    return sum(1 for _ in rules)
+    return sum(1 for _ in rules), rules
+
+
+def save(rules: yara.Rules) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    rules.save(file=buf)
+    return buf.getvalue()
 
 
 def compile_all(sources: dict[str, str]) -> bytes:
