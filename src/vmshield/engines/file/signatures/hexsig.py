@@ -10,7 +10,6 @@ verifies a candidate, so wildcards never enter the multi-pattern automaton.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 MAX_SIG_HEX = 64 * 1024  # a body signature longer than this is refused rather than compiled
