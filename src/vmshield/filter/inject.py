@@ -167,7 +167,9 @@ class Injector:
         seq_after = t.seq + t.payload_len + (1 if t.flags & 0x03 else 0)
         to_sender = tcp_packet(t.dst, t.src, t.dport, t.sport, t.ack, seq_after, 0x14)
         n += self._send(to_sender, t.src, t.dst)
-        to_receiver = tcp_packet(t.src, t.dst, t.sport, t.dport, seq_after, t.ack, 0x14)
+        # The current packet is dropped, so the receiver still expects t.seq: a RST with any other
+        # sequence number only earns a challenge ACK (RFC 5961) and leaves the peer hanging.
+        to_receiver = tcp_packet(t.src, t.dst, t.sport, t.dport, t.seq, t.ack, 0x14)
         n += self._send(to_receiver, t.dst, t.src)
         return n
 

@@ -6,12 +6,13 @@ end the engine reads. Every frame a VM sends enters the bridge through its port'
 mirroring ingress of every port sees each frame once. Nothing is ever dropped here.
 
 The reader uses TPACKET_V3 (blocks of frames shared with the kernel, no copy per recv) and
-PACKET_FANOUT hashed by flow, so several worker processes share one mirror port and one flow
-always lands on one worker.
+PACKET_FANOUT (a classic BPF program hashing the address pair), so several worker processes
+share one mirror port and all traffic between two hosts lands on one worker.
 """
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import select
 import socket
@@ -25,6 +26,8 @@ PACKET_RX_RING = 5
 PACKET_VERSION = 10
 PACKET_FANOUT = 18
 PACKET_FANOUT_HASH = 0
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_DATA = 22
 PACKET_FANOUT_FLAG_DEFRAG = 0x8000
 TPACKET_V3 = 2
 TP_STATUS_KERNEL = 0
@@ -96,6 +99,7 @@ class RingReader:
         block_size: int = 1 << 20,
         block_nr: int = 32,
         retire_ms: int = 10,
+        fanout_members: int = 1,
     ) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         try:
@@ -114,10 +118,7 @@ class RingReader:
             self.sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
             self.sock.bind((ifname, ETH_P_ALL))
             if fanout_group is not None:
-                arg = (fanout_group & 0xFFFF) | (
-                    (PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16
-                )
-                self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, arg)
+                self._join_fanout(fanout_group, fanout_members)
             self.ring = mmap.mmap(
                 self.sock.fileno(),
                 block_size * block_nr,
@@ -133,6 +134,28 @@ class RingReader:
         self._poll = select.poll()
         self._poll.register(self.sock.fileno(), select.POLLIN | select.POLLERR)
         self.frames = 0
+
+    def _join_fanout(self, group: int, members: int) -> None:
+        """Join a fanout group that spreads frames by IPv4 address pair (src ^ dst) % members.
+
+        The kernel's own PACKET_FANOUT_HASH hashes the 5-tuple, which would split one scanner's
+        probes over several workers; detectors need every packet between two hosts in one place,
+        like NFQUEUE's --queue-balance. Non-IPv4 frames are spread by whatever sits at those offsets.
+        """
+        arg = (group & 0xFFFF) | ((PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_DEFRAG) << 16)
+        self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", arg))
+        prog = [
+            (0x20, 0, 0, 12),  # ld [12]   source address (offsets from the IP header)
+            (0x07, 0, 0, 0),  # tax
+            (0x20, 0, 0, 16),  # ld [16]   destination address
+            (0xAC, 0, 0, 0),  # xor x
+            (0x94, 0, 0, max(1, members)),  # mod #members
+            (0x16, 0, 0, 0),  # ret a
+        ]
+        buf = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *ins) for ins in prog))
+        self._fprog = buf  # kept alive while the kernel copies it
+        fprog = struct.pack("=H6xQ", len(prog), ctypes.addressof(buf))
+        self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA, fprog)
 
     def close(self) -> None:
         self.ring.close()

@@ -90,6 +90,7 @@ class QueuedPacket:
     hwaddr: bytes = b""  # source MAC of the frame, when the kernel knows it
     vlan: int = 0
     gso: bool = False
+    cap_len: int = 0  # original length when the kernel truncated the payload (0: whole packet)
 
 
 def _attr(atype: int, value: bytes) -> bytes:
@@ -291,6 +292,8 @@ def _parse_packet(body: memoryview) -> QueuedPacket | None:
         elif atype == NFQA_HWADDR and len(v) >= 4:
             alen = struct.unpack_from("!H", v)[0]
             pkt.hwaddr = bytes(v[4 : 4 + min(alen, 8)])
+        elif atype == NFQA_CAP_LEN and len(v) >= 4:
+            pkt.cap_len = struct.unpack_from("!I", v)[0]
         elif atype == NFQA_SKB_INFO and len(v) >= 4:
             pkt.gso = bool(struct.unpack_from("!I", v)[0] & NFQA_SKB_GSO)
         elif atype == NFQA_VLAN and len(v) >= 8:

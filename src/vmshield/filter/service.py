@@ -244,6 +244,26 @@ def _excluded(
     return act
 
 
+def _worker_stats(
+    events: Any, cfg: ProtectionConfig, key: int, insp: Any, verdicts: dict[str, int]
+) -> None:
+    """Counters of a worker at stop: packets, verdicts, the engine's own counters."""
+    engine = getattr(insp, "engine", None)
+    data = {
+        "filter": {
+            "state": "worker_stats",
+            "name": cfg.name,
+            "worker": key,
+            "verdicts": verdicts,
+            "engine": dict(getattr(engine, "counters", {}) or {}),
+        }
+    }
+    with contextlib.suppress(Exception):
+        events.put(
+            eve_line(Event(event_type="filter", severity=SEVERITY_INFO, data=data)), timeout=1.0
+        )
+
+
 def _nfq_worker(
     cfg: ProtectionConfig, insp: I.Inspector, qnum: int, events: Any, ready: Any, stop: Any
 ) -> None:
@@ -261,6 +281,7 @@ def _nfq_worker(
     names: dict[int, str] = {}
     excl_cache: dict[bytes, str | None] = {}
     mark = R.BYPASS_MARK
+    verdicts: dict[str, int] = {}
     reported_lost = 0
     try:
         while not stop.is_set():
@@ -330,6 +351,9 @@ def _nfq_worker(
                     action = I.ACCEPT if action != I.BYPASS else action
                 elif d.block_src:
                     blocker.block(d.block_src, d.block_seconds or cfg.block_seconds, d.events)
+                verdicts[action] = verdicts.get(action, 0) + 1
+                if pk.cap_len > len(ip):
+                    verdicts["truncated"] = verdicts.get("truncated", 0) + 1
                 if action == I.ACCEPT:
                     max_accept = max(max_accept, pk.packet_id)
                 elif action == I.BYPASS:
@@ -355,6 +379,7 @@ def _nfq_worker(
                 nfq.batch_accept(max_accept)
             nfq.flush()
     finally:
+        _worker_stats(events, cfg, qnum, insp, verdicts)
         nfq.close()
         inj.close()
         _ = NF_ACCEPT
@@ -363,6 +388,7 @@ def _nfq_worker(
 def _mirror_worker(
     cfg: ProtectionConfig,
     insp: I.Inspector,
+    key: int,
     ifname: str,
     group: int,
     events: Any,
@@ -375,8 +401,8 @@ def _mirror_worker(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sink = _EventSink(events, cfg)
-    reader = RingReader(ifname, fanout_group=group)
-    ready.put(group)
+    reader = RingReader(ifname, fanout_group=group, fanout_members=cfg.workers)
+    ready.put(key)
     excl_cache: dict[bytes, str | None] = {}
     try:
         while not stop.is_set():
@@ -515,6 +541,7 @@ class NetworkProtection:
                 args=(
                     self.cfg,
                     self._inspector,
+                    key,
                     self._mirror_if,
                     self._fanout_group(),
                     self._events,

@@ -327,6 +327,9 @@ class Lab:
         policy = write_lab_policy(sdir, block_seconds)
         st.service_dir = str(sdir)
         st.eve = str(sdir / "eve.json")
+        for old in ("eve.json", "heartbeat"):  # a new lab starts a new record
+            with contextlib.suppress(FileNotFoundError):
+                (sdir / old).unlink()
         ready = sdir / "ready"
         with contextlib.suppress(FileNotFoundError):
             ready.unlink()
@@ -365,7 +368,7 @@ class Lab:
             if len(parts) == 2 and parts[1] in names:
                 text = f"{parts[0]} {names[parts[1]]}"
             cmd += ["--exclude", text]
-        log = open(sdir / "service.log", "ab")  # noqa: SIM115 (handed to the child)
+        log = open(sdir / "service.log", "wb")  # noqa: SIM115 (handed to the child)
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
         log.close()
         st.service_pid = proc.pid

@@ -59,10 +59,44 @@ def _handler(name: str) -> type[http.server.BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def do_POST(self) -> None:  # noqa: N802
+            # Uploads are read and discarded (bounded), then answered like a GET: lets tests and
+            # benchmarks move bulk data in both directions of one connection.
+            try:
+                left = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                self.send_error(400, "bad Content-Length")
+                return
+            if not 0 <= left <= 64 << 20:
+                self.send_error(413, "upload too large")
+                return
+            while left > 0:
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    return
+                left -= len(chunk)
+            self.do_GET()
+
         def log_message(self, format: str, *args: object) -> None:
             pass
 
     return Handler
+
+
+class _TlsServer(http.server.ThreadingHTTPServer):
+    """TLS handshake in the connection's thread, with a timeout: a client that never finishes
+    (e.g. reset by the filter mid-handshake) must not stall the accept loop."""
+
+    daemon_threads = True
+    ssl_context: ssl.SSLContext
+
+    def finish_request(self, request, client_address):  # type: ignore[no-untyped-def]
+        request.settimeout(10)
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        super().finish_request(tls, client_address)
 
 
 def _self_signed(name: str, directory: str) -> tuple[str, str]:
@@ -162,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         cert, key = _self_signed(args.name, tmp)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
-        httpsd = http.server.ThreadingHTTPServer(("0.0.0.0", args.https), _handler(args.name))
-        httpsd.socket = ctx.wrap_socket(httpsd.socket, server_side=True)
+        httpsd = _TlsServer(("0.0.0.0", args.https), _handler(args.name))
+        httpsd.ssl_context = ctx
         threads.append(threading.Thread(target=httpsd.serve_forever, daemon=True))
     if args.dns:
         threads.append(

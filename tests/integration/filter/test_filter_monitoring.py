@@ -1,0 +1,123 @@
+"""Monitoring mode (tc mirror + AF_PACKET ring): the same attacks give the same events, nothing is
+blocked; and what happens to traffic when the SVM is killed (fail-open / fail-closed)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from filterlab_lib import events, http, lab_up, ns, wait_events
+
+from vmshield.filter import sysnet
+from vmshield.lab.attacks import LAB_BLOCKED_HTTP, LAB_BLOCKED_TLS, LAB_IDS_SID, run_attack
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def test_monitoring_reports_the_same_attacks_and_blocks_nothing(tmp_path: Path) -> None:
+    with lab_up(tmp_path, vms=2, protect="monitoring") as st:
+        attacker = st.host("attacker").address
+        vm1 = st.host("vm1").address
+        # No inline rules and no block set: the mirror only copies.
+        assert f"VMS-{st.prefix}" not in sysnet.ipt("-S")
+        filters = subprocess.run(
+            ["tc", "filter", "show", "dev", st.host("vm1").port, "ingress"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        assert "mirred" in filters and f"{st.prefix}-mir" in filters
+
+        run_attack(st, "portscan", "attacker", "vm1", wait_events=0)
+        scans = wait_events(
+            st,
+            lambda e: (
+                e.get("event_type") == "attack"
+                and e.get("src_ip") == attacker
+                and e["attack"].get("type") == "portscan"
+            ),
+        )
+        assert scans
+        # The blocked URL and the IDS rule: reported, but the real answers get through.
+        rc, body = http(
+            st,
+            "attacker",
+            "vm1",
+            "/payload.exe",
+            extra=("--resolve", f"{LAB_BLOCKED_HTTP}:80:{vm1}", "-H", f"Host: {LAB_BLOCKED_HTTP}"),
+        )
+        assert rc == 0 and "lab VM vm1" in body
+        p = ns(
+            st,
+            "attacker",
+            "curl",
+            "-sk",
+            "-m",
+            "4",
+            "--resolve",
+            f"{LAB_BLOCKED_TLS}:443:{vm1}",
+            f"https://{LAB_BLOCKED_TLS}/login",
+        )
+        assert p.returncode == 0 and "lab VM vm1" in p.stdout
+        rc, body = http(st, "attacker", "vm1", "/search?q=vmshield-lab-ids-test")
+        assert rc == 0 and "lab VM vm1" in body
+        urls = wait_events(st, lambda e: e.get("event_type") == "url", count=2)
+        assert {u["url"].get("hostname") for u in urls} >= {LAB_BLOCKED_HTTP, LAB_BLOCKED_TLS}
+        assert all(u["url"]["action"] == "allowed" for u in urls)
+        alerts = wait_events(
+            st,
+            lambda e: (
+                e.get("event_type") == "alert" and e["alert"].get("signature_id") == LAB_IDS_SID
+            ),
+        )
+        assert alerts and alerts[0]["alert"]["action"] == "allowed"
+        assert not [e for e in events(st) if e.get("event_type") == "block"]
+        # The scanner was never blocked.
+        assert http(st, "attacker", "vm2")[0] == 0
+        started = [
+            e
+            for e in events(st)
+            if e.get("event_type") == "filter" and e["filter"]["state"] == "started"
+        ]
+        assert started and started[0]["filter"]["mode"] == "monitoring"
+
+
+def _kill_service(st) -> None:  # noqa: ANN001
+    os.kill(st.service_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.waitpid(st.service_pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if not Path(f"/proc/{st.service_pid}").exists():
+            break
+        state = Path(f"/proc/{st.service_pid}/stat").read_text().split()[2]
+        if state == "Z":
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # workers die with the service (PR_SET_PDEATHSIG)
+
+
+def test_killed_svm_fails_open_by_default(tmp_path: Path) -> None:
+    with lab_up(tmp_path, vms=2, protect="standard") as st:
+        assert http(st, "vm1", "vm2")[0] == 0
+        _kill_service(st)
+        # The rules stay, nobody listens on the queues: --queue-bypass lets traffic through.
+        assert f"VMS-{st.prefix}" in sysnet.ipt("-S")
+        rc, body = http(st, "vm1", "vm2", timeout=3)
+        assert rc == 0 and "lab VM vm2" in body
+
+
+def test_killed_svm_fails_closed_when_configured(tmp_path: Path) -> None:
+    with lab_up(tmp_path, vms=2, protect="standard", fail_closed=True) as st:
+        assert http(st, "vm1", "vm2")[0] == 0
+        started = [e for e in events(st) if e.get("event_type") == "filter"]
+        assert started[0]["filter"]["fail_closed"] is True
+        _kill_service(st)
+        assert http(st, "vm1", "vm2", timeout=2)[0] != 0
+        assert ns(st, "vm1", "ping", "-c", "1", "-W", "1", st.host("vm2").address).returncode != 0
