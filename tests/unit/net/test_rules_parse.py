@@ -16,6 +16,7 @@ DOC_EXAMPLES = [
     'alert tcp [192.168.0.0/16,!192.168.0.0/24] any -> any any (msg:"neg"; sid:100;)',
     'alert tcp any [1:80,![2,4]] -> any ![80,443] (msg:"ports"; sid:101;)',
     'alert tcp any any <> any 1024: (msg:"bidir"; sid:102;)',
+    'alert tcp [10.0.0.0/8, 192.168.0.0/16] any -> any [80, 443] (msg:"spaces in lists"; SID:104;)',
     'alert http $HOME_NET any -> $EXTERNAL_NET $HTTP_PORTS (msg:"http"; sid:103;)',
     # meta-keywords.rst
     'alert tcp any any -> any any (msg:"ET INFO test"; gid:1; sid:123; rev:1; classtype:bad-unknown; priority:1; reference:cve,CVE-2014-1234; metadata:created_at 2010_09_23, updated_at 2010_09_23; target:dest_ip;)',
@@ -85,7 +86,7 @@ def test_documentation_examples_all_load() -> None:
 
 
 def test_meta_fields() -> None:
-    rs = RuleSet.from_text(DOC_EXAMPLES[5])
+    rs = RuleSet.from_text(next(r for r in DOC_EXAMPLES if "sid:123;" in r))
     r = rs.rules[0]
     assert (r.sid, r.gid, r.rev, r.msg) == (123, 1, 1, "ET INFO test")
     assert r.classtype == "bad-unknown" and r.category == "Potentially Bad Traffic"

@@ -180,7 +180,26 @@ class Rule:
 
 # ---------------------------------------------------------------------------------------------
 # Tokenising
-_HEADER = re.compile(r"^\s*(\S+)\s+(\S+)\s+(.+?)\s+(->|<>)\s+(.+?)\s*$")
+def _header_tokens(header: str) -> list[str]:
+    """Split the header on white space outside [...] lists (lists may contain spaces)."""
+    toks: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    for ch in header.strip():
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+        if ch.isspace() and depth == 0:
+            if cur:
+                toks.append("".join(cur))
+                cur = []
+            continue
+        if not (ch.isspace() and depth > 0):
+            cur.append(ch)
+    if cur:
+        toks.append("".join(cur))
+    return toks
 
 
 def split_rule(text: str) -> tuple[str, list[tuple[str, str | None]]]:
@@ -222,7 +241,7 @@ def _add_opt(opts: list[tuple[str, str | None]], s: str) -> None:
     if not s:
         return
     k, sep, v = s.partition(":")
-    opts.append((k.strip(), v.strip() if sep else None))
+    opts.append((k.strip().lower(), v.strip() if sep else None))
 
 
 def unquote(v: str | None, kw: str) -> str:
@@ -341,17 +360,16 @@ class _Builder:
 def parse_rule(text: str, variables: Variables, classification: Classification,
                dataset_resolver: Callable[..., None] | None = None) -> Rule:  # fmt: skip
     header, opts = split_rule(text)
-    m = _HEADER.match(header)
-    if not m:
+    toks = _header_tokens(header)
+    if len(toks) != 7 or toks[4] not in ("->", "<>"):
+        if len(toks) == 7 and toks[4] == "=>":
+            raise RuleReject(None, "transactional rules ('=>') are not supported")
         raise RuleReject(None, "bad header: expected 'action proto src sport -> dst dport'")
-    action_s, proto, src_s, dirn, dst_s = m.groups()
+    action_s, proto, src_a, src_p, dirn, dst_a, dst_p = toks
     action = ACTIONS.get(action_s.lower())
     if action is None:
         raise RuleReject(None, f"unknown action '{action_s}'")
-    src_parts = src_s.split()
-    dst_parts = dst_s.split()
-    if len(src_parts) != 2 or len(dst_parts) != 2:
-        raise RuleReject(None, "bad header: address and port expected on each side")
+    src_parts, dst_parts = [src_a, src_p], [dst_a, dst_p]
     proto = proto.lower()
     ipprotos: frozenset[int] | None
     app: str | None = None
