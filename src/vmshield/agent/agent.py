@@ -192,6 +192,7 @@ class Agent:
         self._fail_count = 0
         self._fail_detail = ""
         self._pending: set[asyncio.Task[None]] = set()
+        self._pending_misc: set[asyncio.Future[None]] = set()
         self._info = vminfo.collect(cfg.machine_id, cfg.dmi_uuid, cfg.hostname)
         self.client = AgentClient(
             parse_endpoint(cfg.endpoint),
@@ -222,6 +223,11 @@ class Agent:
             self._remark()
         if w.db_version != self.db_version:
             self._on_db(w.db_version)
+        t = asyncio.ensure_future(self._after_welcome())
+        self._pending_misc.add(t)
+        t.add_done_callback(self._pending_misc.discard)
+
+    async def _after_welcome(self) -> None:
         if self._fail_reported:
             self._fail_reported = False
             # Notices sent while disconnected were lost: report the episode now.

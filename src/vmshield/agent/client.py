@@ -161,10 +161,10 @@ class AgentClient:
             self._slots = asyncio.Semaphore(self.welcome.max_inflight)
             self.conn = conn
             self.connects += 1
-            self.connected.set()
             reader = asyncio.create_task(self._read_loop(conn))
             if self.hooks.on_welcome:
-                asyncio.ensure_future(self.hooks.on_welcome(self.welcome))
+                await self.hooks.on_welcome(self.welcome)  # the profile applies before "connected"
+            self.connected.set()
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
