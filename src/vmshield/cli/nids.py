@@ -80,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
             _err(f"url database {args.url_db}: {exc}")
             return 2
 
-    attacks = None if args.no_attacks else _attack_detector(cfg)
+    try:
+        attacks = None if args.no_attacks else _attack_detector(cfg)
+    except ValueError as exc:  # the attack configuration names the bad setting
+        _err(f"configuration: {exc}")
+        return 2
     engine = Engine(cfg, rules=rules, url_db=url_db, attacks=attacks)
 
     try:
@@ -164,10 +168,7 @@ def _load_rules(paths: list[str], classification: str | None, cfg: EngineConfig)
 
 def _attack_detector(cfg: EngineConfig) -> Any:
     try:
-        from vmshield.engines.net.attacks import AttackDetector
+        from vmshield.engines.net.attacks import AttackConfig, AttackDetector
     except ImportError:
         return None
-    try:
-        return AttackDetector()
-    except TypeError:
-        return None
+    return AttackDetector(AttackConfig.from_dict(cfg.attacks))

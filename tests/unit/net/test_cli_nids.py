@@ -152,3 +152,43 @@ def test_home_net_is_used_by_rules(tmp_path: Path) -> None:
     assert not [o for o in _eve(eve) if o["event_type"] == "alert"]
     assert main([*args, "--home-net", "10.1.0.0/16"]) == 0
     assert [o["alert"]["signature_id"] for o in _eve(eve) if o["event_type"] == "alert"] == [20]
+
+
+def _scan_capture(tmp_path: Path) -> Path:
+    from scapy.layers.inet import IP, TCP
+
+    pkts = []
+    for i, port in enumerate(range(1, 60)):
+        p = Ether() / IP(src="10.7.7.7", dst="10.1.0.20") / TCP(sport=55555, dport=port, flags="S")
+        p.time = 1_700_000_000 + i * 0.01
+        pkts.append(p)
+    path = tmp_path / "scan.pcap"
+    wrpcap(str(path), pkts)
+    return path
+
+
+def test_port_scan_is_reported_with_the_vendor_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pcap = _scan_capture(tmp_path)
+    eve = tmp_path / "eve.json"
+    assert main(["nids", "--pcap", str(pcap), "--eve", str(eve)]) == 0
+    attacks = [o for o in _eve(eve) if o["event_type"] == "attack"]
+    assert [a["attack"]["name"] for a in attacks] == ["Scan.Generic.PortScan.TCP"]
+    assert attacks[0]["src_ip"] == "10.7.7.7"
+    out = capsys.readouterr().out
+    assert "attacks: 1" in out and "block_source" in out
+
+
+def test_attack_thresholds_from_the_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pcap = _scan_capture(tmp_path)
+    cfg = tmp_path / "nids.toml"
+    cfg.write_text("[attacks.tcp_port_scan]\nthreshold = 1000\n")
+    eve = tmp_path / "eve.json"
+    assert main(["nids", "--pcap", str(pcap), "--config", str(cfg), "--eve", str(eve)]) == 0
+    assert not [o for o in _eve(eve) if o["event_type"] == "attack"]
+    cfg.write_text("[attacks.tcp_port_scann]\nthreshold = 1\n")
+    assert main(["nids", "--pcap", str(pcap), "--config", str(cfg), "--eve", str(eve)]) == 2
+    assert "tcp_port_scann" in capsys.readouterr().err

@@ -425,3 +425,69 @@ def test_unknown_protocol_is_not_guessed_mid_stream() -> None:
     events, _ = _run(e, c.frames)
     assert not [ev for ev in events if ev.event_type == "http"]
     assert e.stats()["app_proto"] == {}
+
+
+def test_ipv6_in_a_vlan_http_flow() -> None:
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1Q
+
+    c6, s6 = "2001:db8::10", "2001:db8::20"
+
+    def fr(
+        src: str, dst: str, sp: int, dp: int, flags: str, seq: int, ack: int, data: bytes = b""
+    ) -> bytes:
+        return bytes(
+            Ether()
+            / Dot1Q(vlan=30)
+            / IPv6(src=src, dst=dst)
+            / TCP(sport=sp, dport=dp, flags=flags, seq=seq, ack=ack)
+            / Raw(data)
+        )
+
+    req = b"GET /v6 HTTP/1.1\r\nHost: six.example\r\n\r\n"
+    frames = [
+        (1.0, fr(c6, s6, 5000, 80, "S", 0, 0)),
+        (1.1, fr(s6, c6, 80, 5000, "SA", 100, 1)),
+        (1.2, fr(c6, s6, 5000, 80, "A", 1, 101)),
+        (1.3, fr(c6, s6, 5000, 80, "PA", 1, 101, req)),
+        (
+            1.4,
+            fr(
+                s6,
+                c6,
+                80,
+                5000,
+                "PA",
+                101,
+                1 + len(req),
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            ),
+        ),
+    ]
+    events, _ = _run(Engine(), frames)
+    (h,) = [ev.data for ev in events if ev.event_type == "http"]
+    assert h["src_ip"] == c6 and h["dest_ip"] == s6 and h["vlan"] == [30]
+    assert h["http"]["hostname"] == "six.example"
+
+
+def test_teardrop_and_ping_of_death_reach_the_attack_detector() -> None:
+    from vmshield.engines.net.attacks import AttackDetector
+
+    e = Engine(EngineConfig(mode="ips"), attacks=AttackDetector())
+    a = IP(src="10.66.0.1", dst=SERVER, id=7, flags="MF", frag=0, proto=17) / Raw(b"A" * 48)
+    b = IP(src="10.66.0.1", dst=SERVER, id=7, frag=3, proto=17) / Raw(b"B" * 40)
+    pod_first = IP(src="10.66.0.2", dst=SERVER, id=9, flags="MF", proto=1) / ICMP() / Raw(b"y" * 64)
+    pod_last = IP(src="10.66.0.2", dst=SERVER, id=9, frag=8189, proto=1) / Raw(b"x" * 100)
+    results = [
+        e.process(bytes(Ether() / pkt), 1.0 + i / 10)
+        for i, pkt in enumerate((a, b, pod_first, pod_last))
+    ]
+    names = [
+        ev.data["attack"]["name"] for r in results for ev in r.events if ev.event_type == "attack"
+    ]
+    assert "DoS.Generic.Teardrop" in names and "DoS.Generic.PingOfDeath" in names
+    assert (
+        results[1].verdict.action == Action.BLOCK_SOURCE
+        and results[1].verdict.block_address == "10.66.0.1"
+    )
+    assert results[3].verdict.block_minutes == 60

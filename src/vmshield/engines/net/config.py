@@ -66,6 +66,9 @@ class EngineConfig:
     out_url: bool = True
     community_id: bool = True
     max_events_per_packet: int = 64  # bound on what one packet can emit
+    # [attacks] table, handed as is to the attack detector's own configuration
+    # (`vmshield.engines.net.attacks.AttackConfig.from_dict`, which checks it).
+    attacks: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -162,6 +165,11 @@ class EngineConfig:
                     value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise ConfigError(f"{source}: {key}: expected a list of CIDRs")
+            if attr == "attacks":
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: attacks: expected a table")
+                kw[attr] = value
+                continue
             if attr in ("address_vars", "port_vars") and not (
                 isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
             ):
@@ -218,6 +226,7 @@ _TOML_KEYS = {
     "outputs.url": "out_url",
     "outputs.community-id": "community_id",
     "outputs.max-events-per-packet": "max_events_per_packet",
+    "attacks": "attacks",
 }
 # Tables whose whole value is one setting (not descended into).
 _LEAF_TABLES = {
@@ -227,6 +236,7 @@ _LEAF_TABLES = {
     "flow.timeouts.default",
     "vars.address-groups",
     "vars.port-groups",
+    "attacks",
 }
 
 

@@ -394,7 +394,8 @@ class Engine:
                         reason="attack",
                     ),
                 )
-            elif action in ("drop", "block", "blocked"):
+            elif action in ("drop", "block", "blocked", "terminate"):
+                # "terminate": drop the attack's packets without blocking the (spoofed) source.
                 verdict = self._merge(verdict, Verdict(Action.DROP, reason="attack"))
         return verdict, events
 
