@@ -293,7 +293,8 @@ def lines_for(result: ScanResult) -> list[str]:
     for e in result.encrypted:
         out.append(f"{p}//{e}: Encrypted")
     for e in result.errors:
-        out.append(f"{p}: ERROR {e}")
+        if not e.startswith("(speculative)"):  # JSON output keeps those notes
+            out.append(f"{p}: ERROR {e}")
     if not out:
         out.append(f"{p}: OK")
     return out

@@ -128,13 +128,23 @@ class Scanner:
                 self._limit(result, exc, inner)
                 break
             mpath = f"{inner}//{member.name}" if inner else member.name
+            # A carved archive (`sfx@0x…`) is a guess: executables often hold archive magic bytes
+            # (Go binaries do). What fails inside a guess is noted, but it does not make a clean
+            # system binary "encrypted" or an "error"; its detections count in full.
+            speculative = _is_speculative(mpath)
             if member.encrypted:
+                if speculative:
+                    result.errors.append(f"(speculative) {mpath}: encrypted")
+                    continue
                 result.encrypted.append(mpath)
                 result.status = worst(result.status, Status.ENCRYPTED)
                 continue
             if member.error:
-                result.errors.append(f"{mpath}: {member.error}")
-                result.status = worst(result.status, Status.ERROR)
+                if speculative:
+                    result.errors.append(f"(speculative) {mpath}: {member.error}")
+                else:
+                    result.errors.append(f"{mpath}: {member.error}")
+                    result.status = worst(result.status, Status.ERROR)
             if member.data is None:
                 continue
             try:
@@ -152,6 +162,10 @@ class Scanner:
         else:
             result.errors.append(f"{where or '(file)'}: limit {exc.limit} also hit")
         result.status = worst(result.status, Status.LIMITS_EXCEEDED)
+
+
+def _is_speculative(mpath: str) -> bool:
+    return any(part.startswith("sfx@") for seg in mpath.split("//") for part in seg.split("/"))
 
 
 def _error(path: str, reason: str, version: str) -> ScanResult:
