@@ -381,3 +381,97 @@ def make_pe_with(payload: bytes) -> bytes:
         0x200, b"\xcc"
     )
     return head + code + payload
+
+
+# --- fuzz seeds --------------------------------------------------------------------------------
+
+
+def _seed_tmp() -> Path:
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix="vmshield-fuzz-seed-"))
+
+
+def _seed_mail() -> bytes:
+    import email.message
+
+    m = email.message.EmailMessage()
+    m["From"] = "a@example.org"
+    m["Subject"] = "x"
+    m.set_content("x")
+    m.add_attachment(EICAR, maintype="application", subtype="octet-stream", filename="e.com")
+    return m.as_bytes()
+
+
+def _seed_pdf() -> bytes:
+    from pypdf import PdfWriter
+
+    w = PdfWriter()
+    w.add_blank_page(10, 10)
+    w.add_attachment("e.com", EICAR)
+    b = io.BytesIO()
+    w.write(b)
+    return b.getvalue()
+
+
+def _seed_szdd() -> list[bytes]:
+    if not have("mscompress"):
+        return []
+    d = _seed_tmp()
+    (d / "a.exe").write_bytes(EICAR * 3)
+    _run(["mscompress", "a.exe"], cwd=d)
+    return [(d / "a.exe_").read_bytes()]
+
+
+def fuzz_seeds(target: str) -> list[bytes]:
+    """Starting inputs for tests/fuzz/fuzz_container_<target>.py, without the magic the target
+    prepends itself."""
+    files = {"dir/a.txt": b"hello " * 50, "e.com": EICAR}
+    t = _seed_tmp()
+    try:
+        if target == "zip":
+            return [make_zip(files, m)[4:] for m in (0, 8, 12, 14)]
+        if target == "arj":
+            return [make_arj(files, t)[2:]] if have("arj") else []
+        if target == "tnef":
+            return [make_tnef(files)[6:]]
+        if target == "szdd":
+            return [s[8:] for s in _seed_szdd()]
+        if target == "binhex":
+            return [make_binhex("a.com", EICAR, b"r").split(b":", 1)[1]]
+        if target == "mime":
+            return [_seed_mail().split(b"MIME-Version: 1.0\n", 1)[-1]]
+        if target == "sfx":
+            return [make_pe_with(make_zip(files))[2:], make_pe_with(make_7z(files, t))[2:]]
+        if target == "gzip":
+            return [b"\x00" + gz(EICAR)[2:], b"\x01" + bz(EICAR)[10:], b"\x02" + xz(EICAR)[6:]]
+        if target == "libarchive":
+            return [
+                b"\x00" + make_7z(files, t)[8:],
+                b"\x01" + make_rar4(files)[7:],
+                b"\x04" + make_cpio(files, t)[6:],
+                b"\x07" + make_tar(files)[:257] + make_tar(files)[265:],
+            ]
+        if target == "ole2":
+            return [make_ole2({"a/b": EICAR, "\x01Ole10Native": ole10native("x.exe", EICAR)})[8:]]
+        if target == "pdf":
+            return [_seed_pdf()[9:]]
+        if target == "rtf":
+            return [make_rtf_package("x.exe", EICAR)[7:]]
+        if target == "any":
+            return [
+                make_zip(files),
+                make_tar(files, "w:gz"),
+                make_tnef(files),
+                _seed_mail(),
+                make_rtf_package("x.exe", EICAR),
+            ]
+        if target == "disinfect":
+            return [
+                b"\x01\x01" + make_zip(files)[4:],
+                b"\x00\x01" + make_tar(files),
+                b"\x01\x02" + make_zip(files)[4:],
+            ]
+        return []
+    finally:
+        shutil.rmtree(t, ignore_errors=True)
