@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from _rules_util import ctx, pkt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,6 +45,10 @@ def rule(draw: st.DrawFn, sid: int) -> str:
     if draw(st.integers(0, 5)) == 0:
         parts.append(f'pcre:"/{draw(lit)}/i";')
     body = " ".join(parts)
+    first = body.find(" fast_pattern:")
+    if first >= 0:  # one fast_pattern per rule
+        head, tail = body[: first + 1], body[first + 1 :]
+        body = head + tail[:14] + re.sub(r" fast_pattern:\d+,1;", "", tail[14:])
     if buf == "http.host; ":
         body = body.replace('"', "'")  # host is lower case: keep patterns lower and nocase
         body = "".join(ch.lower() for ch in body).replace("'", '"')

@@ -25,16 +25,10 @@ class Dataset:
     source: str | None = None
 
     def norm(self, data: bytes) -> bytes | None:
+        # As Suricata: an md5/sha256 set compares raw digests (e.g. after to_md5 / to_sha256);
+        # data of any other length is not a member.
         if self.type in _HEXLEN:
-            n = _HEXLEN[self.type]
-            if len(data) == n:
-                return data
-            if len(data) == 2 * n:
-                try:
-                    return binascii.unhexlify(data)
-                except (binascii.Error, ValueError):
-                    return None
-            return None
+            return data if len(data) == _HEXLEN[self.type] else None
         return data
 
 

@@ -104,6 +104,7 @@ class RuleSet:
         self.classification = classification
         self._thresholds: dict[tuple[Any, ...], list[float]] = {}
         self.pcre_timeouts = 0  # pcre searches stopped by the time limit (a counter to export)
+        self.warnings: list[str] = []
         self._groups = {g: _Group() for g in GROUPS}
         self._build()
 
@@ -220,11 +221,20 @@ class RuleSet:
                     hyperscan.HS_FLAG_SINGLEMATCH | (hyperscan.HS_FLAG_CASELESS if nc else 0)
                     for (_, nc), _ in items
                 ]
-                db.compile(
-                    expressions=[_hs_expr(p) for (p, _), _ in items],
-                    ids=list(range(len(items))),
-                    flags=flags,
-                )
+                try:
+                    db.compile(
+                        expressions=[_hs_expr(p) for (p, _), _ in items],
+                        ids=list(range(len(items))),
+                        flags=flags,
+                    )
+                except hyperscan.error as e:
+                    # never lose rules to a prefilter problem: verify them on every packet
+                    self.warnings.append(f"prefilter for {g}/{key[0]} not built ({e}); "
+                                         f"{sum(len(ix) for _, ix in items)} rules checked on every packet")  # fmt: skip
+                    for _, ix in items:
+                        for i in ix:
+                            self._groups[g].add_always(i, self.rules[i])
+                    continue
                 pf = _Prefilter(db, [ix for _, ix in items])
                 self._groups[g].prefilters[key] = pf
                 kind = (
