@@ -265,6 +265,19 @@ def _results(scanner: Scanner, files: Iterator[str], jobs: int) -> Iterator[Scan
         yield from pool.imap_unordered(_worker_scan, files, chunksize=8)
 
 
+def _scan_stdin(scanner: Scanner, limits: Limits) -> ScanResult:
+    data = sys.stdin.buffer.read(limits.max_file_size + 1)
+    if len(data) > limits.max_file_size:
+        return ScanResult(
+            path="stdin",
+            status=Status.LIMITS_EXCEEDED,
+            limit="max_file_size",
+            size=len(data),
+            db_version=scanner.db.version,
+        )
+    return scanner.scan_bytes(data, "stdin")
+
+
 # --- actions ------------------------------------------------------------------------------------
 
 
@@ -273,6 +286,8 @@ def _apply_action(args: argparse.Namespace, result: ScanResult) -> str | None:
     """Apply --action to an infected file; returns a line to print, or None."""
     if args.action == "report" or result.status is not Status.INFECTED:
         return None
+    if result.path == "stdin" and "-" in args.paths:
+        return "standard input: no action possible"
     from vmshield.cli._actions import apply
 
     return apply(args.action, result, args.quarantine_dir, args._scanner, args.fallback)
@@ -354,7 +369,8 @@ def run(args: argparse.Namespace) -> int:
     load_time = time.monotonic() - t0
 
     wstats = WalkStats()
-    files = walk(args.paths, args.recursive, Excluder(args.exclude), wstats)
+    paths = [p for p in args.paths if p != "-"]
+    files = walk(paths, args.recursive, Excluder(args.exclude), wstats)
     progress = Progress(
         args.progress == "always"
         or (args.progress == "auto" and sys.stderr.isatty() and not args.json)
@@ -385,6 +401,8 @@ def run(args: argparse.Namespace) -> int:
                 out.write(f"{result.path}: {action_line}\n")
         progress.update(counts["files"], counts["bytes"], result.path)
 
+    if "-" in args.paths:  # like clamscan: `-` scans standard input
+        emit(_scan_stdin(scanner, limits))
     for result in _results(scanner, files, args.jobs):
         emit(result)
     for problem in wstats.problems:  # unreadable directories, missing paths

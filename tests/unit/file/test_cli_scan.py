@@ -219,6 +219,13 @@ def test_unreadable_file_reported_and_skipped(tree: tuple[Path, Path]) -> None:
 def test_real_binary_exit_codes(tree: tuple[Path, Path]) -> None:
     db, t = tree
     p = subprocess.run(
+        [str(VMSHIELD), "scan", "--no-summary", "--db", str(db), "-"],
+        input=make_zip({"x/e.com": EICAR}),
+        capture_output=True,
+        timeout=120,
+    )
+    assert p.returncode == 1 and p.stdout.decode() == "stdin//x/e.com: Eicar.Hash FOUND\n"
+    p = subprocess.run(
         [str(VMSHIELD), "scan", "--db", str(db), str(t / "eicar.com")],
         capture_output=True,
         text=True,
