@@ -114,10 +114,12 @@ def _check(args: argparse.Namespace) -> int:
                 print(f"vmshield url: {exc}", file=sys.stderr)
                 errors = True
                 continue
+            cats: list[str] = []
+            expr: str | None = None
             if v is None:
-                status, cats, expr = "clean", [], None
+                status = "clean"
             elif v.trusted:
-                status, cats, expr = "trusted", [], v.expression
+                status, expr = "trusted", v.expression
             else:
                 status, cats, expr = "listed", list(v.categories), v.expression
                 listed = True

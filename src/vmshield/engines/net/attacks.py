@@ -1,0 +1,739 @@
+"""Network attack detection (the vendor's "network attack blocker"): scans, floods, malformed
+and spoofed packets, from decoded packets and the defragmenter's anomalies.
+
+Pure and sans-IO: `AttackDetector(config).process(packet)` (alias `inspect`) returns a list of
+`AttackVerdict`s; time comes only from `Packet.ts`. One verdict and one `attack` event per attack
+episode (the same attack from the same source, until it has been quiet for
+`episode_timeout` seconds); later packets of the episode only increase its counters.
+
+Every table is bounded (`max_sources`, `max_flows`) and expires idle entries, so a flood with
+random source addresses costs a fixed amount of memory: the oldest entries are evicted first.
+
+Blocking is decided here and nowhere else: `action="block"` is only ever returned for a source
+that may be blocked. Never blocked: addresses in `never_block` (the operator's "do not block"
+exclusions), loopback, unspecified, multicast and broadcast sources, and sources that are
+spoofed by definition (martians, land); for those the action is downgraded to "terminate"
+(drop the packets) and the event says why.
+
+Detectors and their names (vendor style):
+- Scan.Generic.PortScan.TCP   distinct destination ports of one target, any scan style (SYN,
+                              FIN, NULL, Xmas, ACK without a known connection)
+- Scan.Generic.PortScan.UDP   distinct destination ports, unsolicited datagrams only
+- Scan.Generic.HostSweep.ICMP distinct destinations of echo (and timestamp/address) requests
+- Scan.Generic.HostSweep.ARP  distinct addresses asked for by ARP requests
+- DoS.Generic.SYNFlood        half-open connection attempts from one source to one target
+- DoS.Generic.UDPFlood        unsolicited datagrams from one source to one target
+- DoS.Generic.ICMPFlood       ICMP requests from one source to one target
+- DoS.Generic.Land            source address equals destination address
+- DoS.Generic.PingOfDeath     ICMP datagram reassembling past 65 535 bytes
+- DoS.Generic.OversizedFragment  the same, any other protocol
+- DoS.Generic.Teardrop        overlapping fragments
+- DoS.Generic.Smurf           ICMP echo request to a broadcast address
+- DoS.Generic.Fraggle         UDP echo/chargen to a broadcast address
+- Scan.Generic.InvalidFlags.TCP  SYN+FIN, SYN+RST, FIN+RST, or flags without ACK that no stack
+                              sends (the probes of OS fingerprinting)
+- Spoofing.Generic.MartianSource  loopback, unspecified, multicast or broadcast source address
+- Anomaly.Generic.SYNWithData  SYN carrying data without a TCP Fast Open option
+- Spoofing.Generic.ARP        an IP address claimed by a second MAC address while the first
+                              binding is fresh (ARP cache poisoning)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from vmshield.engines.net.packet import (
+    ACK,
+    FIN,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    PSH,
+    RST,
+    SYN,
+    URG,
+    Packet,
+)
+from vmshield.events import SEVERITY_HIGH, SEVERITY_MEDIUM, Event, format_timestamp
+
+ACTIONS = ("block", "terminate", "ignore")
+ETH_ARP = 0x0806
+_PROTO_NAMES = {PROTO_ICMP: "ICMP", PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMPV6: "IPv6-ICMP"}
+# ICMP types that ask for an answer (echo, timestamp, information, address mask) / IPv6 echo.
+_ICMP4_REQUESTS = frozenset({8, 13, 15, 17})
+_ICMP6_REQUESTS = frozenset({128})
+_TFO_OPTION = 34
+_BROADCAST_MAC = b"\xff\xff\xff\xff\xff\xff"
+
+
+@dataclass(slots=True)
+class DetectorConfig:
+    """One detector: `threshold` events within `window` seconds trigger it."""
+
+    enabled: bool = True
+    threshold: int = 1
+    window: float = 1.0
+    action: str = "block"  # block (terminate + block the source) | terminate | ignore
+    block_minutes: int = 60
+
+
+def _d(threshold: int = 1, window: float = 1.0, action: str = "block") -> Any:
+    return field(default_factory=lambda: DetectorConfig(True, threshold, window, action, 60))
+
+
+@dataclass(slots=True)
+class AttackConfig:
+    """Thresholds per detector. Defaults chosen so that browsing bursts, busy DNS clients, bulk
+    transfers and monitoring pings stay well below them (see tests/unit/net/test_attacks.py)."""
+
+    tcp_port_scan: DetectorConfig = _d(20, 5.0)  # distinct ports of one target
+    udp_port_scan: DetectorConfig = _d(20, 5.0)
+    icmp_host_sweep: DetectorConfig = _d(20, 5.0)  # distinct destinations
+    arp_host_sweep: DetectorConfig = _d(64, 5.0, "ignore")  # cannot block by IP: report
+    syn_flood: DetectorConfig = _d(500, 1.0)  # half-open attempts per window
+    udp_flood: DetectorConfig = _d(5000, 1.0)  # unsolicited datagrams per window
+    icmp_flood: DetectorConfig = _d(500, 1.0)  # requests per window
+    land: DetectorConfig = _d(1, 1.0, "terminate")  # spoofed by definition: never blocked
+    ping_of_death: DetectorConfig = _d()
+    oversized_fragment: DetectorConfig = _d()
+    teardrop: DetectorConfig = _d()
+    smurf: DetectorConfig = _d()
+    fraggle: DetectorConfig = _d()
+    invalid_tcp_flags: DetectorConfig = _d()
+    martian_source: DetectorConfig = _d(1, 1.0, "terminate")
+    syn_with_data: DetectorConfig = _d(1, 1.0, "ignore")
+    arp_spoofing: DetectorConfig = _d(1, 1.0, "terminate")
+    episode_timeout: float = 60.0  # quiet seconds that end an attack episode
+    arp_binding_age: float = 300.0  # a binding younger than this is "fresh"
+    max_sources: int = 65536  # per table: scan and flood state, episodes
+    max_flows: int = 131072  # remembered connections/datagram pairs (responses are not attacks)
+    never_block: tuple[str, ...] = ()  # networks: "do not block" exclusions
+    broadcast: tuple[str, ...] = ()  # networks whose broadcast addresses are protected segments
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttackConfig:
+        """From a parsed config section; unknown keys and bad values raise ValueError naming them."""
+        cfg = cls()
+        names = {f.name for f in fields(cls)}
+        for key, value in data.items():
+            if key not in names:
+                raise ValueError(f"attacks: unknown setting {key!r}")
+            current = getattr(cfg, key)
+            if isinstance(current, DetectorConfig):
+                if not isinstance(value, Mapping):
+                    raise ValueError(f"attacks.{key}: expected a table of settings")
+                det = replace(current)
+                for k, v in value.items():
+                    if k not in ("enabled", "threshold", "window", "action", "block_minutes"):
+                        raise ValueError(f"attacks.{key}: unknown setting {k!r}")
+                    setattr(det, k, v)
+                setattr(cfg, key, det)
+            elif key in ("never_block", "broadcast"):
+                if isinstance(value, str) or not isinstance(value, Iterable):
+                    raise ValueError(f"attacks.{key}: expected a list of networks")
+                setattr(cfg, key, tuple(str(v) for v in value))
+            else:
+                setattr(cfg, key, value)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, DetectorConfig):
+                if not isinstance(v.enabled, bool):
+                    raise ValueError(f"attacks.{f.name}.enabled: expected true or false")
+                if not isinstance(v.threshold, int) or v.threshold < 1:
+                    raise ValueError(f"attacks.{f.name}.threshold: expected an integer >= 1")
+                if not isinstance(v.window, int | float) or not 0 < v.window <= 3600:
+                    raise ValueError(f"attacks.{f.name}.window: expected 0 < seconds <= 3600")
+                if v.action not in ACTIONS:
+                    raise ValueError(
+                        f"attacks.{f.name}.action: {v.action!r} is not one of {', '.join(ACTIONS)}"
+                    )
+                if not isinstance(v.block_minutes, int) or not 1 <= v.block_minutes <= 32768:
+                    raise ValueError(f"attacks.{f.name}.block_minutes: expected 1..32768")
+        for key in ("max_sources", "max_flows"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or not 16 <= v <= 1 << 24:
+                raise ValueError(f"attacks.{key}: expected an integer 16..16777216")
+        for key in ("episode_timeout", "arp_binding_age"):
+            v = getattr(self, key)
+            if not isinstance(v, int | float) or not 0 < v <= 86400:
+                raise ValueError(f"attacks.{key}: expected 0 < seconds <= 86400")
+        for key in ("never_block", "broadcast"):
+            for net in getattr(self, key):
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"attacks.{key}: {net!r} is not an address or network"
+                    ) from None
+
+
+@dataclass(slots=True)
+class AttackVerdict:
+    """What was detected and what to do. `block_minutes` is 0 unless `action == "block"`."""
+
+    name: str
+    source: str  # attacker address (text)
+    target: str  # victim address, or "" for several
+    action: str  # block | terminate | ignore
+    block_minutes: int
+    event: Event
+    vlan: int = 0  # blocking is scoped to the VLAN the attack was seen on
+    iface: str = ""
+
+    def to_event(self) -> Event:
+        return self.event
+
+
+class _Bounded(OrderedDict[Any, Any]):
+    """Insertion/recency ordered table with a size cap: the least recently used goes first."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+        self.evicted = 0
+
+    def touch(self, key: Any, factory: Any) -> Any:
+        v = self.get(key)
+        if v is None:
+            if len(self) >= self.cap:
+                self.popitem(last=False)
+                self.evicted += 1
+            v = self[key] = factory()
+        else:
+            self.move_to_end(key)
+        return v
+
+
+class _Distinct:
+    """Distinct values (ports, addresses) seen within a sliding window, at most `cap` kept."""
+
+    __slots__ = ("seen", "last", "packets")
+
+    def __init__(self) -> None:
+        self.seen: dict[Any, float] = {}
+        self.last = 0.0
+        self.packets = 0
+
+    def add(self, value: Any, ts: float, window: float, cap: int) -> int:
+        self.last = ts
+        self.packets += 1
+        seen = self.seen
+        if value in seen:
+            seen[value] = ts
+            return len(seen)
+        if len(seen) + 1 >= cap:
+            # About to reach the threshold: count only what is inside the window.
+            horizon = ts - window
+            for k in [k for k, t in seen.items() if t < horizon]:
+                del seen[k]
+            if len(seen) >= cap:
+                return len(seen)  # at the threshold already: the caller has triggered
+        seen[value] = ts
+        return len(seen)
+
+
+class _Rate:
+    """Count within a window (fixed windows that restart when the previous one is over)."""
+
+    __slots__ = ("start", "count", "credit", "last")
+
+    def __init__(self) -> None:
+        self.start = -1.0
+        self.count = 0
+        self.credit = 0  # e.g. handshakes completed, subtracted from SYNs
+        self.last = 0.0
+
+    def add(self, ts: float, window: float, n: int = 1) -> int:
+        if ts - self.start > window:
+            self.start = ts
+            self.count = 0
+            self.credit = 0
+        self.count += n
+        self.last = ts
+        return self.count - min(self.credit, self.count)
+
+
+@dataclass(slots=True)
+class _Episode:
+    name: str
+    source: str
+    first: float
+    last: float
+    count: int = 1
+    targets: set[str] = field(default_factory=set)
+
+
+class AttackDetector:
+    """Feed every packet (fragments included, and reassembled datagrams) in capture order."""
+
+    def __init__(self, config: AttackConfig | None = None) -> None:
+        self.config = cfg = config or AttackConfig()
+        cfg.validate()
+        self._never_block = [ipaddress.ip_network(n, strict=False) for n in cfg.never_block]
+        self._broadcast: set[bytes] = {b"\xff\xff\xff\xff"}
+        for n in cfg.broadcast:
+            net = ipaddress.ip_network(n, strict=False)
+            if net.version == 4:
+                self._broadcast.add(net.broadcast_address.packed)
+        cap, fcap = cfg.max_sources, cfg.max_flows
+        self._tcp_ports = _Bounded(cap)  # (src, dst) -> _Distinct of ports
+        self._udp_ports = _Bounded(cap)
+        self._icmp_hosts = _Bounded(cap)  # src -> _Distinct of destinations
+        self._arp_hosts = _Bounded(cap)
+        self._syn = _Bounded(cap)  # (src, dst) -> _Rate
+        self._udp = _Bounded(cap)
+        self._icmp = _Bounded(cap)
+        self._conns = _Bounded(fcap)  # TCP 4-tuples seen opening (both directions)
+        self._udp_pairs = _Bounded(fcap)  # UDP 4-tuples sent (their reverse is a response)
+        self._arp = _Bounded(cap)  # IP -> (mac, ts)
+        self._episodes = _Bounded(cap)  # (name, src) -> _Episode
+        self.now = 0.0
+        self._next_sweep = 0.0
+        self.stats = {"packets": 0, "verdicts": 0, "episodes": 0, "suppressed": 0}
+
+    # -- public ----------------------------------------------------------------------------------
+
+    def process(self, p: Packet) -> list[AttackVerdict]:
+        """Inspect one packet; returns the attacks it starts (most packets: none)."""
+        ts = p.ts
+        if ts > self.now:
+            self.now = ts
+        if self.now >= self._next_sweep:
+            self._sweep()
+        self.stats["packets"] += 1
+        out: list[AttackVerdict] = []
+        if p.anomalies:
+            self._anomalies(p, out)
+        if p.eth_type == ETH_ARP and p.ip_version == 0:
+            self._arp_packet(p, out)
+            return out
+        if not p.ip_version:
+            return out
+        self._addresses(p, out)
+        if p.is_fragment:
+            # Scans and floods are counted on the reassembled datagram, which comes next.
+            self._fragment(p, out)
+            return out
+        proto = p.proto
+        if proto == PROTO_TCP:
+            self._tcp(p, out)
+        elif proto == PROTO_UDP:
+            self._udp_packet(p, out)
+        elif proto in (PROTO_ICMP, PROTO_ICMPV6):
+            self._icmp_packet(p, out)
+        return out
+
+    inspect = process
+
+    def may_block(self, address: str) -> bool:
+        """False for "do not block" exclusions and for addresses that must never be blocked."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip == _BCAST4:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return not any(ip.version == n.version and ip in n for n in self._never_block)
+
+    def active_episodes(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": e.name,
+                "source": e.source,
+                "first": e.first,
+                "last": e.last,
+                "count": e.count,
+                "targets": sorted(e.targets),
+            }
+            for e in self._episodes.values()
+        ]
+
+    def memory_entries(self) -> int:
+        """Entries held in every table (for tests and stats: it stays bounded)."""
+        return sum(
+            len(t)
+            for t in (
+                self._tcp_ports,
+                self._udp_ports,
+                self._icmp_hosts,
+                self._arp_hosts,
+                self._syn,
+                self._udp,
+                self._icmp,
+                self._conns,
+                self._udp_pairs,
+                self._arp,
+                self._episodes,
+            )
+        )
+
+    # -- detectors -------------------------------------------------------------------------------
+
+    def _anomalies(self, p: Packet, out: list[AttackVerdict]) -> None:
+        for a in p.anomalies:
+            if a.endswith("frag_overlap"):
+                self._hit("teardrop", "DoS.Generic.Teardrop", p, out, {"anomaly": a})
+            elif a.endswith("frag_pkt_too_large"):
+                self._oversize(p, out, a)
+
+    def _oversize(self, p: Packet, out: list[AttackVerdict], why: str) -> None:
+        if p.proto in (PROTO_ICMP, PROTO_ICMPV6):
+            self._hit("ping_of_death", "DoS.Generic.PingOfDeath", p, out, {"anomaly": why})
+        else:
+            self._hit(
+                "oversized_fragment", "DoS.Generic.OversizedFragment", p, out, {"anomaly": why}
+            )
+
+    def _fragment(self, p: Packet, out: list[AttackVerdict]) -> None:
+        # The defragmenter names oversize; this also catches it when fragments arrive alone
+        # (e.g. only the last fragment of a ping of death is sent).
+        if (
+            p.ip_version == 4
+            and p.ip_hdr
+            and p.frag_offset + p.ip_len > 65535  # offset + header + fragment data
+            and "frag_pkt_too_large" not in " ".join(p.anomalies)
+        ):
+            self._oversize(p, out, "fragment ends past 65535 bytes")
+
+    def _addresses(self, p: Packet, out: list[AttackVerdict]) -> None:
+        src, dst = p.src_bytes, p.dst_bytes
+        if src == dst and src:
+            self._hit(
+                "land",
+                "DoS.Generic.Land",
+                p,
+                out,
+                {"same_port": p.sport == p.dport and p.proto in (PROTO_TCP, PROTO_UDP)},
+                blockable=False,
+            )
+            return
+        if _martian(p):
+            self._hit("martian_source", "Spoofing.Generic.MartianSource", p, out, blockable=False)
+
+    def _tcp(self, p: Packet, out: list[AttackVerdict]) -> None:
+        flags = p.tcp_flags & 0x3F  # ECE/CWR play no part here
+        src, dst, sport, dport = p.src_bytes, p.dst_bytes, p.sport, p.dport
+        cfg = self.config
+        bad = _invalid_flags(flags)
+        if bad:
+            self._hit(
+                "invalid_tcp_flags",
+                "Scan.Generic.InvalidFlags.TCP",
+                p,
+                out,
+                {"flags": f"{p.tcp_flags:02x}", "reason": bad},
+            )
+        syn = flags & (SYN | ACK | RST) == SYN
+        if syn:
+            self._conns.touch((src, sport, dst, dport), float)
+            if p.dsize and _TFO_OPTION not in p.tcp_options:
+                self._hit(
+                    "syn_with_data", "Anomaly.Generic.SYNWithData", p, out, {"dsize": p.dsize}
+                )
+            d = cfg.syn_flood
+            if d.enabled:
+                r = self._syn.touch((src, dst), _Rate)
+                half_open = r.add(p.ts, d.window)
+                if half_open >= d.threshold:
+                    self._hit("syn_flood", "DoS.Generic.SYNFlood", p, out, {"half_open": half_open})
+        elif flags & (SYN | ACK) == SYN | ACK:
+            self._conns.touch((src, sport, dst, dport), float)
+        elif flags == ACK and not p.dsize:
+            r = self._syn.get((src, dst))
+            if r is not None:
+                r.credit += 1  # a handshake (or the connection) progressed: not half-open
+        # Scan: a probe is a connection attempt, or a stealth packet outside any connection.
+        d = cfg.tcp_port_scan
+        if not d.enabled:
+            return
+        if syn:
+            style = "SYN"
+        elif flags & ~(FIN | PSH | URG) == 0:
+            style = "NULL" if flags == 0 else "FIN" if flags == FIN else "Xmas"
+        elif flags in (ACK, ACK | RST) or flags == RST:
+            if (src, sport, dst, dport) in self._conns or (dst, dport, src, sport) in self._conns:
+                return
+            if flags != ACK or p.dsize:
+                return  # resets to unknown connections are answers, not probes
+            style = "ACK"
+        else:
+            return
+        dist = self._tcp_ports.touch((src, dst), _Distinct)
+        n = dist.add(dport, p.ts, d.window, d.threshold)
+        if n >= d.threshold:
+            self._hit(
+                "tcp_port_scan",
+                "Scan.Generic.PortScan.TCP",
+                p,
+                out,
+                {"ports": n, "style": style},
+            )
+
+    def _udp_packet(self, p: Packet, out: list[AttackVerdict]) -> None:
+        src, dst, sport, dport = p.src_bytes, p.dst_bytes, p.sport, p.dport
+        cfg = self.config
+        to_broadcast = dst in self._broadcast or (p.eth_dst == _BROADCAST_MAC and p.ip_version == 4)
+        if to_broadcast and dport in (7, 19) and cfg.fraggle.enabled:
+            # The source of a reflection attack is the spoofed victim: never blocked.
+            self._hit(
+                "fraggle", "DoS.Generic.Fraggle", p, out, {"dest_port": dport}, blockable=False
+            )
+        if (dst, dport, src, sport) in self._udp_pairs:
+            self._udp_pairs.move_to_end((dst, dport, src, sport))
+            return  # a response to a datagram the other side sent: not an attack
+        self._udp_pairs.touch((src, sport, dst, dport), float)
+        d = cfg.udp_flood
+        if d.enabled:
+            n = self._udp.touch((src, dst), _Rate).add(p.ts, d.window)
+            if n >= d.threshold:
+                self._hit("udp_flood", "DoS.Generic.UDPFlood", p, out, {"packets": n})
+        d = cfg.udp_port_scan
+        if d.enabled:
+            dist = self._udp_ports.touch((src, dst), _Distinct)
+            n = dist.add(dport, p.ts, d.window, d.threshold)
+            if n >= d.threshold:
+                self._hit("udp_port_scan", "Scan.Generic.PortScan.UDP", p, out, {"ports": n})
+
+    def _icmp_packet(self, p: Packet, out: list[AttackVerdict]) -> None:
+        requests = _ICMP4_REQUESTS if p.proto == PROTO_ICMP else _ICMP6_REQUESTS
+        if p.icmp_type not in requests:
+            return  # replies and errors answer something
+        cfg = self.config
+        if p.ip_version == 4 and (p.dst_bytes in self._broadcast or p.eth_dst == _BROADCAST_MAC):
+            self._hit(
+                "smurf", "DoS.Generic.Smurf", p, out, {"icmp_type": p.icmp_type}, blockable=False
+            )
+        d = cfg.icmp_flood
+        if d.enabled:
+            n = self._icmp.touch((p.src_bytes, p.dst_bytes), _Rate).add(p.ts, d.window)
+            if n >= d.threshold:
+                self._hit("icmp_flood", "DoS.Generic.ICMPFlood", p, out, {"packets": n})
+        d = cfg.icmp_host_sweep
+        if d.enabled:
+            dist = self._icmp_hosts.touch(p.src_bytes, _Distinct)
+            n = dist.add(p.dst_bytes, p.ts, d.window, d.threshold)
+            if n >= d.threshold:
+                self._hit(
+                    "icmp_host_sweep",
+                    "Scan.Generic.HostSweep.ICMP",
+                    p,
+                    out,
+                    {"hosts": n},
+                    target="",
+                )
+
+    def _arp_packet(self, p: Packet, out: list[AttackVerdict]) -> None:
+        arp = bytes(p.payload)
+        if len(arp) < 28:
+            return
+        op = int.from_bytes(arp[6:8], "big")
+        sender_mac, sender_ip = arp[8:14], arp[14:18]
+        cfg = self.config
+        if sender_ip != b"\0\0\0\0":  # ARP probes (RFC 5227) claim nothing
+            d = cfg.arp_spoofing
+            prev = self._arp.get(sender_ip)
+            if prev is not None and prev[0] != sender_mac and p.ts - prev[1] < cfg.arp_binding_age:
+                if d.enabled:
+                    self._hit(
+                        "arp_spoofing",
+                        "Spoofing.Generic.ARP",
+                        p,
+                        out,
+                        {"ip": p.src, "mac": sender_mac.hex(":"), "previous_mac": prev[0].hex(":")},
+                        target="",
+                        blockable=False,
+                    )
+                # Keep the first binding while it is fresh: the newcomer is the suspect.
+                self._arp.move_to_end(sender_ip)
+            else:
+                self._arp.touch(sender_ip, float)
+                self._arp[sender_ip] = (sender_mac, p.ts)
+        d = cfg.arp_host_sweep
+        if op == 1 and d.enabled:
+            dist = self._arp_hosts.touch(sender_mac, _Distinct)
+            n = dist.add(p.dst_bytes, p.ts, d.window, d.threshold)
+            if n >= d.threshold:
+                self._hit(
+                    "arp_host_sweep",
+                    "Scan.Generic.HostSweep.ARP",
+                    p,
+                    out,
+                    {"hosts": n, "mac": sender_mac.hex(":")},
+                    target="",
+                )
+
+    # -- episodes and verdicts -------------------------------------------------------------------
+
+    def _hit(
+        self,
+        key: str,
+        name: str,
+        p: Packet,
+        out: list[AttackVerdict],
+        extra: dict[str, Any] | None = None,
+        *,
+        target: str | None = None,
+        blockable: bool = True,
+    ) -> None:
+        d: DetectorConfig = getattr(self.config, key)
+        if not d.enabled:
+            return
+        source = p.src
+        tgt = p.dst if target is None else target
+        ep = self._episodes.get((name, source))
+        if ep is not None and p.ts - ep.last <= self.config.episode_timeout:
+            ep.last = max(ep.last, p.ts)
+            ep.count += 1
+            if tgt and len(ep.targets) < 64:
+                ep.targets.add(tgt)
+            self._episodes.move_to_end((name, source))
+            self.stats["suppressed"] += 1
+            return
+        ep = self._episodes.touch((name, source), lambda: _Episode(name, source, p.ts, p.ts))
+        ep.first = ep.last = p.ts
+        ep.count = 1
+        ep.targets = {tgt} if tgt else set()
+        action = d.action
+        reason = ""
+        if action == "block":
+            if not blockable:
+                action, reason = "terminate", "source address is spoofed"
+            elif not self.may_block(source):
+                action, reason = "terminate", "source may not be blocked"
+        minutes = d.block_minutes if action == "block" else 0
+        self.stats["episodes"] += 1
+        self.stats["verdicts"] += 1
+        out.append(
+            AttackVerdict(
+                name=name,
+                source=source,
+                target=tgt,
+                action=action,
+                block_minutes=minutes,
+                event=self._event(name, key, p, tgt, action, minutes, d, reason, extra),
+                vlan=p.vlan,
+                iface=p.iface,
+            )
+        )
+
+    def _event(
+        self,
+        name: str,
+        key: str,
+        p: Packet,
+        target: str,
+        action: str,
+        minutes: int,
+        d: DetectorConfig,
+        reason: str,
+        extra: dict[str, Any] | None,
+    ) -> Event:
+        attack: dict[str, Any] = {
+            "name": name,
+            "detector": key,
+            "action": action,
+            "threshold": d.threshold,
+            "window": d.window,
+        }
+        if minutes:
+            attack["block_minutes"] = minutes
+        if reason:
+            attack["not_blocked"] = reason
+        if extra:
+            attack.update(extra)
+        data: dict[str, Any] = {"src_ip": p.src, "dest_ip": target or p.dst}
+        if p.ip_version:
+            data["proto"] = _PROTO_NAMES.get(p.proto, str(p.proto))
+        else:
+            data["proto"] = "ARP"
+        if p.proto in (PROTO_TCP, PROTO_UDP) and not p.frag_offset:
+            data["src_port"] = p.sport
+            data["dest_port"] = p.dport
+        if p.vlan:
+            data["vlan"] = [p.vlan]
+        if p.iface:
+            data["in_iface"] = p.iface
+        data["attack"] = attack
+        severity = SEVERITY_HIGH if name.startswith(("DoS.", "Spoofing.")) else SEVERITY_MEDIUM
+        return Event(
+            event_type="attack", timestamp=format_timestamp(p.ts), severity=severity, data=data
+        )
+
+    def _sweep(self) -> None:
+        """Drop state idle for longer than its window (and episodes quiet past the timeout)."""
+        now = self.now
+        cfg = self.config
+        self._next_sweep = now + 1.0
+        horizon = max(
+            d.window
+            for d in (getattr(cfg, f.name) for f in fields(cfg))
+            if isinstance(d, DetectorConfig)
+        )
+        for table in (
+            self._tcp_ports,
+            self._udp_ports,
+            self._icmp_hosts,
+            self._arp_hosts,
+            self._syn,
+            self._udp,
+            self._icmp,
+        ):
+            while table:
+                k, v = next(iter(table.items()))
+                if now - v.last <= horizon:
+                    break
+                del table[k]
+        while self._episodes:
+            k, ep = next(iter(self._episodes.items()))
+            if now - ep.last <= cfg.episode_timeout:
+                break
+            del self._episodes[k]
+        # Connections and datagram pairs: the LRU cap bounds them; ARP bindings age out.
+        while self._arp:
+            k, (_mac, t) = next(iter(self._arp.items()))
+            if now - t <= cfg.arp_binding_age:
+                break
+            del self._arp[k]
+
+
+_BCAST4 = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _invalid_flags(flags: int) -> str:
+    if flags & (SYN | FIN) == SYN | FIN:
+        return "SYN+FIN"
+    if flags & (SYN | RST) == SYN | RST:
+        return "SYN+RST"
+    if flags & (FIN | RST) == FIN | RST:
+        return "FIN+RST"
+    if not flags & ACK and flags & (PSH | URG) and not flags & SYN:
+        return "PSH/URG without ACK"
+    return ""
+
+
+def _martian(p: Packet) -> bool:
+    s = p.src_bytes
+    if p.ip_version == 4:
+        first = s[0]
+        if first == 127 or first >= 224:
+            return True
+        if first == 0:
+            # DHCP clients legitimately send from 0.0.0.0 before they have an address.
+            return not (s == b"\0\0\0\0" and p.proto == PROTO_UDP and p.sport == 68)
+        return False
+    if p.ip_version == 6:
+        if s[0] == 0xFF:
+            return True  # multicast source
+        return s == b"\0" * 15 + b"\x01"  # ::1 off the host
+    return False
