@@ -98,7 +98,7 @@ def test_bad_lines_are_reported_with_line_and_reason() -> None:
         "Bad.Jump:0:*:4142{5-2}4344",
         "Bad.Paren:0:*:4142(43|44",
         "Bad.Short:0:*:41??",
-        "Bad.EP:1:EP+0:" + h(b"abcdef"),
+        "Bad.VI:1:VI:" + h(b"abcdef"),
     ]
     db = db_of(t_ndb="\n".join([good, *bad, good.replace("Good", "Good2")]) + "\n")
     assert db.stats["ndb"] == 2
@@ -112,7 +112,7 @@ def test_bad_lines_are_reported_with_line_and_reason() -> None:
     assert "range" in reasons[5] or "jump" in reasons[5]
     assert "unterminated" in reasons[6]
     assert "two fixed bytes" in reasons[7]
-    assert "EP" in reasons[8] and "not supported" in reasons[8]
+    assert "VI" in reasons[8] and "not supported" in reasons[8]
     assert names(db, b"xabcdefx") == {"Good.Sig", "Good2.Sig"}
 
 

@@ -19,6 +19,7 @@ import hyperscan
 
 from vmshield.engines.file.signatures import yara_rules
 from vmshield.engines.file.signatures.clamav import LogicalSig, Offset, SubSig, eval_expr
+from vmshield.engines.file.signatures.execinfo import ExeInfo, exe_info
 
 if TYPE_CHECKING:
     from vmshield.engines.file.database import Database
@@ -212,16 +213,25 @@ class Matcher:
                 yield norm[0]
 
         size = len(buf)
+        exe_cache: list[ExeInfo | None] = []
+
+        def exe() -> ExeInfo | None:
+            if not exe_cache:
+                exe_cache.append(exe_info(buf))
+            return exe_cache[0]
+
         for i in sorted(cand_body):
             sig = self.db.body[i]
             if sig.target and sig.target not in types:
                 continue
             rx = self._re(sig.hex.regex)
-            if any(self._count(rx, sig.offset, v, size, 1) for v in views(sig.target)):
+            ex = exe() if sig.offset.needs_exe else None
+            if any(self._count(rx, sig.offset, v, size, 1, ex) for v in views(sig.target)):
                 hits.append(Hit(sig.name, "body"))
         for i in sorted(cand_logical):
             lsig = self.db.logical[i]
-            if any(self._logical(lsig, buf, v, types, size) for v in views(lsig.target)):
+            ex = exe() if any(sub.offset.needs_exe for sub in lsig.subsigs) else None
+            if any(self._logical(lsig, buf, v, types, size, ex) for v in views(lsig.target)):
                 hits.append(Hit(lsig.name, "logical"))
         if run_yara:
             for m in self._yara.match(data=buf, timeout=YARA_TIMEOUT):
@@ -229,10 +239,16 @@ class Matcher:
         return hits
 
     def _count(
-        self, rx: re.Pattern[bytes], offset: Offset, data: bytes, size: int, limit: int
+        self,
+        rx: re.Pattern[bytes],
+        offset: Offset,
+        data: bytes,
+        size: int,
+        limit: int,
+        exe: ExeInfo | None = None,
     ) -> int:
         """How many distinct start positions match, up to `limit`."""
-        win = offset.window(size)
+        win = offset.window(size, exe)
         if win is None:
             return 0
         lo, hi = win
@@ -256,7 +272,13 @@ class Matcher:
         return n
 
     def _logical(
-        self, lsig: LogicalSig, raw: bytes, data: bytes, types: frozenset[int], size: int
+        self,
+        lsig: LogicalSig,
+        raw: bytes,
+        data: bytes,
+        types: frozenset[int],
+        size: int,
+        exe: ExeInfo | None = None,
     ) -> bool:
         if lsig.target and lsig.target not in types:
             return False
@@ -269,7 +291,7 @@ class Matcher:
             if sub.hex is None:
                 pcre.append((k, sub))
                 continue
-            counts[k] = self._count(self._re(sub.hex.regex), sub.offset, data, size, limit)
+            counts[k] = self._count(self._re(sub.hex.regex), sub.offset, data, size, limit, exe)
         for k, sub in pcre:
             if sub.trigger is not None and not eval_expr(sub.trigger, counts)[0]:
                 continue
@@ -278,7 +300,7 @@ class Matcher:
             if rx is None:
                 rx = re.compile(sub.pcre, sub.pcre_flags)
                 self._rx[b"pcre:%d:" % sub.pcre_flags + sub.pcre] = rx
-            counts[k] = self._count(rx, sub.offset, raw, size, limit)
+            counts[k] = self._count(rx, sub.offset, raw, size, limit, exe)
         return eval_expr(lsig.expr, counts)[0]
 
     def match(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from vmshield.engines.file.signatures.execinfo import ExeInfo
 from vmshield.engines.file.signatures.hexsig import CompiledHex, HexSigError, compile_hex
 
 # The ClamAV functionality level we claim (ClamAV 1.4 is 200): signatures whose min/max FLEVEL
@@ -92,39 +93,84 @@ def parse_hash(line: str, *, allow: tuple[str, ...]) -> HashSig:
 
 @dataclass(frozen=True)
 class Offset:
-    kind: str  # any | abs | eof
-    value: int = 0  # abs: from the start; eof: bytes before the end
+    kind: str  # any | abs | eof | ep | sx | se | sl
+    value: int = 0  # abs: from the start; eof: bytes before the end; ep/sx/sl: added to the base
     shift: int = 0  # MaxShift: the match may start up to this much later
+    section: int = 0  # sx / se: section index (from 0)
 
-    def window(self, size: int) -> tuple[int, int] | None:
+    @property
+    def needs_exe(self) -> bool:
+        return self.kind in ("ep", "sx", "se", "sl")
+
+    def window(self, size: int, exe: ExeInfo | None = None) -> tuple[int, int] | None:
         """First and last allowed start position in a file of `size` bytes (None: impossible)."""
         if self.kind == "any":
             return 0, size
-        start = self.value if self.kind == "abs" else size - self.value
+        shift = self.shift
+        if self.kind == "abs":
+            start = self.value
+        elif self.kind == "eof":
+            start = size - self.value
+        else:
+            if exe is None:
+                return None
+            if self.kind == "ep":
+                if exe.entry is None:
+                    return None
+                start = exe.entry + self.value
+            elif self.kind == "sl":
+                if not exe.sections:
+                    return None
+                start = exe.sections[-1][0] + self.value
+            else:
+                if self.section >= len(exe.sections):
+                    return None
+                off, sec_size = exe.sections[self.section]
+                start = off + (self.value if self.kind == "sx" else 0)
+                if self.kind == "se":
+                    shift = sec_size
         if start < 0 or start > size:
             return None
-        return start, start + self.shift
+        return start, start + shift
 
 
-_OFFSET = re.compile(r"^(?:(\*)|([0-9]{1,15})|EOF-([0-9]{1,15}))(?:,([0-9]{1,15}))?$")
+_N = r"([0-9]{1,15})"
+_OFFSETS = [
+    (re.compile(r"^\*$"), "any"),
+    (re.compile(rf"^{_N}(?:,{_N})?$"), "abs"),
+    (re.compile(rf"^EOF-{_N}(?:,{_N})?$"), "eof"),
+    (re.compile(rf"^EP([+-]){_N}(?:,{_N})?$"), "ep"),
+    (re.compile(rf"^S{_N}\+{_N}(?:,{_N})?$"), "sx"),
+    (re.compile(rf"^SE{_N}(?:,{_N})?$"), "se"),
+    (re.compile(rf"^SL\+{_N}(?:,{_N})?$"), "sl"),
+]
 
 
 def parse_offset(text: str) -> Offset:
-    m = _OFFSET.match(text.strip())
-    if not m:
-        if re.match(r"^(EP[+-]|S[0-9]+\+|SE[0-9]+|SL\+|VI|\$)", text):
-            raise SigError(
-                f"offset {text!r} needs executable parsing (EP/Sx/SEx/SL): not supported"
-            )
-        raise SigError(f"bad offset {text!r}")
-    if m.group(1):
-        if m.group(4):
-            raise SigError("offset '*' cannot have a MaxShift")
-        return Offset("any")
-    shift = int(m.group(4) or 0)
-    if m.group(2) is not None:
-        return Offset("abs", int(m.group(2)), shift)
-    return Offset("eof", int(m.group(3)), shift)
+    """`*`, `n`, `EOF-n`, `EP+n`, `EP-n`, `Sx+n`, `SEx`, `SL+n`, each but `*` with `,MaxShift`."""
+    text = text.strip()
+    for rx, kind in _OFFSETS:
+        m = rx.match(text)
+        if not m:
+            continue
+        g = m.groups()
+        if kind == "any":
+            return Offset("any")
+        if kind in ("abs", "eof"):
+            return Offset(kind, int(g[0]), int(g[1] or 0))
+        if kind == "ep":
+            v = int(g[1])
+            return Offset("ep", -v if g[0] == "-" else v, int(g[2] or 0))
+        if kind == "sx":
+            return Offset("sx", int(g[1]), int(g[2] or 0), section=int(g[0]))
+        if kind == "se":
+            return Offset("se", 0, int(g[1] or 0), section=int(g[0]))
+        return Offset("sl", int(g[0]), int(g[1] or 0))
+    if text.startswith("*,"):
+        raise SigError("offset '*' cannot have a MaxShift")
+    if text.startswith(("VI", "$", "EP", "S")):
+        raise SigError(f"offset {text!r} is not supported (version-info and macro offsets)")
+    raise SigError(f"bad offset {text!r}")
 
 
 # --- extended body signatures (.ndb) ------------------------------------------------------------
