@@ -475,3 +475,177 @@ def fuzz_seeds(target: str) -> list[bytes]:
         return []
     finally:
         shutil.rmtree(t, ignore_errors=True)
+
+
+# --- UPX: an NRV encoder and a UPX-layout PE (no UPX packer is installable here) ----------------
+
+
+class _BitWriter:
+    """UCL's LE32 bit stream: 32-bit words, MSB first, each word's place reserved in the byte
+    stream when its first bit is written (literals and offset bytes interleave with words)."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.word_pos = -1
+        self.word = 0
+        self.n = 32
+
+    def bit(self, b: int) -> None:
+        if self.n == 32:
+            self.flush()
+            self.word_pos = len(self.out)
+            self.out += b"\x00\x00\x00\x00"
+            self.word, self.n = 0, 0
+        self.word = (self.word << 1) | (b & 1)
+        self.n += 1
+
+    def byte(self, b: int) -> None:
+        self.out.append(b)
+
+    def flush(self) -> None:
+        if self.word_pos >= 0:
+            self.out[self.word_pos : self.word_pos + 4] = (self.word << (32 - self.n)).to_bytes(
+                4, "little"
+            )
+
+    def gamma11(self, v: int) -> None:
+        assert v >= 2
+        bits = bin(v)[3:]
+        for i, c in enumerate(bits):
+            self.bit(int(c))
+            self.bit(1 if i == len(bits) - 1 else 0)
+
+    def gamma12(self, v: int) -> None:
+        assert v >= 2
+        steps: list[tuple[int, int | None]] = []  # (b1, b2 or None for the final step)
+        steps.append((v & 1, None))
+        m = v >> 1
+        while m != 1:
+            t = m + 2
+            steps.append(((t >> 1) & 1, t & 1))
+            m = t >> 2
+        for b1, b2 in reversed(steps):
+            self.bit(b1)
+            if b2 is None:
+                self.bit(1)
+            else:
+                self.bit(0)
+                self.bit(b2)
+
+
+def nrv_compress(data: bytes, variant: str) -> bytes:
+    """Greedy LZ77 in UCL's NRV2B/2D/2E format (test side only: the decoder is the product)."""
+    w = _BitWriter()
+    big = 0xD00 if variant == "b" else 0x500
+    table: dict[bytes, list[int]] = {}
+    last = 1
+    i = 0
+    while i < len(data):
+        best_len, best_off = 0, 0
+        key = data[i : i + 3]
+        for j in reversed(table.get(key, [])[-32:]):
+            off = i - j
+            n = 0
+            while i + n < len(data) and data[j + n] == data[i + n] and n < 300:
+                n += 1
+            if n > best_len:
+                best_len, best_off = n, off
+        min_len = 3 + (best_off > big)
+        if len(key) == 3:
+            table.setdefault(key, []).append(i)
+        if best_len < min_len:
+            w.bit(1)
+            w.byte(data[i])
+            i += 1
+            continue
+        w.bit(0)
+        code = best_len - 1 - (best_off > big)
+        if variant == "b":
+            if best_off == last:
+                w.gamma11(2)
+            else:
+                w.gamma11(((best_off - 1) >> 8) + 3)
+                w.byte((best_off - 1) & 0xFF)
+            if code <= 3:
+                w.bit(code >> 1)
+                w.bit(code & 1)
+            else:
+                w.bit(0)
+                w.bit(0)
+                w.gamma11(code - 2)
+        else:
+            first = (
+                1 if (variant == "e" and code <= 2) or (variant == "d" and code in (2, 3)) else 0
+            )
+            if best_off == last:
+                w.gamma12(2)
+                w.bit(first)
+            else:
+                x = ((best_off - 1) << 1) | (0 if first else 1)
+                w.gamma12((x >> 8) + 3)
+                w.byte(x & 0xFF)
+            if variant == "e":
+                if first:
+                    w.bit(code - 1)
+                elif code <= 4:
+                    w.bit(1)
+                    w.bit(code - 3)
+                else:
+                    w.bit(0)
+                    w.gamma11(code - 3)
+            else:  # d: m_len = first*2 + bit; zero means a gamma follows
+                if code <= 3:
+                    w.bit(code & 1)
+                else:
+                    w.bit(0)
+                    w.gamma11(code - 2)
+        last = best_off
+        for k in range(i + 1, min(i + best_len, len(data) - 2)):
+            table.setdefault(data[k : k + 3], []).append(k)
+        i += best_len
+    w.bit(0)  # end marker: an offset of 0xFFFFFFFF
+    if variant == "b":
+        w.gamma11(0x1000002)
+    else:
+        w.gamma12(0x1000002)
+    w.byte(0xFF)
+    w.flush()
+    return bytes(w.out)
+
+
+def make_upx_pe(image: bytes, method: int = 8) -> bytes:
+    """A PE laid out as UPX lays out Win32 files: sections UPX0 (empty, virtual) and UPX1 (the
+    compressed image), the 32-byte pack header after the section table (UPX's PackHeader)."""
+    variant = {2: "b", 5: "d", 8: "e"}[method]
+    comp = nrv_compress(image, variant)
+    pe_off = 0x80
+    dos = (b"MZ" + b"\x00" * 58 + struct.pack("<I", pe_off)).ljust(pe_off, b"\x00")
+    coff = b"PE\x00\x00" + struct.pack("<HHIIIHH", 0x14C, 2, 0, 0, 0, 0xE0, 0x102)
+    opt = struct.pack("<HBB", 0x10B, 14, 0).ljust(0xE0, b"\x00")
+    raw1 = 0x400
+    size1 = (len(comp) + 0x1FF) & ~0x1FF
+    s0 = b"UPX0\x00\x00\x00\x00" + struct.pack(
+        "<IIIIIIHHI", 0x10000, 0x1000, 0, 0, 0, 0, 0, 0, 0xE0000080
+    )
+    s1 = b"UPX1\x00\x00\x00\x00" + struct.pack(
+        "<IIIIIIHHI", size1, 0x11000, size1, raw1, 0, 0, 0, 0, 0xE0000040
+    )
+    head = dos + coff + opt + s0 + s1
+    ph = (
+        b"UPX!"
+        + bytes([13, 9, method, 9])
+        + struct.pack(
+            "<IIIIIBBBB",
+            zlib.adler32(image),
+            zlib.adler32(comp),
+            len(image),
+            len(comp),
+            len(image) + 0x400,
+            0,
+            0,
+            0,
+            0,
+        )
+    )
+    head = (head + b"\x00" * 16 + b"4.02\x00" + ph).ljust(raw1, b"\x00")
+    return head + comp.ljust(size1, b"\x00")

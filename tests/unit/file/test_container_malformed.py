@@ -152,3 +152,15 @@ def test_scan_continues_after_bad_member() -> None:
     r = find_eicar(top)
     assert r["found"] == ["good.zip//e.com"]
     assert any(e.startswith("bad.zip") for e in r["errors"])
+
+
+def test_mime_part_without_filename_gets_a_safe_name() -> None:
+    # Found by fuzzing: the fallback name was built from the attacker's Content-Type subtype.
+    mail = (
+        b"From: a@example.org\nSubject: x\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/mixed; boundary="b"\n\n--b\n'
+        b"Content-Type: text/..\\..\\{evil/x\n\nbody\n--b\n"
+        b"Content-Type: application/x\x01y\n\nbody2\n--b--\n"
+    )
+    for m in drain(mail):
+        _check_safe(m.name)

@@ -169,7 +169,9 @@ def open_container(data: bytes, name: str, budget: ScanBudget) -> Iterator[Membe
 def _guard(it: Iterator[Member], kind: str) -> Iterator[Member]:
     """A walker bug or a library exception on hostile input becomes an error member, not a crash."""
     try:
-        yield from it
+        for m in it:
+            m.name = sanitize_name(m.name)  # defence in depth: every walker already does this
+            yield m
     except LimitExceeded:
         raise
     except (MemoryError, RecursionError) as exc:

@@ -39,6 +39,12 @@ def sanitize_name(raw: str | bytes, fallback: str = "member") -> str:
     Absolute paths, drive letters, '..' and '.' components, NUL and control characters are
     removed; backslashes are separators (Windows archivers write them).
     """
+    name = _clean(raw)
+    # The fallback is often built from attacker data too (a MIME subtype): clean it the same way.
+    return name or _clean(fallback) or "member"
+
+
+def _clean(raw: str | bytes) -> str:
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
     raw = raw.split("\x00", 1)[0]  # C tools stop at NUL; an attacker hides a suffix after it
@@ -47,9 +53,7 @@ def sanitize_name(raw: str | bytes, fallback: str = "member") -> str:
     raw = _CTRL.sub("_", raw)
     parts = [p for p in raw.split("/") if p not in ("", ".", "..")]
     name = "/".join(parts)
-    if len(name) > 1024:
-        name = name[:1024]
-    return name or fallback
+    return name[:1024]
 
 
 def unique_names() -> Callable[[str], str]:

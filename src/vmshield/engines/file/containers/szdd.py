@@ -7,7 +7,7 @@ import zlib
 from collections.abc import Iterator
 
 from ..limits import LimitExceeded, ScanBudget
-from ._base import Member, member_cap, zlib_like
+from ._base import Member, member_cap, sanitize_name, zlib_like
 
 
 def lzss(src: bytes, out_len: int | None, cap: int, budget: ScanBudget) -> tuple[bytes, str | None]:
@@ -62,7 +62,7 @@ def walk(data: bytes, name: str, budget: ScanBudget) -> Iterator[Member]:
         missing = chr(data[9]) if 32 < data[9] < 127 else ""
         size = struct.unpack_from("<I", data, 10)[0]
         # COMPRESS.EXE names SETUP.EX_ and keeps the replaced character; others append "_".
-        inner = base[:-1] + missing if base.endswith("_") else base + ".unpacked"
+        inner = sanitize_name(base[:-1] + missing if base.endswith("_") else base + ".unpacked")
         if size > (len(data) - 14) * 9:
             # LZSS expands at most 144 bytes from 17: a larger size is a corrupt or cut header.
             out, _ = lzss(data[14:], None, min(cap, (len(data) - 14) * 9), budget)
