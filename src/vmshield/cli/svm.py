@@ -68,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="SVM state (center enrolment, event spool); default /var/lib/vmshield/svm",
     )
     ap.add_argument("--scanner-factory", default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--db-poll", type=float, default=5.0, help="seconds between checks for a new database"
+    )
     ap.add_argument("--ready-file", help="create this file once listening")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.set_defaults(func=run)
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         control=args.control,
         tls=tls,
         scanner_factory=args.scanner_factory or DEFAULT_FACTORY,
+        db_poll=args.db_poll,
     )
 
     async def main() -> int:

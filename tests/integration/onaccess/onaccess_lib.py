@@ -175,6 +175,8 @@ class Harness:
             "--ready-file",
             str(ready),
             "-v",
+            "--db-poll",
+            "0.3",
         ]
         if fake_scanner:  # only where a test needs a scan that takes a chosen time
             cmd += ["--scanner-factory", "onaccess_lib:factory"]

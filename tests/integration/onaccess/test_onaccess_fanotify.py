@@ -349,3 +349,28 @@ def test_profile_exclusions_reach_the_agent(harness: Harness) -> None:
     harness.start_agent("vm1")
     assert guest_cat(g / "disk.vmdk").returncode == 0
     assert guest_cat(g / "other.bin").returncode != 0
+
+
+def test_new_database_version_flushes_clean_caches(harness: Harness) -> None:
+    harness.start_svm(action="deny")
+    g = harness.guest("vm1")
+    f = g / "tool.bin"
+    f.write_bytes(b"harmless until today: VMSHIELD-NEW-THREAT-0042\n")
+    harness.start_agent("vm1")
+    assert guest_cat(f).returncode == 0
+    assert guest_cat(f).returncode == 0 and harness.requests("vm1") == 1  # kernel-cached
+    old = harness.health()["svm"]["db_version"]
+    with open(harness.root / "db" / "test.ndb", "a") as db:
+        db.write("Test.NewThreat:0:*:" + b"VMSHIELD-NEW-THREAT-0042".hex() + "\n")
+    end = time.monotonic() + 60
+    while harness.health()["svm"]["db_version"] == old and time.monotonic() < end:
+        time.sleep(0.1)
+    assert harness.health()["svm"]["db_version"] != old
+    # The agent drops its ignore marks and user-space cache: the same file is scanned again.
+    end = time.monotonic() + 20
+    r = guest_cat(f)
+    while r.returncode == 0 and time.monotonic() < end:
+        time.sleep(0.1)
+        r = guest_cat(f)
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+    assert harness.requests("vm1") >= 2
