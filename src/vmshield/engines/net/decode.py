@@ -227,7 +227,9 @@ def _decode_ipv4(p: Packet, b: bytes, off: int) -> None:
         return
     p.ip_version = 4
     p.src_bytes, p.dst_bytes = src, dst
-    p.src, p.dst = _ntop4(src), _ntop4(dst)
+    # Inlined cache hits: this line runs for every IPv4 packet.
+    p.src = _addr4.get(src) or _ntop4(src)
+    p.dst = _addr4.get(dst) or _ntop4(dst)
     p.proto, p.ttl, p.ip_id = proto, ttl, ipid
     p.ip_hdr = b[off : off + hlen]
     if hlen > 20:

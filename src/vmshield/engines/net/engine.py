@@ -155,6 +155,8 @@ class Engine:
         self.attacks = attacks
         self.ips = cfg.mode == "ips"
         self._bypass_ok = cfg.bypass and self.ips
+        self._tls_bypass = cfg.tls_encryption_handling == "bypass"
+        self._sevents: list[str] = []
         timeouts: dict[int, tuple[float, float, float]] = {}
         for name, vals in cfg.flow_timeouts.items():
             proto = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP, "default": 0}[name]
@@ -246,10 +248,12 @@ class Engine:
                     self.config.stream_depth, self.stream_mem, self.config.stream_max_segments
                 )
             sd = streams.ts if toserver else streams.tc
-            sevents: list[str] = []
+            sevents = self._sevents  # reused: most packets add nothing to it
             chunk = sd.add(p.tcp_seq, p.tcp_flags, p.payload, sevents)
             if sevents:
-                for name in sevents:
+                names = list(sevents)
+                sevents.clear()
+                for name in names:
                     if name == EV_RETRANS:
                         c["retransmissions"] += 1
                     else:
@@ -269,13 +273,7 @@ class Engine:
 
         if f.state == STATE_CLOSED:
             events = self._close_app(f, events)
-        if (
-            self._bypass_ok
-            and verdict is ACCEPT
-            and f.streams is not None
-            and not f.action
-            and self._done(f)
-        ):
+        if self._bypass_ok and verdict is ACCEPT and f.streams is not None and self._done(f):
             f.bypassed = True
             c["bypassed_flows"] += 1
             verdict = BYPASS
@@ -773,18 +771,16 @@ class Engine:
     # -- flow end --------------------------------------------------------------------------
 
     def _done(self, f: Flow) -> bool:
-        """Nothing more to inspect on this flow."""
-        if f.proto != PROTO_TCP or f.streams is None:
+        """Nothing more to inspect on this flow (TCP, streams set up)."""
+        if f.action:
             return False
         s = f.streams
         if s.ts.done and s.tc.done:
             return True
-        return bool(
-            f.app_proto == "tls"
-            and self.config.tls_encryption_handling == "bypass"
-            and isinstance(f.app.parser, TlsState)
-            and f.app.parser.encrypted
-        )
+        if f.app_proto == "tls" and self._tls_bypass:
+            parser = f.app.parser
+            return isinstance(parser, TlsState) and parser.encrypted
+        return False
 
     def _close_app(self, f: Flow, events: list[Event] | None) -> list[Event] | None:
         app = f.app

@@ -271,6 +271,9 @@ DEFAULT_EMERGENCY_TIMEOUTS: dict[int, tuple[float, float, float]] = {
 }
 
 
+_KEY_TAIL = struct.Struct("!BHHH").pack
+
+
 class FlowTable:
     """All live flows, bounded by `max_flows`.
 
@@ -314,7 +317,7 @@ class FlowTable:
             return f, (p.src_bytes == f.src_bytes and p.sport == f.sport)
         if len(self.flows) >= self.max_flows:
             self._make_room(p.ts)
-        fhash = zlib.crc32(repr(key).encode()) & 0xFFFFFFFF
+        fhash = zlib.crc32(key[2] + key[4] + _KEY_TAIL(key[0], key[3], key[5], key[1] & 0xFFFF))
         f = Flow(key, fhash, p)
         self.flows[key] = f
         self.created += 1
