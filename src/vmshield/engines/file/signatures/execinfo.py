@@ -83,7 +83,7 @@ def elf_info(data: bytes) -> ExeInfo | None:
             else:
                 off, size = struct.unpack_from(end + "II", data, p + 16)
             secs.append((off, size))
-    except struct.error:
+    except (struct.error, OverflowError):  # offsets from the file point past it
         return None
     return ExeInfo(ep if ep is not None and ep < len(data) else None, tuple(secs))
 
