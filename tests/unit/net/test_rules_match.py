@@ -602,3 +602,19 @@ def test_fragbits_fragoffset_ipopts() -> None:
     )
     bad = RuleSet.from_text("alert ip any any -> any any (fragbits:Q; sid:1;)")
     assert bad.rejected[0].keyword == "fragbits"
+
+
+@pytest.mark.parametrize(
+    ("expr", "size", "hit"),
+    [
+        ("19", 19, True), ("=0x13", 19, True), ("!0x14", 19, True), ("!=19", 19, False),
+        (">21", 22, True), (">=21", 21, True), ("<22", 22, False), ("<=22", 22, True),
+        ("19-22", 19, False), ("19-22", 20, True), ("19-22", 22, False),
+        ("!19-22", 19, True), ("!19-22", 21, False), ("&0x10=0x10", 17, True),
+        ("&0x10!=0", 15, False),
+    ],
+)  # fmt: skip
+def test_integer_keyword_modes(expr: str, size: int, hit: bool) -> None:
+    # bsize follows Suricata's integer-keywords: exclusive ranges, negated ranges, bitmasks
+    rs = rules(f"alert http any any -> any any (http.uri; bsize:{expr}; sid:1;)")
+    assert (run(rs, app_proto="http", buffers={"http.uri": b"u" * size}) == [1]) is hit

@@ -107,7 +107,8 @@ class DatasetOp:
 
 @dataclass(slots=True)
 class UInt:
-    """Suricata's generic unsigned comparison: N, <N, >N, <=N, >=N, !N, A<>B (exclusive), A-B."""
+    """Suricata's integer keyword comparison (rules/integer-keywords): N, =N, !N, !=N, >N, >=N,
+    <N, <=N, ranges A-B or A<>B (exclusive), negated ranges !A-B, bitmasks &M=V and &M!=V."""
 
     mode: str
     a: int
@@ -127,10 +128,28 @@ class UInt:
             return v >= self.a
         if m == "!=":
             return v != self.a
+        if m == "!<>":
+            return v <= self.a or v >= self.b
+        if m == "&=":
+            return v & self.a == self.b
+        if m == "&!=":
+            return v & self.a != self.b
         return self.a < v < self.b
 
 
-_UINT = re.compile(r"^\s*(<=|>=|!=|<|>|=|!)?\s*(\w+)\s*(?:(<>|-)\s*(\w+))?\s*$")
+_UNITS = {"kb": 1024, "kib": 1024, "mb": 1 << 20, "mib": 1 << 20, "gb": 1 << 30, "gib": 1 << 30}
+_NUM = r"(?:0[xX][0-9a-fA-F]+|\d+)(?:[kKmMgG][iI]?[bB])?"
+_UINT = re.compile(rf"^\s*(<=|>=|!=|<|>|=|!)?\s*({_NUM})\s*(?:(<>|-)\s*({_NUM}))?\s*$")
+_UMASK = re.compile(rf"^\s*&\s*({_NUM})\s*(=|!=)\s*({_NUM})\s*$")
+
+
+def _unum(s: str, what: str) -> int:
+    s = s.strip()
+    low = s.lower()
+    for u, mult in _UNITS.items():
+        if low.endswith(u) and not low.startswith("0x"):
+            return parse_int(s[: -len(u)], what) * mult
+    return parse_int(s, what)
 
 
 def parse_int(s: str, what: str = "number") -> int:
@@ -146,18 +165,26 @@ def parse_int(s: str, what: str = "number") -> int:
 
 
 def parse_uint(s: str, maxv: int, what: str) -> UInt:
+    mm = _UMASK.match(s)
+    if mm:
+        mask, op, val = _unum(mm.group(1), what), mm.group(2), _unum(mm.group(3), what)
+        if mask > maxv or val > maxv:
+            raise ValueError(f"{what} value out of range '{s}'")
+        if val & ~mask:
+            raise ValueError(f"{what} bitmask '{s}' can never match")
+        return UInt("&=" if op == "=" else "&!=", mask, val)
     m = _UINT.match(s)
     if not m:
         raise ValueError(f"bad {what} value '{s}'")
     op, a_s, rng, b_s = m.groups()
-    a = parse_int(a_s, what)
+    a = _unum(a_s, what)
     if rng:
-        if op:
+        if op not in (None, "!"):
             raise ValueError(f"bad {what} value '{s}'")
-        b = parse_int(b_s, what)
+        b = _unum(b_s, what)
         if not (0 <= a < b <= maxv):
             raise ValueError(f"bad {what} range '{s}'")
-        return UInt("<>", a, b)
+        return UInt("!<>" if op == "!" else "<>", a, b)
     if not 0 <= a <= maxv:
         raise ValueError(f"{what} value out of range '{s}'")
     mode = {None: "=", "=": "=", "!": "!=", "!=": "!="}.get(op, op)
