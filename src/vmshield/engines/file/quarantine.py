@@ -15,6 +15,7 @@ renames; eviction runs under an advisory lock.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import fcntl
@@ -344,10 +345,10 @@ class QuarantineStore:
         finally:
             os.close(fd)
 
-    def enforce(self, keep: str | None = None) -> list[str]:
+    def enforce(self, keep: str | None = None) -> builtins.list[str]:
         """Drop items older than the age limit, then the oldest until under the size cap.
         Returns the evicted ids. `keep` (the item just added) is never evicted."""
-        evicted: list[str] = []
+        evicted: builtins.list[str] = []
         now = self.clock()
         with self._locked():
             entries = self.list()
@@ -366,7 +367,7 @@ class QuarantineStore:
             self._clean_orphans(now)
         return evicted
 
-    def _drop(self, eid: str, evicted: list[str]) -> None:
+    def _drop(self, eid: str, evicted: builtins.list[str]) -> None:
         try:
             self.delete(eid)
         except QuarantineError:

@@ -97,18 +97,20 @@ def _mime_part(part: Message, n: int, uniq: object, budget: ScanBudget) -> Itera
         return
     _check(budget, len(raw))
     try:
-        payload = part.get_payload(decode=True) or b""
+        decoded = part.get_payload(decode=True) or b""
     except Exception as exc:  # noqa: BLE001
         yield Member(sanitize_name(fname, f"part{n}"), None, error=f"undecodable part: {exc}")
         return
+    payload = decoded if isinstance(decoded, bytes) else b""
+    err = None
     if cte == "base64":
-        # email's decoder drops garbage silently; say when the part was not clean base64.
+        # email's decoder drops stray characters silently: say so, they can hide a payload's shape.
         try:
             base64.b64decode(re.sub(r"\s+", "", raw), validate=True)
         except (binascii.Error, ValueError):
-            pass
+            err = "base64 part has invalid characters (decoded leniently)"
     name = sanitize_name(fname, f"part{n}.{ctype.split('/')[-1] or 'bin'}")
-    yield Member(uniq(name), payload)  # type: ignore[operator]
+    yield Member(uniq(name), payload, error=err)  # type: ignore[operator]
     # uuencoded blocks inside a text body, as old mailers sent attachments.
     if ctype.startswith("text/") and _UU_BEGIN.search(payload):
         yield from _uuencode(payload, budget)

@@ -346,8 +346,8 @@ def _walk_local(data: bytes, budget: ScanBudget) -> Iterator[Member]:
             else:
                 if size and data_off + comp <= len(data):
                     check_declared(budget, comp, size)
-                out, err = extract(data, e, budget)
-                yield Member(mname, out or None, error=err)
+                body, err = extract(data, e, budget)
+                yield Member(mname, body or None, error=err)
         pos = data_off + comp
     yield Member(
         "(zip)",
