@@ -64,7 +64,12 @@ def variants(layer: ScapyPacket, n: int, patch: object) -> list[bytes]:
 
 
 def names(verdicts: list[AttackVerdict]) -> list[str]:
-    return [v.name for v in verdicts]
+    """The attacks reported: verdicts that carry an event (one per episode)."""
+    return [v.name for v in verdicts if v.event is not None]
+
+
+def reported(verdicts: list[AttackVerdict]) -> list[AttackVerdict]:
+    return [v for v in verdicts if v.event is not None]
 
 
 # -- scans -----------------------------------------------------------------------------------
@@ -81,8 +86,13 @@ def test_tcp_port_scan_each_style_is_one_episode(flags: str, style: str) -> None
         for port in range(1, 201)
     ]
     found = run(det, probes)
-    scans = [v for v in found if v.name == "Scan.Generic.PortScan.TCP"]
+    scans = [v for v in reported(found) if v.name == "Scan.Generic.PortScan.TCP"]
     assert len(scans) == 1  # one event for 200 probes
+    # Every probe from the threshold on is an attack packet with the same action.
+    later = [v for v in found if v.event is None and v.name == scans[0].name]
+    assert len(later) == 200 - 20 and {(v.action, v.block_minutes) for v in later} == {
+        ("block", 60)
+    }
     v = scans[0]
     assert (v.source, v.target, v.action, v.block_minutes) == (ATTACKER, VICTIM, "block", 60)
     eve = v.event.to_eve()
@@ -131,6 +141,21 @@ def test_syn_flood_half_open() -> None:
     assert names(found) == ["DoS.Generic.SYNFlood"]
     assert found[0].action == "block" and found[0].event.data["attack"]["half_open"] == 500
     assert found[0].event.severity == 1
+
+
+def test_distributed_syn_flood_is_one_episode_per_target() -> None:
+    det = AttackDetector()
+    rng = random.Random(5)
+    syns = variants(
+        IP(src="10.9.0.1", dst=VICTIM) / TCP(dport=443, flags="S"),
+        3000,
+        lambda i: {26: bytes([10, 9, *rng.randbytes(2)]), 34: rng.randbytes(2)},
+    )
+    found = run(det, syns, step=0.0002)
+    assert names(found) == ["DoS.Generic.SYNFlood"]
+    v = found[0]
+    assert v.event.data["attack"]["distributed"] is True and v.target == VICTIM
+    assert (v.source, v.action) == ("", "ignore")  # no single source to block
 
 
 def test_many_completed_handshakes_are_not_a_syn_flood() -> None:
@@ -306,7 +331,8 @@ def test_new_episode_after_quiet_period() -> None:
     first = run(det, scan, start=1000.0)
     again = run(det, scan, start=1030.0)  # within the 60 s episode: suppressed
     later = run(det, scan, start=1200.0)  # quiet for longer than 60 s: a new episode
-    assert (len(first), len(again), len(later)) == (1, 0, 1)
+    assert (len(names(first)), len(names(again)), len(names(later))) == (1, 0, 1)
+    assert again and all(v.action == "block" for v in again)  # still attack packets
     assert det.stats["episodes"] == 2
 
 
@@ -336,8 +362,8 @@ def test_random_source_flood_keeps_memory_bounded() -> None:
     for f in frames:
         det.process(decode(f, ts))
         ts += 0.0001
-    # Eleven tables, each capped: max_sources for nine, max_flows for two.
-    assert det.memory_entries() <= 9 * 256 + 2 * 512
+    # Twelve tables, each capped: max_sources for ten, max_flows for two.
+    assert det.memory_entries() <= 10 * 256 + 2 * 512
     assert det._tcp_ports.evicted > 0
 
 

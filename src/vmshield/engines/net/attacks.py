@@ -2,9 +2,10 @@
 and spoofed packets, from decoded packets and the defragmenter's anomalies.
 
 Pure and sans-IO: `AttackDetector(config).process(packet)` (alias `inspect`) returns a list of
-`AttackVerdict`s; time comes only from `Packet.ts`. One verdict and one `attack` event per attack
-episode (the same attack from the same source, until it has been quiet for
-`episode_timeout` seconds); later packets of the episode only increase its counters.
+`AttackVerdict`s; time comes only from `Packet.ts`. One `attack` event per attack episode (the
+same attack from the same source, until it has been quiet for `episode_timeout` seconds): the
+packet that starts it gets a verdict with the event, later packets of the episode get a verdict
+with the same action and `event=None` (so they are dropped too) and increase its counters.
 
 Every table is bounded (`max_sources`, `max_flows`) and expires idle entries, so a flood with
 random source addresses costs a fixed amount of memory: the oldest entries are evicted first.
@@ -21,7 +22,9 @@ Detectors and their names (vendor style):
 - Scan.Generic.PortScan.UDP   distinct destination ports, unsolicited datagrams only
 - Scan.Generic.HostSweep.ICMP distinct destinations of echo (and timestamp/address) requests
 - Scan.Generic.HostSweep.ARP  distinct addresses asked for by ARP requests
-- DoS.Generic.SYNFlood        half-open connection attempts from one source to one target
+- DoS.Generic.SYNFlood        half-open connection attempts from one source to one target; and
+                              from many (spoofed) sources to one target (`distributed`, one
+                              episode per target, reported but not blocked by default)
 - DoS.Generic.UDPFlood        unsolicited datagrams from one source to one target
 - DoS.Generic.ICMPFlood       ICMP requests from one source to one target
 - DoS.Generic.Land            source address equals destination address
@@ -96,6 +99,8 @@ class AttackConfig:
     icmp_host_sweep: DetectorConfig = _d(20, 5.0)  # distinct destinations
     arp_host_sweep: DetectorConfig = _d(64, 5.0, "ignore")  # cannot block by IP: report
     syn_flood: DetectorConfig = _d(500, 1.0)  # half-open attempts per window
+    # Many (spoofed) sources against one target: no single source to block, so report only.
+    syn_flood_distributed: DetectorConfig = _d(2000, 1.0, "ignore")
     udp_flood: DetectorConfig = _d(5000, 1.0)  # unsolicited datagrams per window
     icmp_flood: DetectorConfig = _d(500, 1.0)  # requests per window
     land: DetectorConfig = _d(1, 1.0, "terminate")  # spoofed by definition: never blocked
@@ -185,11 +190,11 @@ class AttackVerdict:
     target: str  # victim address, or "" for several
     action: str  # block | terminate | ignore
     block_minutes: int
-    event: Event
+    event: Event | None  # only on the packet that starts the episode; None on later packets
     vlan: int = 0  # blocking is scoped to the VLAN the attack was seen on
     iface: str = ""
 
-    def to_event(self) -> Event:
+    def to_event(self) -> Event | None:
         return self.event
 
 
@@ -270,6 +275,8 @@ class _Episode:
     last: float
     count: int = 1
     targets: set[str] = field(default_factory=set)
+    action: str = "ignore"
+    minutes: int = 0
 
 
 class AttackDetector:
@@ -290,6 +297,7 @@ class AttackDetector:
         self._icmp_hosts = _Bounded(cap)  # src -> _Distinct of destinations
         self._arp_hosts = _Bounded(cap)
         self._syn = _Bounded(cap)  # (src, dst) -> _Rate
+        self._syn_target = _Bounded(cap)  # dst -> _Rate (distributed floods)
         self._udp = _Bounded(cap)
         self._icmp = _Bounded(cap)
         self._conns = _Bounded(fcap)  # TCP 4-tuples seen opening (both directions)
@@ -369,6 +377,7 @@ class AttackDetector:
                 self._icmp_hosts,
                 self._arp_hosts,
                 self._syn,
+                self._syn_target,
                 self._udp,
                 self._icmp,
                 self._conns,
@@ -447,12 +456,28 @@ class AttackDetector:
                 half_open = r.add(p.ts, d.window)
                 if half_open >= d.threshold:
                     self._hit("syn_flood", "DoS.Generic.SYNFlood", p, out, {"half_open": half_open})
+            d = cfg.syn_flood_distributed
+            if d.enabled:
+                half_open = self._syn_target.touch(dst, _Rate).add(p.ts, d.window)
+                if half_open >= d.threshold:
+                    self._hit(
+                        "syn_flood_distributed",
+                        "DoS.Generic.SYNFlood",
+                        p,
+                        out,
+                        {"half_open": half_open, "distributed": True},
+                        episode_source="*",
+                        blockable=False,
+                    )
         elif flags & (SYN | ACK) == SYN | ACK:
             self._conns.touch((src, sport, dst, dport), float)
         elif flags == ACK and not p.dsize:
             r = self._syn.get((src, dst))
             if r is not None:
                 r.credit += 1  # a handshake (or the connection) progressed: not half-open
+            r = self._syn_target.get(dst)
+            if r is not None:
+                r.credit += 1
         # Scan: a probe is a connection attempt, or a stealth packet outside any connection.
         d = cfg.tcp_port_scan
         if not d.enabled:
@@ -585,22 +610,31 @@ class AttackDetector:
         *,
         target: str | None = None,
         blockable: bool = True,
+        episode_source: str | None = None,
     ) -> None:
+        """`episode_source` "*" makes one episode per target (attacks from many sources)."""
         d: DetectorConfig = getattr(self.config, key)
         if not d.enabled:
             return
-        source = p.src
+        source = p.src if episode_source is None else episode_source
         tgt = p.dst if target is None else target
-        ep = self._episodes.get((name, source))
+        ep_key = (name, source) if episode_source is None else (name, source, tgt)
+        ep = self._episodes.get(ep_key)
         if ep is not None and p.ts - ep.last <= self.config.episode_timeout:
             ep.last = max(ep.last, p.ts)
             ep.count += 1
             if tgt and len(ep.targets) < 64:
                 ep.targets.add(tgt)
-            self._episodes.move_to_end((name, source))
+            self._episodes.move_to_end(ep_key)
             self.stats["suppressed"] += 1
+            if ep.action != "ignore":
+                # No new event, but the packet belongs to the attack: drop it (and keep the
+                # source blocked) as the first one was.
+                out.append(
+                    AttackVerdict(name, source, tgt, ep.action, ep.minutes, None, p.vlan, p.iface)
+                )
             return
-        ep = self._episodes.touch((name, source), lambda: _Episode(name, source, p.ts, p.ts))
+        ep = self._episodes.touch(ep_key, lambda: _Episode(name, source, p.ts, p.ts))
         ep.first = ep.last = p.ts
         ep.count = 1
         ep.targets = {tgt} if tgt else set()
@@ -612,12 +646,13 @@ class AttackDetector:
             elif not self.may_block(source):
                 action, reason = "terminate", "source may not be blocked"
         minutes = d.block_minutes if action == "block" else 0
+        ep.action, ep.minutes = action, minutes
         self.stats["episodes"] += 1
         self.stats["verdicts"] += 1
         out.append(
             AttackVerdict(
                 name=name,
-                source=source,
+                source="" if episode_source == "*" else source,
                 target=tgt,
                 action=action,
                 block_minutes=minutes,
@@ -686,6 +721,7 @@ class AttackDetector:
             self._icmp_hosts,
             self._arp_hosts,
             self._syn,
+            self._syn_target,
             self._udp,
             self._icmp,
         ):
