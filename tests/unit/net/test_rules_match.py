@@ -209,7 +209,7 @@ def test_flow_keyword() -> None:
     assert run(rs, direction="to_server", established=True) == [1, 4]
     assert run(rs, direction="to_client", established=True) == [2, 4]
     assert run(rs, direction="to_server", established=False) == [3, 4]
-    assert run(rs, direction=None, established=False) == [3, 4]
+    assert run(rs, direction=None, established=False) == []  # not part of a flow
 
 
 def test_stream_and_packet_inspection() -> None:

@@ -117,6 +117,8 @@ def header_match(r: Rule, env: Env) -> bool:
             and r.dport.contains(p.sport)
         ):
             return False
+    if r.has_flow_kw and ctx.direction is None:
+        return False  # any `flow` option (even stateless) needs the packet to be part of a flow
     if r.flow_dir is not None and ctx.direction != r.flow_dir:
         return False
     if r.flow_established is not None and ctx.established != r.flow_established:
