@@ -491,3 +491,25 @@ def test_teardrop_and_ping_of_death_reach_the_attack_detector() -> None:
         and results[1].verdict.block_address == "10.66.0.1"
     )
     assert results[3].verdict.block_minutes == 60
+
+
+def test_ssh_banners_event_and_buffers() -> None:
+    rs = RuleSet.load(
+        texts=[
+            'alert ssh any any -> any any (msg:"old openssh"; ssh.software; content:"OpenSSH_5"; sid:70;)'
+        ],
+        variables=Variables.default(),
+        classification=Classification.default(),
+    )
+    e = Engine(rules=rs)
+    c = TcpConv(sport=2222).handshake()
+    c.send(b"SSH-2.0-OpenSSH_9.6p1 Debian-3\r\n", toserver=False)
+    c.send(b"SSH-2.0-OpenSSH_5.3\r\n")
+    c.send(b"\x00\x00\x01\x00binary kex", toserver=False)
+    events, _ = _run(e, c.frames)
+    (ssh,) = [ev.data["ssh"] for ev in events if ev.event_type == "ssh"]
+    assert ssh == {
+        "client": {"proto_version": "2.0", "software_version": "OpenSSH_5.3"},
+        "server": {"proto_version": "2.0", "software_version": "OpenSSH_9.6p1"},
+    }
+    assert [ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert"] == [70]

@@ -60,6 +60,7 @@ class EngineConfig:
     out_http: bool = True
     out_dns: bool = True
     out_tls: bool = True
+    out_ssh: bool = True
     out_flow: bool = False
     out_anomaly: bool = True
     out_attack: bool = True
@@ -220,6 +221,7 @@ _TOML_KEYS = {
     "outputs.http": "out_http",
     "outputs.dns": "out_dns",
     "outputs.tls": "out_tls",
+    "outputs.ssh": "out_ssh",
     "outputs.flow": "out_flow",
     "outputs.anomaly": "out_anomaly",
     "outputs.attack": "out_attack",

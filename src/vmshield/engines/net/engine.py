@@ -23,6 +23,7 @@ from vmshield.engines.net import eve
 from vmshield.engines.net.app import detect_tcp, detect_udp
 from vmshield.engines.net.app.dns import DnsError, DnsMessage, DnsTcpParser, parse_message
 from vmshield.engines.net.app.http import HttpParser, HttpTx
+from vmshield.engines.net.app.ssh import SshState
 from vmshield.engines.net.app.tls import TlsState
 from vmshield.engines.net.config import EngineConfig
 from vmshield.engines.net.decode import SUPPORTED_LINKTYPES, decode
@@ -439,6 +440,8 @@ class Engine:
                 )
             elif proto == "tls":
                 app.parser = TlsState(cfg.tls_max_handshake)
+            elif proto == "ssh":
+                app.parser = SshState()
             chunk = full
             # Bytes the other direction sent while undetermined came first: parse them first.
             od = app.tc if toserver else app.ts
@@ -479,6 +482,16 @@ class Engine:
                     tls.logged = True
                     events = events or []
                     events.append(eve.app_event("tls", p.ts, f, tls.eve(), cfg.community_id))
+        elif proto == "ssh":
+            ssh: SshState = app.parser
+            if ssh.feed(chunk, toserver):
+                if self.rules is not None:
+                    ctxs.append((ssh.buffers(toserver), 0))
+                if ssh.client and ssh.server and not ssh.logged:
+                    ssh.logged = True
+                    if cfg.out_ssh:
+                        events = events or []
+                        events.append(eve.app_event("ssh", p.ts, f, ssh.eve(), cfg.community_id))
         elif proto == "dns":
             if toserver:
                 app.dns_tcp_ts = app.dns_tcp_ts or DnsTcpParser()
@@ -796,6 +809,11 @@ class Engine:
                         eve.app_event("http", f.last, f, tx.eve(), cfg.community_id, tx_id=tx.tx_id)
                     )
             app.parser.txs.clear()
+        elif isinstance(app.parser, SshState) and not app.parser.logged:
+            app.parser.logged = True
+            if cfg.out_ssh and (app.parser.client or app.parser.server):
+                events = events or []
+                events.append(eve.app_event("ssh", f.last, f, app.parser.eve(), cfg.community_id))
         elif isinstance(app.parser, TlsState) and not app.parser.logged:
             app.parser.logged = True
             if cfg.out_tls and app.parser.client.hello:

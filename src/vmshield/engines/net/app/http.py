@@ -132,6 +132,14 @@ class HttpTx:
             "http.referer": self.req_header(b"referer"),
             "http.content_type": self.req_header(b"content-type"),
             "http.request_line": self.method + b" " + self.uri_raw + b" " + self.protocol,
+            "http.start": self.method
+            + b" "
+            + self.uri_raw
+            + b" "
+            + self.protocol
+            + b"\r\n"
+            + _header_block(self.req_headers, normalised=False)
+            + b"\r\n",
             "http.request_body": bytes(self.req_body),
             "http.accept": self.req_header(b"accept"),
             "http.accept_lang": self.req_header(b"accept-language"),
