@@ -6,13 +6,28 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vmshield.engines.file.containers import arj
+from vmshield.engines.file.containers import (  # noqa: F401 - loaded before instrumentation
+    _arj_lzh,
+    _nrv,
+    archive,
+    arj,
+    executable,
+    ole2,
+    pdf,
+    rtf,
+    streams,
+    szdd,
+    text,
+    tnef,
+    upx,
+    zipfmt,
+)
 from vmshield.engines.file.limits import LimitExceeded, Limits, ScanBudget
 
 LIMITS = Limits(
     max_file_size=4 * 1024 * 1024, max_scan_size=16 * 1024 * 1024, max_files=500, max_scan_time=10.0
 )
-MAGIC = b"b'\\x60\\xea'"
+MAGIC = b"\x60\xea"
 
 
 def _safe(n: str) -> bool:

@@ -6,7 +6,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vmshield.engines.file.containers import streams
+from vmshield.engines.file.containers import (  # noqa: F401 - loaded before instrumentation
+    _arj_lzh,
+    _nrv,
+    archive,
+    arj,
+    executable,
+    ole2,
+    pdf,
+    rtf,
+    streams,
+    szdd,
+    text,
+    tnef,
+    upx,
+    zipfmt,
+)
 from vmshield.engines.file.limits import LimitExceeded, Limits, ScanBudget
 
 LIMITS = Limits(

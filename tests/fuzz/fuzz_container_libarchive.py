@@ -6,7 +6,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vmshield.engines.file.containers import open_container
+from vmshield.engines.file.containers import (  # noqa: F401 - loaded before instrumentation
+    _arj_lzh,
+    _nrv,
+    archive,
+    arj,
+    executable,
+    ole2,
+    open_container,
+    pdf,
+    rtf,
+    streams,
+    szdd,
+    text,
+    tnef,
+    upx,
+    zipfmt,
+)
 from vmshield.engines.file.limits import LimitExceeded, Limits, ScanBudget
 
 LIMITS = Limits(

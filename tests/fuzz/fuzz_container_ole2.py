@@ -6,13 +6,29 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vmshield.engines.file.containers import open_container
+from vmshield.engines.file.containers import (  # noqa: F401 - loaded before instrumentation
+    _arj_lzh,
+    _nrv,
+    archive,
+    arj,
+    executable,
+    ole2,
+    open_container,
+    pdf,
+    rtf,
+    streams,
+    szdd,
+    text,
+    tnef,
+    upx,
+    zipfmt,
+)
 from vmshield.engines.file.limits import LimitExceeded, Limits, ScanBudget
 
 LIMITS = Limits(
     max_file_size=4 * 1024 * 1024, max_scan_size=16 * 1024 * 1024, max_files=500, max_scan_time=10.0
 )
-MAGIC = b"b'\\xd0\\xcf\\x11\\xe0\\xa1\\xb1\\x1a\\xe1'"
+MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
 def _safe(n: str) -> bool:
