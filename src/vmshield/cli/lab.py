@@ -31,6 +31,12 @@ def register(sub: Any) -> None:
         metavar="'no_scan|no_block ADDR|SUBNET|HOST|vlan N'",
     )
     up.add_argument("--block-seconds", type=int, default=600)
+    up.add_argument(
+        "--no-onaccess",
+        dest="onaccess",
+        action="store_false",
+        help="skip the on-access file protection of the lab VMs",
+    )
     up.set_defaults(func=_up)
 
     st = lsub.add_parser("status", help="namespaces, addresses, mode, processes")
@@ -41,7 +47,7 @@ def register(sub: Any) -> None:
     down.set_defaults(func=_down)
 
     at = lsub.add_parser("attack", help="run a bounded attack scenario")
-    at.add_argument("scenario", choices=SCENARIOS)
+    at.add_argument("scenario", choices=(*SCENARIOS, "eicar"))
     at.add_argument("--from", dest="source", default="attacker")
     at.add_argument("--to", dest="target", default="vm1")
     at.add_argument("--json", action="store_true")
@@ -123,6 +129,13 @@ def _attack(args: argparse.Namespace) -> int:
         if st is None:
             print(f"vmshield lab: lab {args.prefix} is not up", file=sys.stderr)
             return 2
+        if args.scenario == "eicar":
+            # On-access file protection (vmshield.lab.onaccess): EICAR written into the VM's tree.
+            from vmshield.lab.onaccess import attack_eicar
+
+            path = attack_eicar(st, args.target)
+            print(f"EICAR test file written to {path} (in {args.target}'s tree)")
+            return 0
         res = run_attack(st, args.scenario, args.source, args.target)
     except LabError as exc:
         print(f"vmshield lab: {exc}", file=sys.stderr)

@@ -1,19 +1,16 @@
 """Adapter from the network engine's per-packet result to the filter's `Decision`.
 
-The engine (`vmshield.engines.net.engine.Engine`) does all detection: rules, URLs, attacks.
-Until the attack detectors (`vmshield.engines.net.attacks`) land, a thin stand-in
-(`_StandInAttacks`: port scan and SYN flood by source) is plugged into the engine's attack
-interface; its events say `"detector": "filter-stand-in"`.
+The engine (`vmshield.engines.net.engine.Engine`) does all detection: Suricata rules, the URL
+database, network attacks (`vmshield.engines.net.attacks.AttackDetector`). The filter only maps
+its verdict to kernel actions.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import fields
 from typing import Any
 
-from vmshield.events import SEVERITY_HIGH, Event
 from vmshield.filter import inspect as I  # noqa: N812
 
 
@@ -71,21 +68,21 @@ def _build_engine(cls: Any, settings: I.InspectorSettings, errors: list[str]) ->
 
 
 def _attacks(settings: I.InspectorSettings) -> Any:
-    """The attack detectors of the engine package, or the filter's stand-in until they land."""
-    try:
-        mod = importlib.import_module("vmshield.engines.net.attacks")
-    except ModuleNotFoundError as exc:
-        if exc.name != "vmshield.engines.net.attacks":
-            raise
-        return _StandInAttacks(settings)
-    for name in ("AttackDetector", "Attacks", "NetworkAttackBlocker"):
-        cls = getattr(mod, name, None)
-        if cls is not None:
-            try:
-                return cls(block_minutes=max(1, settings.block_seconds // 60))
-            except TypeError:
-                return cls()
-    return _StandInAttacks(settings)
+    """The network attack detectors, with the filter's block duration and "do not block" list."""
+    from vmshield.engines.net.attacks import AttackConfig, AttackDetector, DetectorConfig
+
+    cfg = AttackConfig.from_dict(settings.extra.get("attacks", {}))
+    if "attacks" not in settings.extra or not any(
+        isinstance(v, dict) and "block_minutes" in v for v in settings.extra["attacks"].values()
+    ):
+        minutes = max(1, min(32768, settings.block_seconds // 60))
+        for f in fields(cfg):
+            det = getattr(cfg, f.name)
+            if isinstance(det, DetectorConfig):
+                det.block_minutes = minutes
+    cfg.never_block = tuple(cfg.never_block) + tuple(settings.extra.get("never_block", ()))
+    cfg.validate()
+    return AttackDetector(cfg)
 
 
 def _to_decision(res: Any, settings: I.InspectorSettings) -> I.Decision:
@@ -115,88 +112,3 @@ def _to_decision(res: Any, settings: I.InspectorSettings) -> I.Decision:
     return I.Decision(
         I.DROP, events, block_src=v.block_address or None, block_seconds=seconds, reason=v.reason
     )
-
-
-# ------------------------------------------------------------------------ stand-in detectors
-
-
-class _StandInAttacks:
-    """Port scan and SYN flood by source, in the engine's attack-detector interface.
-
-    A stand-in until `vmshield.engines.net.attacks` lands; events say `"detector":
-    "filter-stand-in"`.
-    """
-
-    SCAN_PORTS = 20  # distinct destination ports per source in SCAN_WINDOW seconds
-    SCAN_WINDOW = 10.0
-    FLOOD_SYNS = 200  # SYNs to one destination per second
-    MAX_SOURCES = 65536
-
-    def __init__(self, settings: I.InspectorSettings) -> None:
-        self.minutes = max(1, settings.block_seconds // 60)
-        self._ports: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
-        self._syns: dict[str, deque[float]] = defaultdict(deque)
-        self._reported: dict[tuple[str, str], float] = {}
-
-    def _once(self, kind: str, src: str, now: float) -> bool:
-        last = self._reported.get((kind, src))
-        if last is not None and now - last < 5.0:
-            return False
-        if len(self._reported) > self.MAX_SOURCES:
-            self._reported.clear()
-        self._reported[(kind, src)] = now
-        return True
-
-    def process(self, p: Any) -> list[Any]:
-        if p.proto != 6 or p.tcp_flags & 0x12 != 0x02:  # SYN without ACK
-            return []
-        now = p.ts
-        if len(self._ports) > self.MAX_SOURCES:
-            self._ports.clear()
-            self._syns.clear()
-        ports = self._ports[p.src]
-        ports[(p.dst, p.dport)] = now
-        if len(ports) > 4 * self.SCAN_PORTS:
-            for k in [k for k, t in ports.items() if now - t > self.SCAN_WINDOW]:
-                del ports[k]
-        distinct = sum(1 for t in ports.values() if now - t <= self.SCAN_WINDOW)
-        syns = self._syns[p.dst]
-        syns.append(now)
-        while syns and now - syns[0] > 1.0:
-            syns.popleft()
-        kind = (
-            "portscan"
-            if distinct >= self.SCAN_PORTS
-            else "synflood"
-            if len(syns) >= self.FLOOD_SYNS
-            else ""
-        )
-        if not kind:
-            return []
-        ev = Event(
-            event_type="attack",
-            severity=SEVERITY_HIGH,
-            data={
-                "src_ip": p.src,
-                "dest_ip": p.dst,
-                "proto": "TCP",
-                "attack": {
-                    "type": kind,
-                    "action": "block",
-                    "block_minutes": self.minutes,
-                    "detector": "filter-stand-in",
-                },
-            },
-        )
-        if not self._once(kind, p.src, now):
-            ev.data["attack"]["repeat"] = True
-            return [_Finding(None, "block", self.minutes, p.src)]
-        return [_Finding(ev, "block", self.minutes, p.src)]
-
-
-@dataclass
-class _Finding:
-    event: Event | None
-    action: str
-    block_minutes: int
-    source: str

@@ -142,7 +142,10 @@ class RingReader:
         probes over several workers; detectors need every packet between two hosts in one place,
         like NFQUEUE's --queue-balance. Non-IPv4 frames are spread by whatever sits at those offsets.
         """
-        arg = (group & 0xFFFF) | ((PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_DEFRAG) << 16)
+        # No PACKET_FANOUT_FLAG_DEFRAG: the kernel's defragmenter would silently drop overlapping
+        # and oversized fragments (teardrop, ping of death) that the engine must see and report.
+        # Fragments of one datagram share the address pair, so they reach the same worker anyway.
+        arg = (group & 0xFFFF) | (PACKET_FANOUT_CBPF << 16)
         self.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", arg))
         prog = [
             (0x20, 0, 0, 12),  # ld [12]   source address (offsets from the IP header)

@@ -90,6 +90,12 @@ class ProtectionConfig:
         if not 0 <= self.block_seconds <= R.MAX_BLOCK_SECONDS:
             raise ProtectionError(f"block_seconds must be 0-{R.MAX_BLOCK_SECONDS}")
         self.inspector.mode = "ips" if self.mode == "standard" else "ids"
+        # The attack detectors report "do not block" sources as such instead of blocking them.
+        self.inspector.extra["never_block"] = [
+            str(e.network)
+            for e in self.exclusions
+            if e.action == "no_block" and e.network is not None
+        ]
         self.inspector.block_seconds = self.block_seconds
 
     @property
@@ -119,10 +125,9 @@ def load_config_file(path: str, cfg: ProtectionConfig) -> None:
         "rules",
         "url_db",
         "engine_config",
-        "block_hosts",
         "vm_names",
         "host",
-        "stand_in",
+        "attacks",
     }
     for key in doc:
         if key not in known:
@@ -146,10 +151,16 @@ def load_config_file(path: str, cfg: ProtectionConfig) -> None:
     cfg.inspector.url_db += [str(x) for x in doc.get("url_db", [])]
     if "engine_config" in doc:
         cfg.inspector.engine_config = str(doc["engine_config"])
-    if "block_hosts" in doc:
-        cfg.inspector.extra["block_hosts"] = [str(x) for x in doc["block_hosts"]]
-    if doc.get("stand_in"):
-        cfg.inspector.extra["force_standin"] = True
+    if "attacks" in doc:
+        if not isinstance(doc["attacks"], dict):
+            raise ProtectionError(f"{path}: attacks: expected a table")
+        try:
+            from vmshield.engines.net.attacks import AttackConfig
+
+            AttackConfig.from_dict(doc["attacks"])  # checked now, so a typo fails at start
+        except ValueError as exc:
+            raise ProtectionError(f"{path}: {exc}") from None
+        cfg.inspector.extra["attacks"] = doc["attacks"]
     cfg.vm_names.update({str(k): str(v) for k, v in doc.get("vm_names", {}).items()})
     for p in cfg.inspector.rules + cfg.inspector.url_db:
         if not os.path.exists(p):

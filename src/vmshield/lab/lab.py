@@ -186,6 +186,7 @@ class Lab:
         ready_timeout: float = 30.0,
         exclude: list[str] | None = None,
         block_seconds: int = 600,
+        onaccess: bool = True,
     ) -> LabState:
         if not 1 <= vms <= 32:
             raise LabError(f"--vms must be between 1 and 32, got {vms}")
@@ -241,7 +242,8 @@ class Lab:
                     exclude=exclude or [],
                     block_seconds=block_seconds,
                 )
-            self._run_hook(st, "setup")
+            if onaccess:
+                self._run_hook(st, "setup")
             save_state(st)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -285,6 +287,11 @@ class Lab:
             sysnet.set_sysctl(f"net.ipv6.conf.{h.port}.disable_ipv6", "1")
             r(["ip", "link", "set", h.port, "master", st.bridge])
             r(["ip", "link", "set", h.port, "up"])
+        # A host sweep must reach the bridge as IP: the attacker routes the unused .64/26 of the
+        # lab through vm1 (which does not forward), so its echo requests are not just ARP.
+        attacker, vm1 = st.host("attacker"), st.vms[0]
+        sweep_net = str(ipaddress.IPv4Network(st.subnet).network_address + 64) + "/26"
+        r(sysnet.in_ns(attacker.netns, "ip", "route", "add", sweep_net, "via", vm1.address))
 
     def _start_servers(self, st: LabState) -> None:
         procs = []

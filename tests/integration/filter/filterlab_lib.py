@@ -52,6 +52,7 @@ def lab_up(state_dir: Path, **kw: Any) -> Iterator[LabState]:
     os.environ["VMSHIELD_LAB_DIR"] = str(state_dir)
     prefix = new_prefix()
     lab = Lab(prefix)
+    kw.setdefault("onaccess", False)  # the on-access hook has its own tests
     try:
         yield lab.up(**kw)
     finally:

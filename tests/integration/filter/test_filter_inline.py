@@ -19,7 +19,7 @@ def _attack_events(st, kind, src):  # noqa: ANN001, ANN202
     return lambda e: (
         e.get("event_type") == "attack"
         and e.get("src_ip") == src
-        and e["attack"].get("type") == kind
+        and e["attack"].get("name") == kind
     )
 
 
@@ -30,7 +30,7 @@ def test_portscan_blocks_the_attacker_in_the_kernel_and_vm_traffic_continues(
         attacker = st.host("attacker").address
         assert http(st, "attacker", "vm1")[0] == 0  # reachable before the attack
         run_attack(st, "portscan", "attacker", "vm1", wait_events=0)
-        assert wait_events(st, _attack_events(st, "portscan", attacker))
+        assert wait_events(st, _attack_events(st, "Scan.Generic.PortScan.TCP", attacker))
         blocks = wait_events(
             st, lambda e: e.get("event_type") == "block" and e.get("src_ip") == attacker
         )
@@ -90,7 +90,7 @@ def test_synflood_is_blocked_and_legitimate_http_keeps_working(tmp_path: Path) -
         finally:
             flood.wait(timeout=30)
         assert all(ok), "legitimate HTTP failed during the flood"
-        assert wait_events(st, _attack_events(st, "synflood", attacker))
+        assert wait_events(st, _attack_events(st, "DoS.Generic.SYNFlood", attacker))
         assert attacker in {e.address for e in rules.blocked(st.prefix)}
         assert http(st, "attacker", "vm1", timeout=2)[0] != 0
         rc, body = http(st, "vm2", "vm1")
@@ -174,7 +174,7 @@ def test_excluded_address_is_detected_but_not_blocked(tmp_path: Path) -> None:
     with lab_up(tmp_path, vms=1, protect="standard", exclude=["no_block attacker"]) as st:
         attacker = st.host("attacker").address
         run_attack(st, "portscan", "attacker", "vm1", wait_events=0)
-        hits = wait_events(st, _attack_events(st, "portscan", attacker))
+        hits = wait_events(st, _attack_events(st, "Scan.Generic.PortScan.TCP", attacker))
         assert hits and hits[0].get("exclusion") == "no_block"
         assert rules.blocked(st.prefix) == []
         assert not [e for e in events(st) if e.get("event_type") == "block"]

@@ -38,7 +38,7 @@ def test_monitoring_reports_the_same_attacks_and_blocks_nothing(tmp_path: Path) 
             lambda e: (
                 e.get("event_type") == "attack"
                 and e.get("src_ip") == attacker
-                and e["attack"].get("type") == "portscan"
+                and e["attack"].get("name") == "Scan.Generic.PortScan.TCP"
             ),
         )
         assert scans
