@@ -351,10 +351,12 @@ def test_http_buffers_and_legacy_modifiers() -> None:
         'alert http any any -> any any (http.stat_code; content:"404"; sid:6;)\n'
         "alert http any any -> any any (urilen:>5; sid:7;)\n"
         "alert http any any -> any any (http.uri; bsize:<5; sid:8;)\n"
+        'alert http any any -> any any (uricontent:"u=bob"; sid:9;)\n'
+        'alert http any any -> any any (http_request_line; content:"POST /login"; startswith; sid:10;)\n'
     )
     bufs = {"http.method": b"POST", "http.uri": b"/login?u=bob", "http.host": b"www.evil.example",
-            "http.user_agent": b"curl/8.0"}  # fmt: skip
-    assert run(rs, b"", app_proto="http", buffers=bufs) == [1, 2, 3, 4, 5, 7]
+            "http.user_agent": b"curl/8.0", "http.request_line": b"POST /login?u=bob HTTP/1.1"}  # fmt: skip
+    assert run(rs, b"", app_proto="http", buffers=bufs) == [1, 2, 3, 4, 5, 7, 9, 10]
     # an `alert http` rule needs the flow to be HTTP; an `alert tcp` one with buffers does not
     assert run(rs, b"", app_proto=None, buffers=bufs) == [2]
     assert run(rs, b"", app_proto="http", buffers={"http.stat_code": b"404", "http.uri": b"/"}) == [

@@ -92,8 +92,11 @@ for _n in (
     "start", "header_names",
 ):  # fmt: skip
     STICKY["http." + _n] = "http." + _n
-STICKY["http_user_agent"] = "http.user_agent"  # Suricata 5+ also accepts these as sticky
-STICKY["http_host"] = "http.host"
+# Legacy spellings that are sticky buffers (Suricata's docs mark them with (*)).
+for _n in ("request_line", "response_line", "accept", "accept_lang", "accept_enc", "connection",
+           "content_type", "content_len", "referer", "start", "header_names", "protocol",
+           "server", "location", "response_body", "request_header", "response_header"):  # fmt: skip
+    STICKY["http_" + _n] = "http." + _n
 # Legacy content modifiers: move the previous content into a buffer.
 LEGACY: dict[str, str] = {
     "http_uri": "http.uri", "http_raw_uri": "http.uri.raw", "http_method": "http.method",
@@ -622,6 +625,16 @@ def _content(b: _Builder, k: str, v: str | None) -> None:
     c = Content(pat, negated=neg, lpattern=pat.lower())
     b.add(c)
     b.last_content = len(b.items) - 1
+
+
+@kw("uricontent")
+def _uricontent(b: _Builder, k: str, v: str | None) -> None:
+    """Deprecated `uricontent:"x"` = `content:"x"; http_uri;`."""
+    if b.sticky is not None:
+        raise RuleReject(k, "cannot be used after a sticky buffer")
+    _content(b, k, v)
+    assert b.last_content is not None
+    b.items[b.last_content] = (("http.uri", ()), b.items[b.last_content][1])
 
 
 @kw("nocase")
