@@ -149,3 +149,15 @@ def test_deflate_member_declared_ratio_in_raw_stream() -> None:
     with pytest.raises(LimitExceeded) as ei:
         drain(local)
     assert ei.value.limit == "bomb_ratio"
+
+
+def test_zip_siblings_of_a_bomb_are_yielded_before_the_limit() -> None:
+    blob = make_zip({"bomb": b"\x00" * 40 * MiB, "after.com": EICAR})
+    it = open_container(blob, "x.zip", ScanBudget(Limits()))
+    assert it is not None
+    seen = []
+    with pytest.raises(LimitExceeded) as ei:
+        for m in it:
+            seen.append(m.name)
+    assert seen == ["after.com"]
+    assert ei.value.limit == "bomb_ratio" and "bomb" in ei.value.detail

@@ -119,3 +119,11 @@ def test_truncated_archive_reports_error_and_what_was_read(scanner) -> None:  # 
     assert r.status == Status.INFECTED  # the first member was still read
     assert paths(r) == {"e.com"}
     assert any("truncated" in e for e in r.errors)
+
+
+def test_malware_next_to_a_bomb_is_still_found(scanner) -> None:  # type: ignore[no-untyped-def]
+    top = make_zip({"a-bomb.bin": b"\x00" * 40 * MiB, "b/e.com": EICAR, "c.txt": b"ok"})
+    r = scanner.scan_bytes(top, "mixed.zip")
+    assert r.status == Status.INFECTED
+    assert paths(r) == {"b/e.com"}
+    assert r.limit == "bomb_ratio"  # the bomb is still reported

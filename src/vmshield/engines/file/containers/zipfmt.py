@@ -24,6 +24,8 @@ CEN_SIG = b"PK\x01\x02"
 LOC_SIG = b"PK\x03\x04"
 
 STORED, DEFLATE, BZIP2, DEFLATE64, LZMA, AES = 0, 8, 12, 9, 14, 99
+# Limits that concern one member only; the others (files, total size, time) end the whole walk.
+PER_MEMBER_LIMITS = frozenset({"max_file_size", "bomb_ratio"})
 
 
 class ZipFormatError(Exception):
@@ -286,6 +288,7 @@ def walk(data: bytes, budget: ScanBudget) -> Iterator[Member]:
         return
     check_overlap(directory)
     uniq = unique_names()
+    deferred: LimitExceeded | None = None
     for e in directory.entries:
         budget.check_time()
         if e.is_dir:
@@ -294,15 +297,25 @@ def walk(data: bytes, budget: ScanBudget) -> Iterator[Member]:
         if e.encrypted:
             yield Member(name, None, encrypted=True)
             continue
-        if e.data_offset >= 0 and e.data_offset + e.comp_size <= len(data):
-            check_declared(budget, e.comp_size, e.size)
-        # else: truncated or corrupt header; its declared sizes mean nothing, extraction is bounded
-        out, err = extract(data, e, budget)
+        try:
+            if e.data_offset >= 0 and e.data_offset + e.comp_size <= len(data):
+                check_declared(budget, e.comp_size, e.size)
+            # else: truncated or corrupt header: its declared sizes mean nothing; extraction is bounded
+            out, err = extract(data, e, budget)
+        except LimitExceeded as exc:
+            if exc.limit not in PER_MEMBER_LIMITS:
+                raise
+            # Zip members are independent: skip this one, scan its siblings (malware hidden
+            # next to a bomb is still found), and report the limit once they are done.
+            deferred = deferred or LimitExceeded(exc.limit, f"{name}: {exc.detail}")
+            continue
         if out is not None and err is None:
             yield Member(name, out)
         else:
             # Show what could be read: a truncated member may still carry the detection.
             yield Member(name, out or None, error=err)
+    if deferred is not None:
+        raise deferred
 
 
 def _walk_local(data: bytes, budget: ScanBudget) -> Iterator[Member]:
