@@ -130,3 +130,13 @@ def test_never_raises(chunks: list[bytes], toserver: bool) -> None:
         h.feed(c, not toserver)
     h.close()
     h.pop_finished()
+
+
+def test_too_many_unanswered_requests_keeps_parsing() -> None:
+    h = HttpParser(max_tx=4)
+    got = h.feed(b"".join(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i for i in range(10)), True)
+    assert [t.uri for t in got] == [b"/%d" % i for i in range(10)]  # every request parsed
+    assert len(h.txs) == 4 and [t.uri for t in h.overflow] == [b"/%d" % i for i in range(6)]
+    assert "http.too_many_transactions" in h.events
+    h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False)
+    assert [t.uri for t in h.pop_finished()] == [b"/6"]

@@ -462,7 +462,12 @@ class Engine:
                     events = self._url_http(p, f, tx, events)
             if len(parser.events) > nev:
                 events = self._app_anomalies(p, f, parser.events[nev:], events)
-            for tx in parser.pop_finished():
+            if parser.overflow:
+                finished = parser.overflow + parser.pop_finished()
+                parser.overflow = []
+            else:
+                finished = parser.pop_finished()
+            for tx in finished:
                 tx.logged = True
                 if cfg.out_http:
                     events = events or []

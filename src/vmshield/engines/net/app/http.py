@@ -313,6 +313,7 @@ class HttpParser:
         self.next_tx = 0
         self.events: list[str] = []
         self.resp_index = 0  # index into txs of the transaction awaiting its response
+        self.overflow: list[HttpTx] = []  # transactions dropped unanswered (max_tx), to log
 
     # -- requests ------------------------------------------------------------------------
 
@@ -431,8 +432,13 @@ class HttpParser:
             self._error(d, True, EV_REQ_LINE)
             return False
         if len(self.txs) >= self.max_tx:
-            self._error(d, True, EV_TOO_MANY_TX)
-            return False
+            # Too many unanswered requests: give up on the oldest (handed to the caller in
+            # `overflow` to be logged) rather than stop parsing, which would blind the rules.
+            self.events.append(EV_TOO_MANY_TX)
+            old = self.txs.pop(0)
+            if self.resp_index > 0:
+                self.resp_index -= 1
+            self.overflow.append(old)
         tx = HttpTx(self.next_tx)
         self.next_tx += 1
         tx.method = parts[0]
