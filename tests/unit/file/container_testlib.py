@@ -649,3 +649,47 @@ def make_upx_pe(image: bytes, method: int = 8) -> bytes:
     )
     head = (head + b"\x00" * 16 + b"4.02\x00" + ph).ljust(raw1, b"\x00")
     return head + comp.ljust(size1, b"\x00")
+
+
+def _encint(v: int) -> bytes:
+    out = [v & 0x7F]
+    v >>= 7
+    while v:
+        out.append(0x80 | (v & 0x7F))
+        v >>= 7
+    return bytes(reversed(out))
+
+
+def make_chm(files: dict[str, bytes], lzx: dict[str, int] | None = None) -> bytes:
+    """A CHM (ITSF v3) with `files` stored uncompressed in section 0 and `lzx` entries (name ->
+    length) listed in the compressed section 1, written from the format's published description
+    (no CHM compiler runs on Linux)."""
+    chunk_size = 0x1000
+    content = bytearray()
+    entries = [(b"/", 0, 0, 0)]
+    for name, data in sorted(files.items()):
+        entries.append((("/" + name).encode(), 0, len(content), len(data)))
+        content += data
+    for name, length in sorted((lzx or {}).items()):
+        entries.append((("/" + name).encode(), 1, 0, length))
+    body = b"".join(
+        _encint(len(n)) + n + _encint(s) + _encint(o) + _encint(n_) for n, s, o, n_ in entries
+    )
+    assert len(body) < chunk_size - 20
+    free = chunk_size - 20 - len(body)
+    pmgl = b"PMGL" + struct.pack("<IIii", free, 0, -1, -1) + body + b"\x00" * free
+    itsp = b"ITSP" + struct.pack(
+        "<IIIIIIiIIiII", 1, 0x54, 0x0A, chunk_size, 2, 1, -1, 0, 0, -1, 1, 0x409
+    )
+    itsp += b"\x00" * 16 + struct.pack("<Iiii", 0x54, -1, -1, -1)
+    assert len(itsp) == 0x54
+    hs0 = struct.pack("<IIQII", 0x1FE, 0, 0, 0, 0)  # header section 0: file size filled below
+    off0 = 0x60
+    off1 = off0 + len(hs0)
+    len1 = len(itsp) + len(pmgl)
+    content_off = off1 + len1
+    hdr = b"ITSF" + struct.pack("<IIIII", 3, 0x60, 1, 0, 0x409) + b"\x00" * 32
+    hdr += struct.pack("<QQQQQ", off0, len(hs0), off1, len1, content_off)
+    total = content_off + len(content)
+    hs0 = struct.pack("<IIQII", 0x1FE, 0, total, 0, 0)
+    return hdr + hs0 + itsp + pmgl + bytes(content)

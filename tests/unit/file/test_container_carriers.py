@@ -206,3 +206,34 @@ def test_sfx_carving_7z(tmp_path: Path) -> None:
 def test_plain_executable_yields_nothing() -> None:
     exe = make_pe_with(b"\x00" * 512)
     assert list(open_container(exe, "a.exe", ScanBudget(Limits())) or []) == []
+
+
+def test_chm_uncompressed_section(tmp_path: Path) -> None:
+    from container_testlib import make_chm
+
+    blob = make_chm({"index.html": b"<html>help</html>", "img/e.com": EICAR})
+    assert detect(blob) == "chm"
+    assert find_eicar(blob)["found"] == ["img/e.com"]
+    if have("7zz"):  # the test writer agrees with an independent reader
+        (tmp_path / "a.chm").write_bytes(blob)
+        subprocess.run(
+            ["7zz", "x", "-bd", f"-o{tmp_path / 'x'}", str(tmp_path / "a.chm")],
+            check=True,
+            capture_output=True,
+        )
+        assert (tmp_path / "x" / "img" / "e.com").read_bytes() == EICAR
+
+
+def test_chm_lzx_content_reported_not_clean() -> None:
+    from container_testlib import make_chm
+
+    ms = list(
+        open_container(
+            make_chm({"a.html": b"x"}, {"packed.html": 5000}), "h.chm", ScanBudget(Limits())
+        )
+        or []
+    )
+    assert [m.name for m in ms if m.data is not None] == ["a.html"]
+    assert any(m.error and "LZX" in m.error for m in ms)
+    bad = list(open_container(b"ITSF" + b"\x00" * 200, "h.chm", ScanBudget(Limits())) or [])
+    assert bad and bad[0].error and "malformed CHM" in bad[0].error
