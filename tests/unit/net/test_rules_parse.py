@@ -17,6 +17,7 @@ DOC_EXAMPLES = [
     'alert tcp any [1:80,![2,4]] -> any ![80,443] (msg:"ports"; sid:101;)',
     'alert tcp any any <> any 1024: (msg:"bidir"; sid:102;)',
     'alert tcp [10.0.0.0/8, 192.168.0.0/16] any -> any [80, 443] (msg:"spaces in lists"; SID:104;)',
+    'alert tcp ! 1.1.1.1 [1024: ] -> ![1.1.1.1, 1.1.1.2] [80:100,!99] (msg:"intro.rst forms"; sid:105;)',
     'alert http $HOME_NET any -> $EXTERNAL_NET $HTTP_PORTS (msg:"http"; sid:103;)',
     # meta-keywords.rst
     'alert tcp any any -> any any (msg:"ET INFO test"; gid:1; sid:123; rev:1; classtype:bad-unknown; priority:1; reference:cve,CVE-2014-1234; metadata:created_at 2010_09_23, updated_at 2010_09_23; target:dest_ip;)',
@@ -253,6 +254,9 @@ def test_address_and_port_groups() -> None:
     v2 = Variables(address_groups={"A": "$B", "B": "$A"})
     with pytest.raises(GroupError, match="loop"):
         v2.address("$A")
+    v3 = Variables(address_groups={"HOME_NET": "any", "EXTERNAL_NET": "!$HOME_NET"})
+    with pytest.raises(GroupError, match="matches no address"):
+        v3.address("$EXTERNAL_NET")  # 'not any' is an invalid setting, as Suricata says
     with pytest.raises(GroupError, match="unbalanced"):
         v.port("[1,2]]")
 

@@ -202,7 +202,14 @@ def _header_tokens(header: str) -> list[str]:
             cur.append(ch)
     if cur:
         toks.append("".join(cur))
-    return toks
+    # "! 1.1.1.1": a negation written apart from its operand
+    out: list[str] = []
+    for t in toks:
+        if out and out[-1] == "!":
+            out[-1] = "!" + t
+        else:
+            out.append(t)
+    return out
 
 
 def split_rule(text: str) -> tuple[str, list[tuple[str, str | None]]]:

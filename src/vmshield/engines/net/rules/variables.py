@@ -261,6 +261,8 @@ class Variables:
         if hit is None:
             v4, v6 = self._addr(expr, 0)
             hit = AddressSet(v4, v6).finish()
+            if not hit.v4 and not hit.v6:
+                raise GroupError(f"address group '{expr}' matches no address")
             self._acache[expr] = hit
         return hit
 
