@@ -206,7 +206,13 @@ class Variables:
             raise GroupError(f"bad variable name '{name}'")
         self.address_groups[name] = value
         self._acache.clear()
-        self.address(value)  # validate now, with a clear error
+        try:
+            self.address(value)  # validate now, with a clear error
+        except GroupError as e:
+            # an empty group (EXTERNAL_NET when HOME_NET is any) is only an error for the rules
+            # that use it, as in Suricata
+            if "matches no address" not in str(e):
+                raise
 
     def set_port(self, name: str, value: str) -> None:
         if not _NAME.match(name):
