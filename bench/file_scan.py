@@ -227,11 +227,90 @@ def load_time_big(tmp: Path, rng: random.Random) -> tuple[float, float]:
     return t1 - t0, t2 - t0
 
 
+def run_config(
+    label: str,
+    dbdir: Path,
+    corpus: Path,
+    tmp: Path,
+    expected: dict[str, set[str]],
+    nfiles: int,
+    mb: float,
+    skip_clamav: bool,
+) -> None:
+    print(f"\n== {label} ==", flush=True)
+    results: dict[str, dict[str, object]] = {}
+
+    def record(name: str, wall: float, rss: int, out: str, load: float | None) -> None:
+        found = parse_found(out)
+        results[name] = {"wall": wall, "rss": rss, "found": found, "load": load}
+        print(
+            f"{name:<22} {wall:7.1f} s {mb / wall:7.1f} MB/s {nfiles / wall:8.0f} files/s "
+            f"peak RSS {rss / 1024:6.0f} MiB  infected files {len(found)}"
+            + (f"  db load {load:.2f} s" if load is not None else ""),
+            flush=True,
+        )
+
+    for jobs in (1, 2):
+        wall, rss, out, _ = run(
+            [str(VMSHIELD), "scan", "-r", "--db", str(dbdir), f"--jobs={jobs}", str(corpus)]
+        )
+        m = re.search(r"Database load time: ([0-9.]+)", out)
+        record(f"vmshield -j{jobs}", wall, rss, out, float(m.group(1)) if m else None)
+    if not skip_clamav:
+        empty = tmp / "empty.txt"
+        empty.write_text("x" * 100)
+        lt, _, _, _ = run(
+            ["clamscan", "--no-summary", "--bytecode=no", "-d", str(dbdir), str(empty)]
+        )
+        wall, rss, out, _ = run(
+            ["clamscan", "-r", "--no-summary", "--bytecode=no", "-d", str(dbdir), str(corpus)]
+        )
+        record("clamscan", wall, rss, out, lt)
+        proc, conf, ready = start_clamd(dbdir, tmp)
+        try:
+            wall, _rss, out, _ = run(
+                ["clamdscan", "-c", str(conf), "--multiscan", "--no-summary", str(corpus)]
+            )
+            import psutil
+
+            rss = psutil.Process(proc.pid).memory_info().rss // 1024
+            record("clamd --multiscan", wall, rss, out, ready)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    ours = results["vmshield -j1"]["found"]
+    assert isinstance(ours, dict)
+    got = sum(1 for k in expected if expected[k] <= ours.get(k, set()))
+    print(f"planted samples found by vmshield -j1 with every expected name: {got}/{len(expected)}")
+    for name, r in results.items():
+        f = r["found"]
+        assert isinstance(f, dict)
+        same = set(f) == set(ours)
+        # clamscan/clamd stop at the first name per file: each must be one of ours.
+        names_ok = all(n <= ours.get(k, set()) for k, n in f.items())
+        print(
+            f"  {name:<22} same infected files as vmshield -j1: {same}; names among ours: {names_ok}"
+        )
+        if not same:
+            print(f"    only vmshield: {sorted(set(ours) - set(f))[:10]}")
+            print(f"    only {name}: {sorted(set(f) - set(ours))[:10]}")
+    if "clamscan" in results:
+        w = {k: float(r["wall"]) for k, r in results.items()}  # type: ignore[arg-type]
+        print(
+            f"ratio vmshield -j1 / clamscan throughput:        {w['clamscan'] / w['vmshield -j1']:.2f}x"
+        )
+        print(
+            f"ratio vmshield -j2 / clamd multiscan throughput: {w['clamd --multiscan'] / w['vmshield -j2']:.2f}x"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1000)
     ap.add_argument("--skip-clamav", action="store_true")
+    ap.add_argument("--only", choices=("yara", "noyara", "load"), action="append", default=[])
     args = ap.parse_args()
+    todo = set(args.only or ("yara", "noyara", "load"))
     rng = random.Random(20261127)
     print(f"corpus: building/reusing {args.size_mb} MB in {CACHE} …", flush=True)
     corpus, nfiles, nbytes = build_corpus(args.size_mb * 1024 * 1024)
@@ -242,83 +321,45 @@ def main() -> int:
         nfiles += len(expected)
         nbytes += sum((corpus / "planted" / n).stat().st_size for n in expected)
         mb = nbytes / 1e6
-        print(f"corpus: {nfiles} files, {mb:.0f} MB; database: 10 010 MD5, 1 000 body, 1 000 YARA")
+        print(f"corpus: {nfiles} files, {mb:.0f} MB (cached: read once before the runs)")
+        print(f"load average at start: {os.getloadavg()[0]:.1f} (the machine's 2 cores are shared)")
         warm(corpus)
-        results: dict[str, dict[str, object]] = {}
-
-        def record(name: str, wall: float, rss: int, out: str, load: float | None) -> None:
-            found = parse_found(out)
-            results[name] = {"wall": wall, "rss": rss, "found": found, "load": load}
+        if "yara" in todo:
+            run_config(
+                "10 010 MD5 + 1 000 body + the same 1 000 patterns as YARA rules",
+                dbdir,
+                corpus,
+                tmp,
+                expected,
+                nfiles,
+                mb,
+                args.skip_clamav,
+            )
+        if "noyara" in todo:
+            nodb = tmp / "db-noyara"
+            nodb.mkdir()
+            for f in ("bench.hdb", "bench.ndb"):
+                shutil.copyfile(dbdir / f, nodb / f)
+            exp2 = {
+                k: {n for n in v if not n.startswith("Bench_Yara")} for k, v in expected.items()
+            }
+            run_config(
+                "10 010 MD5 + 1 000 body signatures (no YARA)",
+                nodb,
+                corpus,
+                tmp,
+                exp2,
+                nfiles,
+                mb,
+                args.skip_clamav,
+            )
+        if "load" in todo:
+            lo, lc = load_time_big(tmp, rng)
             print(
-                f"{name:<22} {wall:7.1f} s {mb / wall:7.1f} MB/s {nfiles / wall:8.0f} files/s "
-                f"peak RSS {rss / 1024:6.0f} MiB  detections {sum(len(v) > 0 for v in found.values())}"
-                + (f"  db load {load:.2f} s" if load is not None else ""),
-                flush=True,
+                f"\nload 100 000 MD5 + 10 000 body signatures: parse {lo:.2f} s, "
+                f"parse + Hyperscan compile {lc:.2f} s"
             )
-
-        for jobs in (1, 2):
-            wall, rss, out, _ = run(
-                [str(VMSHIELD), "scan", "-r", "--db", str(dbdir), f"--jobs={jobs}", str(corpus)]
-            )
-            m = re.search(r"Database load time: ([\d.]+)", out)
-            record(f"vmshield -j{jobs}", wall, rss, out, float(m.group(1)) if m else None)
-        if not args.skip_clamav:
-            empty = tmp / "empty.txt"
-            empty.write_text("x" * 100)
-            lt, _, _, _ = run(
-                ["clamscan", "--no-summary", "--bytecode=no", "-d", str(dbdir), str(empty)]
-            )
-            wall, rss, out, _ = run(
-                ["clamscan", "-r", "--no-summary", "--bytecode=no", "-d", str(dbdir), str(corpus)]
-            )
-            record("clamscan", wall, rss, out, lt)
-            proc, conf, ready = start_clamd(dbdir, tmp)
-            try:
-                wall, _rss, out, _ = run(
-                    ["clamdscan", "-c", str(conf), "--multiscan", "--no-summary", str(corpus)]
-                )
-                import psutil
-
-                rss = psutil.Process(proc.pid).memory_info().rss // 1024
-                record("clamd --multiscan", wall, rss, out, ready)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-
-        print()
-        exp = {k: v for k, v in expected.items()}
-        ours = results["vmshield -j1"]["found"]
-        assert isinstance(ours, dict)
-        print(
-            f"planted samples found by vmshield -j1: {sum(1 for k in exp if exp[k] <= ours.get(k, set()))}/{len(exp)}"
-        )
-        for name, r in results.items():
-            f = r["found"]
-            assert isinstance(f, dict)
-            same_files = set(f) == set(ours)
-            print(
-                f"  {name:<22} infected files {len(f):4d}  same files as vmshield -j1: {same_files}"
-            )
-            if not same_files:
-                print(
-                    f"    only vmshield: {sorted(set(ours) - set(f))[:10]}  only {name}: {sorted(set(f) - set(ours))[:10]}"
-                )
-            # clamscan stops at the first name per file; each must be one of ours.
-            bad = [k for k, names in f.items() if not names <= ours.get(k, set())]
-            if bad:
-                print(f"    names not reported by vmshield: {bad[:10]}")
-        if "clamscan" in results:
-            w = {k: float(r["wall"]) for k, r in results.items()}  # type: ignore[arg-type]
-            print(
-                f"ratio vmshield -j1 / clamscan throughput:          {w['clamscan'] / w['vmshield -j1']:.2f}×"
-            )
-            print(
-                f"ratio vmshield -j2 / clamd multiscan throughput:   {w['clamd --multiscan'] / w['vmshield -j2']:.2f}×"
-            )
-        lo, lc = load_time_big(tmp, rng)
-        print(
-            f"load 100 000 hash + 10 000 body signatures: parse {lo:.2f} s, parse + Hyperscan compile {lc:.2f} s"
-        )
+        print(f"load average at end: {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
