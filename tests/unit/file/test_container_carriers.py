@@ -218,7 +218,7 @@ def test_chm_uncompressed_section(tmp_path: Path) -> None:
         (tmp_path / "a.chm").write_bytes(blob)
         subprocess.run(
             ["7zz", "x", "-bd", f"-o{tmp_path / 'x'}", str(tmp_path / "a.chm")],
-            check=True,
+            check=False,  # exits 2: no ::DataSpace list (compilers write one), yet extracts
             capture_output=True,
         )
         assert (tmp_path / "x" / "img" / "e.com").read_bytes() == EICAR
