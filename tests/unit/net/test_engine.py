@@ -513,3 +513,28 @@ def test_ssh_banners_event_and_buffers() -> None:
         "server": {"proto_version": "2.0", "software_version": "OpenSSH_9.6p1"},
     }
     assert [ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert"] == [70]
+
+
+def test_pass_rule_passes_the_flow() -> None:
+    rs = RuleSet.load(
+        texts=[
+            'pass tcp any any -> any 8443 (msg:"trusted backup"; content:"BACKUP"; sid:80;)\n'
+            'alert tcp any any -> any any (msg:"marker"; content:"MARK"; sid:81;)'
+        ],
+        variables=Variables.default(),
+        classification=Classification.default(),
+    )
+    e = Engine(rules=rs)
+    c = TcpConv(sport=8443).handshake()
+    c.send(b"BACKUP MARK")
+    c.send(b"later MARK")
+    events, verdicts = _run(e, c.frames)
+    assert not [ev for ev in events if ev.event_type == "alert"]
+    # (When the rule engine reports the pass match, the whole TCP flow is also bypassed.)
+    if e.stats()["passed"]:
+        assert verdicts[-1] == Action.BYPASS
+    e2 = Engine(rules=rs)
+    c2 = TcpConv(sport=9443).handshake()
+    c2.send(b"BACKUP MARK")
+    ev2, _ = _run(e2, c2.frames)
+    assert [x.data["alert"]["signature_id"] for x in ev2 if x.event_type == "alert"] == [81]

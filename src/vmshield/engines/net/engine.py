@@ -182,6 +182,7 @@ class Engine:
             "resets": 0,
             "blocks": 0,
             "bypassed_flows": 0,
+            "passed": 0,
             "url_hits": 0,
             "attack_events": 0,
             "events_capped": 0,
@@ -741,7 +742,12 @@ class Engine:
                 d.alerted.add(sid)  # type: ignore[union-attr]
             seen.add(sid)
             if a.action == "pass":
-                continue
+                # Suricata: a matching pass rule ends inspection of the packet (the alerts come
+                # ordered pass first) and, on a TCP connection, passes the whole flow.
+                self.counters["passed"] += 1
+                if p.proto == PROTO_TCP:
+                    f.bypassed = True
+                break
             self.counters["alerts"] += 1
             f.alerted = True
             act = a.action if self.ips else "alert"
