@@ -147,7 +147,7 @@ def make_7zz_zip(files: dict[str, bytes], tmp: Path, method: str) -> bytes:
     return out.read_bytes()
 
 
-def make_rar4(files: dict[str, bytes]) -> bytes:
+def make_rar4(files: dict[str, bytes], encrypted: bool = False) -> bytes:
     """A stored (method 0x30) RAR 4 archive written from the format's technote: no RAR writer
     exists on Debian, and libarchive cannot write RAR."""
 
@@ -171,7 +171,8 @@ def make_rar4(files: dict[str, bytes]) -> bytes:
             len(nb),
             0o100644,
         )
-        out += block(0x74, 0x8000, hdr + nb) + data
+        # Flag 0x04: "encrypted with a password" (the data is left as is: readers must refuse it).
+        out += block(0x74, 0x8000 | (0x04 if encrypted else 0), hdr + nb) + data
     out += block(0x7B, 0x4000, b"")
     return bytes(out)
 
@@ -693,3 +694,34 @@ def make_chm(files: dict[str, bytes], lzx: dict[str, int] | None = None) -> byte
     total = content_off + len(content)
     hs0 = struct.pack("<IIQII", 0x1FE, 0, total, 0, 0)
     return hdr + hs0 + itsp + pmgl + bytes(content)
+
+
+def _vint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def make_rar5(files: dict[str, bytes]) -> bytes:
+    """A stored RAR 5 archive written from RARLAB's published format description."""
+
+    def block(htype: int, hflags: int, body: bytes, data: bytes = b"") -> bytes:
+        fields = _vint(htype) + _vint(hflags) + (_vint(len(data)) if hflags & 0x02 else b"") + body
+        head = _vint(len(fields)) + fields
+        return struct.pack("<I", zlib.crc32(head)) + head + data
+
+    out = bytearray(b"Rar!\x1a\x07\x01\x00")
+    out += block(1, 0, _vint(0))  # main archive header, no flags
+    for name, data in files.items():
+        nb = name.encode()
+        body = (
+            _vint(0x04) + _vint(len(data)) + _vint(0o100644) + struct.pack("<I", zlib.crc32(data))
+        )
+        body += _vint(0) + _vint(1) + _vint(len(nb)) + nb  # stored, Unix, name
+        out += block(2, 0x02, body, data)
+    out += block(5, 0, _vint(0))  # end of archive
+    return bytes(out)

@@ -107,6 +107,29 @@ def test_zip_encrypted_member_reported(tmp_path: Path) -> None:
     assert [(m.name, m.encrypted, m.data) for m in ms] == [("eicar.com", True, None)]
 
 
+def test_rar5_written_from_the_spec(tmp_path: Path) -> None:
+    from container_testlib import make_rar5
+
+    blob = make_rar5(FILES)
+    assert detect(blob) == "rar"
+    assert find_eicar(blob)["found"] == ["bin/eicar.com"]
+    if have("unar"):  # an independent reader agrees with the test's writer
+        import subprocess
+
+        (tmp_path / "a.rar").write_bytes(blob)
+        subprocess.run(
+            ["unar", "-q", "-o", str(tmp_path / "x"), str(tmp_path / "a.rar")],
+            check=True,
+            capture_output=True,
+        )
+        assert (tmp_path / "x" / "a" / "bin" / "eicar.com").read_bytes() == EICAR
+
+
+def test_rar_encrypted_member_reported() -> None:
+    r = find_eicar(make_rar4({"e.com": EICAR}, encrypted=True))
+    assert r["encrypted"] == ["e.com"] and r["found"] == []
+
+
 def test_rar4_written_from_the_spec() -> None:
     blob = make_rar4(FILES)
     assert detect(blob) == "rar"
