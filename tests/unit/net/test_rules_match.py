@@ -620,3 +620,17 @@ def test_integer_keyword_modes(expr: str, size: int, hit: bool) -> None:
     # bsize follows Suricata's integer-keywords: exclusive ranges, negated ranges, bitmasks
     rs = rules(f"alert http any any -> any any (http.uri; bsize:{expr}; sid:1;)")
     assert (run(rs, app_proto="http", buffers={"http.uri": b"u" * size}) == [1]) is hit
+
+
+def test_pcre_options_e_g_and_capture_names() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (pcre:"/ab$/"; sid:1;)\n'
+        'alert tcp any any -> any any (pcre:"/ab$/E"; sid:2;)\n'
+        # G: lazy by default, so the relative content right after one "x" is found
+        'alert tcp any any -> any any (pcre:"/a.+x/G"; content:"x1"; distance:-1; within:2; sid:3;)\n'
+        'alert tcp any any -> any any (pcre:"/([a-z]+)\\/[a-z]+/U, flow:ua/repo,alert:ua/pkg"; sid:4;)\n'
+    )
+    assert run(rs, b"ab\n") == [1]  # PCRE: $ also before a final newline; E turns that off
+    assert run(rs, b"ab") == [1, 2]
+    assert run(rs, b"a-x1-x2") == [3]
+    assert run(rs, app_proto="http", buffers={"http.uri": b"fr/curl"}) == [4]

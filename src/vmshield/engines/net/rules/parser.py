@@ -739,7 +739,8 @@ def _transform(b: _Builder, k: str, v: str | None) -> None:
         raise RuleReject(k, str(e)) from None
 
 
-_PCRE_FLAGS = set("ismxAERUIPQHDMCSYBOVWZ")
+_PCRE_FLAGS = set("ismxAERUIPQHDMCSYBOVWZG")
+_PCRE_VALUE = re.compile(r"^/(.*)/([ismxAEGRUIPQHDMCSYBOVWZ]*)\s*(?:,(.*))?$", re.S)
 
 
 # PCRE escapes Python's `re` lacks or reads differently.
@@ -747,38 +748,72 @@ _PCRE_ESC = {"z": r"\Z", "Z": r"(?=\n?\Z)", "h": r"[ \t]", "H": r"[^ \t]", "e": 
              "R": r"(?:\r\n|\n|\r)"}  # fmt: skip
 
 
-def pcre_to_python(pat: str) -> str:
-    """Translate the PCRE constructs Python's `re` spells differently."""
+def pcre_to_python(pat: str, dollar_endonly: bool = False, ungreedy: bool = False) -> str:
+    """Translate the PCRE constructs Python's regex engines spell differently; apply the
+    PCRE options E (dollar matches only at the very end) and G (quantifiers lazy by default)."""
     pat = re.sub(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>", pat)
     pat = re.sub(r"\(\?'([A-Za-z_][A-Za-z0-9_]*)'", r"(?P<\1>", pat)
     pat = re.sub(r"\\k<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P=\1)", pat)
     pat = re.sub(r"\\x\{([0-9A-Fa-f]{1,2})\}", lambda m: f"\\x{int(m.group(1), 16):02x}", pat)
-    out, i = [], 0
+    out: list[str] = []
+    i, n = 0, len(pat)
     in_class = False
-    while i < len(pat):
+    while i < n:
         ch = pat[i]
-        if ch == "\\" and i + 1 < len(pat):
+        if ch == "\\" and i + 1 < n:
             nx = pat[i + 1]
             # inside [...] only the single-character escape can be rewritten
             rep = _PCRE_ESC.get(nx) if not in_class or nx == "e" else None
             out.append(rep if rep is not None else ch + nx)
             i += 2
             continue
-        if ch == "[" and not in_class:
+        if in_class:
+            if ch == "]":
+                in_class = False
+            out.append(ch)
+            i += 1
+            continue
+        if ch == "[":
             in_class = True
-            if pat[i + 1 : i + 2] == "^":
-                out.append("[^")
-                i += 2
-                if pat[i : i + 1] == "]":
-                    out.append("]")
+            j = i + 1
+            if pat[j : j + 1] == "^":
+                j += 1
+            if pat[j : j + 1] == "]":  # a leading ] is a literal
+                j += 1
+            out.append(pat[i:j])
+            i = j
+            continue
+        if ch == "$" and dollar_endonly:
+            out.append(r"\Z")
+            i += 1
+            continue
+        if ch == "(" and pat[i + 1 : i + 2] == "?":
+            out.append("(?")  # group syntax, not a quantifier
+            i += 2
+            continue
+        q = None
+        if ch in "*+?":
+            q = ch
+        elif ch == "{":
+            m = re.match(r"\{\d+(,\d*)?\}", pat[i:])
+            if m:
+                q = m.group(0)
+        if q is not None:
+            out.append(q)
+            i += len(q)
+            if ungreedy:
+                nxt = pat[i : i + 1]
+                if nxt == "?":
+                    i += 1  # lazy under G means greedy
+                elif nxt == "+":
+                    out.append("+")  # possessive stays possessive
                     i += 1
-                continue
-            if pat[i + 1 : i + 2] == "]":
-                out.append("[]")
-                i += 2
-                continue
-        elif ch == "]" and in_class:
-            in_class = False
+                else:
+                    out.append("?")
+            elif pat[i : i + 1] in ("?", "+"):
+                out.append(pat[i])  # lazy / possessive marker, not a new quantifier
+                i += 1
+            continue
         out.append(ch)
         i += 1
     return "".join(out)
@@ -795,15 +830,19 @@ def _pcre(b: _Builder, k: str, v: str | None) -> None:
     if len(s) < 2 or s[0] != '"' or s[-1] != '"':
         raise RuleReject(k, 'value must be a quoted "/regex/flags"')
     s = s[1:-1]
-    if not s.startswith("/") or s.rfind("/") == 0:
+    # "/regex/flags" optionally followed by capture names (", flow:x, pkt:y, alert:z")
+    m = _PCRE_VALUE.match(s)
+    if not m:
+        if s.startswith("/") and s.rfind("/") > 0:
+            bad = set(s[s.rfind("/") + 1 :]) - _PCRE_FLAGS
+            if bad:
+                raise RuleReject(k, f"unknown pcre flag(s) {''.join(sorted(bad))}")
         raise RuleReject(k, "expected /regex/flags")
-    end = s.rfind("/")
-    body, flags = s[1:end], s[end + 1 :]
-    bad = set(flags) - _PCRE_FLAGS
-    if bad:
-        raise RuleReject(k, f"unknown pcre flag(s) {''.join(sorted(bad))}")
-    if "E" in flags or "G" in flags:
-        raise RuleReject(k, "pcre flags E and G are not supported")
+    body, flags = m.group(1), m.group(2)
+    if m.group(3):
+        for name in m.group(3).split(","):
+            if not re.fullmatch(r"\s*(flow|pkt|alert):\S+\s*", name):
+                raise RuleReject(k, f"bad capture name '{name.strip()}'")
     body = body.replace("\\;", ";").replace('\\"', '"')
     reflags = 0
     if "i" in flags:
@@ -815,7 +854,9 @@ def _pcre(b: _Builder, k: str, v: str | None) -> None:
     if "x" in flags:
         reflags |= pcre_engine.VERBOSE
     try:
-        rx = pcre_engine.compile(pcre_to_python(body).encode("utf-8", "surrogateescape"), reflags)
+        py = pcre_to_python(body, dollar_endonly="E" in flags and "m" not in flags,
+                            ungreedy="G" in flags)  # fmt: skip
+        rx = pcre_engine.compile(py.encode("utf-8", "surrogateescape"), reflags)
     except (pcre_engine.error, UnicodeEncodeError, ValueError) as e:
         raise RuleReject(k, f"cannot compile regex: {e}") from None
     key = b.key()
