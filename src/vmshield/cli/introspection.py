@@ -22,6 +22,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "These commands inspect it and manage the credentials agents authenticate with.",
     )
     isub = ap.add_subparsers(dest="introspection_command", metavar="COMMAND")
+    run = isub.add_parser(
+        "run",
+        help="run the relay in its own process, reaching the SVM over --svm",
+        description="Accept agents and relay them to an SVM started with `vmshield svm "
+        "--relay-listen EP` (by default `vmshield svm` hosts the relay itself).",
+    )
+    run.add_argument("--listen", action="append", default=[], help="agent endpoint (repeatable)")
+    run.add_argument(
+        "--svm", required=True, help="the SVM's relay endpoint: unix:PATH or tcp://H:P"
+    )
+    run.add_argument("--tokens", help="enrolment tokens TOML")
+    run.add_argument("--control", default=DEFAULT_CONTROL)
+    run.add_argument("--tls-cert", help="this service's certificate (tcp endpoints, both sides)")
+    run.add_argument("--tls-key")
+    run.add_argument("--tls-ca", help="CA of the agents' and the SVM's certificates")
+    run.add_argument("--svm-name", help="name in the SVM's certificate")
+    run.add_argument("--ready-file")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=_run)
     h = isub.add_parser("health", help="relay and scan-service health, per-VM counters (JSON)")
     h.add_argument("--control", default=DEFAULT_CONTROL)
     h.set_defaults(func=_health)
@@ -80,6 +99,58 @@ def control_request(path: str, obj: dict, timeout: float = 30.0):  # type: ignor
             yield json.loads(buf)
     finally:
         s.close()
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from vmshield.introspection.auth import Authenticator, AuthError
+    from vmshield.introspection.host import IntrospectionHost, IntrospectionOptions
+    from vmshield.transport.endpoints import parse_endpoint
+    from vmshield.transport.tls import client_context, server_context
+
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s vmshield-introspection %(levelname)s %(message)s",
+    )
+    try:
+        auth = Authenticator.load(args.tokens) if args.tokens else Authenticator()
+        listen = [parse_endpoint(x) for x in args.listen]
+        svm = parse_endpoint(args.svm)
+        tls_files = (args.tls_cert, args.tls_key, args.tls_ca)
+        need_tls = svm.scheme == "tcp" or any(ep.scheme == "tcp" for ep in listen)
+        if need_tls and not all(tls_files):
+            raise ValueError("tcp endpoints need --tls-cert, --tls-key and --tls-ca (mutual TLS)")
+        opts = IntrospectionOptions(
+            listen=listen, svm=svm, control=args.control, svm_server_name=args.svm_name
+        )
+        if all(tls_files):
+            cert, key, ca = (Path(x) for x in tls_files)
+            opts.agent_tls = server_context(cert, key, ca)
+            opts.svm_tls = client_context(cert, key, ca)
+    except (AuthError, ValueError, OSError) as exc:
+        print(f"vmshield introspection: {exc}", file=sys.stderr)
+        return 2
+    host = IntrospectionHost(auth, opts)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        ready = asyncio.Event()
+        task = asyncio.create_task(host.run(stop, ready))
+        await asyncio.wait(
+            {task, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if ready.is_set() and args.ready_file:
+            Path(args.ready_file).write_text("ready\n")
+        await task
+
+    asyncio.run(main())
+    return 0
 
 
 def _health(args: argparse.Namespace) -> int:

@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="agent endpoint: unix:PATH, tcp://H:P, vsock://any:P",
     )
     ap.add_argument("--control", default="/run/vmshield/control.sock", help="local admin socket")
+    ap.add_argument(
+        "--relay-listen",
+        action="append",
+        default=[],
+        help="endpoint for separately running introspection services (unix:PATH, or tcp://H:P with mutual TLS)",
+    )
     ap.add_argument("--tokens", help="enrolment tokens TOML ([[agent]] vm, token, uuid)")
     ap.add_argument("--tls-cert", help="service certificate (tcp endpoints)")
     ap.add_argument("--tls-key")
@@ -100,8 +106,9 @@ def run(args: argparse.Namespace) -> int:
             cfg.workers = args.workers
         auth = Authenticator.load(args.tokens) if args.tokens else Authenticator()
         listen = [parse_endpoint(x) for x in args.listen]
+        relay_listen = [parse_endpoint(x) for x in args.relay_listen]
         tls = None
-        if any(ep.scheme == "tcp" for ep in listen):
+        if any(ep.scheme == "tcp" for ep in listen + relay_listen):
             if not (args.tls_cert and args.tls_key and args.tls_ca):
                 raise ConfigError(
                     "tcp endpoints need --tls-cert, --tls-key and --tls-ca (mutual TLS)"
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         tls=tls,
         scanner_factory=args.scanner_factory or DEFAULT_FACTORY,
         db_poll=args.db_poll,
+        relay_listen=relay_listen,
     )
 
     async def main() -> int:

@@ -171,16 +171,18 @@ class AgentSession:
                         "detections": [d.name for d in v.detections],
                     }
                 )
-        except (ConnectionError, asyncio.CancelledError):
+        except asyncio.CancelledError:
             pass
         except Exception as exc:  # one request failing must not take the connection down
-            log.exception("scan of %s from %s failed", req.path, self.vm)
+            if not isinstance(exc, ConnectionError):
+                log.exception("scan of %s from %s failed", req.path, self.vm)
+            prof = self.relay.svm.profile(self.vm)
             with contextlib.suppress(Exception):
                 await self.conn.send(
                     p.Verdict(
                         id=req.id,
                         status="error",
-                        action="allow",
+                        action="allow" if prof.failure_mode == "open" else "deny",
                         db_version=self.relay.svm.db_version,
                         reason=f"{type(exc).__name__}: {exc}"[:500],
                     )
@@ -228,6 +230,10 @@ class Relay:
         self.started = time.time()
         self.rejected = 0
         svm.on_db_change(self._broadcast_db)
+
+    async def _profile(self, vm: str) -> Any:
+        get = getattr(self.svm, "profile_async", None)
+        return await get(vm) if get is not None else self.svm.profile(vm)
 
     def counters(self, vm: str) -> VmCounters:
         c = self._counters.get(vm)
@@ -277,7 +283,7 @@ class Relay:
                 self.emit_agent(None, "rejected", SEVERITY_MEDIUM, reason=str(exc), peer=conn.peer)
                 await self._send_quiet(conn, p.Error(code="auth", message=str(exc)))
                 return
-            profile = self.svm.profile(vm)
+            profile = await self._profile(vm)
             session = AgentSession(self, conn, vm, hello.info, self.max_inflight)
             old = self.sessions.get(vm)
             if old is not None:  # a reconnecting agent replaces its stale connection
@@ -350,7 +356,11 @@ class Relay:
                 writer.write(b'{"error": "expected a JSON object with cmd"}\n')
                 return
             if cmd == "health":
-                writer.write(json.dumps(self.health()).encode() + b"\n")
+                h = self.health()
+                remote = getattr(self.svm, "remote_health", None)
+                if remote is not None:  # the SVM runs in another process
+                    h["svm"] = await remote()
+                writer.write(json.dumps(h).encode() + b"\n")
             elif cmd == "scan":
                 vm, paths = str(req.get("vm", "")), [str(x) for x in req.get("paths", [])]
                 session = self.sessions.get(vm)

@@ -36,6 +36,7 @@ class HostOptions:
     scanner_factory: str = DEFAULT_FACTORY
     max_inflight: int = 64
     db_poll: float = 5.0  # seconds between checks of the database files for a new version
+    relay_listen: list[Endpoint] = field(default_factory=list)  # separate introspection services
 
 
 def _db_stamp(paths: list[str]) -> tuple[tuple[str, int, int], ...]:
@@ -116,6 +117,15 @@ class HostService:
             for ep in self.opts.listen:
                 self.servers.append(await start_server(ep, self.relay.handle, self.opts.tls))
                 log.info("listening for agents on %s", ep)
+            if self.opts.relay_listen:
+                from vmshield.svm.link import SvmLinkServer
+
+                link = SvmLinkServer(self.svm)
+                for ep in self.opts.relay_listen:
+                    self.servers.append(await start_server(ep, link.handle, self.opts.tls))
+                    if ep.scheme == "unix":
+                        os.chmod(ep.path, 0o600)  # only root's introspection service may relay
+                    log.info("listening for introspection services on %s", ep)
             if self.opts.control:
                 if os.path.exists(self.opts.control):
                     os.unlink(self.opts.control)

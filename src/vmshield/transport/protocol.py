@@ -137,6 +137,51 @@ class Notice(msgspec.Struct, tag="notice", kw_only=True):
     detail: str = ""
 
 
+# --- between a separate introspection service and the SVM (both on the host, trusted peers) ---
+
+
+class RelayHello(msgspec.Struct, tag="relay_hello", kw_only=True):
+    versions: list[int]
+    name: str = ""
+
+
+class SvmWelcome(msgspec.Struct, tag="svm_welcome", kw_only=True):
+    version: int
+    db_version: str
+    host: str
+
+
+class RelayScan(msgspec.Struct, tag="relay_scan", kw_only=True):
+    vm: str
+    req: ScanRequest  # its id is the relay's, unique on this link
+
+
+class ProfileRequest(msgspec.Struct, tag="profile_req", kw_only=True):
+    vm: str
+
+
+class ProfileInfo(msgspec.Struct, tag="profile", kw_only=True):
+    vm: str
+    failure_mode: Literal["open", "closed"]
+    deadline: float
+    on_access: list[str]
+    exclude_paths: list[str] = []
+    exclude_processes: list[str] = []
+
+
+class EventMsg(msgspec.Struct, tag="event", kw_only=True):
+    eve: bytes  # one EVE JSON object (the relay's agent events, for the SVM's sinks)
+
+
+class HealthRequest(msgspec.Struct, tag="health_req", kw_only=True):
+    seq: int
+
+
+class HealthInfo(msgspec.Struct, tag="health", kw_only=True):
+    seq: int
+    json: bytes
+
+
 class Ping(msgspec.Struct, tag="ping", kw_only=True):
     seq: int
 
@@ -162,6 +207,14 @@ Message = (
     | ScanOrder
     | OrderProgress
     | Notice
+    | RelayHello
+    | SvmWelcome
+    | RelayScan
+    | ProfileRequest
+    | ProfileInfo
+    | EventMsg
+    | HealthRequest
+    | HealthInfo
     | Ping
     | Pong
     | Error
@@ -269,6 +322,14 @@ def validate(msg: Message) -> None:
             _check_str("order.paths[]", p, MAX_PATH)
     elif isinstance(msg, OrderProgress):
         _check_str("progress.error", msg.error, MAX_PATH)
+    elif isinstance(msg, RelayScan):
+        _check_str("relay_scan.vm", msg.vm, MAX_NAME)
+        validate(msg.req)
+    elif isinstance(msg, ProfileRequest | ProfileInfo):
+        _check_str("profile.vm", msg.vm, MAX_NAME)
+    elif isinstance(msg, EventMsg):
+        if len(msg.eve) > 256 * 1024:
+            raise ProtocolError("event.eve: larger than 256 KiB")
     elif isinstance(msg, Notice):
         _check_str("notice.detail", msg.detail, MAX_PATH)
         _check_id("notice.count", msg.count)

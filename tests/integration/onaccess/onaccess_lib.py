@@ -141,6 +141,7 @@ class Harness:
         workers: int = 2,
         extra_toml: str = "",
         fake_scanner: bool = False,
+        separate: bool = False,
     ) -> Proc:
         for vm in vms:
             self.tokens.setdefault(vm, secrets.token_hex(16))
@@ -180,9 +181,41 @@ class Harness:
         ]
         if fake_scanner:  # only where a test needs a scan that takes a chosen time
             cmd += ["--scanner-factory", "onaccess_lib:factory"]
+        if separate:  # the SVM serves a separately running introspection service
+            link = self.root / "svm-link.sock"
+            i = cmd.index("--listen")
+            cmd[i : i + 2] = ["--relay-listen", f"unix:{link}"]
+            i = cmd.index("--control")
+            cmd[i + 1] = str(self.root / "svm-control.sock")
         proc = self._spawn(cmd, "svm")
         _wait_file(ready, proc)
         self.svm = proc
+        if separate:
+            iready = self.root / "introspection.ready"
+            with contextlib.suppress(FileNotFoundError):
+                iready.unlink()
+            intro = self._spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "vmshield",
+                    "introspection",
+                    "run",
+                    "--listen",
+                    f"unix:{self.sock}",
+                    "--svm",
+                    f"unix:{self.root / 'svm-link.sock'}",
+                    "--tokens",
+                    str(self.root / "tokens.toml"),
+                    "--control",
+                    str(self.control),
+                    "--ready-file",
+                    str(iready),
+                    "-v",
+                ],
+                "introspection",
+            )
+            _wait_file(iready, intro)
         return proc
 
     def start_agent(

@@ -374,3 +374,24 @@ def test_new_database_version_flushes_clean_caches(harness: Harness) -> None:
         r = guest_cat(f)
     assert r.returncode != 0 and b"Operation not permitted" in r.stderr
     assert harness.requests("vm1") >= 2
+
+
+def test_svm_and_introspection_in_separate_processes(harness: Harness) -> None:
+    harness.start_svm(action="quarantine", separate=True)
+    g = harness.guest("vm1")
+    (g / "clean.txt").write_bytes(b"fine\n")
+    (g / "eicar.com").write_bytes(EICAR)
+    harness.start_agent("vm1")
+    assert guest_cat(g / "clean.txt").returncode == 0
+    r = guest_cat(g / "eicar.com")
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+    end = time.monotonic() + 10
+    while (g / "eicar.com").exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not (g / "eicar.com").exists()  # quarantined: the content crossed both links
+    ((entry, data),) = harness.backups()
+    assert data == EICAR and entry.vm == "vm1"
+    h = harness.health()
+    assert h["svm"]["connected"] and h["svm"]["requests_per_vm"] == {"vm1": 2}
+    states = {e["agent"]["state"] for e in harness.events() if e["event_type"] == "agent"}
+    assert "connected" in states  # the relay's events reach the SVM's log over the link
