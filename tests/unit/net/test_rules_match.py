@@ -104,6 +104,30 @@ def test_payload_semantics(opts: str, payload: bytes, hit: bool) -> None:
         ("byte_extract:1,0,val; byte_test:1,=,val,1;", b"\x07\x08", False),
         ("byte_extract:2,0,n,string,dec; isdataat:n;", b"10" + b"x" * 9, True),
         ("byte_extract:2,0,n,string,dec; isdataat:n;", b"11" + b"x" * 9, False),
+        # the payload-keywords examples: jump from the end, then relative content
+        (
+            'byte_jump:0,0,from_end,post_offset -8; content:"|6c 33 33 74|"; distance:0; within:4;',
+            b"xxxxxxxxl33t0000",
+            True,
+        ),
+        (
+            'byte_jump:0,0,from_end,post_offset -8; content:"|6c 33 33 74|"; distance:0; within:4;',
+            b"xxxxxxxl33t00000",
+            False,
+        ),
+        (
+            'content:"|00 FF|"; byte_extract:1,0,len,relative; content:"|5c 00|"; distance:2; within:len;',
+            b"\x00\xff\x05ab\x5c\x00",
+            True,
+        ),
+        (
+            'content:"|00 FF|"; byte_extract:1,0,len,relative; content:"|5c 00|"; distance:2; within:len;',
+            b"\x00\xff\x04ab.\x5c\x00",
+            False,
+        ),
+        # a byte count taken from a variable
+        ("byte_extract:1,0,n; byte_test:n,=,0x0102,1;", b"\x02\x01\x02", True),
+        ("byte_extract:1,0,n; byte_test:n,=,0x0102,1;", b"\x09\x01\x02", False),
         # byte_math
         (
             "byte_math:bytes 1, offset 0, oper +, rvalue 2, result s; byte_test:1,=,s,1;",

@@ -206,11 +206,21 @@ def _val(v: Any, vars_: dict[str, int]) -> int | None:
     return v  # type: ignore[no-any-return]
 
 
-def _extract(o: ByteOpts, buf: bytes, pos: int) -> int | None:
-    """Read the number for byte_test/jump/extract/math at `pos`; None when out of bounds."""
-    if pos < 0 or pos + o.nbytes > len(buf):
+def _nb(o: ByteOpts, vars_: dict[str, int]) -> int | None:
+    """The byte count, resolving a variable; None when it is out of Suricata's limits."""
+    if o.nbytes_var is None:
+        return o.nbytes
+    n = vars_.get(o.nbytes_var)
+    if n is None or not 1 <= n <= (23 if o.string_base else 8):
         return None
-    raw = buf[pos : pos + o.nbytes]
+    return n
+
+
+def _extract(o: ByteOpts, buf: bytes, pos: int, nb: int | None) -> int | None:
+    """Read the number for byte_test/jump/extract/math at `pos`; None when out of bounds."""
+    if nb is None or pos < 0 or pos + nb > len(buf):
+        return None
+    raw = buf[pos : pos + nb]
     if o.string_base:
         try:
             s = raw.decode("ascii").strip()
@@ -283,15 +293,16 @@ class Inspector:
                 if base is None:
                     return 0
                 pos = off + base if o.relative else base
-                n = _extract(o, buf, pos)
-                if n is None:
+                nb = _nb(o, self.vars)
+                n = _extract(o, buf, pos, nb)
+                if n is None or nb is None:
                     return 0
                 if it.from_beginning:
                     start = 0
                 elif it.from_end:
                     start = blen
                 else:
-                    start = pos + o.nbytes
+                    start = pos + nb
                 j = n * it.multiplier
                 if it.align and j % 4:
                     j += 4 - j % 4
@@ -302,7 +313,7 @@ class Inspector:
             elif t is ByteExtract:
                 o = it.o
                 pos = off + int(o.offset) if o.relative else int(o.offset)
-                n = _extract(o, buf, pos)
+                n = _extract(o, buf, pos, o.nbytes)
                 if n is None:
                     return 0
                 n *= it.multiplier
@@ -316,7 +327,7 @@ class Inspector:
                 rv = _val(it.rvalue, self.vars)
                 if base is None or rv is None:
                     return 0
-                n = _extract(o, buf, off + base if o.relative else base)
+                n = _extract(o, buf, off + base if o.relative else base, _nb(o, self.vars))
                 if n is None:
                     return 0
                 op = it.oper
@@ -351,7 +362,7 @@ class Inspector:
         val = _val(it.value, self.vars)
         if base is None or val is None:
             return False
-        n = _extract(o, self.buf, off + base if o.relative else base)
+        n = _extract(o, self.buf, off + base if o.relative else base, _nb(o, self.vars))
         if n is None:
             return False
         op = it.op

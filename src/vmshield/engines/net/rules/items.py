@@ -49,6 +49,7 @@ class ByteOpts:
     little: bool = False
     string_base: int = 0  # 0: binary; else 8/10/16
     bitmask: int | None = None
+    nbytes_var: str | None = None  # byte count taken from a byte_extract/byte_math variable
 
 
 @dataclass(slots=True)

@@ -911,10 +911,19 @@ def _nbytes(k: str, s: str, string: bool) -> int:
     return n
 
 
-def _check_string_nbytes(k: str, o: ByteOpts, raw: str) -> None:
+def _check_string_nbytes(
+    k: str, o: ByteOpts, raw: str, b: _Builder | None = None, allow_zero: bool = False
+) -> None:
+    raw = raw.strip()
+    if b is not None and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", raw):
+        if raw not in b.names:
+            raise RuleReject(k, f"unknown variable '{raw}' (no byte_extract/byte_math sets it)")
+        o.nbytes_var = raw  # checked against the limits when the rule runs
+        return
+    if allow_zero and raw == "0":
+        o.nbytes = 0
+        return
     o.nbytes = _nbytes(k, raw, bool(o.string_base))
-    if not o.string_base and o.nbytes not in (1, 2, 3, 4, 5, 6, 7, 8):
-        raise RuleReject(k, "bad number of bytes")
 
 
 @kw("byte_test")
@@ -934,7 +943,7 @@ def _byte_test(b: _Builder, k: str, v: str | None) -> None:
         t = rest.pop(0)
         if not _byte_common(b, k, o, t, rest):
             raise RuleReject(k, f"unknown option '{t}'")
-    _check_string_nbytes(k, o, a[0])
+    _check_string_nbytes(k, o, a[0], b)
     b.add(ByteTest(o, op, neg, b.num(a[2], k)))
 
 
@@ -966,7 +975,8 @@ def _byte_jump(b: _Builder, k: str, v: str | None) -> None:
             j.from_end = True
         else:
             raise RuleReject(k, f"unknown option '{t}'")
-    _check_string_nbytes(k, o, a[0])
+    # `byte_jump:0,0,from_end,post_offset -8` reads nothing and jumps from the end
+    _check_string_nbytes(k, o, a[0], b, allow_zero=j.from_end)
     b.add(j)
 
 
@@ -1033,7 +1043,7 @@ def _byte_math(b: _Builder, k: str, v: str | None) -> None:
         o.string_base = {"hex": 16, "dec": 10, "oct": 8}[kv["string"]]
     if "bitmask" in kv:
         o.bitmask = parse_int(kv["bitmask"], "bitmask")
-    _check_string_nbytes(k, o, kv["bytes"])
+    _check_string_nbytes(k, o, kv["bytes"], b)
     name = kv["result"]
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise RuleReject(k, f"bad result name '{name}'")
