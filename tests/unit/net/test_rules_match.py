@@ -122,7 +122,7 @@ def test_payload_semantics(opts: str, payload: bytes, hit: bool) -> None:
         ),
         (
             'content:"|00 FF|"; byte_extract:1,0,len,relative; content:"|5c 00|"; distance:2; within:len;',
-            b"\x00\xff\x04ab.\x5c\x00",
+            b"\x00\xff\x01ab\x5c\x00",
             False,
         ),
         # a byte count taken from a variable
