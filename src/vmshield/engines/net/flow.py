@@ -73,14 +73,16 @@ def community_id(src: bytes, dst: bytes, proto: int, sport: int, dport: int, see
 
 def flow_key(p: Packet) -> tuple[Any, ...]:
     """Direction-independent key: the lower (address, port) end first."""
-    a = (p.src_bytes, p.sport)
-    b = (p.dst_bytes, p.dport)
-    if p.proto == PROTO_ICMP or p.proto == PROTO_ICMPV6:
+    proto = p.proto
+    if proto in (PROTO_ICMP, PROTO_ICMPV6):
         # ICMP has no ports; a request and its reply share one flow (ids in the payload vary).
-        a, b = (p.src_bytes, 0), (p.dst_bytes, 0)
-    if a <= b:
-        return (p.proto, p.vlan, a[0], a[1], b[0], b[1])
-    return (p.proto, p.vlan, b[0], b[1], a[0], a[1])
+        sp = dp = 0
+    else:
+        sp, dp = p.sport, p.dport
+    s, d = p.src_bytes, p.dst_bytes
+    if s < d or (s == d and sp <= dp):
+        return (proto, p.vlan, s, sp, d, dp)
+    return (proto, p.vlan, d, dp, s, sp)
 
 
 class Flow:
