@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from ..limits import LimitExceeded, ScanBudget
 
-CHUNK = 64 * 1024
+CHUNK = 256 * 1024  # input fed per step
+OUT_CHUNK = 1024 * 1024  # output produced per step: limits are checked at least this often
 
 
 @dataclass
@@ -132,10 +133,10 @@ def zlib_like(
             pos += len(pending)
         try:
             if hasattr(d, "unconsumed_tail"):  # zlib
-                piece = d.decompress(pending, CHUNK)  # type: ignore[attr-defined]
+                piece = d.decompress(pending, OUT_CHUNK)  # type: ignore[attr-defined]
                 pending = d.unconsumed_tail  # type: ignore[attr-defined]
             else:  # bz2 / lzma keep their own input buffer
-                piece = d.decompress(pending, CHUNK)  # type: ignore[attr-defined]
+                piece = d.decompress(pending, OUT_CHUNK)  # type: ignore[attr-defined]
                 pending = b""
                 while not d.eof and d.needs_input is False:  # type: ignore[attr-defined]
                     out += piece
@@ -143,7 +144,7 @@ def zlib_like(
                         raise LimitExceeded("max_file_size", f"member expands past {cap} bytes")
                     budget.check_ratio(base + pos, len(out))
                     budget.check_time()
-                    piece = d.decompress(b"", CHUNK)  # type: ignore[attr-defined]
+                    piece = d.decompress(b"", OUT_CHUNK)  # type: ignore[attr-defined]
         except LimitExceeded:
             raise
         except Exception as exc:  # zlib.error, OSError, LZMAError
