@@ -203,11 +203,10 @@ class EventRow(Base):
     body: Mapped[str] = mapped_column(Text)  # the EVE JSON object, as received
 
     __table_args__ = (
+        # Few indexes on purpose: each one costs every insert. Queries page by seq (the primary
+        # key) newest first and filter; time ranges and VMs, the common cases, have their own.
         Index("ix_events_ts", "ts"),
         Index("ix_events_vm_ts", "vm", "ts"),
-        Index("ix_events_host_ts", "host", "ts"),
-        Index("ix_events_type_ts", "event_type", "ts"),
-        Index("ix_events_detection", "detection"),
     )
 
 

@@ -6,6 +6,7 @@ deployments, configuration for SVMs, events. The API and the console are thin ar
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import secrets
 import time
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,7 +34,7 @@ from vmshield.center.db import (
 )
 from vmshield.center.pki import CenterPKI
 from vmshield.center.profiles import parse_settings
-from vmshield.events import Event
+from vmshield.events import SEVERITY_LOW, format_timestamp
 from vmshield.integration.inventory import KINDS, InventoryChange
 
 KIND_ORDER = ("root", "connection", *KINDS)
@@ -52,17 +53,32 @@ class Conflict(ValueError):
 
 
 def _parse_ts(ts: str) -> float:
-    import datetime as dt
-
     try:
-        return dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+        t = _dt.datetime.fromisoformat(ts)
     except ValueError:
-        return dt.datetime.fromisoformat(ts).timestamp()
+        raise ValueError(f"timestamp: {ts[:40]!r} is not ISO 8601") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.UTC)
+    return t.timestamp()
 
 
-def detection_name(ev: Event) -> str | None:
+_EVENT_COLS = (
+    "id",
+    "ts",
+    "received_at",
+    "event_type",
+    "host",
+    "vm",
+    "severity",
+    "detection",
+    "size",
+    "body",
+)
+_encoder = msgspec.json.Encoder()
+
+
+def detection_name(d: dict[str, Any]) -> str | None:
     """The name a user searches for: a signature, a malware name, an attack or URL category."""
-    d = ev.data
     alert = d.get("alert")
     if isinstance(alert, dict) and alert.get("signature"):
         return str(alert["signature"])[:256]
@@ -633,70 +649,116 @@ class Store:
     def ingest(self, raw_events: Iterable[Any], host: str | None = None) -> IngestResult:
         """Insert a batch; an event id already stored is a duplicate and ignored (idempotent).
 
-        `host`: when an SVM ships, its host name overrides whatever the event says, so one SVM
-        cannot write events in another host's name.
+        Each event is checked on its own (one bad event is refused with its index and reason;
+        the rest of the batch is stored). `host`: when an SVM ships, its host name overrides
+        whatever the event says, so one SVM cannot write events in another host's name.
         """
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         rejected: list[dict[str, Any]] = []
         now = time.time()
         seen: set[str] = set()
         dup_in_batch = 0
+        enc = _encoder
         for i, obj in enumerate(raw_events):
             try:
                 if not isinstance(obj, dict):
                     raise ValueError("not a JSON object")
-                ev = Event.from_eve(obj)
-                if not ev.id or len(ev.id) > 64:
-                    raise ValueError("event_id: 1-64 characters")
-                if not ev.event_type or len(ev.event_type) > 32:
-                    raise ValueError("event_type: 1-32 characters")
+                et = obj.get("event_type")
+                if not isinstance(et, str) or not 0 < len(et) <= 32:
+                    raise ValueError("event_type: a string of 1-32 characters")
+                if "event_id" not in obj and "id" in obj:
+                    obj["event_id"] = obj.pop("id")
+                eid = obj.get("event_id")
+                if not isinstance(eid, str) or not 0 < len(eid) <= 64:
+                    raise ValueError("event_id: a string of 1-64 characters")
+                ts_s = obj.get("timestamp")
+                if ts_s is None:
+                    ts = now
+                    obj["timestamp"] = format_timestamp(now)
+                elif isinstance(ts_s, str):
+                    ts = _parse_ts(ts_s)
+                else:
+                    raise ValueError("timestamp: ISO 8601 text")
+                sev = obj.get("severity", SEVERITY_LOW)
+                if type(sev) is not int or not 1 <= sev <= 4:
+                    raise ValueError("severity: 1 (high) to 4 (info)")
+                obj["severity"] = sev
                 if host is not None:
-                    ev.host = host
-                body = msgspec.json.encode(ev.to_eve())
+                    obj["host"] = host
+                h = obj.get("host")
+                vm = obj.get("vm")
+                if (h is not None and not isinstance(h, str)) or (
+                    vm is not None and not isinstance(vm, str)
+                ):
+                    raise ValueError("host, vm: text")
+                body = enc.encode(obj)
                 if len(body) > MAX_EVENT_BYTES:
                     raise ValueError(f"event larger than {MAX_EVENT_BYTES} bytes")
-                ts = _parse_ts(ev.timestamp)
-            except (ValueError, KeyError, TypeError, msgspec.ValidationError) as exc:
+            except (ValueError, TypeError, OverflowError, msgspec.EncodeError) as exc:
                 rejected.append({"index": i, "error": str(exc)[:200]})
                 continue
-            if ev.id in seen:
+            if eid in seen:
                 dup_in_batch += 1
                 continue
-            seen.add(ev.id)
+            seen.add(eid)
             rows.append(
-                {
-                    "id": ev.id,
-                    "ts": ts,
-                    "received_at": now,
-                    "event_type": ev.event_type,
-                    "host": (ev.host or None) and ev.host[:256],
-                    "vm": (ev.vm or None) and ev.vm[:256],
-                    "severity": int(ev.severity),
-                    "detection": detection_name(ev),
-                    "size": len(body),
-                    "body": body.decode(),
-                }
+                (
+                    eid,
+                    ts,
+                    now,
+                    et,
+                    h[:256] if h else None,
+                    vm[:256] if vm else None,
+                    sev,
+                    detection_name(obj),
+                    len(body),
+                    body.decode(),
+                )
             )
         inserted = self._insert_events(rows) if rows else 0
-        valid = sum(1 for _ in seen) + dup_in_batch
-        return IngestResult(inserted, valid - inserted, rejected)
+        return IngestResult(inserted, len(seen) + dup_in_batch - inserted, rejected)
 
-    def _insert_events(self, rows: list[dict[str, Any]]) -> int:
-        table = EventRow.__table__
+    def _insert_events(self, rows: list[tuple[Any, ...]]) -> int:
         if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
+            return self._insert_events_pg(rows)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-            stmt = pg_insert(table).on_conflict_do_nothing(index_elements=["id"])
-        elif self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=["id"])
-        else:  # pragma: no cover - other databases are not supported
-            stmt = insert(table)
+        table = EventRow.__table__
+        stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=["id"])
+        dicts = [dict(zip(_EVENT_COLS, r, strict=True)) for r in rows]
         # RETURNING tells exactly which ids were new (rowcount of executemany is not reliable).
         with self.engine.begin() as conn:
-            res = conn.execute(stmt.returning(table.c.seq), rows)
+            res = conn.execute(stmt.returning(table.c.seq), dicts)
             return len(res.all())
+
+    def _insert_events_pg(self, rows: list[tuple[Any, ...]]) -> int:
+        """COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING."""
+        cols = ", ".join(_EVENT_COLS)
+        raw = self.engine.raw_connection()
+        try:
+            conn = raw.driver_connection
+            assert conn is not None
+            with conn.cursor() as cur:
+                cur.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS events_in (id text, ts float8,"
+                    " received_at float8, event_type text, host text, vm text, severity int,"
+                    " detection text, size int, body text) ON COMMIT DELETE ROWS"
+                )
+                with cur.copy(f"COPY events_in ({cols}) FROM STDIN") as cp:
+                    for r in rows:
+                        cp.write_row(r)
+                cur.execute(
+                    f"INSERT INTO events ({cols}) SELECT {cols} FROM events_in"
+                    " ON CONFLICT (id) DO NOTHING"
+                )
+                n = cur.rowcount
+            raw.commit()
+        except BaseException:
+            raw.rollback()
+            raise
+        finally:
+            raw.close()
+        return int(n)
 
     def query_events(
         self,

@@ -86,10 +86,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("id"),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
-        batch_op.create_index("ix_events_detection", ["detection"], unique=False)
-        batch_op.create_index("ix_events_host_ts", ["host", "ts"], unique=False)
         batch_op.create_index("ix_events_ts", ["ts"], unique=False)
-        batch_op.create_index("ix_events_type_ts", ["event_type", "ts"], unique=False)
         batch_op.create_index("ix_events_vm_ts", ["vm", "ts"], unique=False)
 
     op.create_table(
@@ -253,10 +250,7 @@ def downgrade() -> None:
     op.drop_table("exporters")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("ix_events_vm_ts")
-        batch_op.drop_index("ix_events_type_ts")
         batch_op.drop_index("ix_events_ts")
-        batch_op.drop_index("ix_events_host_ts")
-        batch_op.drop_index("ix_events_detection")
 
     op.drop_table("events")
     op.drop_table("connections")
