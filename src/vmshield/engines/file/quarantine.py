@@ -404,3 +404,122 @@ class QuarantineStore:
                 except OSError as exc:
                     if exc.errno != errno.ENOENT:
                         raise
+
+
+# --- acting on an infected file: a backup first, then the change ---------------------------------
+
+ACTIONS = ("report", "disinfect", "quarantine", "delete")
+
+
+@dataclass
+class ActionOutcome:
+    action: str  # what was done in the end: report | disinfect | quarantine | delete | none
+    ok: bool
+    message: str
+    entry_id: str | None = None  # the store item (backup or quarantined copy)
+
+
+def act_on_file(
+    path: str | os.PathLike[str],
+    action: str,
+    store: QuarantineStore,
+    *,
+    detections: Sequence[str] = (),
+    inner_paths: Sequence[str] = (),
+    fallback: str | None = None,
+    expected_sha256: str | None = None,
+    vm: str | None = None,
+    host: str | None = None,
+) -> ActionOutcome:
+    """Apply a profile's action to an infected file, keeping a copy in `store` before any change.
+
+    `inner_paths` are the detections' paths inside the file ("" for the file itself), used by
+    disinfection; when it is impossible, `fallback` (quarantine | delete | report) is applied.
+    `expected_sha256` (the scanned content's hash) refuses to touch a file that changed since.
+    """
+    if action not in ACTIONS or (
+        fallback is not None and fallback not in ACTIONS[2:] + ("report",)
+    ):
+        return ActionOutcome("none", False, f"unknown action {action!r} / fallback {fallback!r}")
+    p = Path(path)
+    if action == "report":
+        return ActionOutcome("report", True, "reported only")
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        return ActionOutcome("none", False, f"{p}: cannot open: {exc.strerror}")
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return ActionOutcome("none", False, f"{p}: not a regular file")
+        data = f.read()
+    if expected_sha256 and hashlib.sha256(data).hexdigest() != expected_sha256:
+        return ActionOutcome("none", False, f"{p}: changed since it was scanned; nothing done")
+    meta: dict[str, object] = {
+        "original_path": str(p.absolute()),
+        "detections": list(detections),
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "mode": st.st_mode,
+        "vm": vm,
+        "host": host,
+    }
+    if action == "disinfect":
+        from .disinfect import disinfect
+
+        r = disinfect(data, list(inner_paths))
+        if not r.ok or r.data is None:
+            if fallback and fallback != "report":
+                out = act_on_file(
+                    p,
+                    fallback,
+                    store,
+                    detections=detections,
+                    expected_sha256=expected_sha256,
+                    vm=vm,
+                    host=host,
+                )
+                out.message = f"{r.reason}; {out.message}"
+                return out
+            return ActionOutcome("report", False, r.reason)
+        try:
+            entry = store.add(data, reason="backup", **meta)  # type: ignore[arg-type]
+        except QuarantineError as exc:
+            return ActionOutcome(
+                "none", False, f"no backup could be kept, file left unchanged: {exc}"
+            )
+        tmp = p.parent / f".{p.name}.vmshield-disinfect.{secrets.token_hex(4)}"
+        try:
+            wfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(wfd, "wb") as w:
+                w.write(r.data)
+                w.flush()
+                os.fchmod(w.fileno(), stat.S_IMODE(st.st_mode))
+                if os.geteuid() == 0:
+                    os.fchown(w.fileno(), st.st_uid, st.st_gid)
+                os.fsync(w.fileno())
+            os.rename(tmp, p)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            return ActionOutcome(
+                "none", False, f"{p}: cannot write the disinfected file: {exc.strerror}", entry.id
+            )
+        return ActionOutcome(
+            "disinfect", True, f"disinfected ({r.reason}); backup {entry.id}", entry.id
+        )
+    # quarantine or delete: the copy is kept (as quarantine or as backup), then the file goes.
+    try:
+        entry = store.add(data, reason="quarantine" if action == "quarantine" else "backup", **meta)  # type: ignore[arg-type]
+    except QuarantineError as exc:
+        return ActionOutcome("none", False, f"no copy could be kept, file left in place: {exc}")
+    try:
+        p.unlink()
+    except OSError as exc:
+        return ActionOutcome(
+            "none",
+            False,
+            f"{p}: copy kept ({entry.id}) but cannot remove: {exc.strerror}",
+            entry.id,
+        )
+    verb = "quarantined" if action == "quarantine" else "deleted (backup kept)"
+    return ActionOutcome(action, True, f"{verb} as {entry.id}", entry.id)
