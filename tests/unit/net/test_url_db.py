@@ -244,3 +244,53 @@ def test_fast_path_agrees_with_full_algorithm(host: str, rest: str) -> None:
     canon = canonicalize(url)
     if _SIMPLE.fullmatch(url) and "%25" not in canon:
         assert canonicalize(canon) == canon
+
+
+@pytest.fixture(scope="module")
+def mixed_db(tmp_path_factory: pytest.TempPathFactory) -> UrlDatabase:
+    tmp = tmp_path_factory.mktemp("mixed")
+    b = DatabaseBuilder()
+    b.add_expression("evil.example/", 0x01)
+    b.add_expression("a.b.example/x/", 0x02)
+    b.add_expression("a.b.example/x/y.html?q=1", 0x08)
+    b.add_expression("10.1.2.3/", 0x01)
+    b.add_expression("ok.evil.example/", 0x80)
+    b.write(tmp / "u.db")
+    return UrlDatabase(tmp / "u.db")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    scheme=st.sampled_from(["http://", "https://", "HTTP://", ""]),
+    user=st.sampled_from(["", "u:p@"]),
+    host=st.sampled_from(
+        [
+            "evil.example",
+            "WWW.Evil.Example",
+            "ok.evil.example",
+            "a.b.example",
+            "b.example",
+            "x.a.b.example.",
+            "10.1.2.3",
+            "0x0a.1.2.3",
+            "167838211",
+            "clean.example",
+            "evil.example:81",
+        ]
+    ),
+    path=st.sampled_from(["", "/", "/x/", "/x/y.html", "/x/./y.html", "/x//y.html", "/z/../x/"]),
+    query=st.sampled_from(["", "?q=1", "?q=2", "#frag"]),
+)
+def test_host_memo_fast_path_agrees_with_full_lookup(
+    mixed_db: UrlDatabase, scheme: str, user: str, host: str, path: str, query: str
+) -> None:
+    url = f"{scheme}{user}{host}{path}{query}"
+    # Bytes always take the full algorithm; str may be answered from the per-host memo.
+    fast, full = mixed_db.verdict_url(url), mixed_db.verdict_url(url.encode())
+    assert (fast is None) == (full is None), url
+    if fast is not None and full is not None:
+        assert (fast.expression, fast.categories, fast.trusted) == (
+            full.expression,
+            full.categories,
+            full.trusted,
+        )

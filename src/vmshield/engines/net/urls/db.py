@@ -25,6 +25,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import struct
 import sys
 import time
@@ -61,6 +62,8 @@ CATEGORIES: dict[str, int] = {
 }
 TRUSTED = 0x80
 _MEMO_MAX = 65536
+_PLAIN_AUTHORITY = re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*(?::[0-9]{1,5})?").fullmatch
+_AUTHORITY_END = re.compile(r"[/?#]")
 MAX_ENTRIES = 1 << 28  # 10 GB of hashes: anything larger is a corrupt header, not a database
 
 
@@ -164,6 +167,7 @@ class UrlDatabase:
         self.built = built
         self.version = digest.hex()[:16]  # changes with content: keys any verdict cache
         self._host_memo: dict[str, tuple[str, ...]] = {}
+        self._auth_memo: dict[str, tuple[str, ...]] = {}
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -202,6 +206,7 @@ class UrlDatabase:
         result = tuple(found)
         if len(self._host_memo) >= _MEMO_MAX:
             self._host_memo.clear()
+        self._auth_memo.clear()
         self._host_memo[host] = result
         return result
 
@@ -221,8 +226,32 @@ class UrlDatabase:
                 found = UrlVerdict(target, expr, tuple(category_names(bits)))
         return found
 
+    def _authority_suffixes(self, authority: str) -> tuple[str, ...] | None:
+        """Listed suffixes for a plain "host[:port]" as written in a URL (memoised); None when
+        the authority is not plain and needs the full algorithm."""
+        hit = self._auth_memo.get(authority)
+        if hit is not None:
+            return hit
+        if _PLAIN_AUTHORITY(authority) is None:
+            return None
+        host = canonical_host(authority.partition(":")[0])
+        if not host:
+            return None
+        result = self._listed_suffixes(host)
+        if len(self._auth_memo) >= _MEMO_MAX:
+            self._auth_memo.clear()
+        self._auth_memo[authority] = result
+        return result
+
     def verdict_url(self, url: str | bytes) -> UrlVerdict | None:
         """Listed or trusted verdict (the CLI shows both); None when the URL is unknown."""
+        if type(url) is str and url.startswith(("http://", "https://")):
+            # Most hosts have no entry at all: answer those from the host alone.
+            start = 7 if url[4] == ":" else 8
+            m = _AUTHORITY_END.search(url, start)
+            hosts = self._authority_suffixes(url[start : m.start() if m else len(url)])
+            if hosts == ():
+                return None
         _, host, path, query = split_url(url)
         hosts = self._listed_suffixes(host)
         if not hosts:
@@ -259,6 +288,8 @@ class UrlDatabase:
             host = bytes(host).decode("latin-1")
         if "://" in uri[:16]:
             return self.check_url(uri)
+        if self._authority_suffixes(host) == ():
+            return None
         if not uri.startswith("/"):
             uri = "/" + uri
         return self.check_url(f"http://{host}{uri}")
@@ -268,6 +299,7 @@ class UrlDatabase:
             getattr(self, view).release()
         self._index = self._prefixes = self._hostkeys = ()
         self._host_memo.clear()
+        self._auth_memo.clear()
         self._mm.close()
 
     def __enter__(self) -> UrlDatabase:
