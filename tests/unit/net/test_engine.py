@@ -538,3 +538,18 @@ def test_pass_rule_passes_the_flow() -> None:
     c2.send(b"BACKUP MARK")
     ev2, _ = _run(e2, c2.frames)
     assert [x.data["alert"]["signature_id"] for x in ev2 if x.event_type == "alert"] == [81]
+
+
+def test_tcp_port_reuse_starts_a_new_flow() -> None:
+    e = Engine(EngineConfig(out_flow=True))
+    first = TcpConv(cport=41000, cseq=1000).handshake()
+    first.send(b"GET /one HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    first.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", toserver=False)
+    first.fin()
+    second = TcpConv(cport=41000, cseq=900_000, sseq=77_000, ts=first.ts + 1).handshake()
+    second.send(b"GET /two HTTP/1.1\r\nHost: b.example\r\n\r\n")
+    second.send(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", toserver=False)
+    events, _ = _run(e, first.frames + second.frames)
+    assert [ev.data["http"]["url"] for ev in events if ev.event_type == "http"] == ["/one", "/two"]
+    flows = [ev for ev in events if ev.event_type == "flow"]
+    assert len(flows) == 2 and flows[0].data["flow_id"] != flows[1].data["flow_id"]

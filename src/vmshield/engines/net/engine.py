@@ -32,6 +32,7 @@ from vmshield.engines.net.flow import (
     PROTO_ICMP,
     STATE_CLOSED,
     STATE_ESTABLISHED,
+    TCP_CLOSED,
     Flow,
     FlowTable,
 )
@@ -231,6 +232,13 @@ class Engine:
             return self._result(verdict, events)
 
         f, toserver = self.flows.get_or_create(p)
+        if p.tcp_flags & 0x12 == 0x02 and f.tcp_state == TCP_CLOSED and f.pkts_toserver:
+            # TCP port reuse: a new SYN on a closed connection starts a new flow (otherwise
+            # its data would be placed by the old sequence numbers and never inspected).
+            self.flows.remove(f)
+            f.end_reason = "shutdown"
+            events = self._end_flow(f, events if events is not None else [])
+            f, toserver = self.flows.get_or_create(p)
         f.update(p, toserver)
         if not p.is_fragment and (p.anomalies or self.attacks is not None):
             verdict, events = self._attacks_and_anomalies(p, f, verdict, events)
