@@ -39,7 +39,9 @@ What the pipeline provides:
 
 `Alert` carries sid, gid, rev, msg, action, classtype, category (the classification
 description), severity (priority: 1 highest), metadata ({key: [values]}), references, target,
-and `silent` (a drop/reject rule past its threshold: apply the verdict, log no alert); rules
+`tx_id` (set for app-layer rules: the engine already reports those once per transaction, so
+the pipeline must not de-duplicate them per stream window) and `silent` (a drop/reject rule past
+its threshold: apply the verdict, log no alert); rules
 with `noalert` are never returned (they only set flowbits), nor are `pass` rules (a matching pass
 rule ends inspection of the packet: nothing after it applies). The pipeline turns alerts into EVE
 `alert` events and verdicts (drop/reject -> drop the packet / reset).

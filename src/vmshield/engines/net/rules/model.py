@@ -107,6 +107,9 @@ class Alert:
     # Thresholded past its alert budget: log no alert event, but still apply drop / reject
     # (Suricata applies those to every matching packet).
     silent: bool = False
+    # The transaction this alert belongs to (app-layer rules): already reported once per
+    # transaction by the rule engine, so stream-level de-duplication must not drop it.
+    tx_id: int | None = None
 
     def eve_alert(self) -> dict[str, Any]:
         """The EVE `alert` object (Suricata's field names)."""

@@ -366,6 +366,7 @@ class RuleSet:
                     r.target,
                     r.raw,
                     silent,
+                    ctx.tx_id if r.app_layer else None,
                 )  # fmt: skip
             )
         return out
