@@ -275,6 +275,9 @@ def _parse_packet(body: memoryview) -> QueuedPacket | None:
             break
         atype &= 0x3FFF
         v = body[pos + 4 : pos + ln]
+        pos += (ln + 3) & ~3
+        if len(v) < 4 and atype != NFQA_PAYLOAD:
+            continue  # every other attribute we read holds at least a u32: malformed, skip
         if atype == NFQA_PACKET_HDR:
             pkt.packet_id = struct.unpack_from("!I", v)[0]
         elif atype == NFQA_PAYLOAD:
@@ -303,8 +306,7 @@ def _parse_packet(body: memoryview) -> QueuedPacket | None:
                 sl, st = _ATTR.unpack_from(v, p)
                 if sl < 4:
                     break
-                if st & 0x3FFF == 2 and sl >= 6:
+                if st & 0x3FFF == 2 and sl >= 6 and p + 6 <= len(v):
                     pkt.vlan = struct.unpack_from("!H", v, p + 4)[0] & 0x0FFF
                 p += (sl + 3) & ~3
-        pos += (ln + 3) & ~3
     return pkt if pkt.packet_id >= 0 else None
