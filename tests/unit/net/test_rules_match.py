@@ -398,6 +398,9 @@ def test_app_layer_alert_once_per_transaction() -> None:
     assert run(rs, b"pkt", fs, app_proto="http", buffers=b, tx_id=0) == [1, 2]
     assert run(rs, b"pkt", fs, app_proto="http", buffers=b, tx_id=0) == [2]
     assert run(rs, b"", fs, app_proto="http", buffers=b, tx_id=1) == [1]
+    # the alert says which transaction it belongs to; packet alerts belong to none
+    al = rs.match(ctx(pkt(b"pkt"), flow_state=fs, app_proto="http", buffers=b, tx_id=7))
+    assert sorted((a.sid, a.tx_id) for a in al) == [(1, 7), (2, None)]
 
 
 def test_dns_multi_buffer_and_tls() -> None:
