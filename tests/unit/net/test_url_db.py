@@ -123,9 +123,8 @@ def test_phishtank_json_and_csv_and_openphish(tmp_path: Path) -> None:
     reasons = {(Path(r.file).name, r.line): r.reason for r in report.rejected}
     assert reasons[("online-valid.csv", 3)] == "no URL in the url column"
     assert reasons[("openphish.txt", 2)] == "not a URL (no scheme)"
-    assert any(
-        name == "online-valid.json" and "entry 3" in why for (name, _), why in reasons.items()
-    )
+    # json.dumps(indent=1): "[", then 5 lines per entry; the third starts on line 12.
+    assert reasons[("online-valid.json", 12)] == 'entry 3: no "url" string'
     with UrlDatabase(db_path) as db:
         for url in (
             "http://login.bank-secure.example/verify",
@@ -140,6 +139,9 @@ def test_phishtank_json_and_csv_and_openphish(tmp_path: Path) -> None:
 def test_invalid_json_feed_names_file_and_line(tmp_path: Path) -> None:
     bad = _write(tmp_path, "p.json", '[\n {"url": "http://a.example/"},\n {oops}\n]')
     with pytest.raises(FeedError, match=r"p\.json:3: invalid JSON"):
+        build_database([("phishtank", bad)], tmp_path / "u.db")
+    bad.write_text('[{"url": "http://a.example/"}\n\n{"url": "http://b.example/"}]')
+    with pytest.raises(FeedError, match=r"p\.json:3: invalid JSON: expected ',' or ']'"):
         build_database([("phishtank", bad)], tmp_path / "u.db")
 
 

@@ -210,27 +210,58 @@ def parse_phishtank(path: Path, rejected: list[Rejected]) -> Iterator[FeedEntry]
         yield FeedEntry(row[url_col].strip(), False, file, lineno)
 
 
+def _json_elements(text: str, path: Path) -> Iterator[tuple[int, object]]:
+    """(line, element) for each element of a top-level JSON array (or a single object), with
+    the line where the element starts; one pass over the text."""
+    dec = json.JSONDecoder()
+    ws = re.compile(r"[ \t\n\r]*")
+    line, counted = 1, 0
+
+    def line_at(pos: int) -> int:
+        nonlocal line, counted
+        line += text.count("\n", counted, pos)
+        counted = pos
+        return line
+
+    def fail(exc: json.JSONDecodeError) -> FeedError:
+        return FeedError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}")
+
+    i = ws.match(text, 0).end()  # type: ignore[union-attr]
+    if text.startswith("{", i):
+        try:
+            obj, _ = dec.raw_decode(text, i)
+        except json.JSONDecodeError as exc:
+            raise fail(exc) from None
+        yield line_at(i), obj
+        return
+    if not text.startswith("[", i):
+        raise FeedError(f"{path}: PhishTank JSON must be a list of objects")
+    i = ws.match(text, i + 1).end()  # type: ignore[union-attr]
+    if text.startswith("]", i):
+        return
+    while True:
+        try:
+            obj, end = dec.raw_decode(text, i)
+        except json.JSONDecodeError as exc:
+            raise fail(exc) from None
+        yield line_at(i), obj
+        i = ws.match(text, end).end()  # type: ignore[union-attr]
+        if text.startswith(",", i):
+            i = ws.match(text, i + 1).end()  # type: ignore[union-attr]
+        elif text.startswith("]", i):
+            if text[i + 1 :].strip():
+                raise FeedError(f"{path}:{line_at(i)}: invalid JSON: data after the list")
+            return
+        else:
+            raise FeedError(f"{path}:{line_at(i)}: invalid JSON: expected ',' or ']'")
+
+
 def _phishtank_json(path: Path, rejected: list[Rejected]) -> Iterator[FeedEntry]:
     file = str(path)
     if path.stat().st_size > MAX_FEED_BYTES:
         raise FeedError(f"{path}: feed larger than {MAX_FEED_BYTES} bytes")
     text = path.read_bytes().decode("utf-8", "surrogateescape")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise FeedError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        raise FeedError(f"{path}: PhishTank JSON must be a list of objects")
-    # Line numbers: where each entry's "url" appears, found in file order.
-    positions = [m.start() for m in re.finditer(r'"url"\s*:', text)]
-    pos_i = 0
-    for n, item in enumerate(data, 1):
-        line = 0
-        if isinstance(item, dict) and "url" in item and pos_i < len(positions):
-            line = text.count("\n", 0, positions[pos_i]) + 1 if len(data) < 200000 else 0
-            pos_i += 1
+    for n, (line, item) in enumerate(_json_elements(text, path), 1):
         url = item.get("url") if isinstance(item, dict) else None
         if not isinstance(url, str) or "://" not in url:
             rejected.append(Rejected(file, line, f'entry {n}: no "url" string'))
