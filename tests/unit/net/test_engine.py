@@ -553,3 +553,42 @@ def test_tcp_port_reuse_starts_a_new_flow() -> None:
     assert [ev.data["http"]["url"] for ev in events if ev.event_type == "http"] == ["/one", "/two"]
     flows = [ev for ev in events if ev.event_type == "flow"]
     assert len(flows) == 2 and flows[0].data["flow_id"] != flows[1].data["flow_id"]
+
+
+def test_stream_content_split_deep_in_a_long_stream() -> None:
+    rs = RuleSet.load(
+        texts=[
+            'alert tcp any any -> any any (msg:"marker"; flow:to_server; content:"SPLIT-MARKER-XYZ"; sid:90;)'
+        ],
+        variables=Variables.default(),
+        classification=Classification.default(),
+    )
+    e = Engine(rules=rs)
+    c = TcpConv(sport=9999).handshake()
+    data = b"f" * 10_000 + b"SPLIT-MARKER-XYZ" + b"g" * 9_000 + b"SPLIT-MARKER-XYZ" + b"h" * 100
+    # 1000-byte segments: both markers straddle a segment boundary (10000 and 19016).
+    for seg in c.segments(data, 1000)[::-1]:  # and arrive in reverse order
+        c.emit(Ether(seg))
+    events, _ = _run(e, c.frames)
+    assert [ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert"] == [90]
+
+
+def test_stream_content_split_in_order_twice() -> None:
+    rs = RuleSet.load(
+        texts=[
+            'alert tcp any any -> any any (msg:"marker"; flow:to_server; content:"SPLIT-MARKER-XYZ"; sid:91;)'
+        ],
+        variables=Variables.default(),
+        classification=Classification.default(),
+    )
+    e = Engine(rules=rs)
+    c = TcpConv(sport=9999).handshake()
+    data = b"f" * 10_000 + b"SPLIT-MARKER-XYZ" + b"g" * 9_000 + b"SPLIT-MARKER-XYZ" + b"h" * 100
+    for seg in c.segments(data, 1000):
+        c.emit(Ether(seg))
+    events, _ = _run(e, c.frames)
+    # Two occurrences 9 KB apart: two alerts; neither is reported twice through the overlap.
+    assert [ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert"] == [
+        91,
+        91,
+    ]

@@ -97,8 +97,9 @@ class PacketResult:
 _ACCEPT_RESULT = PacketResult(ACCEPT, ())
 _BYPASS_RESULT = PacketResult(BYPASS, ())
 
-# Stream inspection: each packet's rules see the in-order bytes of its direction since the last
-# window start (so content split over segments matches); the window restarts with an overlap.
+# Stream inspection: each packet's rules see the new in-order bytes of its direction preceded
+# by the last INSPECT_OVERLAP bytes (so content split over segments matches); a signature is
+# reported once per INSPECT_WINDOW bytes of a direction (the overlap must not repeat a match).
 INSPECT_WINDOW = 4096
 INSPECT_OVERLAP = 512
 PROBE_MAX = 512  # bytes of a direction kept while its protocol is not yet recognised
@@ -117,10 +118,11 @@ _NO_BUFFERS: dict[str, Any] = {}  # shared, never mutated
 class _DirInspect:
     """Per-direction stream inspection window and the sids already reported from it."""
 
-    __slots__ = ("window", "alerted", "prev_alerted", "probe")
+    __slots__ = ("window", "gen_bytes", "alerted", "prev_alerted", "probe")
 
     def __init__(self) -> None:
-        self.window = b""
+        self.window = b""  # the last INSPECT_OVERLAP bytes inspected
+        self.gen_bytes = 0  # bytes inspected in this generation of the "already alerted" set
         self.alerted: set[int] | frozenset[int] = _NONE
         self.prev_alerted: set[int] | frozenset[int] = _NONE
         self.probe = b""  # first bytes kept until the protocol is recognised
@@ -696,14 +698,15 @@ class Engine:
         # or retransmitted segment is inspected when it lands in order): b"" = nothing new.
         stream: bytes | None = b"" if p.proto == PROTO_TCP else None
         if chunk:
-            w = d.window
-            if len(w) + len(chunk) > INSPECT_WINDOW and w:
+            # Inspect the last INSPECT_OVERLAP bytes already seen plus the new ones, so content
+            # split over segments matches; only that tail is kept per direction (memory).
+            stream = d.window + chunk if d.window else chunk
+            d.window = stream[-INSPECT_OVERLAP:]
+            d.gen_bytes += len(chunk)
+            if d.gen_bytes > INSPECT_WINDOW:
+                d.gen_bytes = 0
                 d.prev_alerted = d.alerted
                 d.alerted = _NONE
-                w = w[-INSPECT_OVERLAP:]
-            w = w + chunk
-            d.window = w
-            stream = w
         streams = f.streams
         if app.detect is None and FlowDetectState is not None:
             app.detect = FlowDetectState()
