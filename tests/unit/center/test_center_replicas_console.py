@@ -1,0 +1,202 @@
+"""Replicas sharing one database; services registration; console sessions, CSRF and login limits."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from vmshield.center import auth
+from vmshield.center.app import CenterContext, create_app, open_center
+
+
+@pytest.mark.postgres
+def test_two_replicas_share_one_postgres(tmp_path: Path) -> None:
+    from vmshield.center.testing import postgres_database
+
+    with postgres_database() as url:
+        a = open_center(tmp_path / "data", url)
+        b = open_center(tmp_path / "data", url)  # migrations are idempotent across replicas
+        with a.store.sessions.begin() as s:
+            token, _ = auth.create_token(s, "operator", "test")
+            auth.add_user(s, "ann", "long-password-1", "operator", "test")
+        h = {"Authorization": f"Bearer {token}"}
+        with (
+            TestClient(create_app(a), base_url="https://a") as ca,
+            TestClient(create_app(b), base_url="https://b") as cb,
+        ):
+            # A token made through one replica works on the other.
+            assert cb.get("/api/v1/whoami", headers=h).json()["role"] == "operator"
+            r = ca.post("/api/v1/profiles/file", json={"name": "p1", "settings": {}}, headers=h)
+            assert r.status_code == 201
+            assert [p["name"] for p in cb.get("/api/v1/profiles/file", headers=h).json()] == ["p1"]
+            # A console session opened on one replica is valid on the other.
+            r = ca.post(
+                "/login",
+                data={"name": "ann", "password": "long-password-1"},
+                follow_redirects=False,
+            )
+            cookie = r.cookies.get("vms_session")
+            assert cookie
+            cb.cookies.set("vms_session", cookie)
+            assert cb.get("/inventory").status_code == 200
+            with a.store.sessions() as s1, b.store.sessions() as s2:
+                assert a.store.config_version(s1) == b.store.config_version(s2)
+        for c in (a, b):
+            c.store.engine.dispose()
+
+
+def test_service_registration_fixes_traffic_mode(client: TestClient, tokens: dict) -> None:
+    adm = tokens["administrator"]
+    r = client.post("/api/v1/services", json={"kind": "network"}, headers=adm)
+    assert r.status_code == 422 and "traffic_mode" in r.text
+    assert (
+        client.post(
+            "/api/v1/services", json={"kind": "network", "traffic_mode": "standard"}, headers=adm
+        ).status_code
+        == 201
+    )
+    r = client.post(
+        "/api/v1/services", json={"kind": "network", "traffic_mode": "monitoring"}, headers=adm
+    )
+    assert r.status_code == 409 and "unregister it first" in r.json()["detail"]
+    assert client.post("/api/v1/services", json={"kind": "file"}, headers=adm).status_code == 201
+    assert (
+        client.post(
+            "/api/v1/services", json={"kind": "file", "traffic_mode": "standard"}, headers=adm
+        ).status_code
+        == 422
+    )
+    assert client.delete("/api/v1/services/network", headers=adm).status_code == 204
+    assert (
+        client.post(
+            "/api/v1/services", json={"kind": "network", "traffic_mode": "monitoring"}, headers=adm
+        ).status_code
+        == 201
+    )
+    svcs = {
+        s["kind"]: s["traffic_mode"]
+        for s in client.get("/api/v1/services", headers=tokens["viewer"]).json()
+    }
+    assert svcs == {"network": "monitoring", "file": None}
+    assert (
+        client.post(
+            "/api/v1/services", json={"kind": "file"}, headers=tokens["operator"]
+        ).status_code
+        == 403
+    )
+
+
+def _login(client: TestClient, name: str, password: str) -> str:
+    r = client.post("/login", data={"name": name, "password": password}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return r.headers["location"]
+
+
+def test_console_roles_csrf_and_profile_form(center: CenterContext, client: TestClient) -> None:
+    with center.store.sessions.begin() as s:
+        auth.add_user(s, "view", "viewer-password", "viewer", "test")
+        auth.add_user(s, "op", "operator-password", "operator", "test")
+    assert client.get("/inventory", follow_redirects=False).headers["location"] == "/login"
+    _login(client, "view", "viewer-password")
+    page = client.get("/profiles/file/new")
+    assert page.status_code == 200
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = client.post("/profiles/file/new", data={"csrf": csrf, "name": "x", "level": "high"})
+    assert r.status_code == 403  # a viewer cannot change anything
+    client.cookies.clear()
+    _login(client, "op", "operator-password")
+    page = client.get("/profiles/file/new")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    form = {
+        "csrf": csrf,
+        "name": "Custom A",
+        "level": "custom",
+        "scan_archives": "on",
+        "scan_sfx": "on",
+        "scan_embedded": "on",
+        "on_open": "on",
+        "on_execute": "on",
+        "on_close_write": "on",
+        "backup_before_action": "on",
+        "max_compound_mb": "8",
+        "scan_time_limit_s": "0",
+        "scope": "all",
+        "action": "quarantine",
+        "fallback": "delete",
+        "detect_viruses": "on",
+        "excl_extensions": ".log\nTMP\n",
+        "excl_regexes": "^/proc/",
+    }
+    # Without the form token: refused.
+    r = client.post("/profiles/file/new", data={**form, "csrf": "forged"})
+    assert r.status_code == 403
+    r = client.post("/profiles/file/new", data=form, follow_redirects=False)
+    assert r.status_code == 303 and "saved" in r.headers["location"]
+    with center.store.sessions() as s:
+        from sqlalchemy import select
+
+        from vmshield.center.db import Profile
+
+        p = s.scalar(select(Profile).where(Profile.name == "Custom A"))
+    own = p.settings["settings"]
+    # Only what differs from the recommended preset is stored.
+    assert (
+        own["scan_archives"] is True
+        and own["action"] == "quarantine"
+        and own["fallback"] == "delete"
+    )
+    assert own["detect"] == ["viruses"] and own["exclusions"]["extensions"] == ["log", "tmp"]
+    assert "scan_sfx" not in own
+    bad = client.post(
+        "/profiles/file/new",
+        data={**form, "name": "B", "excl_regexes": "(oops"},
+        follow_redirects=False,
+    )
+    assert "error=" in bad.headers["location"] and "regexes" in bad.headers["location"]
+    page = client.get("/profiles/network/new")
+    r = client.post(
+        "/profiles/network/new",
+        data={
+            "csrf": csrf,
+            "name": "N",
+            "attack_detection": "on",
+            "attack_action": "terminate_and_block",
+            "block_minutes": "30",
+            "ids_enabled": "on",
+            "ids_action": "terminate",
+            "ids_exploit": "on",
+            "url_phishing": "block",
+            "url_social": "allow",
+            "failure_mode": "fail_closed",
+            "exclusions": "10.0.0.0/8 do_not_block\nvlan 12 do_not_scan",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and "saved" in r.headers["location"], r.headers["location"]
+    audit = [a.action for a in _audit(center)]
+    assert "file_profile.create" in audit and "network_profile.create" in audit
+
+
+def _audit(center: CenterContext) -> list:
+    from sqlalchemy import select
+
+    from vmshield.center.db import AuditEntry
+
+    with center.store.sessions() as s:
+        return list(s.scalars(select(AuditEntry)))
+
+
+def test_console_login_is_rate_limited(center: CenterContext, client: TestClient) -> None:
+    with center.store.sessions.begin() as s:
+        auth.add_user(s, "carl", "right-password", "viewer", "test")
+    for _ in range(auth.LOGIN_MAX_FAILURES):
+        r = client.post("/login", data={"name": "carl", "password": "nope"})
+        assert "Wrong name or password" in r.text
+    r = client.post(
+        "/login", data={"name": "carl", "password": "right-password"}, follow_redirects=False
+    )
+    assert r.status_code == 200 and "Too many failed logins" in r.text
+    assert "vms_session" not in r.cookies
