@@ -395,3 +395,94 @@ def test_svm_and_introspection_in_separate_processes(harness: Harness) -> None:
     assert h["svm"]["connected"] and h["svm"]["requests_per_vm"] == {"vm1": 2}
     states = {e["agent"]["state"] for e in harness.events() if e["event_type"] == "agent"}
     assert "connected" in states  # the relay's events reach the SVM's log over the link
+
+
+def test_disinfect_replaces_archive_atomically_with_backup(harness: Harness) -> None:
+    import io
+    import zipfile
+
+    harness.start_svm(action="disinfect")
+    g = harness.guest("vm1")
+    harness.start_agent("vm1")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("notes.txt", "keep me\n")
+        z.writestr("eicar.com", EICAR)
+    target = g / "bundle.zip"
+    subprocess.run(["sh", "-c", f"cat > {target}"], input=buf.getvalue(), timeout=15, check=True)
+    end = time.monotonic() + 20
+    names: list[str] = []
+    while time.monotonic() < end:
+        r = guest_cat(target)
+        if r.returncode == 0 and r.stdout != buf.getvalue():
+            names = zipfile.ZipFile(io.BytesIO(r.stdout)).namelist()
+            break
+        time.sleep(0.1)
+    assert names == ["notes.txt"]  # the infected member is gone, the rest kept
+    backups = harness.backups()  # one per action taken (an open racing the save may add one)
+    assert backups and all(
+        d == buf.getvalue() and e.original_path == str(target) for e, d in backups
+    )
+    assert not list(g.glob(".*.tmp"))  # no temporary file left behind
+    ev = [e for e in harness.events() if e["event_type"] == "file"]
+    assert (
+        ev[-1]["action"] == "disinfect"
+        and ev[-1]["file"]["detections"][0]["inner_path"] == "eicar.com"
+    )
+
+
+def test_delete_action_on_open(harness: Harness) -> None:
+    harness.start_svm(action="delete")
+    g = harness.guest("vm1")
+    (g / "payload.exe").write_bytes(EICAR)
+    harness.start_agent("vm1")
+    r = guest_cat(g / "payload.exe")
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+    end = time.monotonic() + 10
+    while (g / "payload.exe").exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not (g / "payload.exe").exists()
+    backups = harness.backups()
+    assert backups and all(d == EICAR for _, d in backups)
+
+
+def test_requests_beyond_the_agreed_window_close_the_connection(harness: Harness) -> None:
+    import hashlib
+
+    from vmshield.transport import protocol as p
+
+    harness.start_svm(vms=("vm1",))
+    s, dec = _raw_session(harness, "vm1")
+    # Never answer NeedContent: every request stays in flight; 64 are allowed, the 65th is not.
+    for i in range(1, 66):
+        body = f"content {i}".encode()
+        s.sendall(
+            p.encode(
+                p.ScanRequest(
+                    id=i, path=f"/f{i}", sha256=hashlib.sha256(body).hexdigest(), size=len(body)
+                )
+            )
+        )
+    replies = _read_until_closed(s, dec)
+    s.close()
+    errors = [m for m in replies if isinstance(m, p.Error)]
+    assert errors and "more than 64 requests in flight" in errors[-1].message
+
+
+def test_agent_stopping_answers_pending_events(harness: Harness) -> None:
+    harness.start_svm(failure_mode="open", deadline=30, fake_scanner=True)
+    g = harness.guest("vm1")
+    slow = g / "slow.bin"
+    slow.write_bytes(b"VMSHIELD-TEST-SLOW-20 " + os.urandom(64))
+    agent = harness.start_agent("vm1", deadline=30)
+    reader = subprocess.Popen(["cat", str(slow)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    assert reader.poll() is None  # waiting for the (slow) verdict
+    t0 = time.monotonic()
+    agent.stop()  # SIGTERM: pending permission events are answered (fail-open) before exit
+    out, _ = reader.communicate(timeout=15)
+    assert (
+        time.monotonic() - t0 < 10
+        and reader.returncode == 0
+        and out.startswith(b"VMSHIELD-TEST-SLOW")
+    )
