@@ -103,14 +103,37 @@ def _kill_service(st) -> None:  # noqa: ANN001
     time.sleep(0.5)  # workers die with the service (PR_SET_PDEATHSIG)
 
 
-def test_killed_svm_fails_open_by_default(tmp_path: Path) -> None:
+def test_killed_svm_fails_open_by_default_and_reports_the_outage_at_restart(tmp_path: Path) -> None:
     with lab_up(tmp_path, vms=2, protect="standard") as st:
         assert http(st, "vm1", "vm2")[0] == 0
+        cmdline = Path(f"/proc/{st.service_pid}/cmdline").read_bytes().split(b"\0")[:-1]
         _kill_service(st)
         # The rules stay, nobody listens on the queues: --queue-bypass lets traffic through.
         assert f"VMS-{st.prefix}" in sysnet.ipt("-S")
         rc, body = http(st, "vm1", "vm2", timeout=3)
         assert rc == 0 and "lab VM vm2" in body
+        # The SVM comes back: it reports that traffic went uninspected while it was down.
+        ready = Path(st.service_dir) / "ready"
+        ready.unlink()
+        proc = subprocess.Popen(
+            [c.decode() for c in cmdline],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            outage = wait_events(
+                st, lambda e: e.get("event_type") == "filter" and e["filter"]["state"] == "outage"
+            )
+            assert outage and outage[0]["filter"]["traffic"] == "uninspected"
+            assert outage[0]["filter"]["seconds"] > 0
+            assert http(st, "vm1", "vm2")[0] == 0
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)
 
 
 def test_killed_svm_fails_closed_when_configured(tmp_path: Path) -> None:
