@@ -14,6 +14,7 @@ import argparse
 import os
 import random
 import string
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +45,39 @@ def _url(rng: random.Random, host: str | None = None) -> str:
     return f"http://www.{host}/{path + '/' if path else ''}{last}{query}"
 
 
+_MEMORY_PROBE = """
+import sys, time, psutil
+from vmshield.engines.net.urls import UrlDatabase
+p = psutil.Process()
+r0 = p.memory_info().rss
+t0 = time.perf_counter()
+db = UrlDatabase(sys.argv[1])
+t1 = time.perf_counter()
+r1 = p.memory_info().rss
+for i in range(100000):
+    db.check_url(f"http://www.h{i % 5000}.example/p/{i}.html")
+r2 = p.memory_info().rss
+print(t1 - t0, (r1 - r0) / 1e6, (r2 - r0) / 1e6)
+"""
+
+
+def _fresh_process_memory(db_path: Path) -> dict[str, float]:
+    """Load time (wall) and resident memory in a new interpreter: what an SVM pays."""
+    res = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, str(db_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    load, rss_load, rss_lookups = (float(x) for x in res.stdout.split())
+    return {
+        "fresh_load_wall_s": load,
+        "fresh_rss_after_load_mb": rss_load,
+        "fresh_rss_after_100k_lookups_mb": rss_lookups,
+    }
+
+
 def run(entries: int = 1_000_000, lookups: int = 300_000, seed: int = 1) -> dict[str, float]:
     rng = random.Random(seed)
     proc = psutil.Process()
@@ -65,6 +99,7 @@ def run(entries: int = 1_000_000, lookups: int = 300_000, seed: int = 1) -> dict
         out["rejected"] = len(report.rejected)
         out["file_mb"] = db_path.stat().st_size / 1e6
         del report
+        out.update(_fresh_process_memory(db_path))
         rss0 = proc.memory_info().rss
         t0 = time.process_time()
         db = UrlDatabase(db_path)
@@ -123,7 +158,6 @@ def run(entries: int = 1_000_000, lookups: int = 300_000, seed: int = 1) -> dict
         for n in names:
             check_host(n)
         out["host_lookups_per_s"] = nurl / (time.process_time() - t0)
-        out["rss_after_lookups_mb"] = (proc.memory_info().rss - rss0) / 1e6
         db.close()
     return out
 
