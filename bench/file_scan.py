@@ -150,8 +150,10 @@ def warm(corpus: Path) -> None:
                     pass
 
 
-def run(cmd: list[str]) -> tuple[float, int, str, int]:
-    """Wall time, peak RSS (KiB: the largest process of the tree, from wait4), stdout, exit code."""
+def run(cmd: list[str]) -> tuple[float, int, str, int, float]:
+    """Wall time, peak RSS (KiB, largest process of the tree), stdout, exit code, CPU seconds
+    (user + system of the process and its children: unlike wall time, not inflated by the other
+    work sharing this machine's cores)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
@@ -163,7 +165,7 @@ def run(cmd: list[str]) -> tuple[float, int, str, int]:
         text, etext = out.read(), err.read()
     if proc.returncode not in (0, 1):
         print(f"  ! {cmd[0]} exited {proc.returncode}: {etext.strip()[:500]}", file=sys.stderr)
-    return wall, ru.ru_maxrss, text, proc.returncode
+    return wall, ru.ru_maxrss, text, proc.returncode, ru.ru_utime + ru.ru_stime
 
 
 def parse_found(out: str) -> dict[str, set[str]]:
@@ -205,7 +207,7 @@ def start_clamd(dbdir: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], Path, 
     return proc, conf, time.monotonic() - t0
 
 
-def load_time_big(tmp: Path, rng: random.Random) -> tuple[float, float]:
+def load_time_big(tmp: Path, rng: random.Random) -> tuple[float, float, float, float]:
     d = tmp / "bigdb"
     d.mkdir()
     with open(d / "big.hdb", "w") as f:
@@ -218,13 +220,13 @@ def load_time_big(tmp: Path, rng: random.Random) -> tuple[float, float]:
     sys.path.insert(0, str(ROOT / "src"))
     from vmshield.engines.file.database import Database
 
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), time.process_time()
     db = Database.load(d)
-    t1 = time.monotonic()
+    t1, c1 = time.monotonic(), time.process_time()
     _ = db.matcher  # Hyperscan compile
-    t2 = time.monotonic()
+    t2, c2 = time.monotonic(), time.process_time()
     assert not db.rejected and db.signature_count == 110_000
-    return t1 - t0, t2 - t0
+    return t1 - t0, t2 - t0, c1 - c0, c2 - c0
 
 
 def run_config(
@@ -240,41 +242,46 @@ def run_config(
     print(f"\n== {label} ==", flush=True)
     results: dict[str, dict[str, object]] = {}
 
-    def record(name: str, wall: float, rss: int, out: str, load: float | None) -> None:
+    def record(name: str, wall: float, rss: int, out: str, load: float | None, cpu: float) -> None:
         found = parse_found(out)
-        results[name] = {"wall": wall, "rss": rss, "found": found, "load": load}
+        results[name] = {"wall": wall, "rss": rss, "found": found, "load": load, "cpu": cpu}
         print(
-            f"{name:<22} {wall:7.1f} s {mb / wall:7.1f} MB/s {nfiles / wall:8.0f} files/s "
-            f"peak RSS {rss / 1024:6.0f} MiB  infected files {len(found)}"
-            + (f"  db load {load:.2f} s" if load is not None else ""),
+            f"{name:<18} wall {wall:6.1f} s {mb / wall:6.1f} MB/s {nfiles / wall:6.0f} files/s | "
+            f"CPU {cpu:6.1f} s {mb / cpu:6.1f} MB/CPU-s | peak RSS {rss / 1024:4.0f} MiB | "
+            f"infected files {len(found)}"
+            + (f" | db load {load:.2f} s" if load is not None else ""),
             flush=True,
         )
 
     for jobs in (1, 2):
-        wall, rss, out, _ = run(
+        wall, rss, out, _, cpu = run(
             [str(VMSHIELD), "scan", "-r", "--db", str(dbdir), f"--jobs={jobs}", str(corpus)]
         )
         m = re.search(r"Database load time: ([0-9.]+)", out)
-        record(f"vmshield -j{jobs}", wall, rss, out, float(m.group(1)) if m else None)
+        record(f"vmshield -j{jobs}", wall, rss, out, float(m.group(1)) if m else None, cpu)
     if not skip_clamav:
         empty = tmp / "empty.txt"
         empty.write_text("x" * 100)
-        lt, _, _, _ = run(
+        lt, _, _, _, _ = run(
             ["clamscan", "--no-summary", "--bytecode=no", "-d", str(dbdir), str(empty)]
         )
-        wall, rss, out, _ = run(
+        wall, rss, out, _, cpu = run(
             ["clamscan", "-r", "--no-summary", "--bytecode=no", "-d", str(dbdir), str(corpus)]
         )
-        record("clamscan", wall, rss, out, lt)
+        record("clamscan", wall, rss, out, lt, cpu)
         proc, conf, ready = start_clamd(dbdir, tmp)
         try:
-            wall, _rss, out, _ = run(
-                ["clamdscan", "-c", str(conf), "--multiscan", "--no-summary", str(corpus)]
-            )
             import psutil
 
-            rss = psutil.Process(proc.pid).memory_info().rss // 1024
-            record("clamd --multiscan", wall, rss, out, ready)
+            daemon = psutil.Process(proc.pid)
+            c0 = daemon.cpu_times()
+            wall, _rss, out, _, ccpu = run(
+                ["clamdscan", "-c", str(conf), "--multiscan", "--no-summary", str(corpus)]
+            )
+            c1 = daemon.cpu_times()
+            cpu = ccpu + (c1.user - c0.user) + (c1.system - c0.system)
+            rss = daemon.memory_info().rss // 1024
+            record("clamd --multiscan", wall, rss, out, ready, cpu)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -354,10 +361,10 @@ def main() -> int:
                 args.skip_clamav,
             )
         if "load" in todo:
-            lo, lc = load_time_big(tmp, rng)
+            lo, lc, co, cc = load_time_big(tmp, rng)
             print(
-                f"\nload 100 000 MD5 + 10 000 body signatures: parse {lo:.2f} s, "
-                f"parse + Hyperscan compile {lc:.2f} s"
+                f"\nload 100 000 MD5 + 10 000 body signatures: parse {lo:.2f} s wall "
+                f"({co:.2f} s CPU), parse + Hyperscan compile {lc:.2f} s wall ({cc:.2f} s CPU)"
             )
         print(f"load average at end: {os.getloadavg()[0]:.1f}")
     finally:
