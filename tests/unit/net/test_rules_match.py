@@ -661,3 +661,22 @@ def test_pcre_options_e_g_and_capture_names() -> None:
     assert run(rs, b"ab") == [1, 2]
     assert run(rs, b"a-x1-x2") == [3]
     assert run(rs, app_proto="http", buffers={"http.uri": b"fr/curl"}) == [4]
+
+
+def test_base64_decode_and_data() -> None:
+    rs = rules(
+        'alert http any any -> any any (http.uri; content:"/q"; base64_decode:bytes 8, offset 1, relative; '
+        'base64_data; content:"test"; sid:1;)\n'
+        'alert tcp any any -> any any (content:"auth "; base64_decode:relative; base64_data; content:"admin:"; startswith; sid:2;)\n'
+    )
+    assert run(rs, app_proto="http", buffers={"http.uri": b"/q?" + base64.b64encode(b"test!")}) == [
+        1
+    ]
+    assert (
+        run(rs, app_proto="http", buffers={"http.uri": b"/q?" + base64.b64encode(b"nope!")}) == []
+    )
+    # decoding stops at the first byte outside the alphabet
+    assert run(rs, b"auth " + base64.b64encode(b"admin:pw") + b"\r\n") == [2]
+    assert run(rs, b"auth !" + base64.b64encode(b"admin:pw")) == []
+    bad = RuleSet.from_text('alert tcp any any -> any any (base64_data; content:"x"; sid:3;)')
+    assert bad.rejected[0].keyword == "base64_data"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Any
 
 from .items import (
+    Base64Decode,
     BufSize,
     ByteExtract,
     ByteJump,
@@ -19,6 +23,8 @@ from .items import (
 from .model import INSPECTION_RECURSION_LIMIT, InspectContext
 from .parser import BufKey, Rule
 from .transforms import apply_all
+
+_B64_RUN = re.compile(rb"[A-Za-z0-9+/]*")
 
 # Seconds one pcre search may take before it counts as no match.
 PCRE_TIMEOUT = 0.05
@@ -206,6 +212,17 @@ def _val(v: Any, vars_: dict[str, int]) -> int | None:
     return v  # type: ignore[no-any-return]
 
 
+def _b64_prefix(data: bytes) -> bytes:
+    """RFC 4648 decoding as base64_decode does it: stop at the first byte outside the alphabet."""
+    m = _B64_RUN.match(data)
+    run = m.group(0) if m else b""
+    run = run[: len(run) - len(run) % 4] if len(run) % 4 == 1 else run
+    try:
+        return base64.b64decode(run + b"=" * (-len(run) % 4))
+    except (binascii.Error, ValueError):
+        return b""
+
+
 def _nb(o: ByteOpts, vars_: dict[str, int]) -> int | None:
     """The byte count, resolving a variable; None when it is out of Suricata's limits."""
     if o.nbytes_var is None:
@@ -349,6 +366,15 @@ class Inspector:
             elif t is BufSize:
                 if not it.test(blen):
                     return -1
+            elif t is Base64Decode:
+                # Suricata: a terminal keyword; the base64_data keywords decide the match
+                start = off + it.offset if it.relative else it.offset
+                chunk = buf[start : start + it.nbytes] if it.nbytes else buf[start : start + 65535]
+                data = _b64_prefix(chunk)
+                if not data or not it.data_items:
+                    return 0
+                sub = Inspector(it.data_items, data, self.vars, self.env)
+                return 1 if sub.run(0, 0) == 1 else 0
             elif t is DatasetOp:
                 ds = self.env.datasets
                 if ds is None or not ds.apply(it.op, it.name, buf):

@@ -101,6 +101,16 @@ class BufSize:
 
 
 @dataclass(slots=True)
+class Base64Decode:
+    """base64_decode: decode part of the buffer; the rule's base64_data keywords inspect it."""
+
+    nbytes: int = 0  # 0: to the end of the buffer (capped at 64 KiB)
+    offset: int = 0
+    relative: bool = False
+    data_items: list[Any] | None = None  # the base64_data list, attached at rule end
+
+
+@dataclass(slots=True)
 class DatasetOp:
     op: str  # isset | isnotset | set | unset
     name: str

@@ -18,6 +18,7 @@ import regex as pcre_engine
 from . import checks
 from .classification import Classification
 from .items import (
+    Base64Decode,
     BufSize,
     ByteExtract,
     ByteJump,
@@ -120,6 +121,7 @@ _PCRE_BUF = {"U": "http.uri", "I": "http.uri.raw", "P": "http.request_body",
 
 BufKey = tuple[str, tuple[Any, ...]]  # (buffer name, transforms)
 PKT: BufKey = ("pkt", ())
+B64_DATA: BufKey = ("base64_data", ())  # inspected from within base64_decode, never alone
 
 
 @dataclass(slots=True)
@@ -446,6 +448,15 @@ def _finish(b: _Builder) -> None:
     lists: dict[BufKey, list[Any]] = {}
     for key, item in b.items:
         lists.setdefault(key, []).append(item)
+    b64 = lists.pop(B64_DATA, None)
+    decoders = [it for items in lists.values() for it in items if isinstance(it, Base64Decode)]
+    if b64 is not None or decoders:
+        if len(decoders) != 1 or b64 is None:
+            raise RuleReject("base64_data", "needs exactly one base64_decode before it")
+        decoders[0].data_items = b64
+        for items in lists.values():
+            if decoders[0] in items and items[-1] is not decoders[0]:
+                raise RuleReject("base64_decode", "must be the last keyword of its buffer")
     for key, items in lists.items():
         name = key[0]
         for i, it in enumerate(items):
@@ -1066,6 +1077,32 @@ def _isdataat(b: _Builder, k: str, v: str | None) -> None:
         elif t != "rawbytes":
             raise RuleReject(k, f"unknown option '{t}'")
     b.add(IsDataAt(b.num(s, k), neg, rel))
+
+
+@kw("base64_decode")
+def _base64_decode(b: _Builder, k: str, v: str | None) -> None:
+    d = Base64Decode()
+    if v:
+        for t in _split_args(v, k):
+            key, _, val = t.partition(" ")
+            if key == "relative" and not val:
+                d.relative = True
+            elif key in ("bytes", "offset") and val.strip().isdigit():
+                setattr(d, "nbytes" if key == "bytes" else "offset", int(val))
+            else:
+                raise RuleReject(k, f"unknown option '{t}'")
+    if d.nbytes > 65535:
+        raise RuleReject(k, "bytes is limited to 64 KiB")
+    b.add(d)
+
+
+@kw("base64_data")
+def _base64_data(b: _Builder, k: str, v: str | None) -> None:
+    if v is not None:
+        raise RuleReject(k, "takes no value")
+    b.sticky = "base64_data"
+    b.transforms = []
+    b.last_content = None
 
 
 @kw("bsize")
