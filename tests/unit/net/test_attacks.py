@@ -463,3 +463,24 @@ def test_ipv6_neighbour_discovery_from_unspecified_is_normal() -> None:
 def test_packet_without_ip_is_ignored() -> None:
     det = AttackDetector()
     assert det.process(Packet(ts=1.0, raw=b"")) == []
+
+
+def test_vlans_are_separate_segments() -> None:
+    from scapy.layers.l2 import Dot1Q
+
+    det = AttackDetector()
+
+    def tagged(vlan: int, port: int) -> bytes:
+        return bytes(
+            Ether(src=MAC_A, dst=MAC_B)
+            / Dot1Q(vlan=vlan)
+            / IP(src=ATTACKER, dst=VICTIM)
+            / TCP(dport=port, flags="S")
+        )
+
+    # 15 ports on each of two VLANs: the same addresses, but two different hosts each time.
+    split = [tagged(10 if i % 2 else 20, 1000 + i) for i in range(30)]
+    assert run(det, split) == []
+    found = run(det, [tagged(10, 2000 + i) for i in range(20)])
+    assert names(found) == ["Scan.Generic.PortScan.TCP"]
+    assert found[0].vlan == 10 and found[0].event.data["vlan"] == [10]

@@ -432,7 +432,8 @@ class AttackDetector:
 
     def _tcp(self, p: Packet, out: list[AttackVerdict]) -> None:
         flags = p.tcp_flags & 0x3F  # ECE/CWR play no part here
-        src, dst, sport, dport = p.src_bytes, p.dst_bytes, p.sport, p.dport
+        src, dst = _scoped(p)
+        sport, dport = p.sport, p.dport
         cfg = self.config
         bad = _invalid_flags(flags)
         if bad:
@@ -506,9 +507,12 @@ class AttackDetector:
             )
 
     def _udp_packet(self, p: Packet, out: list[AttackVerdict]) -> None:
-        src, dst, sport, dport = p.src_bytes, p.dst_bytes, p.sport, p.dport
+        src, dst = _scoped(p)
+        sport, dport = p.sport, p.dport
         cfg = self.config
-        to_broadcast = dst in self._broadcast or (p.eth_dst == _BROADCAST_MAC and p.ip_version == 4)
+        to_broadcast = p.dst_bytes in self._broadcast or (
+            p.eth_dst == _BROADCAST_MAC and p.ip_version == 4
+        )
         if to_broadcast and dport in (7, 19) and cfg.fraggle.enabled:
             # The source of a reflection attack is the spoofed victim: never blocked.
             self._hit(
@@ -539,15 +543,16 @@ class AttackDetector:
             self._hit(
                 "smurf", "DoS.Generic.Smurf", p, out, {"icmp_type": p.icmp_type}, blockable=False
             )
+        src, dst = _scoped(p)
         d = cfg.icmp_flood
         if d.enabled:
-            n = self._icmp.touch((p.src_bytes, p.dst_bytes), _Rate).add(p.ts, d.window)
+            n = self._icmp.touch((src, dst), _Rate).add(p.ts, d.window)
             if n >= d.threshold:
                 self._hit("icmp_flood", "DoS.Generic.ICMPFlood", p, out, {"packets": n})
         d = cfg.icmp_host_sweep
         if d.enabled:
-            dist = self._icmp_hosts.touch(p.src_bytes, _Distinct)
-            n = dist.add(p.dst_bytes, p.ts, d.window, d.threshold)
+            dist = self._icmp_hosts.touch(src, _Distinct)
+            n = dist.add(dst, p.ts, d.window, d.threshold)
             if n >= d.threshold:
                 self._hit(
                     "icmp_host_sweep",
@@ -564,8 +569,10 @@ class AttackDetector:
             return
         op = int.from_bytes(arp[6:8], "big")
         sender_mac, sender_ip = arp[8:14], arp[14:18]
+        if p.vlan:
+            sender_ip = p.vlan.to_bytes(2, "big") + sender_ip
         cfg = self.config
-        if sender_ip != b"\0\0\0\0":  # ARP probes (RFC 5227) claim nothing
+        if arp[14:18] != b"\0\0\0\0":  # ARP probes (RFC 5227) claim nothing
             d = cfg.arp_spoofing
             prev = self._arp.get(sender_ip)
             if prev is not None and prev[0] != sender_mac and p.ts - prev[1] < cfg.arp_binding_age:
@@ -586,7 +593,7 @@ class AttackDetector:
                 self._arp[sender_ip] = (sender_mac, p.ts)
         d = cfg.arp_host_sweep
         if op == 1 and d.enabled:
-            dist = self._arp_hosts.touch(sender_mac, _Distinct)
+            dist = self._arp_hosts.touch((p.vlan, sender_mac), _Distinct)
             n = dist.add(p.dst_bytes, p.ts, d.window, d.threshold)
             if n >= d.threshold:
                 self._hit(
@@ -618,7 +625,7 @@ class AttackDetector:
             return
         source = p.src if episode_source is None else episode_source
         tgt = p.dst if target is None else target
-        ep_key = (name, source) if episode_source is None else (name, source, tgt)
+        ep_key = (name, source, p.vlan) if episode_source is None else (name, tgt, p.vlan, "*")
         ep = self._episodes.get(ep_key)
         if ep is not None and p.ts - ep.last <= self.config.episode_timeout:
             ep.last = max(ep.last, p.ts)
@@ -744,6 +751,14 @@ class AttackDetector:
 
 
 _BCAST4 = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _scoped(p: Packet) -> tuple[bytes, bytes]:
+    """Addresses as state keys: the same address on two VLANs is two hosts."""
+    if not p.vlan:
+        return p.src_bytes, p.dst_bytes
+    v = p.vlan.to_bytes(2, "big")
+    return v + p.src_bytes, v + p.dst_bytes
 
 
 def _invalid_flags(flags: int) -> str:
