@@ -62,7 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--trusted", action="append", default=[], metavar="FILE", help="plain list that wins"
     )
     b.add_argument("-o", "--output", required=True, metavar="DB")
-    b.add_argument("files", nargs="+", metavar="FILE")
+    b.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="feed files in the --feed format; FORMAT:FILE (e.g. phishtank:online-valid.json) "
+        "mixes formats in one database",
+    )
     b.set_defaults(func=_build)
 
     i = sub.add_parser("info", help="describe a database file")
@@ -142,7 +148,7 @@ def _build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         report = build_database(
-            [(args.feed, f) for f in args.files],
+            [_feed_and_file(args.feed, f) for f in args.files],
             args.output,
             category=args.category,
             trusted=args.trusted,
@@ -165,6 +171,13 @@ def _build(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - t0:.2f} s"
     )
     return 0
+
+
+def _feed_and_file(default: str, arg: str) -> tuple[str, str]:
+    fmt, sep, path = arg.partition(":")
+    if sep and fmt in FEEDS and path:
+        return fmt, path
+    return default, arg
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -81,3 +81,18 @@ def test_errors_exit_2_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFix
         == 2
     )
     assert "no such feed file" in capsys.readouterr().err
+
+
+def test_build_mixes_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plain = tmp_path / "mine.txt"
+    plain.write_text("adware.example\n")
+    haus = tmp_path / "urlhaus.csv"
+    haus.write_text(
+        '"1","2024-01-01 00:00:00","http://mw.example/x.exe","online","malware_download",'
+        '"exe","https://urlhaus.abuse.ch/url/1/","anon"\n'
+    )
+    db = tmp_path / "u.db"
+    rc = main(["url", "build", "--feed", "plain", str(plain), f"urlhaus:{haus}", "-o", str(db)])
+    assert rc == 0 and "2 entries (malicious 1, malware 1" in capsys.readouterr().out
+    assert main(["url", "check", "--db", str(db), "http://mw.example/x.exe"]) == 1
+    assert "LISTED malware" in capsys.readouterr().out
