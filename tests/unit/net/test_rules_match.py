@@ -680,3 +680,14 @@ def test_base64_decode_and_data() -> None:
     assert run(rs, b"auth !" + base64.b64encode(b"admin:pw")) == []
     bad = RuleSet.from_text('alert tcp any any -> any any (base64_data; content:"x"; sid:3;)')
     assert bad.rejected[0].keyword == "base64_data"
+
+
+def test_decode_event_rules() -> None:
+    rs = rules(
+        'alert pkthdr any any -> any any (msg:"SURICATA IPv4 truncated packet"; decode-event:ipv4.trunc_pkt; sid:2200004;)\n'
+        'alert pkthdr any any -> any any (msg:"SURICATA TCP option invalid length"; decode-event:tcp.invalid_optlen; sid:2200005;)\n'
+    )
+    assert run(rs, anomalies=["decoder.ipv4.trunc_pkt"]) == [2200004]
+    assert run(rs, anomalies=[]) == []
+    bad = RuleSet.from_text("alert pkthdr any any -> any any (decode-event:bad name; sid:1;)")
+    assert bad.rejected[0].keyword == "decode-event"

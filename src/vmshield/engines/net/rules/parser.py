@@ -1220,6 +1220,17 @@ def _numeric(b: _Builder, k: str, v: str | None) -> None:
     _check(b, f)
 
 
+@kw("decode-event", "stream-event")
+def _event(b: _Builder, k: str, v: str | None) -> None:
+    """decode-event:ipv4.trunc_pkt — the packet carries that decoder (or stream) anomaly,
+    named as in Suricata's decoder-events.rules / stream-events.rules."""
+    name = unquote(v, k).strip().lower()
+    if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)+", name):
+        raise RuleReject(k, f"bad event name '{name}'")
+    full = ("decoder." if k == "decode-event" else "stream.") + name
+    _check(b, lambda env: full in env.p.anomalies or name in env.p.anomalies)
+
+
 @kw("fragbits", "fragoffset", "ipopts")
 def _ipv4_bits(b: _Builder, k: str, v: str | None) -> None:
     try:
