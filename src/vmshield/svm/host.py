@@ -142,7 +142,7 @@ class HostService:
         finally:
             for s in self.servers:
                 s.close()
-            for s in list(self.relay.sessions.values()):
-                await s.conn.close()
+            for sess in list(self.relay.sessions.values()):
+                await sess.conn.close()
             self.svm.close()
             self.events.close()

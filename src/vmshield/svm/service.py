@@ -185,7 +185,7 @@ class ScanService:
             p.Detection(name=n[: p.MAX_NAME], inner_path=i[: p.MAX_PATH])
             for n, i in result.detections
         ][: p.MAX_DETECTIONS]
-        base = {
+        base: dict[str, Any] = {
             "id": req.id,
             "status": result.status,
             "db_version": self.db_version,
@@ -205,7 +205,11 @@ class ScanService:
         if action in ("disinfect", "quarantine", "delete"):
             try:
                 if content is None:  # answered from the cache: the backup needs the bytes
-                    content = await self._fetch_checked(req, fetch)
+                    await self.slots.acquire(vm)  # content in memory only within the fair slots
+                    try:
+                        content = await self._fetch_checked(req, fetch)
+                    finally:
+                        self.slots.release(vm)
                 backup_id = await asyncio.to_thread(
                     self.backup.put,
                     content,
