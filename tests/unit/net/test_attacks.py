@@ -484,3 +484,21 @@ def test_vlans_are_separate_segments() -> None:
     found = run(det, [tagged(10, 2000 + i) for i in range(20)])
     assert names(found) == ["Scan.Generic.PortScan.TCP"]
     assert found[0].vlan == 10 and found[0].event.data["vlan"] == [10]
+
+
+def test_many_accepted_ports_are_not_a_scan() -> None:
+    # FTP passive transfers / RTP: one client, one server, many ports, every one answering.
+    det = AttackDetector()
+    pkts: list[ScapyPacket] = []
+    for i in range(40):
+        port = 50000 + i
+        pkts += [
+            IP(src="10.0.0.20", dst=VICTIM) / TCP(sport=40000 + i, dport=port, flags="S"),
+            IP(src=VICTIM, dst="10.0.0.20") / TCP(sport=port, dport=40000 + i, flags="SA"),
+            IP(src="10.0.0.20", dst=VICTIM) / UDP(sport=30000 + i, dport=port),
+            IP(src=VICTIM, dst="10.0.0.20") / UDP(sport=port, dport=30000 + i),
+        ]
+    assert run(det, pkts, step=0.01) == []
+    # The same ports unanswered are a scan.
+    probes = [IP(src="10.0.0.21", dst=VICTIM) / TCP(dport=50000 + i, flags="S") for i in range(40)]
+    assert names(run(det, probes)) == ["Scan.Generic.PortScan.TCP"]

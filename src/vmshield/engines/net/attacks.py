@@ -18,8 +18,10 @@ spoofed by definition (martians, land); for those the action is downgraded to "t
 
 Detectors and their names (vendor style):
 - Scan.Generic.PortScan.TCP   distinct destination ports of one target, any scan style (SYN,
-                              FIN, NULL, Xmas, ACK without a known connection)
-- Scan.Generic.PortScan.UDP   distinct destination ports, unsolicited datagrams only
+                              FIN, NULL, Xmas, ACK without a known connection); ports that
+                              accept the connection (SYN+ACK) stop counting
+- Scan.Generic.PortScan.UDP   distinct destination ports, unsolicited datagrams only; ports
+                              that answer stop counting
 - Scan.Generic.HostSweep.ICMP distinct destinations of echo (and timestamp/address) requests
 - Scan.Generic.HostSweep.ARP  distinct addresses asked for by ARP requests
 - DoS.Generic.SYNFlood        half-open connection attempts from one source to one target; and
@@ -472,6 +474,11 @@ class AttackDetector:
                     )
         elif flags & (SYN | ACK) == SYN | ACK:
             self._conns.touch((src, sport, dst, dport), float)
+            # An accepted connection is not a probe: FTP passive transfers and the like open
+            # many ports on one server, successfully. Scans mostly hit closed or filtered ports.
+            probes = self._tcp_ports.get((dst, src))
+            if probes is not None:
+                probes.seen.pop(sport, None)
         elif flags == ACK and not p.dsize:
             r = self._syn.get((src, dst))
             if r is not None:
@@ -520,6 +527,9 @@ class AttackDetector:
             )
         if (dst, dport, src, sport) in self._udp_pairs:
             self._udp_pairs.move_to_end((dst, dport, src, sport))
+            probes = self._udp_ports.get((dst, src))
+            if probes is not None:
+                probes.seen.pop(sport, None)  # the port answered: a service, not a probe
             return  # a response to a datagram the other side sent: not an attack
         self._udp_pairs.touch((src, sport, dst, dport), float)
         d = cfg.udp_flood
