@@ -161,3 +161,12 @@ def test_zip_siblings_of_a_bomb_are_yielded_before_the_limit() -> None:
             seen.append(m.name)
     assert seen == ["after.com"]
     assert ei.value.limit == "bomb_ratio" and "bomb" in ei.value.detail
+
+
+def test_compressed_tar_members_limited_not_the_whole_tar() -> None:
+    import os
+
+    files = {f"part{i}.bin": os.urandom(600_000) for i in range(3)} | {"z/e.com": EICAR}
+    for mode in ("w:gz", "w:bz2", "w:xz"):
+        r = find_eicar(make_tar(files, mode), limits=Limits(max_file_size=1_000_000))
+        assert r["found"] == ["z/e.com"] and r["limit"] == [], mode

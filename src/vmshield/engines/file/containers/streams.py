@@ -52,7 +52,26 @@ def is_tar(data: bytes) -> bool:
     return stored == calc and data[0] != 0
 
 
+def _head(data: bytes, kind: str, n: int = 1024) -> bytes:
+    """The first `n` decompressed bytes (enough to recognise a tar), never more."""
+    try:
+        if kind == "gzip":
+            return zlib.decompressobj(16 + 15).decompress(data[: 1 << 20], n)
+        if kind == "bzip2":
+            return bz2.BZ2Decompressor().decompress(data[: 1 << 20], n)
+        if kind == "xz":
+            return lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(data[: 1 << 20], n)
+        return lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(data[: 1 << 20], n)
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError):
+        return b""
+
+
 def walk(data: bytes, name: str, budget: ScanBudget, kind: str) -> Iterator[Member]:
+    if kind != "lzma" and is_tar(_head(data, kind)):
+        # A compressed tar is one level ("a.tar.gz//x.exe", as users name it), streamed by
+        # libarchive so only its members count against the size limits, never the whole tar.
+        yield from archive.walk(data, budget, fmt="tar")
+        return
     if kind == "gzip":
         out, err = zlib_like(lambda: zlib.decompressobj(16 + 15), data, budget, multi=True)
         inner = _gzip_name(data, name)
@@ -67,8 +86,7 @@ def walk(data: bytes, name: str, budget: ScanBudget, kind: str) -> Iterator[Memb
     else:  # lzma-alone
         out, err = zlib_like(lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE), data, budget)
         inner = _strip(name, (".lzma",))
-    if err is None and is_tar(out):
-        # "a.tar.gz//x.exe", one level, as users name it; the tar is read from what we inflated.
+    if err is None and is_tar(out):  # lzma-alone: libarchive's raw filter list may not cover it
         yield from archive.walk(out, budget, fmt="tar")
         return
     yield Member(inner, out if out or err is None else None, error=err)
