@@ -17,6 +17,8 @@ import re
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,15 +256,83 @@ def _worker_scan(path: str) -> ScanResult:
     return _worker_scanner.scan_path(path)
 
 
-def _results(scanner: Scanner, files: Iterator[str], jobs: int) -> Iterator[ScanResult]:
+def _worker_scan_batch(paths: list[str]) -> list[ScanResult]:
+    assert _worker_scanner is not None
+    return [_worker_scanner.scan_path(p) for p in paths]
+
+
+def _batches(files: Iterator[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for f in files:
+        batch.append(f)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _pool(scanner: Scanner, jobs: int) -> ProcessPoolExecutor:
+    # fork: workers inherit the loaded database instead of loading it N times.
+    return ProcessPoolExecutor(
+        jobs,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_worker_init,
+        initargs=(scanner,),
+    )
+
+
+def _results(
+    scanner: Scanner, files: Iterator[str], jobs: int, batch: int = 8
+) -> Iterator[ScanResult]:
     if jobs <= 1:
         for f in files:
             yield scanner.scan_path(f)
         return
-    # fork: workers inherit the loaded database instead of loading it N times.
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(jobs, initializer=_worker_init, initargs=(scanner,)) as pool:
-        yield from pool.imap_unordered(_worker_scan, files, chunksize=8)
+    # A worker killed by a crash in a C library on a hostile file must not end the scan: the
+    # files it held are scanned again one by one in a fresh worker, and the file that kills
+    # that one too is reported as an error. In-flight work is bounded (4 batches per worker).
+    pool = _pool(scanner, jobs)
+    pending: dict[Future[list[ScanResult]], list[str]] = {}
+    retry: list[str] = []
+    source = _batches(files, batch)
+    try:
+        while True:
+            while len(pending) < 4 * jobs:
+                nxt = next(source, None)
+                if nxt is None:
+                    break
+                pending[pool.submit(_worker_scan_batch, nxt)] = nxt
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                paths = pending.pop(fut)
+                try:
+                    yield from fut.result()
+                except BrokenProcessPool:
+                    retry.extend(paths)
+                    broken = True
+            if broken:
+                for paths in pending.values():
+                    retry.extend(paths)
+                pending.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                yield from _isolate(scanner, retry)
+                retry = []
+                pool = _pool(scanner, jobs)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _isolate(scanner: Scanner, paths: list[str]) -> Iterator[ScanResult]:
+    for path in paths:
+        with _pool(scanner, 1) as one:
+            try:
+                yield from one.submit(_worker_scan_batch, [path]).result()
+            except BrokenProcessPool:
+                yield _problem(path, "the scanning process crashed on this file")
 
 
 def _scan_stdin(scanner: Scanner, limits: Limits) -> ScanResult:

@@ -256,3 +256,31 @@ def test_db_info_and_hash_match_sigtool(
                 ["sigtool", opt, "eicar.com"], cwd=t, capture_output=True, text=True, timeout=60
             )
             assert ref.stdout.strip() == line
+
+
+def test_worker_crash_costs_one_file_not_the_scan(
+    tree: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stand-in for a C library crashing on a hostile file: the worker process dies outright.
+    import signal
+
+    from vmshield.engines.file.scanner import Scanner
+
+    real = Scanner.scan_path
+
+    def fragile(self: Scanner, path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+        if "crashme" in os.fspath(path):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, path)
+
+    monkeypatch.setattr(Scanner, "scan_path", fragile)
+    db, t = tree
+    (t / "sub" / "crashme.bin").write_bytes(b"boom")
+    rc, out, _ = run(capsys, "-r", "--jobs", "2", "--no-summary", "--db", str(db), str(t))
+    lines = out.splitlines()
+    assert f"{t}/sub/crashme.bin: ERROR the scanning process crashed on this file" in lines
+    assert f"{t}/eicar.com: Eicar.Hash FOUND" in lines
+    assert f"{t}/sub/deeper/arch.zip//in/e.com: Eicar.Hash FOUND" in lines
+    assert f"{t}/clean.txt: OK" in lines
+    assert len([ln for ln in lines if ln.startswith(str(t))]) == 6  # every file answered once
+    assert rc == 2
