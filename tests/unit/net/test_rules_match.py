@@ -691,3 +691,25 @@ def test_decode_event_rules() -> None:
     assert run(rs, anomalies=[]) == []
     bad = RuleSet.from_text("alert pkthdr any any -> any any (decode-event:bad name; sid:1;)")
     assert bad.rejected[0].keyword == "decode-event"
+
+
+def test_hostbits_and_xbits_across_flows_with_expiry() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (content:"scan"; hostbits:set,scanner,src,60; noalert; sid:1;)\n'
+        'alert tcp any any -> any any (content:"login"; hostbits:isset,scanner,src; sid:2;)\n'
+        'alert tcp any any -> any any (content:"hello"; xbits:set,seen,track ip_pair,expire 10; noalert; sid:3;)\n'
+        'alert tcp any any -> any any (content:"bye"; xbits:isset,seen,track ip_pair; sid:4;)\n'
+        'alert tcp any any -> any any (content:"bye"; xbits:isnotset,seen,track ip_pair; sid:5;)\n'
+    )
+    assert run(rs, b"login", ts=0) == []
+    assert run(rs, b"scan", ts=1) == []
+    # another flow (no flow state), same source host: the host bit is there until it expires
+    assert run(rs, b"login", ts=30) == [2]
+    assert run(rs, b"login", ts=30, src="10.0.0.99") == []
+    assert run(rs, b"login", ts=62) == []
+    assert run(rs, b"hello", ts=100) == []
+    # the pair bit works in the reverse direction too, and expires
+    assert run(rs, b"bye", ts=105, src="192.0.2.10", dst="10.0.0.1") == [4]
+    assert run(rs, b"bye", ts=111) == [5]
+    bad = RuleSet.from_text("alert tcp any any -> any any (xbits:set,a,track tx; sid:9;)")
+    assert bad.rejected[0].keyword == "xbits"

@@ -169,6 +169,9 @@ class Rule:
     # Suricata's match list, in rule order: ("fb", op, join, names) / ("fi", op, name, value).
     # Evaluated after the payload; flowint = + - modify the flow as they are reached.
     flow_matches: list[tuple[Any, ...]] = field(default_factory=list)
+    # hostbits / xbits: (op, name, track, expire seconds); tests and actions
+    xbit_tests: list[tuple[str, str, str, int]] = field(default_factory=list)
+    xbit_actions: list[tuple[str, str, str, int]] = field(default_factory=list)
     noalert: bool = False
     threshold: Threshold | None = None
     lists: dict[BufKey, list[Any]] = field(default_factory=dict)
@@ -504,6 +507,7 @@ def _finish(b: _Builder) -> None:
         and not r.has_flow_kw
         and not r.flow_matches
         and all(op == "set" for op, _ in r.flowbit_actions)
+        and not r.xbit_tests
         and (
             r.ipprotos is not None
             and not (r.ipprotos & {6, 17})
@@ -1293,6 +1297,53 @@ def _flowbits(b: _Builder, k: str, v: str | None) -> None:
         if join == "|" and len(names) > 1:
             raise RuleReject(k, f"'|' is only valid with isset/isnotset, not {op}")
         b.r.flowbit_actions.append((op, names))
+
+
+XBITS_EXPIRE_DEFAULT = 30  # seconds, as Suricata
+
+
+@kw("hostbits", "xbits")
+def _xbits(b: _Builder, k: str, v: str | None) -> None:
+    """hostbits:<op>,<name>[,<src|dst|both>[,<expire>]] and
+    xbits:<op>,<name>,track <ip_src|ip_dst|ip_pair>[,expire <seconds>]: bits kept per host or
+    per address pair, across flows, that expire."""
+    a = _split_args(v, k)
+    if len(a) < 2 or a[0] not in ("set", "unset", "isset", "isnotset", "toggle"):
+        raise RuleReject(k, "expected <set|unset|isset|isnotset|toggle>,<name>[,...]")
+    op, name = a[0], a[1]
+    if not re.fullmatch(r"[\w.\-]+", name):
+        raise RuleReject(k, f"bad name '{name}'")
+    expire = XBITS_EXPIRE_DEFAULT
+    if k == "hostbits":
+        track = {"src": "ip_src", "dst": "ip_dst", "both": "ip_both"}.get(
+            a[2] if len(a) > 2 else "src"
+        )
+        if track is None:
+            raise RuleReject(k, f"direction must be src, dst or both, not '{a[2]}'")
+        if len(a) > 3:
+            if not a[3].isdigit():
+                raise RuleReject(k, f"bad expire '{a[3]}'")
+            expire = int(a[3])
+        if len(a) > 4:
+            raise RuleReject(k, "too many options")
+    else:
+        track = None
+        for t in a[2:]:
+            key, _, val = t.partition(" ")
+            if key == "track" and val.strip() in ("ip_src", "ip_dst", "ip_pair"):
+                track = val.strip()
+            elif key == "expire" and val.strip().isdigit():
+                expire = int(val)
+            else:
+                raise RuleReject(
+                    k, f"unsupported option '{t}' (track ip_src|ip_dst|ip_pair, expire N)"
+                )
+        if track is None:
+            raise RuleReject(k, "needs 'track ip_src|ip_dst|ip_pair'")
+    if op in ("isset", "isnotset"):
+        b.r.xbit_tests.append((op, name, track, expire))
+    else:
+        b.r.xbit_actions.append((op, name, track, expire))
 
 
 @kw("flowint")

@@ -21,6 +21,7 @@ from .variables import Variables
 _ACTION_ORDER = {"pass": 0, "drop": 1, "reject": 2, "alert": 3}
 _SID_RE = re.compile(r"[(;]\s*sid\s*:\s*(\d+)")
 MAX_THRESHOLD_ENTRIES = 100_000
+MAX_XBITS = 100_000
 
 
 def _group_of(proto: int) -> str:
@@ -92,7 +93,11 @@ class RuleSet:
         for i, r in enumerate(rules):
             r.order = (
                 _ACTION_ORDER[r.action],
-                0 if r.flowbit_actions and not r.flowbit_tests else 1 if r.flowbit_actions else 2,
+                0
+                if (r.flowbit_actions or r.xbit_actions) and not (r.flowbit_tests or r.xbit_tests)
+                else 1
+                if r.flowbit_actions or r.xbit_actions
+                else 2,
                 0 if r.flowint_actions and not r.flowint_tests else 1 if r.flowint_actions else 2,
                 r.priority,
                 i,
@@ -103,6 +108,7 @@ class RuleSet:
         self.datasets = datasets
         self.classification = classification
         self._thresholds: dict[tuple[Any, ...], list[float]] = {}
+        self._xbits: dict[tuple[tuple[bytes, ...], str], float] = {}  # -> expiry time
         self.pcre_timeouts = 0  # pcre searches stopped by the time limit (a counter to export)
         self.warnings: list[str] = []
         self._groups = {g: _Group() for g in GROUPS}
@@ -329,8 +335,12 @@ class RuleSet:
                 continue
             if r.flow_matches and not flow_conditions(r, env):
                 continue
+            if r.xbit_tests and not self._xbits_ok(r, ctx):
+                continue
             if r.action == "pass":
                 break  # a matching pass rule ends inspection of this packet
+            if r.xbit_actions:
+                self._xbits_apply(r, ctx)
             if fs is not None:
                 for op, names in r.flowbit_actions:
                     for n in names:
@@ -370,6 +380,41 @@ class RuleSet:
                 )  # fmt: skip
             )
         return out
+
+    # -- hostbits / xbits ------------------------------------------------------------------
+    @staticmethod
+    def _xkeys(track: str, ctx: InspectContext) -> list[tuple[bytes, ...]]:
+        p = ctx.packet
+        if track == "ip_src":
+            return [(p.src_bytes,)]
+        if track == "ip_dst":
+            return [(p.dst_bytes,)]
+        if track == "ip_both":
+            return [(p.src_bytes,), (p.dst_bytes,)]
+        return [tuple(sorted((p.src_bytes, p.dst_bytes)))]  # ip_pair: either direction
+
+    def _xbits_ok(self, r: Rule, ctx: InspectContext) -> bool:
+        now = ctx.packet.ts
+        for op, name, track, _ in r.xbit_tests:
+            hit = any(self._xbits.get((key, name), -1.0) >= now for key in self._xkeys(track, ctx))
+            if hit != (op == "isset"):
+                return False
+        return True
+
+    def _xbits_apply(self, r: Rule, ctx: InspectContext) -> None:
+        now = ctx.packet.ts
+        for op, name, track, expire in r.xbit_actions:
+            for key in self._xkeys(track, ctx):
+                k = (key, name)
+                live = self._xbits.get(k, -1.0) >= now
+                if op == "set" or (op == "toggle" and not live):
+                    if len(self._xbits) >= MAX_XBITS and k not in self._xbits:
+                        self._xbits = {x: t for x, t in self._xbits.items() if t >= now}
+                        if len(self._xbits) >= MAX_XBITS:
+                            continue  # full of live bits: do not grow without bound
+                    self._xbits[k] = now + expire
+                else:
+                    self._xbits.pop(k, None)
 
     def _threshold(self, r: Rule, ctx: InspectContext) -> int:
         """Suricata's ThresholdHandlePacket: 1 alert, 2 silent match (no alert, but a drop or
