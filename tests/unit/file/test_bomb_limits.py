@@ -164,9 +164,16 @@ def test_zip_siblings_of_a_bomb_are_yielded_before_the_limit() -> None:
 
 
 def test_compressed_tar_members_limited_not_the_whole_tar() -> None:
-    import os
+    import random
 
-    files = {f"part{i}.bin": os.urandom(600_000) for i in range(3)} | {"z/e.com": EICAR}
+    rnd = random.Random(1)
+    words = [b"alpha ", b"bravo ", b"charlie ", b"delta ", b"echo ", b"foxtrot "]
+    # Text that compresses ~3x (far from a bomb): the tar is 900 kB, each member 300 kB.
+    files = {
+        f"part{i}.txt": b"".join(rnd.choice(words) for _ in range(45_000))[:300_000]
+        for i in range(3)
+    }
+    files["z/e.com"] = EICAR
     for mode in ("w:gz", "w:bz2", "w:xz"):
-        r = find_eicar(make_tar(files, mode), limits=Limits(max_file_size=1_000_000))
+        r = find_eicar(make_tar(files, mode), limits=Limits(max_file_size=400_000))
         assert r["found"] == ["z/e.com"] and r["limit"] == [], mode
