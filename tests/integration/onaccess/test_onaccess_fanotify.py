@@ -486,3 +486,94 @@ def test_agent_stopping_answers_pending_events(harness: Harness) -> None:
         and reader.returncode == 0
         and out.startswith(b"VMSHIELD-TEST-SLOW")
     )
+
+
+def test_agent_over_tcp_with_mutual_tls(harness: Harness) -> None:
+    import socket
+
+    from onaccess_lib import _env, _wait_file
+
+    from vmshield.transport import tls
+
+    ca_pem, ca_key = tls.create_ca(harness.root / "ca")
+    srv_cert, srv_key = tls.issue(
+        ca_pem, ca_key, "svm", harness.root / "pki", server=True, dns_names=["127.0.0.1"]
+    )
+    vm_cert, vm_key = tls.issue(ca_pem, ca_key, "vm1", harness.root / "pki")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    harness.start_svm(action="deny", vms=("vm1",))
+    harness.svm.stop()  # type: ignore[union-attr]
+    ready = harness.root / "svm-tls.ready"
+    svm = harness._spawn(
+        [
+            sys.executable,
+            "-m",
+            "vmshield",
+            "svm",
+            "--config",
+            str(harness.root / "svm.toml"),
+            "--listen",
+            f"tcp://127.0.0.1:{port}",
+            "--tls-cert",
+            str(srv_cert),
+            "--tls-key",
+            str(srv_key),
+            "--tls-ca",
+            str(ca_pem),
+            "--control",
+            str(harness.control),
+            "--ready-file",
+            str(ready),
+        ],
+        "svm-tls",
+    )
+    _wait_file(ready, svm)
+    g = harness.guest("vm1")
+    (g / "eicar.com").write_bytes(EICAR)
+    (g / "ok.txt").write_bytes(b"ok\n")
+    aready = harness.root / "agent-tls.ready"
+    harness._spawn(
+        [
+            sys.executable,
+            "-m",
+            "vmshield",
+            "agent",
+            "--endpoint",
+            f"tcp://127.0.0.1:{port}",
+            "--tls-cert",
+            str(vm_cert),
+            "--tls-key",
+            str(vm_key),
+            "--tls-ca",
+            str(ca_pem),
+            "--machine-id",
+            "tls-vm1-00000000",
+            "--path",
+            str(g),
+            "--ready-file",
+            str(aready),
+        ],
+        "agent-tls",
+    )
+    _wait_file(aready, harness.procs[-1])
+    harness.wait_connected("vm1")  # the certificate's common name is the VM
+    assert guest_cat(g / "ok.txt").returncode == 0
+    assert guest_cat(g / "eicar.com").returncode != 0
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vmshield",
+            "agent",
+            "--endpoint",
+            f"tcp://127.0.0.1:{port}",
+            "--path",
+            str(g),
+        ],
+        capture_output=True,
+        timeout=30,
+        env=_env(),
+    )
+    assert bad.returncode == 2 and b"needs --tls-cert" in bad.stderr
