@@ -245,14 +245,7 @@ def inventory_tree(store: Store, s: Session) -> dict[str, Any]:
         a_file = assigns.get((n.id, "file"))
         a_net = assigns.get((n.id, "network"))
         d["assigned"] = {
-            k: (
-                None
-                if a is None
-                else ("excluded" if a.excluded else profiles[a.profile_id].name)
-                if a.excluded or a.profile_id in profiles
-                else None
-            )
-            for k, a in (("file", a_file), ("network", a_net))
+            k: _assigned_label(a, profiles) for k, a in (("file", a_file), ("network", a_net))
         }
         if n.kind == "vm":
             eff = store.effective(s, n.id, nodes, assigns, profiles)
@@ -263,6 +256,16 @@ def inventory_tree(store: Store, s: Session) -> dict[str, Any]:
 
     roots = [n for n in nodes.values() if n.parent_id is None and n.kind == "root"]
     return build(roots[0], 0) if roots else {}
+
+
+def _assigned_label(a: Any, profiles: dict[int, Profile]) -> str | None:
+    """What a node itself says: 'excluded', a profile name, or None (inherits)."""
+    if a is None:
+        return None
+    if a.excluded:
+        return "excluded"
+    p = profiles.get(a.profile_id) if a.profile_id is not None else None
+    return p.name if p is not None else None
 
 
 def _status_brief(eff: dict[str, Any]) -> dict[str, Any]:

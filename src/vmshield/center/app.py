@@ -8,7 +8,6 @@ import logging
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,39 +18,11 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vmshield import __version__
-from vmshield.center import db
-from vmshield.center.metrics import Metrics
-from vmshield.center.pki import CenterPKI
-from vmshield.center.store import Conflict, NotFound, Store
+from vmshield.center.context import CenterContext, default_db_url, open_center
+from vmshield.center.store import Conflict, NotFound
 
 log = logging.getLogger("vmshield.center")
-
-
-@dataclass
-class CenterContext:
-    data_dir: Path
-    db_url: str
-    store: Store
-    pki: CenterPKI
-    metrics: Metrics
-    stop: threading.Event = field(default_factory=threading.Event)
-
-
-def default_db_url(data_dir: Path) -> str:
-    return f"sqlite:///{(data_dir / 'center.db').resolve()}"
-
-
-def open_center(data_dir: Path, db_url: str | None = None) -> CenterContext:
-    """Data directory, keys, migrations: everything but the HTTP server."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    data_dir.chmod(0o700)
-    pki = CenterPKI(data_dir)
-    pki.ensure()
-    url = db_url or default_db_url(data_dir)
-    db.migrate(url)
-    store = Store(db.make_engine(url), pki)
-    store.init()
-    return CenterContext(data_dir, url, store, pki, Metrics(store))
+__all__ = ["CenterContext", "create_app", "default_db_url", "open_center", "serve"]
 
 
 def create_app(c: CenterContext) -> FastAPI:
@@ -153,7 +124,7 @@ def _peer_protocol(base: type) -> type:
             ssl_obj = transport.get_extra_info("ssl_object")
             der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
             # Per-connection copy: app_state is shared by every connection otherwise.
-            self.app_state = {**self.app_state, "vmshield_peer_cert": der}
+            self.app_state = {**self.app_state, "vmshield_peer_cert": der}  # type: ignore[has-type]
 
     return PeerCertProtocol
 

@@ -51,7 +51,8 @@ def _cef_escape_ext(v: str) -> str:
 def cef(ev: dict[str, Any]) -> str:
     """One event in ArcSight CEF: `CEF:0|Vendor|Product|Version|SignatureID|Name|Severity|Ext`."""
     etype = str(ev.get("event_type", "event"))
-    alert = ev.get("alert") if isinstance(ev.get("alert"), dict) else {}
+    a = ev.get("alert")
+    alert: dict[str, Any] = a if isinstance(a, dict) else {}
     sig_id = str(alert.get("signature_id") or etype)
     name = str(alert.get("signature") or ev.get("detection") or etype)
     sev = _CEF_SEV.get(int(ev.get("severity", 3)), 4)
@@ -68,7 +69,8 @@ def cef(ev: dict[str, Any]) -> str:
         "cs1Label": "vm" if ev.get("vm") else None,
         "cs1": ev.get("vm"),
     }
-    f = ev.get("file") if isinstance(ev.get("file"), dict) else {}
+    fv = ev.get("file")
+    f: dict[str, Any] = fv if isinstance(fv, dict) else {}
     if f:
         ext["filePath"] = f.get("path")
         ext["fileHash"] = f.get("sha256")

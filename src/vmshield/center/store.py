@@ -12,10 +12,10 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -542,7 +542,7 @@ class Store:
                 cert_fingerprint=fp,
                 cert_serial=serial,
             )
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]
         if n != 1:
             raise PermissionError(
                 "enrolment token is not valid (unknown, used, expired or revoked)"
@@ -723,7 +723,7 @@ class Store:
             return self._insert_events_pg(rows)
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        table = EventRow.__table__
+        table = cast(Table, EventRow.__table__)
         stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=["id"])
         dicts = [dict(zip(_EVENT_COLS, r, strict=True)) for r in rows]
         # RETURNING tells exactly which ids were new (rowcount of executemany is not reliable).
@@ -811,7 +811,7 @@ class Store:
         days = cfg.get("max_age_days")
         if days:
             removed += (
-                s.execute(delete(EventRow).where(EventRow.ts < now - float(days) * 86400)).rowcount
+                s.execute(delete(EventRow).where(EventRow.ts < now - float(days) * 86400)).rowcount  # type: ignore[attr-defined]
                 or 0
             )
         max_events = cfg.get("max_events")
@@ -826,7 +826,7 @@ class Store:
                 )
                 if cutoff is not None:
                     removed += (
-                        s.execute(delete(EventRow).where(EventRow.seq <= cutoff)).rowcount or 0
+                        s.execute(delete(EventRow).where(EventRow.seq <= cutoff)).rowcount or 0  # type: ignore[attr-defined]
                     )
         max_mb = cfg.get("max_mb")
         if max_mb:
@@ -845,7 +845,7 @@ class Store:
                         break
                 if cutoff is not None:
                     removed += (
-                        s.execute(delete(EventRow).where(EventRow.seq <= cutoff)).rowcount or 0
+                        s.execute(delete(EventRow).where(EventRow.seq <= cutoff)).rowcount or 0  # type: ignore[attr-defined]
                     )
         return removed
 

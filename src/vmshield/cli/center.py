@@ -70,7 +70,7 @@ def _common(p: argparse.ArgumentParser, suppress: bool = False) -> None:
 
 
 def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from vmshield.center.app import open_center
+    from vmshield.center.context import open_center
 
     return open_center(args.data, args.db)
 
