@@ -140,3 +140,11 @@ def test_too_many_unanswered_requests_keeps_parsing() -> None:
     assert "http.too_many_transactions" in h.events
     h.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False)
     assert [t.uri for t in h.pop_finished()] == [b"/6"]
+
+
+def test_many_small_chunks_in_one_feed_are_all_parsed() -> None:
+    h = HttpParser(request_body_limit=1 << 20)
+    h.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", True)
+    h.feed(b"1\r\na\r\n" * 30000 + b"0\r\n\r\n", True)
+    tx = h.txs[0]
+    assert tx.request_done and tx.req_body_len == 30000

@@ -325,7 +325,8 @@ class HttpParser:
         if d.state in (S_ERROR, S_TUNNEL):
             return touched
         d.buf += data
-        for _ in range(10000):  # bounded: each pass consumes something or returns
+        # Bounded: every pass consumes at least one byte or stops.
+        for _ in range(len(d.buf) + 2):
             if not d.buf and d.state != S_LINE:
                 break
             if d.state == S_LINE:
