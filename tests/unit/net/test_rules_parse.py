@@ -322,3 +322,30 @@ def test_suricata_yaml_rule_files_classification_vars(tmp_path: Path) -> None:
     assert rs.stats.rejected == 1 and "gone.rules" in rs.rejected[0].reason
     r1 = next(r for r in rs.rules if r.sid == 1)
     assert r1.src.contains_ip("10.9.1.1") and not r1.src.contains_ip("10.8.1.1")
+
+
+def test_every_keyword_with_hostile_values_is_loaded_or_rejected_never_crashes() -> None:
+    from vmshield.engines.net.packet import Packet
+    from vmshield.engines.net.rules import FlowDetectState, InspectContext
+    from vmshield.engines.net.rules.parser import KEYWORDS, LEGACY, STICKY
+    from vmshield.engines.net.rules.transforms import TRANSFORMS
+
+    values = [None, "", "x", "-1", "99999999999", "1,2,3", '"a"', "!", "a b, c d", "0x", "1<>0",
+              "bytes 1, offset 0, oper /, rvalue 0, result r", "1,0,v,multiplier zz", "\\"]  # fmt: skip
+    names = sorted(set(KEYWORDS) | set(LEGACY) | set(STICKY) | set(TRANSFORMS))
+    lines, sid = [], 0
+    for kw in names:
+        for v in values:
+            sid += 1
+            opt = f"{kw};" if v is None else f"{kw}:{v};"
+            lines.append(f'alert tcp any any -> any any (content:"ab"; {opt} sid:{sid};)')
+            sid += 1
+            lines.append(f"alert http any any -> any any (http.uri; {opt} sid:{sid};)")
+    rs = RuleSet.from_text("\n".join(lines))
+    assert rs.stats.loaded + rs.stats.rejected == sid
+    assert all(e.reason and e.sid is not None for e in rs.rejected)
+    p = Packet(ts=1.0, raw=b"", ip_version=4, src="10.0.0.1", dst="10.0.0.2",
+               src_bytes=b"\n\0\0\1", dst_bytes=b"\n\0\0\2", proto=6, sport=1, dport=80,
+               payload=b"ab\x00\x01 a b c 0x1 YWJj", tcp_flags=0x18)  # fmt: skip
+    rs.match(InspectContext(p, "to_server", True, FlowDetectState(), None,
+                            {"http.uri": b"/ab?x=YWJj"}, "http", 0))  # fmt: skip

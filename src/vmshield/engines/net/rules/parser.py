@@ -419,18 +419,22 @@ def parse_rule(text: str, variables: Variables, classification: Classification,
                 raise RuleReject("sid", f"bad sid '{v}'") from None
     for k, v in opts:
         handler = KEYWORDS.get(k)
-        if handler is None:
-            if k in LEGACY:
-                _legacy(b, k, LEGACY[k])
-                continue
-            if k in STICKY:
-                _sticky(b, k, v)
-                continue
-            if k in TRANSFORMS:
-                _transform(b, k, v)
-                continue
-            raise RuleReject(k, "unsupported keyword")
-        handler(b, k, v)
+        try:
+            if handler is None:
+                if k in LEGACY:
+                    _legacy(b, k, LEGACY[k])
+                    continue
+                if k in STICKY:
+                    _sticky(b, k, v)
+                    continue
+                if k in TRANSFORMS:
+                    _transform(b, k, v)
+                    continue
+                raise RuleReject(k, "unsupported keyword")
+            handler(b, k, v)
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            # a value the handler could not convert: name the keyword, never crash the load
+            raise RuleReject(k, f"bad value: {e}") from None
     _finish(b)
     return r
 

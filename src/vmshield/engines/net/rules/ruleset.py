@@ -157,6 +157,10 @@ class RuleSet:
                     m = _SID_RE.search(text)
                     rejected.append(RuleError(name, line, int(m.group(1)) if m else None, e.keyword, e.reason))  # fmt: skip
                     continue
+                except Exception as e:  # noqa: BLE001 - one broken rule never stops the load
+                    m = _SID_RE.search(text)
+                    rejected.append(RuleError(name, line, int(m.group(1)) if m else None, None, f"cannot parse rule ({type(e).__name__}: {e})"))  # fmt: skip
+                    continue
                 key = (r.gid, r.sid)
                 if key in seen:
                     # Suricata keeps the higher revision of a duplicated gid:sid
