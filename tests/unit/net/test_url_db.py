@@ -49,7 +49,7 @@ def test_plain_list_domains_urls_hosts_file_and_trusted(tmp_path: Path) -> None:
         "plain.txt",
         "# my blocklist\n"
         "evil.example\n"
-        "0.0.0.0 ads.tracker.example\n"
+        "0.0.0.0 ads.tracker.example  pixel.tracker.example\n"
         "*.wild.example\n"
         "http://mixed.example/dir/page.php?id=7\n"
         "two fields here\n"
@@ -59,7 +59,7 @@ def test_plain_list_domains_urls_hosts_file_and_trusted(tmp_path: Path) -> None:
     trusted = _write(tmp_path, "trusted.txt", "safe.evil.example\n")
     db_path = tmp_path / "u.db"
     report = build_database([("plain", feed)], db_path, category="adware", trusted=[trusted])
-    assert report.stats.entries == 5
+    assert report.stats.entries == 6
     assert [(r.line, r.reason) for r in report.rejected] == [
         (6, "expected one URL or domain, got 3 fields"),
         (7, "refusing single-label host 'com'"),
@@ -72,6 +72,7 @@ def test_plain_list_domains_urls_hosts_file_and_trusted(tmp_path: Path) -> None:
         assert db.verdict_url("http://safe.evil.example/login").trusted
         assert db.check_host("x.ads.tracker.example") is not None  # DNS / SNI
         assert db.check_host("tracker.example") is None  # the parent is not listed
+        assert db.check_host("pixel.tracker.example") is not None
         assert db.check_host("a.wild.example.") is not None
         assert db.check_url("http://mixed.example/dir/page.php?id=7") is not None
         assert db.check_url("http://mixed.example/dir/page.php?id=8") is None
@@ -79,7 +80,7 @@ def test_plain_list_domains_urls_hosts_file_and_trusted(tmp_path: Path) -> None:
         assert db.check_url("http://unlisted.example/") is None
         assert db.check_http(b"Evil.Example:8080", b"/x/../y") is not None
         assert db.check_http("mixed.example", "/dir/page.php?id=7") is not None
-        assert db.metadata["sources"][0]["entries"] == 4
+        assert db.metadata["sources"][0]["entries"] == 5
 
 
 def test_urlhaus_with_and_without_last_online(tmp_path: Path) -> None:

@@ -127,9 +127,12 @@ def parse_plain(
         if " #" in text or "\t#" in text:
             text = re.split(r"\s#", text, maxsplit=1)[0].strip()
         fields = text.split()
-        if len(fields) == 2 and fields[0] in _HOSTS_FILE_ADDR and not url_only:
-            text = fields[1]  # hosts-file blocklist line
-        elif len(fields) != 1:
+        if len(fields) >= 2 and fields[0] in _HOSTS_FILE_ADDR and not url_only:
+            # A hosts-file blocklist line: one or more names after the sink address.
+            for name in fields[1:]:
+                yield FeedEntry(name, True, file, lineno)
+            continue
+        if len(fields) != 1:
             rejected.append(
                 Rejected(file, lineno, f"expected one URL or domain, got {len(fields)} fields")
             )
