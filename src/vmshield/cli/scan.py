@@ -272,6 +272,25 @@ def _batches(files: Iterator[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+def _preload() -> None:
+    """Import the container readers before forking, so N workers do not import them N times."""
+    import importlib
+    import warnings
+
+    names = ["archive", "pdf", "ole2", "text", "streams", "executable", "zipfmt", "rtf", "upx"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in [f"vmshield.engines.file.containers.{n}" for n in names] + [
+            "pypdf",
+            "olefile",
+            "oletools.olevba",
+        ]:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - a missing optional reader only costs speed here
+                pass
+
+
 def _pool(scanner: Scanner, jobs: int) -> ProcessPoolExecutor:
     # fork: workers inherit the loaded database instead of loading it N times.
     return ProcessPoolExecutor(
@@ -292,6 +311,7 @@ def _results(
     # A worker killed by a crash in a C library on a hostile file must not end the scan: the
     # files it held are scanned again one by one in a fresh worker, and the file that kills
     # that one too is reported as an error. In-flight work is bounded (4 batches per worker).
+    _preload()
     pool = _pool(scanner, jobs)
     pending: dict[Future[list[ScanResult]], list[str]] = {}
     retry: list[str] = []
