@@ -148,3 +148,12 @@ def test_many_small_chunks_in_one_feed_are_all_parsed() -> None:
     h.feed(b"1\r\na\r\n" * 30000 + b"0\r\n\r\n", True)
     tx = h.txs[0]
     assert tx.request_done and tx.req_body_len == 30000
+
+
+def test_body_is_handed_for_inspection_when_the_limit_is_reached() -> None:
+    h = HttpParser(response_body_limit=100)
+    h.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", True)
+    assert h.feed(b"HTTP/1.0 200 OK\r\n\r\n" + b"a" * 60, False) == []
+    (tx,) = h.feed(b"b" * 60, False)  # close-delimited body: no end in sight, limit reached
+    assert bytes(tx.buffers(False)["file.data"]) == b"a" * 60 + b"b" * 40
+    assert h.feed(b"c" * 60, False) == []  # once

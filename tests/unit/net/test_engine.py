@@ -592,3 +592,24 @@ def test_stream_content_split_in_order_twice() -> None:
         91,
         91,
     ]
+
+
+def test_response_body_delimited_by_close_is_inspected_and_logged() -> None:
+    rs = RuleSet.load(
+        texts=[
+            'alert http any any -> any any (msg:"payload in body"; file.data; content:"EVIL-BODY"; sid:95;)'
+        ],
+        variables=Variables.default(),
+        classification=Classification.default(),
+    )
+    e = Engine(rules=rs)
+    c = TcpConv().handshake()
+    c.send(b"GET /f HTTP/1.0\r\nHost: old.example\r\n\r\n")
+    c.send(
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nsome EVIL-BODY here", toserver=False
+    )
+    c.emit(c._pkt(False, "FA", c.sseq, c.cseq, b""))
+    events, verdicts = _run(e, c.frames)
+    assert [ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert"] == [95]
+    (h,) = [ev.data["http"] for ev in events if ev.event_type == "http"]
+    assert h["length"] == len(b"some EVIL-BODY here") and h["status"] == 200

@@ -277,6 +277,13 @@ class Engine:
         ctxs: list[tuple[dict[str, Any] | None, int | None]] = []
         if p.proto == PROTO_TCP and chunk:
             events = self._tcp_app(p, f, app, toserver, chunk, ctxs, events)
+        if p.tcp_flags & 0x05 and not toserver and isinstance(app.parser, HttpParser):
+            # FIN/RST from the server ends a response delimited by close: inspect and log it.
+            tx = app.parser.end_of_response_stream()
+            if tx is not None:
+                if self.rules is not None:
+                    ctxs.append((tx.buffers(False), tx.tx_id))
+                events = self._http_finished(p, f, app.parser, events)
         elif p.proto == PROTO_UDP and p.payload:
             events = self._udp_app(p, f, app, toserver, ctxs, events)
 
@@ -473,18 +480,7 @@ class Engine:
                     events = self._url_http(p, f, tx, events)
             if len(parser.events) > nev:
                 events = self._app_anomalies(p, f, parser.events[nev:], events)
-            if parser.overflow:
-                finished = parser.overflow + parser.pop_finished()
-                parser.overflow = []
-            else:
-                finished = parser.pop_finished()
-            for tx in finished:
-                tx.logged = True
-                if cfg.out_http:
-                    events = events or []
-                    events.append(
-                        eve.app_event("http", p.ts, f, tx.eve(), cfg.community_id, tx_id=tx.tx_id)
-                    )
+            events = self._http_finished(p, f, parser, events)
         elif proto == "tls":
             tls: TlsState = app.parser
             hello = tls.feed(chunk, toserver)
@@ -517,6 +513,26 @@ class Engine:
                 msgs = app.dns_tcp_tc.feed(chunk)
             for m in msgs:
                 events = self._dns_msg(p, f, app, m, toserver, ctxs, events)
+        return events
+
+    def _http_finished(
+        self, p: Packet, f: Flow, parser: HttpParser, events: list[Event] | None
+    ) -> list[Event] | None:
+        """Log the transactions that are complete (or were given up by the parser)."""
+        if parser.overflow:
+            finished = parser.overflow + parser.pop_finished()
+            parser.overflow = []
+        else:
+            finished = parser.pop_finished()
+        for tx in finished:
+            tx.logged = True
+            if self.config.out_http:
+                events = events or []
+                events.append(
+                    eve.app_event(
+                        "http", p.ts, f, tx.eve(), self.config.community_id, tx_id=tx.tx_id
+                    )
+                )
         return events
 
     def _udp_app(

@@ -336,7 +336,7 @@ class HttpParser:
                     break
             elif d.state == S_BODY_CL:
                 take = min(d.remaining, len(d.buf))
-                self._body(d, toserver, bytes(d.buf[:take]))
+                self._body(d, toserver, bytes(d.buf[:take]), touched)
                 del d.buf[:take]
                 d.remaining -= take
                 if d.remaining == 0:
@@ -344,7 +344,7 @@ class HttpParser:
                 elif not d.buf:
                     break
             elif d.state == S_BODY_CLOSE:
-                self._body(d, toserver, bytes(d.buf))
+                self._body(d, toserver, bytes(d.buf), touched)
                 d.buf.clear()
                 break
             elif d.state == S_BODY_CHUNK_SIZE or d.state == S_BODY_CHUNK_END:
@@ -376,7 +376,7 @@ class HttpParser:
                     d.state = S_BODY_CHUNK_DATA
             elif d.state == S_BODY_CHUNK_DATA:
                 take = min(d.remaining, len(d.buf))
-                self._body(d, toserver, bytes(d.buf[:take]))
+                self._body(d, toserver, bytes(d.buf[:take]), touched)
                 del d.buf[:take]
                 d.remaining -= take
                 if d.remaining == 0:
@@ -535,20 +535,22 @@ class HttpParser:
             d.state = S_BODY_CLOSE  # ends when the connection closes
         return True
 
-    def _body(self, d: _Dir, toserver: bool, chunk: bytes) -> None:
+    def _body(self, d: _Dir, toserver: bool, chunk: bytes, touched: list[HttpTx]) -> None:
         tx = d.tx
         if tx is None:
             return
+        body = tx.req_body if toserver else tx.resp_body
         if toserver:
             tx.req_body_len += len(chunk)
-            room = d.body_limit - len(tx.req_body)
-            if room > 0:
-                tx.req_body += chunk[:room]
         else:
             tx.resp_body_len += len(chunk)
-            room = d.body_limit - len(tx.resp_body)
-            if room > 0:
-                tx.resp_body += chunk[:room]
+        room = d.body_limit - len(body)
+        if room > 0:
+            body += chunk[:room]
+            if len(body) >= d.body_limit and tx not in touched:
+                # The inspection limit is reached: inspect the body now, not at message end
+                # (which may be far away, or never come for a body delimited by close).
+                touched.append(tx)
 
     def _msg_done(self, d: _Dir, toserver: bool, touched: list[HttpTx]) -> None:
         tx = d.tx
@@ -562,6 +564,17 @@ class HttpParser:
             tx.response_done = True
         if tx not in touched:
             touched.append(tx)
+
+    def end_of_response_stream(self) -> HttpTx | None:
+        """The server closed its side: a body delimited by close is complete now."""
+        d = self.resp
+        if d.state == S_BODY_CLOSE and d.tx is not None:
+            tx = d.tx
+            tx.response_done = True
+            d.tx = None
+            d.state = S_LINE
+            return tx
+        return None
 
     def close(self) -> list[HttpTx]:
         """Connection ended: a response delimited by close is complete; return unlogged txs."""
