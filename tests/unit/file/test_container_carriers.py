@@ -237,3 +237,12 @@ def test_chm_lzx_content_reported_not_clean() -> None:
     assert any(m.error and "LZX" in m.error for m in ms)
     bad = list(open_container(b"ITSF" + b"\x00" * 200, "h.chm", ScanBudget(Limits())) or [])
     assert bad and bad[0].error and "malformed CHM" in bad[0].error
+
+
+def test_text_that_is_not_mail_is_not_treated_as_mail() -> None:
+    # A clean source file must not become a "MIME" carrier (every parser complaint would be an error).
+    assert detect(b"from os import path\nfrom sys import argv\n\nprint(path, argv)\n") is None
+    assert detect(b"Subject: notes\nFrom: me\nno blank line, just text\n") is None
+    assert detect(b"Title: x\nDate: today\n\nbody\n") is None  # one mail header only
+    mbox = b"From alice@example.org Mon Jan  1 00:00:00 2001\nFrom: alice@example.org\nTo: bob@example.org\n\nhi\n"
+    assert detect(mbox) == "mime"
