@@ -183,3 +183,14 @@ def test_detection_inside_vba_project_path() -> None:
     r = disinfect(doc, ["word/vbaProject.bin//Macros/VBA/ThisDocument"])
     assert r.ok and r.data
     assert "word/vbaProject.bin" not in zipfile.ZipFile(io.BytesIO(r.data)).namelist()
+
+
+def test_corrupt_compressed_stream_is_refused_not_raised() -> None:
+    # Found by fuzzing: an xz header followed by garbage raised LZMAError out of disinfect().
+    for blob in (
+        b"\xfd7zXZ\x00" + b"\x00" * 200,
+        b"\x1f\x8b\x08" + b"\xff" * 100,
+        b"BZh91AY&SY" + b"\x00" * 50,
+    ):
+        r = disinfect(blob, ["a"])
+        assert not r.ok and r.reason.startswith("cannot be disinfected")

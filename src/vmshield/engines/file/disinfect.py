@@ -70,8 +70,12 @@ def disinfect(data: bytes, infected_inner_paths: list[str]) -> DisinfectResult:
         ValueError,
         OSError,
         EOFError,
+        zlib.error,
+        lzma.LZMAError,
     ) as exc:
         return cannot(f"container could not be rebuilt: {exc}")
+    except Exception as exc:  # noqa: BLE001 - hostile input never turns a disinfection into a crash
+        return cannot(f"container could not be rebuilt: {type(exc).__name__}: {exc}")
     return cannot(f"{kind or 'this file type'} cannot be rebuilt without its infected part")
 
 
