@@ -35,6 +35,7 @@ import os
 import queue as queue_mod
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -445,6 +446,88 @@ def _mirror_worker(
         reader.close()
 
 
+FRAG_WORKER = -1  # key of the fragment watcher among the workers
+
+
+def _frag_sockets(ports: list[str]) -> list[socket.socket]:
+    """One AF_PACKET socket per bridge port that only ever receives IPv4 fragments."""
+    import ctypes as C
+
+    # ldh [12]; jeq 0x800 ? next : drop; ldh [20]; jset 0x3fff ? accept : drop
+    prog = [
+        (0x28, 0, 0, 12),
+        (0x15, 0, 3, 0x0800),
+        (0x28, 0, 0, 20),
+        (0x45, 0, 1, 0x3FFF),
+        (0x06, 0, 0, 0xFFFF),
+        (0x06, 0, 0, 0),
+    ]
+    buf = C.create_string_buffer(b"".join(struct.pack("=HBBI", *i) for i in prog))
+    fprog = struct.pack("=H6xQ", len(prog), C.addressof(buf))
+    socks = []
+    for port in ports:
+        # ETH_P_ALL: on a bridge port only the "all" taps run before the bridge takes the frame;
+        # a socket bound to ETH_P_IP would never see anything. The filter keeps fragments only.
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # receives nothing until bind
+        s.setsockopt(socket.SOL_SOCKET, 26, fprog)  # SO_ATTACH_FILTER, before bind: no leak
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind((port, 3))
+        s.setblocking(False)
+        socks.append(s)
+    return socks
+
+
+def _frag_worker(
+    cfg: ProtectionConfig, insp: I.Inspector, key: int, events: Any, ready: Any, stop: Any
+) -> None:
+    """Standard mode: the kernel reassembles fragments before the queue and silently drops the
+    malformed ones (overlapping, oversized: teardrop, ping of death), so the queue never sees
+    them. This worker reads the raw fragments from the VM ports, lets the engine report them,
+    and enforces its block decisions; the kernel has already dropped the bad datagrams."""
+    import select as sel
+
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sink = _EventSink(events, cfg)
+    blocker = _Blocker(cfg, sink)
+    socks = _frag_sockets(list(cfg.ports))
+    poller = sel.poll()
+    by_fd = {}
+    for s in socks:
+        poller.register(s.fileno(), sel.POLLIN)
+        by_fd[s.fileno()] = s
+    ready.put(key)
+    excl_cache: dict[bytes, str | None] = {}
+    try:
+        while not stop.is_set():
+            for fd, _ev in poller.poll(250):
+                s = by_fd[fd]
+                for _ in range(256):
+                    try:
+                        frame, addr = s.recvfrom(65535)
+                    except BlockingIOError:
+                        break
+                    if addr[2] == socket.PACKET_OUTGOING:
+                        continue  # towards the VM: seen when it entered the bridge elsewhere
+                    ip = frame[14:]
+                    excl = _excluded(cfg, excl_cache, ip, 0)
+                    if excl == "no_scan":
+                        continue
+                    try:
+                        d = insp.inspect(frame, time.time(), iface=addr[0], linktype=1)
+                    except Exception:
+                        continue
+                    for ev in d.events:
+                        if ev.event_type in ("attack", "anomaly"):
+                            sink.emit(ev)
+                    if d.block_src and excl != "no_block":
+                        blocker.block(d.block_src, d.block_seconds or cfg.block_seconds, d.events)
+    finally:
+        for s in socks:
+            s.close()
+
+
 # ------------------------------------------------------------------------------ service
 
 
@@ -539,7 +622,14 @@ class NetworkProtection:
         self._heartbeat(clean=False)
 
     def _spawn(self, key: int, ready: Any) -> Any:
-        if self.cfg.mode == "standard":
+        if key == FRAG_WORKER:
+            p = self._ctx.Process(
+                target=_frag_worker,
+                args=(self.cfg, self._inspector, key, self._events, ready, self._stop),
+                name="vmshield-fragments",
+                daemon=True,
+            )
+        elif self.cfg.mode == "standard":
             p = self._ctx.Process(
                 target=_nfq_worker,
                 args=(self.cfg, self._inspector, key, self._events, ready, self._stop),
@@ -589,9 +679,9 @@ class NetworkProtection:
         ready = self._ctx.Queue()
         # Workers bind their queues before the rules exist: no packet is ever queued to nobody.
         try:
-            for q in self.cfg.queues:
+            for q in [*self.cfg.queues, FRAG_WORKER]:
                 self._spawn(q, ready)
-            self._wait_ready(ready, self.cfg.queues, timeout)
+            self._wait_ready(ready, [*self.cfg.queues, FRAG_WORKER], timeout)
             R.InlineRules(
                 self.cfg.name,
                 self.cfg.ports,

@@ -78,7 +78,7 @@ def http(
     src: str,
     dst: str,
     path: str = "/",
-    timeout: float = 3.0,
+    timeout: float = 5.0,
     extra: tuple[str, ...] = (),
 ) -> tuple[int, str]:
     """(curl exit code, body) for an HTTP GET from one lab host to another."""
