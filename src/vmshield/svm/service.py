@@ -137,7 +137,7 @@ class ScanService:
             await self.slots.acquire(vm)
             try:
                 content = await self._fetch_checked(req, fetch)
-                raw = await asyncio.wrap_future(self.pool.scan(content, req.path))
+                raw = await self.pool.scan(content, req.path)
             finally:
                 self.slots.release(vm)
             result = CachedResult(
@@ -226,9 +226,7 @@ class ScanService:
                 action = "deny"
             if action == "disinfect" and content is not None:
                 inner = [d.inner_path for d in dets]
-                replacement = await asyncio.wrap_future(
-                    self.pool.disinfect(content, req.path, inner)
-                )
+                replacement = await self.pool.disinfect(content, req.path, inner)
                 if replacement is None:
                     action = profile.fallback  # type: ignore[assignment]  # cannot be cleaned
         self._event(vm, req, result, "file", action, SEVERITY_HIGH, backup_id=backup_id)
@@ -270,6 +268,7 @@ class ScanService:
         return {
             "db_version": self.db_version,
             "workers": self.pool.workers,
+            "worker_restarts": self.pool.restarts,
             "running": self.slots.running,
             "waiting": self.slots.waiting,
             "scans": self.stats.scans,

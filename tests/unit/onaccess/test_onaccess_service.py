@@ -328,3 +328,32 @@ def test_center_profiles_map_to_scan_profiles() -> None:
     assert p.failure_mode == "closed" and p.deadline == 4.0
     assert p.exclude_paths == ("/var/log/*", "re:\\.tmp$", "*.iso")
     assert p.exclude_processes == ("/usr/bin/backup",)
+
+
+def test_a_crashing_worker_is_replaced_and_the_scan_reported(tmp_path: Path) -> None:
+    db = write_db(tmp_path / "db")
+    pool = WorkerPool(1, "onaccess_lib:factory", [str(db)])
+    try:
+        svc, _ = make_service(tmp_path, pool)
+        bad = b"VMSHIELD-TEST-CRASH"
+
+        async def main() -> tuple[p.Verdict, p.Verdict]:
+            async def fetch_bad() -> bytes:
+                return bad
+
+            async def fetch_good() -> bytes:
+                return b"fine"
+
+            v1 = (await svc.decide("vm1", req(bad), fetch_bad)).verdict
+            v2 = (await svc.decide("vm1", req(b"fine", 2), fetch_good)).verdict
+            return v1, v2
+
+        v1, v2 = asyncio.run(main())
+        assert v1.status == "error"  # reported, never "clean"
+        assert v1.action == "allow"  # default profile: unscannable files are allowed (and reported)
+        assert v2.status == "clean" and pool.restarts == 1
+        assert (
+            svc.cache.get(hashlib.sha256(bad).hexdigest(), svc.db_version) is None
+        )  # errors not cached
+    finally:
+        pool.close()
