@@ -41,14 +41,33 @@ def test_zip_rebuilt_without_infected_members() -> None:
     assert sorted(found) == ["bin/eicar.com", "nested.zip//x/e.com"]
     r = disinfect(blob, found)
     assert r.ok and r.data is not None, r.reason
-    assert sorted(r.removed) == ["bin/eicar.com", "nested.zip"]
+    assert sorted(r.removed) == ["bin/eicar.com", "nested.zip//..."]
     z = zipfile.ZipFile(io.BytesIO(r.data))
     assert z.testzip() is None
-    assert z.namelist() == ["readme.txt", "data.bz", "last.bin"]
+    assert z.namelist() == ["readme.txt", "data.bz", "nested.zip", "last.bin"]
     assert z.comment == b"archive comment"
+    # The nested zip was cleaned in turn: still there, without its infected member.
+    inner = zipfile.ZipFile(io.BytesIO(z.read("nested.zip")))
+    assert inner.namelist() == [] and inner.testzip() is None
     before, after = raw_members(blob), raw_members(r.data)
     for name in after:
-        assert after[name] == before[name], f"{name} was recompressed"
+        if name != "nested.zip":
+            assert after[name] == before[name], f"{name} was recompressed"
+    assert find_eicar(r.data)["found"] == []
+
+
+def test_nested_cleaning_keeps_clean_siblings_inside() -> None:
+    inner = make_zip({"keep.txt": b"keep", "deeper.tar": make_tar({"e.com": EICAR, "ok": b"ok"})})
+    top = make_zip({"a.txt": b"a", "pack.zip": inner})
+    found = find_eicar(top)["found"]
+    assert found == ["pack.zip//deeper.tar//e.com"]
+    r = disinfect(top, found)
+    assert r.ok and r.data
+    z = zipfile.ZipFile(io.BytesIO(r.data))
+    zi = zipfile.ZipFile(io.BytesIO(z.read("pack.zip")))
+    assert zi.read("keep.txt") == b"keep"
+    with tarfile.open(fileobj=io.BytesIO(zi.read("deeper.tar"))) as t:
+        assert t.getnames() == ["ok"]
     assert find_eicar(r.data)["found"] == []
 
 

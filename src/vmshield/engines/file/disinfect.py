@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from .containers import detect, sanitize_name
 from .containers._base import unique_names
 from .containers.streams import is_tar
-from .containers.zipfmt import ZipDirectory, ZipEntry, ZipFormatError, read_directory
+from .containers.zipfmt import ZipDirectory, ZipEntry, ZipFormatError, extract, read_directory
+from .limits import Limits, ScanBudget
 
 CT_NS = "http://schemas.openxmlformats.org/package/2006/content-types"
 REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
 VBA_REL = "http://schemas.microsoft.com/office/2006/relationships/vbaProject"
+MAX_DEPTH = 17  # nested containers cleaned in place, as deep as the scanner's default recursion
 MAX_XML = 16 * 1024 * 1024  # a content-types or rels part larger than this is not an Office file
 
 
@@ -45,6 +47,10 @@ def cannot(reason: str) -> DisinfectResult:
 def disinfect(data: bytes, infected_inner_paths: list[str]) -> DisinfectResult:
     """Remove what the detections point at. `infected_inner_paths` are the scanner's inner paths
     ("dir/x.exe", "a.zip//b.exe"); "" means the file itself is the detection."""
+    return _disinfect(data, infected_inner_paths, 0)
+
+
+def _disinfect(data: bytes, infected_inner_paths: list[str], depth: int) -> DisinfectResult:
     if not infected_inner_paths:
         return DisinfectResult(True, data, "nothing to remove")
     if any(p == "" for p in infected_inner_paths):
@@ -54,7 +60,7 @@ def disinfect(data: bytes, infected_inner_paths: list[str]) -> DisinfectResult:
     kind = detect(data)
     try:
         if kind == "zip":
-            return _zip(data, tops, infected_inner_paths)
+            return _zip(data, tops, infected_inner_paths, depth)
         if kind == "tar":
             return _tar(data, tops, None)
         if kind in ("gzip", "bzip2", "xz"):
@@ -92,7 +98,7 @@ def _names(directory: ZipDirectory) -> dict[str, ZipEntry]:
     return out
 
 
-def _zip(data: bytes, tops: list[str], paths: list[str]) -> DisinfectResult:
+def _zip(data: bytes, tops: list[str], paths: list[str], depth: int) -> DisinfectResult:
     directory = read_directory(data)
     if directory.base:
         return cannot("self-extracting archive (data before the zip)")
@@ -100,20 +106,36 @@ def _zip(data: bytes, tops: list[str], paths: list[str]) -> DisinfectResult:
     missing = [t for t in tops if t not in by_name]
     if missing:
         return cannot(f"member {missing[0]!r} not found in the archive")
-    drop = {id(by_name[t]) for t in tops}
-    replace: dict[str, bytes] = {}
-    removed = list(tops)
     vba = [t for t in tops if posixpath.basename(t).lower() == "vbaproject.bin"]
-    note = ""
+    # A detection deeper inside a member that is itself a zip or tar: clean that member in turn
+    # (it is recompressed; everything else keeps its bytes). Otherwise the member goes.
+    cleaned: dict[str, bytes] = {}
+    if depth < MAX_DEPTH:
+        for t in tops:
+            inner = [p.split("//", 1)[1] for p in paths if p.startswith(t + "//")]
+            if t in vba or not inner or t in paths:
+                continue
+            body, err = extract(data, by_name[t], ScanBudget(Limits()))
+            if body is None or err:
+                continue
+            r = _disinfect(body, inner, depth + 1)
+            if r.ok and r.data is not None:
+                cleaned[t] = r.data
+    drop = {id(by_name[t]) for t in tops if t not in cleaned}
+    removed = [t for t in tops if t not in cleaned]
+    replace: dict[str, bytes] = dict(cleaned)
+    note = "".join(f"; cleaned inside {t}" for t in cleaned)
     if vba and "[Content_Types].xml" in by_name:
-        replace, extra_drop = _strip_vba(data, by_name, vba)
+        parts, extra_drop = _strip_vba(data, by_name, vba)
+        replace.update(parts)
         for n in extra_drop:
             if n in by_name:
                 drop.add(id(by_name[n]))
                 removed.append(n)
-        note = "; VBA project removed, relationships and content types updated"
+        note += "; VBA project removed, relationships and content types updated"
     out = _rebuild_zip(data, directory, drop, {id(by_name[k]): v for k, v in replace.items()})
-    return DisinfectResult(True, out, f"removed {', '.join(removed)}{note}", removed)
+    what = f"removed {', '.join(removed)}" if removed else "nothing removed at this level"
+    return DisinfectResult(True, out, f"{what}{note}", removed + [f"{t}//..." for t in cleaned])
 
 
 def _raw_record(data: bytes, e: ZipEntry) -> bytes:
