@@ -246,3 +246,19 @@ def test_text_that_is_not_mail_is_not_treated_as_mail() -> None:
     assert detect(b"Title: x\nDate: today\n\nbody\n") is None  # one mail header only
     mbox = b"From alice@example.org Mon Jan  1 00:00:00 2001\nFrom: alice@example.org\nTo: bob@example.org\n\nhi\n"
     assert detect(mbox) == "mime"
+
+
+def test_pdf_encrypted_with_a_user_password() -> None:
+    import io
+
+    from pypdf import PdfWriter
+
+    w = PdfWriter()
+    w.add_blank_page(100, 100)
+    w.add_attachment("eicar.com", EICAR)
+    w.encrypt("secret", algorithm="AES-128")
+    b = io.BytesIO()
+    w.write(b)
+    ms = list(open_container(b.getvalue(), "locked.pdf", ScanBudget(Limits())) or [])
+    assert any(m.encrypted for m in ms)
+    assert not any(m.data and EICAR in m.data for m in ms)

@@ -164,3 +164,11 @@ def test_mime_part_without_filename_gets_a_safe_name() -> None:
     )
     for m in drain(mail):
         _check_safe(m.name)
+
+
+def test_hostile_names_in_rar_and_cpio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in HOSTILE:
+        for m in drain(make_rar4({name: b"x"})):
+            _check_safe(m.name)
+    assert list(tmp_path.iterdir()) == []
