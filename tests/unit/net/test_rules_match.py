@@ -713,3 +713,35 @@ def test_hostbits_and_xbits_across_flows_with_expiry() -> None:
     assert run(rs, b"bye", ts=111) == [5]
     bad = RuleSet.from_text("alert tcp any any -> any any (xbits:set,a,track tx; sid:9;)")
     assert bad.rejected[0].keyword == "xbits"
+
+
+def test_threshold_config_suppress_override_and_rate_filter(tmp_path: Path) -> None:
+    tc = tmp_path / "threshold.config"
+    tc.write_text(
+        "# global thresholds\n"
+        "suppress gen_id 1, sig_id 1, track by_src, ip [10.9.0.0/16, 10.8.0.1]\n"
+        "suppress gen_id 1, sig_id 2\n"
+        "threshold gen_id 1, sig_id 3, type limit, track by_src, count 1, seconds 60\n"
+        "rate_filter gen_id 1, sig_id 4, track by_src, count 2, seconds 60, \\\n"
+        "    new_action drop, timeout 30\n"
+        "suppress gen_id 1, sig_id 5, track by_sideways, ip 1.2.3.4\n"
+        "threshold gen_id 0, sig_id 0, type limit, track by_src, count 1, seconds 60\n"
+    )
+    rs = RuleSet.load(
+        texts=[
+            'alert tcp any any -> any any (content:"a"; sid:1;)\n'
+            'alert tcp any any -> any any (content:"b"; flowbits:set,seen_b; sid:2;)\n'
+            'alert tcp any any -> any any (content:"c"; threshold:type threshold, track by_src, count 5, seconds 60; sid:3;)\n'
+            'alert tcp any any -> any any (content:"d"; sid:4;)\n'
+        ],
+        threshold_config=tc,
+    )
+    errs = sorted((e.line, e.reason) for e in rs.rejected)
+    assert [ln for ln, _ in errs] == [7, 8] and rs.stats.loaded == 4
+    assert run(rs, b"a", src="10.9.1.1") == [] and run(rs, b"a", src="10.8.0.1") == []
+    assert run(rs, b"a", src="10.7.0.1") == [1]
+    fs = FlowDetectState()
+    assert run(rs, b"b", fs) == [] and "seen_b" in fs.flowbits  # suppressed, flowbit still set
+    assert [run(rs, b"c", ts=t) for t in (0, 1, 2)] == [[3], [], []]  # limit 1 replaces threshold 5
+    acts = [[a.action for a in rs.match(ctx(pkt(b"d", ts=t)))] for t in (0, 1, 2, 3, 40)]
+    assert acts == [["alert"], ["alert"], ["drop"], ["drop"], ["alert"]]

@@ -15,6 +15,7 @@ from .datasets import Datasets
 from .detect import Env, flow_conditions, header_match, payload_match
 from .model import Alert, InspectContext, LoadStats, RuleError
 from .parser import PACKET_BUFFERS, BufKey, Rule, RuleReject, parse_rule
+from .threshold_config import RateFilter, Suppress, parse_threshold_config
 from .transforms import apply_all
 from .variables import Variables
 
@@ -111,6 +112,9 @@ class RuleSet:
         self._xbits: dict[tuple[tuple[bytes, ...], str], float] = {}  # -> expiry time
         self.pcre_timeouts = 0  # pcre searches stopped by the time limit (a counter to export)
         self.warnings: list[str] = []
+        self._suppress: list[Suppress] = []
+        self._rate_filters: dict[tuple[int, int], RateFilter] = {}
+        self._rate_state: dict[tuple[Any, ...], list[float]] = {}
         self._groups = {g: _Group() for g in GROUPS}
         self._build()
 
@@ -123,6 +127,7 @@ class RuleSet:
         variables: Variables | None = None,
         classification: Classification | None = None,
         dataset_dirs: Iterable[str | Path] = (),
+        threshold_config: str | Path | None = None,
     ) -> RuleSet:
         variables = variables or Variables.default()
         classification = classification or Classification.default()
@@ -177,9 +182,28 @@ class RuleSet:
                     continue
                 seen[key] = (f"{name}:{line}", len(rules))
                 rules.append(r)
+        tcfg = None
+        if threshold_config is not None:
+            tpath = Path(threshold_config)
+            try:
+                ttext = tpath.read_text("utf-8", errors="surrogateescape")
+            except OSError as e:
+                rejected.append(RuleError(str(tpath), 0, None, "threshold.config", f"cannot read: {e.strerror or e}"))  # fmt: skip
+            else:
+                tcfg = parse_threshold_config(ttext, variables)
+                for line, reason in tcfg.errors:
+                    rejected.append(RuleError(str(tpath), line, None, "threshold.config", reason))
+                known = {(r.gid, r.sid): r for r in rules}
+                for key, th in tcfg.thresholds.items():
+                    if key in known:
+                        known[key].threshold = th  # a global threshold replaces the rule's own
         stats.loaded = len(rules)
         stats.rejected = len(rejected)
-        return cls(rules, rejected, stats, datasets, classification)
+        rs = cls(rules, rejected, stats, datasets, classification)
+        if tcfg is not None:
+            rs._suppress = tcfg.suppress
+            rs._rate_filters = tcfg.rate_filters
+        return rs
 
     @classmethod
     def from_suricata_yaml(cls, path: str | Path, **kw: Any) -> RuleSet:
@@ -359,19 +383,28 @@ class RuleSet:
             tx_dup = r.app_layer and fs is not None and ctx.tx_id is not None
             if tx_dup and not fs.mark_tx((ctx.tx_id, ctx.direction or "", r.gid, r.sid)):  # type: ignore[union-attr,arg-type]
                 continue  # an app-layer rule alerts once per transaction
+            if self._suppress and self._suppressed(r, ctx):
+                continue
             silent = False
             if r.threshold is not None:
                 t = self._threshold(r, ctx)
                 if t == 0 or (t == 2 and r.action not in ("drop", "reject")):
                     continue
                 silent = t == 2
+            action = r.action
+            if self._rate_filters:
+                rf = self._rate_filters.get((r.gid, r.sid))
+                if rf is not None and self._rate_reached(r, rf, ctx):
+                    action = rf.new_action
+                    if action == "pass":
+                        continue
             out.append(
                 Alert(
                     r.sid,
                     r.gid,
                     r.rev,
                     r.msg,
-                    r.action,
+                    action,
                     r.classtype,
                     r.category,
                     r.priority,
@@ -384,6 +417,57 @@ class RuleSet:
                 )  # fmt: skip
             )
         return out
+
+    # -- threshold.config --------------------------------------------------------------------
+    def _suppressed(self, r: Rule, ctx: InspectContext) -> bool:
+        p = ctx.packet
+        for sp in self._suppress:
+            if sp.gid not in (0, r.gid) or sp.sid not in (0, r.sid):
+                continue
+            if sp.track is None or sp.addrs is None:
+                return True
+            v = p.ip_version
+            src = int.from_bytes(p.src_bytes, "big") if p.src_bytes else -1
+            dst = int.from_bytes(p.dst_bytes, "big") if p.dst_bytes else -1
+            if sp.track in ("by_src", "by_either") and sp.addrs.contains(v, src):
+                return True
+            if sp.track in ("by_dst", "by_either") and sp.addrs.contains(v, dst):
+                return True
+        return False
+
+    def _rate_reached(self, r: Rule, rf: RateFilter, ctx: InspectContext) -> bool:
+        """Suricata's IsThresholdReached: count matches in a window; past `count`, the new
+        action holds for `timeout` seconds."""
+        p = ctx.packet
+        now = p.ts
+        if rf.track == "by_src":
+            key: tuple[Any, ...] = (r.gid, r.sid, p.src_bytes)
+        elif rf.track == "by_dst":
+            key = (r.gid, r.sid, p.dst_bytes)
+        elif rf.track == "by_both":
+            key = (r.gid, r.sid, *sorted((p.src_bytes, p.dst_bytes)))
+        else:
+            key = (r.gid, r.sid)
+        e = self._rate_state.get(key)
+        if e is None:
+            if len(self._rate_state) >= MAX_THRESHOLD_ENTRIES:
+                self._rate_state.clear()  # bounded: start counting afresh rather than grow
+            self._rate_state[key] = [now, 1, 0.0]
+            return False
+        if e[2]:
+            if now - e[2] > rf.timeout:
+                e[2] = 0.0
+            else:
+                return True
+            return False
+        if now - e[0] < rf.seconds:
+            e[1] += 1
+            if e[1] > rf.count:
+                e[2] = now
+                return True
+        else:
+            e[0], e[1] = now, 1
+        return False
 
     # -- hostbits / xbits ------------------------------------------------------------------
     @staticmethod
