@@ -31,19 +31,21 @@ def test_lab_eicar_read_from_inside_vm_is_refused(monkeypatch: pytest.MonkeyPatc
             [
                 sys.executable,
                 "-m",
-                "vmshield.lab.onaccess",
+                "vmshield",
+                "lab",
+                "--prefix",
+                lab.prefix,
+                "attack",
                 "eicar",
                 "--to",
                 "vm1",
-                "--prefix",
-                lab.prefix,
             ],
             capture_output=True,
             timeout=60,
             env=env,
             check=True,
         )
-        path = out.stdout.decode().strip()
+        path = out.stdout.decode().split(" written to ", 1)[1].split(" ", 1)[0]
         assert path.startswith(f"/tmp/vmsh-lab-{lab.prefix}/vms/vm1/")
         vm1 = st.host("vm1").netns
         r = subprocess.run(
