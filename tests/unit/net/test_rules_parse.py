@@ -309,17 +309,19 @@ def test_suricata_yaml_rule_files_classification_vars(tmp_path: Path) -> None:
     )
     (tmp_path / "rules" / "b.rules").write_text("alert udp any any -> any $DNS_PORTS (sid:2;)\n")
     (tmp_path / "classification.config").write_text("config classification: local,Local class,2\n")
+    (tmp_path / "threshold.config").write_text("suppress gen_id 1, sig_id 2\n")
     (tmp_path / "suricata.yaml").write_text(
         '%YAML 1.1\n---\nvars:\n  address-groups:\n    HOME_NET: "[10.9.0.0/16]"\n'
         "  port-groups:\n    DNS_PORTS: 53\n"
         "default-rule-path: rules\nrule-files:\n  - a.rules\n  - b.rules\n  - gone.rules\n"
-        "classification-file: classification.config\n"
+        "classification-file: classification.config\nthreshold-file: threshold.config\n"
         "outputs:\n  - eve-log:\n      enabled: yes\n"
     )
     rs = RuleSet.from_suricata_yaml(tmp_path / "suricata.yaml")
     assert sorted(r.sid for r in rs.rules) == [1, 2]
     assert rs.rules[0].category == "Local class" or rs.rules[1].category == "Local class"
     assert rs.stats.rejected == 1 and "gone.rules" in rs.rejected[0].reason
+    assert rs._suppress and rs._suppress[0].sid == 2  # threshold-file was read
     r1 = next(r for r in rs.rules if r.sid == 1)
     assert r1.src.contains_ip("10.9.1.1") and not r1.src.contains_ip("10.8.1.1")
 

@@ -8,6 +8,9 @@ Loading::
                       classification=Classification.default())
     rs.stats      -> LoadStats(loaded, rejected, files)   (the load summary)
     rs.rejected   -> [RuleError(file, line, sid, keyword, reason)]  (never half-loaded)
+    RuleSet.load(..., threshold_config=PATH)   global suppress / threshold / rate_filter
+    RuleSet.from_suricata_yaml(PATH)           rule-files, classification, threshold-file, vars
+    rs.warnings, rs.pcre_timeouts, rs.datasets.snapshot(name)   (for logs, stats, state files)
 
 Detection, once per packet (after decode, defrag, flow, stream and app-layer)::
 

@@ -1,7 +1,8 @@
 """The rule-related part of a suricata.yaml: rule files, classification file, variables.
 
 So that an existing Suricata deployment's configuration loads unchanged:
-`default-rule-path`, `rule-files` (a list; `*` globs are expanded), `classification-file` and
+`default-rule-path`, `rule-files` (a list; `*` globs are expanded), `classification-file`,
+`threshold-file` and
 `vars` (see Variables.from_suricata_yaml). Only these keys are read, with a small line parser
 (no YAML library): everything else in the file is ignored.
 """
@@ -18,6 +19,7 @@ from .variables import Variables
 class SuricataConfig:
     rule_paths: list[Path] = field(default_factory=list)
     classification: Path | None = None
+    threshold_file: Path | None = None
     variables: Variables = field(default_factory=Variables.default)
     missing: list[str] = field(default_factory=list)  # rule files named but not found
 
@@ -35,6 +37,7 @@ def load_suricata_config(path: str | Path) -> SuricataConfig:
     rule_path = path.parent
     files: list[str] = []
     cls: str | None = None
+    thr: str | None = None
     in_files = False
     for raw in text.splitlines():
         if not raw.strip() or raw.lstrip().startswith("#"):
@@ -52,6 +55,8 @@ def load_suricata_config(path: str | Path) -> SuricataConfig:
                 in_files = True
             elif key == "classification-file" and val.strip():
                 cls = _scalar(val)
+            elif key == "threshold-file" and val.strip():
+                thr = _scalar(val)
             continue
         if in_files and line.startswith("- "):
             files.append(_scalar(line[2:]))
@@ -68,6 +73,7 @@ def load_suricata_config(path: str | Path) -> SuricataConfig:
         else:
             cfg.missing.append(str(p))
     if cls:
-        c = Path(cls) if Path(cls).is_absolute() else path.parent / cls
-        cfg.classification = c
+        cfg.classification = Path(cls) if Path(cls).is_absolute() else path.parent / cls
+    if thr:
+        cfg.threshold_file = Path(thr) if Path(thr).is_absolute() else path.parent / thr
     return cfg

@@ -213,6 +213,7 @@ class RuleSet:
 
         cfg = load_suricata_config(path)
         classification = Classification.load(cfg.classification) if cfg.classification else None
+        kw.setdefault("threshold_config", cfg.threshold_file)
         rs = cls.load(
             paths=cfg.rule_paths, variables=cfg.variables, classification=classification, **kw
         )
