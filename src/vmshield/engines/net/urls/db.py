@@ -2,14 +2,15 @@
 
 One file, memory-mapped at load, nothing parsed into Python objects:
 
-    header   80 bytes  "<8sHBBIQQQQ32s": magic, version, index bits, reserved, metadata length,
-                       entries, trusted entries, host keys, build time, SHA-256 of everything after
-                       the header
+    header   80 bytes  "<8sHBBIQQQQ32s": magic, version, index bits, host index bits, metadata
+                       length, entries, trusted entries, host keys, build time, SHA-256 of
+                       everything after the header
     index    (2**bits + 1) little-endian u32: first entry whose prefix >> (32 - bits) is >= i
     prefixes entries x little-endian u32: the first 4 bytes of each full hash (big-endian value),
              sorted
     hashes   entries x 32 bytes, in the same order
     cats     entries x 1 byte: category bits (`CATEGORIES`; 0x80 = trusted)
+    hostidx  (2**host index bits + 1) little-endian u32, as index, over the host keys
     hostkeys host keys x little-endian u32, sorted: 4-byte SHA-256 prefixes of the host part of
              every expression. A host none of whose suffixes is here has no entry at all, so the
              path expressions of its URLs are never hashed (the answer is cached per host).
@@ -122,7 +123,7 @@ class UrlDatabase:
             self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
-        (magic, version, bits, _r, meta_len, n, n_trusted, n_hosts, built, digest) = (
+        (magic, version, bits, hbits, meta_len, n, n_trusted, n_hosts, built, digest) = (
             _HEADER.unpack_from(self._mm, 0)
         )
         if magic != MAGIC:
@@ -131,10 +132,11 @@ class UrlDatabase:
             raise UrlDatabaseError(
                 f"{self.path}: URL database format version {version}, this vmshield reads {VERSION}"
             )
-        if not 1 <= bits <= 24 or n > MAX_ENTRIES or n_hosts > n:
+        if not 1 <= bits <= 24 or not 1 <= hbits <= 24 or n > MAX_ENTRIES or n_hosts > n:
             raise UrlDatabaseError(f"{self.path}: corrupt URL database header")
         nidx = (1 << bits) + 1
-        expected = HEADER_SIZE + 4 * nidx + 37 * n + 4 * n_hosts + meta_len
+        nhidx = (1 << hbits) + 1
+        expected = HEADER_SIZE + 4 * nidx + 37 * n + 4 * nhidx + 4 * n_hosts + meta_len
         if size != expected:
             raise UrlDatabaseError(
                 f"{self.path}: truncated or corrupt URL database: header announces {expected} "
@@ -153,13 +155,16 @@ class UrlDatabase:
         off += 32 * n
         self._cats = body[off : off + n]
         off += n
+        self._hostindex: Sequence[int] = _u32(body[off : off + 4 * nhidx])
+        off += 4 * nhidx
         self._hostkeys: Sequence[int] = _u32(body[off : off + 4 * n_hosts])
         off += 4 * n_hosts
+        self._hshift = 32 - hbits
         try:
             self.metadata: dict[str, Any] = json.loads(bytes(body[off : off + meta_len]) or b"{}")
         except ValueError:
             raise UrlDatabaseError(f"{self.path}: corrupt URL database metadata") from None
-        if self._index[nidx - 1] != n:
+        if self._index[nidx - 1] != n or self._hostindex[nhidx - 1] != n_hosts:
             raise UrlDatabaseError(f"{self.path}: corrupt URL database index")
         self._shift = 32 - bits
         self.entries = n
@@ -195,18 +200,24 @@ class UrlDatabase:
         memo = self._host_memo.get(host)
         if memo is not None:
             return memo
-        keys = self._hostkeys
-        nkeys = len(keys)
+        keys, hidx, shift = self._hostkeys, self._hostindex, self._hshift
         found = []
         for h in host_suffixes(host):
             k = int.from_bytes(hashlib.sha256(h.encode("latin-1")).digest()[:4], "big")
-            i = bisect_left(keys, k)
-            if i < nkeys and keys[i] == k:
-                found.append(h)
+            b = k >> shift
+            lo, hi = hidx[b], hidx[b + 1]
+            if hi - lo > 8:
+                lo = bisect_left(keys, k, lo, hi)
+            while lo < hi:
+                q = keys[lo]
+                if q >= k:
+                    if q == k:
+                        found.append(h)
+                    break
+                lo += 1
         result = tuple(found)
         if len(self._host_memo) >= _MEMO_MAX:
             self._host_memo.clear()
-        self._auth_memo.clear()
         self._host_memo[host] = result
         return result
 
@@ -297,7 +308,7 @@ class UrlDatabase:
     def close(self) -> None:
         for view in ("_hashes", "_cats"):
             getattr(self, view).release()
-        self._index = self._prefixes = self._hostkeys = ()
+        self._index = self._prefixes = self._hostkeys = self._hostindex = ()
         self._host_memo.clear()
         self._auth_memo.clear()
         self._mm.close()
@@ -307,6 +318,24 @@ class UrlDatabase:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _index_bits(n: int) -> int:
+    """About one entry per bucket: 2**bits buckets for n entries, 8..24 bits."""
+    return max(8, min(24, (max(n, 1) - 1).bit_length()))
+
+
+def _bucket_index(keys: array[int], bits: int) -> array[int]:
+    """index[b] = first position whose key >> (32 - bits) is >= b, for sorted keys."""
+    shift = 32 - bits
+    counts = array("I", bytes(4 * ((1 << bits) + 1)))
+    for k in keys:
+        counts[(k >> shift) + 1] += 1
+    total = 0
+    for i in range(len(counts)):
+        total += counts[i]
+        counts[i] = total
+    return counts
 
 
 def _u32(view: memoryview) -> Sequence[int]:
@@ -347,18 +376,12 @@ class DatabaseBuilder:
     def write(self, path: str | os.PathLike[str]) -> BuildStats:
         items = sorted(self._entries.items())
         n = len(items)
-        bits = max(8, min(24, (max(n, 1) - 1).bit_length()))
-        shift = 32 - bits
+        bits = _index_bits(n)
         prefixes = array("I", (int.from_bytes(h[:4], "big") for h, _ in items))
-        index = array("I", bytes(4 * ((1 << bits) + 1)))
-        # index[b] = first entry whose bucket is >= b: count per bucket, then prefix sums.
-        counts = array("I", bytes(4 * ((1 << bits) + 1)))
-        for p in prefixes:
-            counts[(p >> shift) + 1] += 1
-        total = 0
-        for i in range(len(index)):
-            total += counts[i]
-            index[i] = total
+        index = _bucket_index(prefixes, bits)
+        hostkeys = array("I", sorted(self._hostkeys))
+        hbits = _index_bits(len(hostkeys))
+        hostindex = _bucket_index(hostkeys, hbits)
         stats = BuildStats(entries=n)
         cats = bytearray(n)
         for i, (_, b) in enumerate(items):
@@ -374,21 +397,26 @@ class DatabaseBuilder:
             sort_keys=True,
         ).encode()
         if sys.byteorder != "little":
-            index.byteswap()
-            prefixes.byteswap()
+            for arr in (index, prefixes, hostindex, hostkeys):
+                arr.byteswap()
         digest = hashlib.sha256()
         hashes = b"".join(h for h, _ in items)
-        hostkeys = array("I", sorted(self._hostkeys))
-        if sys.byteorder != "little":
-            hostkeys.byteswap()
-        parts = [index.tobytes(), prefixes.tobytes(), hashes, bytes(cats), hostkeys.tobytes(), meta]
+        parts = [
+            index.tobytes(),
+            prefixes.tobytes(),
+            hashes,
+            bytes(cats),
+            hostindex.tobytes(),
+            hostkeys.tobytes(),
+            meta,
+        ]
         for part in parts:
             digest.update(part)
         header = _HEADER.pack(
             MAGIC,
             VERSION,
             bits,
-            0,
+            hbits,
             len(meta),
             n,
             stats.trusted,
