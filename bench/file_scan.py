@@ -309,6 +309,15 @@ def run_config(
         print(
             f"ratio vmshield -j2 / clamd multiscan throughput: {w['clamd --multiscan'] / w['vmshield -j2']:.2f}x"
         )
+        c = {k: float(r["cpu"]) for k, r in results.items()}  # type: ignore[arg-type]
+        print(
+            "ratio of CPU efficiency (MB per CPU-second), vmshield -j1 / clamscan: "
+            f"{c['clamscan'] / c['vmshield -j1']:.2f}x"
+        )
+        print(
+            "ratio of CPU efficiency, vmshield -j2 / clamd multiscan:             "
+            f"{c['clamd --multiscan'] / c['vmshield -j2']:.2f}x"
+        )
 
 
 def main() -> int:
