@@ -623,7 +623,10 @@ async def svm_events(request: Request, dep_id: int = SVM) -> dict[str, Any]:
     raw = await _read_body(request)
     try:
         batch = msgspec.json.decode(raw, type=_Batch)
-    except msgspec.DecodeError as exc:
+    except (
+        msgspec.DecodeError,
+        UnicodeDecodeError,
+    ) as exc:  # msgspec raises the latter on bad UTF-8
         raise HTTPException(422, f"body: {exc}") from None
     if len(batch.events) > MAX_BATCH:
         raise HTTPException(413, f"at most {MAX_BATCH} events per batch")

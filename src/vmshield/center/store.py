@@ -103,6 +103,56 @@ def detection_name(d: dict[str, Any]) -> str | None:
     return None
 
 
+def event_row(obj: Any, host: str | None, now: float) -> tuple[Any, ...]:
+    """Check one EVE event from outside and turn it into an events row (ValueError if bad).
+
+    `host`, when given (an SVM shipping), replaces whatever host the event names.
+    """
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    et = obj.get("event_type")
+    if not isinstance(et, str) or not 0 < len(et) <= 32:
+        raise ValueError("event_type: a string of 1-32 characters")
+    if "event_id" not in obj and "id" in obj:
+        obj["event_id"] = obj.pop("id")
+    eid = obj.get("event_id")
+    if not isinstance(eid, str) or not 0 < len(eid) <= 64:
+        raise ValueError("event_id: a string of 1-64 characters")
+    ts_s = obj.get("timestamp")
+    if ts_s is None:
+        ts = now
+        obj["timestamp"] = format_timestamp(now)
+    elif isinstance(ts_s, str):
+        ts = _parse_ts(ts_s)
+    else:
+        raise ValueError("timestamp: ISO 8601 text")
+    sev = obj.get("severity", SEVERITY_LOW)
+    if type(sev) is not int or not 1 <= sev <= 4:
+        raise ValueError("severity: 1 (high) to 4 (info)")
+    obj["severity"] = sev
+    if host is not None:
+        obj["host"] = host
+    h = obj.get("host")
+    vm = obj.get("vm")
+    if (h is not None and not isinstance(h, str)) or (vm is not None and not isinstance(vm, str)):
+        raise ValueError("host, vm: text")
+    body = _encoder.encode(obj)
+    if len(body) > MAX_EVENT_BYTES:
+        raise ValueError(f"event larger than {MAX_EVENT_BYTES} bytes")
+    return (
+        eid,
+        ts,
+        now,
+        et,
+        h[:256] if h else None,
+        vm[:256] if vm else None,
+        sev,
+        detection_name(obj),
+        len(body),
+        body.decode(),
+    )
+
+
 @dataclass
 class IngestResult:
     accepted: int
@@ -658,63 +708,17 @@ class Store:
         now = time.time()
         seen: set[str] = set()
         dup_in_batch = 0
-        enc = _encoder
         for i, obj in enumerate(raw_events):
             try:
-                if not isinstance(obj, dict):
-                    raise ValueError("not a JSON object")
-                et = obj.get("event_type")
-                if not isinstance(et, str) or not 0 < len(et) <= 32:
-                    raise ValueError("event_type: a string of 1-32 characters")
-                if "event_id" not in obj and "id" in obj:
-                    obj["event_id"] = obj.pop("id")
-                eid = obj.get("event_id")
-                if not isinstance(eid, str) or not 0 < len(eid) <= 64:
-                    raise ValueError("event_id: a string of 1-64 characters")
-                ts_s = obj.get("timestamp")
-                if ts_s is None:
-                    ts = now
-                    obj["timestamp"] = format_timestamp(now)
-                elif isinstance(ts_s, str):
-                    ts = _parse_ts(ts_s)
-                else:
-                    raise ValueError("timestamp: ISO 8601 text")
-                sev = obj.get("severity", SEVERITY_LOW)
-                if type(sev) is not int or not 1 <= sev <= 4:
-                    raise ValueError("severity: 1 (high) to 4 (info)")
-                obj["severity"] = sev
-                if host is not None:
-                    obj["host"] = host
-                h = obj.get("host")
-                vm = obj.get("vm")
-                if (h is not None and not isinstance(h, str)) or (
-                    vm is not None and not isinstance(vm, str)
-                ):
-                    raise ValueError("host, vm: text")
-                body = enc.encode(obj)
-                if len(body) > MAX_EVENT_BYTES:
-                    raise ValueError(f"event larger than {MAX_EVENT_BYTES} bytes")
+                row = event_row(obj, host, now)
             except (ValueError, TypeError, OverflowError, msgspec.EncodeError) as exc:
                 rejected.append({"index": i, "error": str(exc)[:200]})
                 continue
-            if eid in seen:
+            if row[0] in seen:
                 dup_in_batch += 1
                 continue
-            seen.add(eid)
-            rows.append(
-                (
-                    eid,
-                    ts,
-                    now,
-                    et,
-                    h[:256] if h else None,
-                    vm[:256] if vm else None,
-                    sev,
-                    detection_name(obj),
-                    len(body),
-                    body.decode(),
-                )
-            )
+            seen.add(row[0])
+            rows.append(row)
         inserted = self._insert_events(rows) if rows else 0
         return IngestResult(inserted, len(seen) + dup_in_batch - inserted, rejected)
 

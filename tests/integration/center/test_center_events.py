@@ -122,5 +122,7 @@ def test_svm_cannot_write_events_as_another_host(
     assert [x["index"] for x in body["rejected"]] == [0, 2]
     r = client.http.post("/api/v1/svm/events", content=b"{not json")
     assert r.status_code == 422
+    r = client.http.post("/api/v1/svm/events", content=b'{"events": ["\xee"]}')
+    assert r.status_code == 422  # invalid UTF-8 (found by fuzzing): refused, not a 500
     api.close()
     client.close()
