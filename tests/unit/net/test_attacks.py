@@ -112,6 +112,17 @@ def test_udp_port_scan() -> None:
     assert found[0].event.data["attack"]["ports"] == 20
 
 
+def test_tcp_port_sweep_of_a_worm() -> None:
+    det = AttackDetector()
+    sweep = [IP(src=ATTACKER, dst=f"10.0.2.{i}") / TCP(dport=445, flags="S") for i in range(1, 60)]
+    found = run(det, sweep, step=0.01)
+    assert names(found) == ["Scan.Generic.PortSweep.TCP"]
+    assert found[0].event.data["attack"] == found[0].event.data["attack"] | {
+        "hosts": 30,
+        "port": 445,
+    }
+
+
 def test_icmp_host_sweep() -> None:
     det = AttackDetector()
     sweep = [IP(src=ATTACKER, dst=f"10.0.1.{i}") / ICMP(type=8, id=1, seq=i) for i in range(1, 60)]
@@ -362,8 +373,8 @@ def test_random_source_flood_keeps_memory_bounded() -> None:
     for f in frames:
         det.process(decode(f, ts))
         ts += 0.0001
-    # Twelve tables, each capped: max_sources for ten, max_flows for two.
-    assert det.memory_entries() <= 10 * 256 + 2 * 512
+    # Thirteen tables, each capped: max_sources for eleven, max_flows for two.
+    assert det.memory_entries() <= 11 * 256 + 2 * 512
     assert det._tcp_ports.evicted > 0
 
 

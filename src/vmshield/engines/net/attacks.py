@@ -22,6 +22,8 @@ Detectors and their names (vendor style):
                               accept the connection (SYN+ACK) stop counting
 - Scan.Generic.PortScan.UDP   distinct destination ports, unsolicited datagrams only; ports
                               that answer stop counting
+- Scan.Generic.PortSweep.TCP  one port on distinct hosts (a worm looking for a service);
+                              hosts that accept stop counting
 - Scan.Generic.HostSweep.ICMP distinct destinations of echo (and timestamp/address) requests
 - Scan.Generic.HostSweep.ARP  distinct addresses asked for by ARP requests
 - DoS.Generic.SYNFlood        half-open connection attempts from one source to one target; and
@@ -98,6 +100,7 @@ class AttackConfig:
 
     tcp_port_scan: DetectorConfig = _d(20, 5.0)  # distinct ports of one target
     udp_port_scan: DetectorConfig = _d(20, 5.0)
+    tcp_port_sweep: DetectorConfig = _d(30, 5.0)  # distinct hosts on one port, not answered
     icmp_host_sweep: DetectorConfig = _d(20, 5.0)  # distinct destinations
     arp_host_sweep: DetectorConfig = _d(64, 5.0, "ignore")  # cannot block by IP: report
     syn_flood: DetectorConfig = _d(500, 1.0)  # half-open attempts per window
@@ -295,6 +298,7 @@ class AttackDetector:
                 self._broadcast.add(net.broadcast_address.packed)
         cap, fcap = cfg.max_sources, cfg.max_flows
         self._tcp_ports = _Bounded(cap)  # (src, dst) -> _Distinct of ports
+        self._tcp_sweep = _Bounded(cap)  # (src, dport) -> _Distinct of destinations
         self._udp_ports = _Bounded(cap)
         self._icmp_hosts = _Bounded(cap)  # src -> _Distinct of destinations
         self._arp_hosts = _Bounded(cap)
@@ -375,6 +379,7 @@ class AttackDetector:
             len(t)
             for t in (
                 self._tcp_ports,
+                self._tcp_sweep,
                 self._udp_ports,
                 self._icmp_hosts,
                 self._arp_hosts,
@@ -479,6 +484,9 @@ class AttackDetector:
             probes = self._tcp_ports.get((dst, src))
             if probes is not None:
                 probes.seen.pop(sport, None)
+            probes = self._tcp_sweep.get((dst, sport))
+            if probes is not None:
+                probes.seen.pop(src, None)
         elif flags == ACK and not p.dsize:
             r = self._syn.get((src, dst))
             if r is not None:
@@ -486,6 +494,20 @@ class AttackDetector:
             r = self._syn_target.get(dst)
             if r is not None:
                 r.credit += 1
+        d = cfg.tcp_port_sweep
+        if syn and d.enabled:
+            # A worm looking for one service across the segment: hosts that do not accept.
+            sweep = self._tcp_sweep.touch((src, dport), _Distinct)
+            n = sweep.add(dst, p.ts, d.window, d.threshold)
+            if n >= d.threshold:
+                self._hit(
+                    "tcp_port_sweep",
+                    "Scan.Generic.PortSweep.TCP",
+                    p,
+                    out,
+                    {"hosts": n, "port": dport},
+                    target="",
+                )
         # Scan: a probe is a connection attempt, or a stealth packet outside any connection.
         d = cfg.tcp_port_scan
         if not d.enabled:
@@ -734,6 +756,7 @@ class AttackDetector:
         )
         for table in (
             self._tcp_ports,
+            self._tcp_sweep,
             self._udp_ports,
             self._icmp_hosts,
             self._arp_hosts,
