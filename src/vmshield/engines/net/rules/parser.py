@@ -190,6 +190,8 @@ class Rule:
 # Tokenising
 def _header_tokens(header: str) -> list[str]:
     """Split the header on white space outside [...] lists (lists may contain spaces)."""
+    if "[" not in header and "! " not in header:
+        return header.split()
     toks: list[str] = []
     cur: list[str] = []
     depth = 0
@@ -217,6 +219,9 @@ def _header_tokens(header: str) -> list[str]:
     return out
 
 
+_OPTION = re.compile(r'((?:[^;"\\]|\\.|"(?:[^"\\]|\\.)*")*);', re.S)
+
+
 def split_rule(text: str) -> tuple[str, list[tuple[str, str | None]]]:
     """Split into the header and (keyword, value) options. Values keep their escapes."""
     if len(text) > MAX_RULE_LEN:
@@ -227,27 +232,19 @@ def split_rule(text: str) -> tuple[str, list[tuple[str, str | None]]]:
     header = text[:lp]
     body = text[lp + 1 : text.rstrip().rfind(")")]
     opts: list[tuple[str, str | None]] = []
-    cur: list[str] = []
-    i, n, inq = 0, len(body), False
-    while i < n:
-        ch = body[i]
-        if ch == "\\" and i + 1 < n:
-            cur.append(body[i : i + 2])
-            i += 2
-            continue
-        if ch == '"':
-            inq = not inq
-        elif ch == ";" and not inq:
-            _add_opt(opts, "".join(cur))
-            cur = []
-            i += 1
-            continue
-        cur.append(ch)
-        i += 1
-    if inq:
-        raise RuleReject(None, "unterminated quoted string in options")
-    if "".join(cur).strip():
-        raise RuleReject(None, f"option not terminated by ';': '{''.join(cur).strip()[:40]}'")
+    pos, n = 0, len(body)
+    # one option: escaped characters, quoted strings (with escapes) or plain characters, up to ';'
+    while pos < n:
+        m = _OPTION.match(body, pos)
+        if m is None:
+            rest = body[pos:].strip()
+            if (rest.count('"') - rest.count('\\"')) % 2:
+                raise RuleReject(None, "unterminated quoted string in options")
+            if rest:
+                raise RuleReject(None, f"option not terminated by ';': '{rest[:40]}'")
+            break
+        _add_opt(opts, m.group(1))
+        pos = m.end()
     return header, opts
 
 
