@@ -1,0 +1,124 @@
+"""The engine on traffic from the real kernel: a loopback HTTP exchange captured by tcpdump.
+
+Real TCP (timestamps, SACK, window scaling, the kernel's segmentation), real pcap writer; only
+loopback, bounded in count and time, tcpdump stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from vmshield.engines.net.config import EngineConfig
+from vmshield.engines.net.engine import Engine
+from vmshield.engines.net.pcap import read_packets
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to capture"),
+    pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump not installed"),
+]
+
+BODY = b"vmshield live capture " * 2000  # ~44 kB: several segments
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_real_loopback_http_exchange(tmp_path: Path) -> None:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    port = srv.server_address[1]
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    # tcpdump drops to its own user before writing: give it a directory it may write in.
+    cap_dir = tmp_path / "cap"
+    cap_dir.mkdir()
+    cap_dir.chmod(0o1777)
+    pcap = cap_dir / "lo.pcap"
+    # -U: write each packet as it comes; -c bounds the count whatever happens.
+    dump = subprocess.Popen(
+        [
+            "tcpdump",
+            "-i",
+            "lo",
+            "-U",
+            "-n",
+            "-c",
+            "2000",
+            "-w",
+            str(pcap),
+            f"tcp port {port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # Ready once tcpdump says it is listening (read with a deadline, never blocking).
+        deadline = time.monotonic() + 10
+        said = b""
+        assert dump.stderr is not None
+        while b"listening on" not in said:
+            assert time.monotonic() < deadline, f"tcpdump did not start: {said!r}"
+            assert dump.poll() is None, said + dump.stderr.read()
+            ready, _, _ = select.select([dump.stderr], [], [], 0.2)
+            if ready:
+                said += os.read(dump.stderr.fileno(), 4096)
+        time.sleep(0.5)
+        for path in ("/first?q=1", "/second"):
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}", headers={"User-Agent": "vmshield-test/1"}
+            )
+            with urllib.request.urlopen(req, timeout=5) as r:
+                assert r.read() == BODY
+        time.sleep(0.5)
+    finally:
+        dump.send_signal(signal.SIGINT)
+        try:
+            dump.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            dump.kill()
+            dump.wait()
+        srv.shutdown()
+        srv.server_close()
+
+    e = Engine(EngineConfig(out_flow=True))
+    events = []
+    n = 0
+    with open(pcap, "rb") as f:
+        for rec in read_packets(f, name=str(pcap)):
+            n += 1
+            events.extend(e.process(rec.data, rec.ts, linktype=rec.linktype).events)
+    events.extend(e.flush())
+    assert n > 20
+    http = sorted(
+        (ev.data for ev in events if ev.event_type == "http"), key=lambda d: d["http"]["url"]
+    )
+    assert [h["http"]["url"] for h in http] == ["/first?q=1", "/second"]
+    for h in http:
+        assert h["http"]["hostname"] == "127.0.0.1"
+        assert h["http"]["status"] == 200 and h["http"]["length"] == len(BODY)
+        assert h["http"]["http_user_agent"] == "vmshield-test/1"
+        assert h["dest_port"] == port and h["app_proto"] == "http"
+    flows = [ev.data for ev in events if ev.event_type == "flow"]
+    assert len(flows) == 2 and all(fl["flow"]["state"] == "closed" for fl in flows)
+    assert not [ev for ev in events if ev.event_type == "anomaly"]
+    assert e.stats()["stream_anomalies"] == 0
