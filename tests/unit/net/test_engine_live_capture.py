@@ -122,3 +122,133 @@ def test_real_loopback_http_exchange(tmp_path: Path) -> None:
     assert len(flows) == 2 and all(fl["flow"]["state"] == "closed" for fl in flows)
     assert not [ev for ev in events if ev.event_type == "anomaly"]
     assert e.stats()["stream_anomalies"] == 0
+
+
+def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certf, keyf = tmp_path / "c.pem", tmp_path / "k.pem"
+    certf.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyf.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certf, keyf
+
+
+def _capture(tmp_path: Path, port: int, action) -> Path:  # type: ignore[no-untyped-def]
+    cap_dir = tmp_path / "cap"
+    cap_dir.mkdir(exist_ok=True)
+    cap_dir.chmod(0o1777)
+    pcap = cap_dir / f"{port}.pcap"
+    dump = subprocess.Popen(
+        ["tcpdump", "-i", "lo", "-U", "-n", "-c", "2000", "-w", str(pcap), f"tcp port {port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        said = b""
+        assert dump.stderr is not None
+        while b"listening on" not in said:
+            assert time.monotonic() < deadline, f"tcpdump did not start: {said!r}"
+            assert dump.poll() is None, said + dump.stderr.read()
+            ready, _, _ = select.select([dump.stderr], [], [], 0.2)
+            if ready:
+                said += os.read(dump.stderr.fileno(), 4096)
+        time.sleep(0.5)
+        action()
+        time.sleep(0.5)
+    finally:
+        dump.send_signal(signal.SIGINT)
+        try:
+            dump.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            dump.kill()
+            dump.wait()
+    return pcap
+
+
+def test_real_tls_handshake_from_openssl(tmp_path: Path) -> None:
+    import socket
+    import ssl
+
+    certf, keyf = _self_signed(tmp_path, "svc.vmshield.test")
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(certf, keyf)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(5)
+    port = lsock.getsockname()[1]
+
+    def serve() -> None:
+        try:
+            conn, _ = lsock.accept()
+            with sctx.wrap_socket(conn, server_side=True) as s:
+                s.sendall(s.recv(100) * 10)
+        except OSError:
+            pass
+
+    def talk() -> None:
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        cctx = ssl.create_default_context(cafile=str(certf))
+        cctx.set_alpn_protocols(["h2", "http/1.1"])
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            cctx.wrap_socket(raw, server_hostname="svc.vmshield.test") as s,
+        ):
+            s.sendall(b"hello over tls")
+            got = b""
+            while len(got) < 140:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        th.join(5)
+
+    try:
+        pcap = _capture(tmp_path, port, talk)
+    finally:
+        lsock.close()
+    e = Engine(EngineConfig(mode="ips"))
+    events, actions = [], []
+    with open(pcap, "rb") as f:
+        for rec in read_packets(f, name=str(pcap)):
+            r = e.process(rec.data, rec.ts, linktype=rec.linktype)
+            events.extend(r.events)
+            actions.append(r.verdict.action.name)
+    events.extend(e.flush())
+    (tls,) = [ev.data["tls"] for ev in events if ev.event_type == "tls"]
+    assert tls["sni"] == "svc.vmshield.test"
+    assert tls["version"] == "TLS 1.3"
+    assert tls["client_alpns"] == ["h2", "http/1.1"]
+    assert tls["ja3"]["string"].startswith("771,") and len(tls["ja3"]["hash"]) == 32
+    assert tls["ja4"].startswith("t13d") and tls["ja4"][8:10] == "h2"
+    assert tls["ja3s"]["string"].startswith("771,4865,") or tls["ja3s"]["string"].startswith(
+        "771,4866,"
+    )
+    assert "BYPASS" in actions  # encrypted: the rest of the flow needs no inspection
