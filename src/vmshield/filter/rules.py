@@ -34,8 +34,8 @@ def chain_name(name: str) -> str:
     return f"VMS-{name}"
 
 
-def set_name(name: str) -> str:
-    return f"{name}-block"
+def set_name(name: str, v6: bool = False) -> str:
+    return f"{name}-block6" if v6 else f"{name}-block"
 
 
 @dataclass
@@ -51,11 +51,33 @@ class InlineRules:
     def install(self) -> None:
         sysnet.ensure_br_netfilter()
         self.remove()
+        for v6 in (False, True):
+            self._install_family(v6)
+        # Jumps last, so traffic never sees a half-built chain.
+        for v6 in (False, True):
+            for port in self.ports:
+                for d in ("--physdev-in", "--physdev-out"):
+                    sysnet.ipt(
+                        "-I",
+                        "FORWARD",
+                        "1",
+                        "-m",
+                        "physdev",
+                        "--physdev-is-bridged",
+                        d,
+                        port,
+                        "-j",
+                        chain_name(self.name),
+                        v6=v6,
+                    )
+
+    def _install_family(self, v6: bool) -> None:
         chain, qchain, bset = (
             chain_name(self.name),
             chain_name(self.name) + "-Q",
-            set_name(self.name),
+            set_name(self.name, v6),
         )
+        family = "inet6" if v6 else "inet"
         sysnet.run(
             [
                 "ipset",
@@ -63,7 +85,7 @@ class InlineRules:
                 bset,
                 "hash:net",
                 "family",
-                "inet",
+                family,
                 "timeout",
                 "0",
                 "maxelem",
@@ -71,17 +93,20 @@ class InlineRules:
                 "-exist",
             ]
         )
-        sysnet.ipt("-N", chain)
-        sysnet.ipt("-N", qchain)
-        sysnet.ipt("-A", chain, "-m", "set", "--match-set", bset, "src", "-j", "DROP")
-        sysnet.ipt("-A", chain, "-m", "set", "--match-set", bset, "dst", "-j", "DROP")
+
+        def add(*rule: str) -> None:
+            sysnet.ipt("-A", *rule, v6=v6)
+
+        sysnet.ipt("-N", chain, v6=v6)
+        sysnet.ipt("-N", qchain, v6=v6)
+        add(chain, "-m", "set", "--match-set", bset, "src", "-j", "DROP")
+        add(chain, "-m", "set", "--match-set", bset, "dst", "-j", "DROP")
         m = f"0x{self.bypass_mark:x}/0x{self.bypass_mark:x}"
         # Bypass: the worker re-injects the packet (NF_REPEAT) with the mark bit set; we copy it
         # to the flow's conntrack mark, and from then on the flow is accepted here, unqueued.
         # (Setting the ct mark inside the verdict, NFQA_CT, needs CONFIG_NETFILTER_NETLINK_GLUE_CT,
         # which this kernel lacks.)
-        sysnet.ipt(
-            "-A",
+        add(
             chain,
             "-m",
             "mark",
@@ -92,15 +117,15 @@ class InlineRules:
             "--or-mark",
             f"0x{self.bypass_mark:x}",
         )
-        sysnet.ipt("-A", chain, "-m", "mark", "--mark", m, "-j", "ACCEPT")
-        sysnet.ipt("-A", chain, "-m", "connmark", "--mark", m, "-j", "ACCEPT")
+        add(chain, "-m", "mark", "--mark", m, "-j", "ACCEPT")
+        add(chain, "-m", "connmark", "--mark", m, "-j", "ACCEPT")
         for ex in self.exclusions:
-            if ex.network is None:
-                continue  # VLAN exclusions are applied by the service (iptables cannot see the tag)
+            if ex.network is None or (ex.network.version == 6) != v6:
+                continue  # VLAN exclusions are applied by the workers (iptables cannot see the tag)
             target = "ACCEPT" if ex.action == "no_scan" else qchain
             for direction in ("-s", "-d"):
-                sysnet.ipt("-A", chain, direction, str(ex.network), "-j", target)
-        sysnet.ipt("-A", chain, "-j", qchain)
+                add(chain, direction, str(ex.network), "-j", target)
+        add(chain, "-j", qchain)
         last = self.queue_first + self.queue_count - 1
         q = ["-j", "NFQUEUE"]
         q += (
@@ -110,22 +135,7 @@ class InlineRules:
         )
         if not self.fail_closed:
             q.append("--queue-bypass")  # fail-open: the kernel accepts when no worker listens
-        sysnet.ipt("-A", qchain, *q)
-        # Jumps last, so traffic never sees a half-built chain.
-        for port in self.ports:
-            for d in ("--physdev-in", "--physdev-out"):
-                sysnet.ipt(
-                    "-I",
-                    "FORWARD",
-                    "1",
-                    "-m",
-                    "physdev",
-                    "--physdev-is-bridged",
-                    d,
-                    port,
-                    "-j",
-                    chain,
-                )
+        add(qchain, *q)
 
     def remove(self) -> list[str]:
         return cleanup_prefix(self.name, exact=True)
@@ -135,33 +145,35 @@ _JUMP_RE = re.compile(r"^-A FORWARD (.*)-j (VMS-\S+)\s*$")
 
 
 def cleanup_prefix(name: str, exact: bool = False) -> list[str]:
-    """Remove our FORWARD jumps, chains and ipsets for `name` (or every filter starting with it)."""
+    """Remove our FORWARD jumps, chains and ipsets for `name` (or every filter starting with it),
+    in iptables and ip6tables."""
     removed: list[str] = []
     ours = (
         (lambda c: c in (chain_name(name), chain_name(name) + "-Q"))
         if exact
         else (lambda c: c.startswith(chain_name(name)))
     )
-    rules = sysnet.ipt("-S", "FORWARD", check=False).splitlines()
-    for line in rules:
-        mt = _JUMP_RE.match(line)
-        if mt and ours(mt.group(2)):
-            args = line.split()[2:]
-            if sysnet.ipt_ok("-D", "FORWARD", *args):
-                removed.append(f"iptables FORWARD jump to {mt.group(2)}")
-    chains = [
-        ln.split()[1] for ln in sysnet.ipt("-S", check=False).splitlines() if ln.startswith("-N ")
-    ]
-    # The main chain references the -Q chain: flush all first, then delete.
-    mine = [c for c in chains if ours(c)]
-    for c in mine:
-        sysnet.ipt_ok("-F", c)
-    for c in mine:
-        if sysnet.ipt_ok("-X", c):
-            removed.append(f"iptables chain {c}")
+    for v6 in (False, True):
+        tool = "ip6tables" if v6 else "iptables"
+        for line in sysnet.ipt("-S", "FORWARD", check=False, v6=v6).splitlines():
+            mt = _JUMP_RE.match(line)
+            if (
+                mt
+                and ours(mt.group(2))
+                and sysnet.ipt_ok("-D", "FORWARD", *line.split()[2:], v6=v6)
+            ):
+                removed.append(f"{tool} FORWARD jump to {mt.group(2)}")
+        listing = sysnet.ipt("-S", check=False, v6=v6).splitlines()
+        mine = [ln.split()[1] for ln in listing if ln.startswith("-N ") and ours(ln.split()[1])]
+        # The main chain references the -Q chain: flush all first, then delete.
+        for c in mine:
+            sysnet.ipt_ok("-F", c, v6=v6)
+        for c in mine:
+            if sysnet.ipt_ok("-X", c, v6=v6):
+                removed.append(f"{tool} chain {c}")
     sets = sysnet.run(["ipset", "list", "-n"], check=False).split()
     for s in sets:
-        if (s == set_name(name)) if exact else s.startswith(f"{name}-"):
+        if (s in (set_name(name), set_name(name, True))) if exact else s.startswith(f"{name}-"):
             # A set still referenced by a rule being deleted concurrently: retry briefly.
             for _ in range(20):
                 if sysnet.try_run(["ipset", "destroy", s]):
@@ -185,30 +197,38 @@ def _check_net(address: str) -> str:
         net = ipaddress.ip_network(address, strict=False)
     except ValueError as exc:
         raise ValueError(f"not an address or subnet: {address!r}") from exc
-    if net.version != 4:
-        raise ValueError(f"only IPv4 is blocked by the inline filter, got {address!r}")
-    return str(net.network_address) if net.prefixlen == 32 else str(net)
+    full = 32 if net.version == 4 else 128
+    return str(net.network_address) if net.prefixlen == full else str(net)
+
+
+def _is_v6(address: str) -> bool:
+    return ":" in address
 
 
 def block(name: str, address: str, seconds: int) -> None:
     """Block `address` for `seconds` (0 = until removed); re-blocking refreshes the timeout."""
     addr = _check_net(address)
     seconds = max(0, min(int(seconds), MAX_BLOCK_SECONDS))
-    sysnet.run(["ipset", "add", set_name(name), addr, "timeout", str(seconds), "-exist"])
+    sysnet.run(
+        ["ipset", "add", set_name(name, _is_v6(addr)), addr, "timeout", str(seconds), "-exist"]
+    )
     # Established flows of the blocked address must stop too, including bypassed ones: the
     # DROP rule is before the connmark bypass, and we delete their conntrack entries so nothing
     # keeps a stale "bypass" mark.
     with contextlib.suppress(Exception):
-        sysnet.try_run(["conntrack", "-D", "-s", addr.split("/")[0]])
+        sysnet.try_run(
+            ["conntrack", "-D", "-f", "ipv6" if _is_v6(addr) else "ipv4", "-s", addr.split("/")[0]]
+        )
 
 
 def unblock(name: str, address: str) -> bool:
     addr = _check_net(address)
-    return sysnet.try_run(["ipset", "del", set_name(name), addr])
+    return sysnet.try_run(["ipset", "del", set_name(name, _is_v6(addr)), addr])
 
 
 def blocked(name: str) -> list[BlockEntry]:
     out = sysnet.run(["ipset", "save", set_name(name)])
+    out += sysnet.run(["ipset", "save", set_name(name, True)], check=False)
     entries = []
     for line in out.splitlines():
         parts = line.split()

@@ -38,17 +38,18 @@ def try_run(cmd: Sequence[str], timeout: float = 30.0) -> bool:
     return proc.returncode == 0
 
 
-def iptables_cmd() -> str:
-    return shutil.which("iptables") or "/usr/sbin/iptables"
+def iptables_cmd(v6: bool = False) -> str:
+    tool = "ip6tables" if v6 else "iptables"
+    return shutil.which(tool) or f"/usr/sbin/{tool}"
 
 
-def ipt(*args: str, check: bool = True) -> str:
+def ipt(*args: str, check: bool = True, v6: bool = False) -> str:
     # -w: wait for the xtables lock; several labs and the service edit rules concurrently.
-    return run([iptables_cmd(), "-w", "10", *args], check=check)
+    return run([iptables_cmd(v6), "-w", "10", *args], check=check)
 
 
-def ipt_ok(*args: str) -> bool:
-    return try_run([iptables_cmd(), "-w", "10", *args])
+def ipt_ok(*args: str, v6: bool = False) -> bool:
+    return try_run([iptables_cmd(v6), "-w", "10", *args])
 
 
 def netns_list() -> list[str]:
@@ -89,6 +90,7 @@ def ensure_br_netfilter() -> None:
     modprobe = shutil.which("modprobe")
     if modprobe:
         try_run([modprobe, "br_netfilter"])
+    set_sysctl("net.bridge.bridge-nf-call-ip6tables", "1")
     if set_sysctl("net.bridge.bridge-nf-call-iptables", "1") is None:
         raise RuntimeError(
             "br_netfilter is not available: /proc/sys/net/bridge/bridge-nf-call-iptables is "

@@ -27,8 +27,9 @@ def leftovers(prefix: str) -> list[str]:
     """Everything on this host that still carries the lab's prefix."""
     found = [f"netns {n}" for n in sysnet.netns_list() if n.startswith(f"{prefix}-")]
     found += [f"link {n}" for n in sysnet.link_names() if n.startswith(f"{prefix}-")]
-    rules = sysnet.ipt("-S", check=False)
-    found += [f"iptables: {ln}" for ln in rules.splitlines() if f"VMS-{prefix}" in ln]
+    for v6 in (False, True):
+        rules = sysnet.ipt("-S", check=False, v6=v6)
+        found += [f"ip(6)tables: {ln}" for ln in rules.splitlines() if f"VMS-{prefix}" in ln]
     sets = sysnet.run(["ipset", "list", "-n"], check=False).split()
     found += [f"ipset {s}" for s in sets if s.startswith(f"{prefix}-")]
     for d in Path("/proc").iterdir():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from filterlab_lib import cli, events, http, lab_up, ns, wait_events
 
-from vmshield.filter import rules
+from vmshield.filter import rules, sysnet
 from vmshield.lab.attacks import LAB_BLOCKED_HTTP, LAB_BLOCKED_TLS, LAB_IDS_SID, run_attack
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -60,6 +60,11 @@ def test_portscan_blocks_the_attacker_in_the_kernel_and_vm_traffic_continues(
         ping = ns(st, "attacker", "ping", "-c", "1", "-W", "2", st.host("vm1").address)
         assert ping.returncode == 0, ping.stdout
         assert cli("blocked", "--filter", st.prefix, "remove", attacker).returncode == 1
+        # IPv6 goes through the same chain (ip6tables) and its own block set.
+        assert f"-j VMS-{st.prefix}" in sysnet.ipt("-S", "FORWARD", v6=True)
+        rules.block(st.prefix, "fd00:e7::66", 30)
+        assert [e.address for e in rules.blocked(st.prefix)] == ["fd00:e7::66"]
+        assert rules.unblock(st.prefix, "fd00:e7::66") and rules.blocked(st.prefix) == []
 
 
 def test_synflood_is_blocked_and_legitimate_http_keeps_working(tmp_path: Path) -> None:
