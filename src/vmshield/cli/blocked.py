@@ -53,9 +53,9 @@ def _list(args: argparse.Namespace) -> int:
         print("no blocked addresses")
         return 0
     print(f"{'FILTER':10} {'ADDRESS':18} LEFT")
-    for e in out:
-        left = "until removed" if e["seconds_left"] == 0 else f"{e['seconds_left']}s"
-        print(f"{e['filter']:10} {e['address']:18} {left}")
+    for row in out:
+        left = "until removed" if row["seconds_left"] == 0 else f"{row['seconds_left']}s"
+        print(f"{row['filter']:10} {row['address']:18} {left}")
     return 0
 
 

@@ -438,9 +438,9 @@ class Lab:
         for ns in sysnet.netns_list():
             if ns.startswith(f"{p}-"):
                 # Processes left inside the namespace would keep it alive.
-                for pid in sysnet.run(["ip", "netns", "pids", ns], check=False).split():
+                for pid_text in sysnet.run(["ip", "netns", "pids", ns], check=False).split():
                     with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(pid), signal.SIGKILL)
+                        os.kill(int(pid_text), signal.SIGKILL)
                 sysnet.try_run(["ip", "netns", "del", ns])
                 removed.append(f"netns {ns}")
         for name in sysnet.link_names():

@@ -75,6 +75,15 @@ def test_monitoring_reports_the_same_attacks_and_blocks_nothing(tmp_path: Path) 
             ),
         )
         assert alerts and alerts[0]["alert"]["action"] == "allowed"
+        run_attack(st, "synflood", "attacker", "vm2", wait_events=0)
+        floods = wait_events(
+            st,
+            lambda e: (
+                e.get("event_type") == "attack"
+                and e["attack"].get("name") == "DoS.Generic.SYNFlood"
+            ),
+        )
+        assert floods and floods[0]["src_ip"] == attacker
         assert not [e for e in events(st) if e.get("event_type") == "block"]
         # The scanner was never blocked.
         assert http(st, "attacker", "vm2")[0] == 0
