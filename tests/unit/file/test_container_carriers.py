@@ -262,3 +262,16 @@ def test_pdf_encrypted_with_a_user_password() -> None:
     ms = list(open_container(b.getvalue(), "locked.pdf", ScanBudget(Limits())) or [])
     assert any(m.encrypted for m in ms)
     assert not any(m.data and EICAR in m.data for m in ms)
+
+
+def test_rtf_objdata_obfuscation_skipped_as_word_does() -> None:
+    blob = make_rtf_package("payload.exe", EICAR)
+    i = blob.index(b"objdata") + 20
+    # Control words and an ignorable group inside the hex, as exploit kits write them.
+    ob = blob[:i] + b"{\\*\\bogus 11}\\par " + blob[i:]
+    assert find_eicar(ob)["found"] == ["payload.exe"]
+
+
+def test_rtf_object_that_is_not_ole1_is_scanned_raw() -> None:
+    rtf = b"{\\rtf1 {\\object{\\*\\objdata " + EICAR.hex().encode() + b"}}}"
+    assert find_eicar(rtf)["found"] == ["object1.bin"]
