@@ -108,7 +108,7 @@ def _client(idx: int, svm_dir: str, seconds: float, batch: int, q: Any, start_at
     c.close()
 
 
-def run(db: str, seconds: float, batch: int, clients: int) -> dict[str, Any]:
+def run(db: str, seconds: float, batch: int, clients: int, workers: int = 1) -> dict[str, Any]:
     import contextlib
 
     from sqlalchemy import func, select
@@ -146,6 +146,8 @@ def run(db: str, seconds: float, batch: int, clients: int) -> dict[str, Any]:
             str(tmp / "center"),
             "--listen",
             f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
         ]
         if url:
             args += ["--db", url]
@@ -191,6 +193,7 @@ def run(db: str, seconds: float, batch: int, clients: int) -> dict[str, Any]:
     q_ = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [lat[0]] * 99
     return {
         "db": db,
+        "workers": workers,
         "clients": clients,
         "batch": batch,
         "seconds": round(wall, 1),
@@ -212,13 +215,14 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    ap.add_argument("--workers", type=int, default=1, help="center worker processes")
     a = ap.parse_args()
     dbs = ["sqlite", "postgres"] if a.db == "both" else [a.db]
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     for db in dbs:
-        r = run(db, a.seconds, a.batch, a.clients)
+        r = run(db, a.seconds, a.batch, a.clients, a.workers)
         print(
-            f"{r['db']:8s} {r['clients']} clients x batch {r['batch']}: {r['events_per_s']:>7,} events/s "
+            f"{r['db']:8s} {r['workers']} center workers, {r['clients']} clients x batch {r['batch']}: {r['events_per_s']:>7,} events/s "
             f"({r['stored']:,} stored, {r['accepted']:,} acknowledged in {r['seconds']} s), "
             f"API latency per batch p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms, errors {r['errors']}"
         )

@@ -27,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--listen", default=DEFAULT_LISTEN, help="HOST:PORT (default %(default)s)")
     p.add_argument("--cert", type=Path, help="server certificate (PEM); default: generated")
     p.add_argument("--key", type=Path, help="server private key (PEM)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (replicas on one machine; default 1)",
+    )
     p.set_defaults(func=_serve)
     sub = p.add_subparsers(dest="center_command", metavar="SUBCOMMAND")
 
@@ -85,13 +91,22 @@ def _serve(args: argparse.Namespace) -> int:
     if bool(args.cert) != bool(args.key):
         print("vmshield center: --cert and --key go together", file=sys.stderr)
         return 2
-    c = _open(args)
+    if args.workers < 1 or args.workers > 64:
+        print("vmshield center: --workers must be 1-64", file=sys.stderr)
+        return 2
+    bind = host.strip("[]") or "0.0.0.0"
     print(
         f"vmshield center: https://{host or '0.0.0.0'}:{port}/  data {args.data}  "
-        f"db {c.db_url.split('@')[-1]}",
+        f"workers {args.workers}",
         file=sys.stderr,
     )
-    serve(c, host.strip("[]") or "0.0.0.0", int(port), args.cert, args.key)
+    if args.workers > 1:
+        from vmshield.center.app import serve_workers
+
+        serve_workers(args.data, args.db, bind, int(port), args.workers, args.cert, args.key)
+        return 0
+    c = _open(args)
+    serve(c, bind, int(port), args.cert, args.key)
     return 0
 
 
