@@ -613,3 +613,19 @@ def test_response_body_delimited_by_close_is_inspected_and_logged() -> None:
     assert [ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert"] == [95]
     (h,) = [ev.data["http"] for ev in events if ev.event_type == "http"]
     assert h["length"] == len(b"some EVIL-BODY here") and h["status"] == 200
+
+
+def test_alert_carries_the_matching_pipelined_transaction() -> None:
+    rs = RuleSet.load(
+        texts=['alert http any any -> any any (msg:"second"; http.uri; content:"/two"; sid:96;)'],
+        variables=Variables.default(),
+        classification=Classification.default(),
+    )
+    e = Engine(rules=rs)
+    c = TcpConv().handshake()
+    c.send(
+        b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: b\r\n\r\nGET /three HTTP/1.1\r\nHost: c\r\n\r\n"
+    )
+    events, _ = _run(e, c.frames)
+    (al,) = [ev.data for ev in events if ev.event_type == "alert"]
+    assert al["tx_id"] == 1 and al["http"]["url"] == "/two" and al["http"]["hostname"] == "b"

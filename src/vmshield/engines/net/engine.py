@@ -113,6 +113,8 @@ _BLOCK_HTML = (
 
 _NONE: frozenset[int] = frozenset()
 _NO_BUFFERS: dict[str, Any] = {}  # shared, never mutated
+# One app-layer inspection of a packet: (buffers, tx_id, the transaction for the alert's EVE).
+_Ctx = tuple[dict[str, Any] | None, int | None, Any]
 
 
 class _DirInspect:
@@ -274,7 +276,7 @@ class Engine:
                             events = events or []
                             events.append(eve.anomaly_event(p, f, name, self.config.community_id))
         # App layer, then detection.
-        ctxs: list[tuple[dict[str, Any] | None, int | None]] = []
+        ctxs: list[_Ctx] = []
         if p.proto == PROTO_TCP and chunk:
             events = self._tcp_app(p, f, app, toserver, chunk, ctxs, events)
         if p.tcp_flags & 0x05 and not toserver and isinstance(app.parser, HttpParser):
@@ -282,7 +284,7 @@ class Engine:
             tx = app.parser.end_of_response_stream()
             if tx is not None:
                 if self.rules is not None:
-                    ctxs.append((tx.buffers(False), tx.tx_id))
+                    ctxs.append((tx.buffers(False), tx.tx_id, tx))
                 events = self._http_finished(p, f, app.parser, events)
         elif p.proto == PROTO_UDP and p.payload:
             events = self._udp_app(p, f, app, toserver, ctxs, events)
@@ -423,7 +425,7 @@ class Engine:
         app: _FlowApp,
         toserver: bool,
         chunk: bytes,
-        ctxs: list[tuple[dict[str, Any] | None, int | None]],
+        ctxs: list[_Ctx],
         events: list[Event] | None,
     ) -> list[Event] | None:
         cfg = self.config
@@ -473,7 +475,7 @@ class Engine:
             want = self.rules is not None
             for tx in parser.feed(chunk, toserver):
                 if want:
-                    ctxs.append((tx.buffers(toserver), tx.tx_id))
+                    ctxs.append((tx.buffers(toserver), tx.tx_id, tx))
                 if toserver and tx.inspected == 0:
                     tx.inspected = 1
                     self.counters["app_http_tx"] += 1
@@ -487,7 +489,7 @@ class Engine:
             if hello is not None:
                 self.counters["app_tls_hellos"] += 1
                 if self.rules is not None:
-                    ctxs.append((tls.buffers(), 0))
+                    ctxs.append((tls.buffers(), 0, None))
                 if toserver and hello.sni:
                     events = self._url_host(p, f, hello.sni, "tls.sni", events)
                 if not toserver and not tls.logged and cfg.out_tls:
@@ -498,7 +500,7 @@ class Engine:
             ssh: SshState = app.parser
             if ssh.feed(chunk, toserver):
                 if self.rules is not None:
-                    ctxs.append((ssh.buffers(toserver), 0))
+                    ctxs.append((ssh.buffers(toserver), 0, None))
                 if ssh.client and ssh.server and not ssh.logged:
                     ssh.logged = True
                     if cfg.out_ssh:
@@ -541,7 +543,7 @@ class Engine:
         f: Flow,
         app: _FlowApp,
         toserver: bool,
-        ctxs: list[tuple[dict[str, Any] | None, int | None]],
+        ctxs: list[_Ctx],
         events: list[Event] | None,
     ) -> list[Event] | None:
         if not f.app_proto:
@@ -568,7 +570,7 @@ class Engine:
         app: _FlowApp,
         m: DnsMessage,
         toserver: bool,
-        ctxs: list[tuple[dict[str, Any] | None, int | None]],
+        ctxs: list[_Ctx],
         events: list[Event] | None,
     ) -> list[Event] | None:
         self.counters["app_dns_msgs"] += 1
@@ -580,7 +582,7 @@ class Engine:
         # dns.query is the request's buffer (Suricata): answers repeat the question, and must
         # not make a rule fire a second time.
         names = [q.rrname.encode() for q in m.queries] if not m.is_response else []
-        ctxs.append(({"dns.query": names} if names else {}, tx_id))
+        ctxs.append(({"dns.query": names} if names else {}, tx_id, m))
         if not m.is_response:
             for q in m.queries:
                 events = self._url_host(p, f, q.rrname, "dns", events)
@@ -699,7 +701,7 @@ class Engine:
         app: _FlowApp,
         toserver: bool,
         chunk: bytes,
-        ctxs: list[tuple[dict[str, Any] | None, int | None]],
+        ctxs: list[_Ctx],
         verdict: Verdict,
         events: list[Event] | None,
     ) -> tuple[Verdict, list[Event] | None]:
@@ -734,6 +736,7 @@ class Engine:
         sb_ts = streams.ts.delivered if streams else 0
         sb_tc = streams.tc.delivered if streams else 0
         # Positional construction: this runs for every packet.
+        found: list[tuple[Any, int | None, Any]]
         if not ctxs:
             alerts = rules.match(
                 InspectContext(
@@ -741,24 +744,26 @@ class Engine:
                     None, sb_ts, sb_tc,
                 )
             )  # fmt: skip
+            if not alerts:
+                return verdict, events
+            found = [(a, None, None) for a in alerts]
         else:
-            alerts = []
-            for buffers, tx_id in ctxs:
-                alerts.extend(
-                    rules.match(
-                        InspectContext(
-                            p, direction, established, app.detect, stream, buffers or _NO_BUFFERS,
-                            app_proto, tx_id, sb_ts, sb_tc,
-                        )
+            found = []
+            for buffers, tx_id, obj in ctxs:
+                for a in rules.match(
+                    InspectContext(
+                        p, direction, established, app.detect, stream, buffers or _NO_BUFFERS,
+                        app_proto, tx_id, sb_ts, sb_tc,
                     )
-                )  # fmt: skip
+                ):  # fmt: skip
+                    found.append((a, tx_id, obj))
                 # The stream bytes are inspected once, with the first transaction.
                 if stream:
                     stream = b""
-        if not alerts:
+        if not found:
             return verdict, events
         seen: set[int] = set()
-        for a in alerts:
+        for a, tx_id, obj in found:
             sid = a.sid
             if chunk:
                 # One report per signature per inspection window of the stream.
@@ -788,10 +793,19 @@ class Engine:
                     verdict = self._merge(verdict, Verdict(Action.DROP, reason=f"sid {sid}"))
             if self.config.out_alert:
                 events = events or []
-                events.append(self._alert_event(p, f, app, a, act))
+                events.append(self._alert_event(p, f, app, a, act, tx_id, obj))
         return verdict, events
 
-    def _alert_event(self, p: Packet, f: Flow, app: _FlowApp, a: Any, act: str) -> Event:
+    def _alert_event(
+        self,
+        p: Packet,
+        f: Flow,
+        app: _FlowApp,
+        a: Any,
+        act: str,
+        tx_id: int | None = None,
+        obj: Any = None,
+    ) -> Event:
         d = eve.packet_base(p, f, self.config.community_id)
         d["direction"] = (
             "to_server" if p.src_bytes == f.src_bytes and p.sport == f.sport else ("to_client")
@@ -800,11 +814,19 @@ class Engine:
         if act not in ("drop", "reject"):
             al["action"] = "allowed"
         d["alert"] = al
+        if tx_id is not None:
+            d["tx_id"] = tx_id
         parser = app.parser
-        if isinstance(parser, HttpParser) and parser.txs:
+        if isinstance(obj, HttpTx):
+            d["http"] = obj.eve()  # the transaction that matched (pipelining)
+        elif isinstance(obj, DnsMessage):
+            d["dns"] = obj.eve(tx_id or 0)
+        elif isinstance(parser, HttpParser) and parser.txs:
             d["http"] = parser.txs[-1].eve()
         elif isinstance(parser, TlsState) and parser.client.hello:
             d["tls"] = parser.eve()
+        elif isinstance(parser, SshState) and (parser.client or parser.server):
+            d["ssh"] = parser.eve()
         d["flow"] = {
             "pkts_toserver": f.pkts_toserver,
             "pkts_toclient": f.pkts_toclient,
