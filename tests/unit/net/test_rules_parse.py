@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -316,10 +317,17 @@ def test_suricata_yaml_rule_files_classification_vars(tmp_path: Path) -> None:
         "default-rule-path: rules\nrule-files:\n  - a.rules\n  - b.rules\n  - gone.rules\n"
         "classification-file: classification.config\nthreshold-file: threshold.config\n"
         "outputs:\n  - eve-log:\n      enabled: yes\n"
+        "datasets:\n  defaults:\n    memcap: 10mb\n  bad-ua:\n    type: string\n    load: ua.lst\n"
+    )
+    (tmp_path / "ua.lst").write_text(base64.b64encode(b"EvilBot").decode() + "\n")
+    (tmp_path / "rules" / "b.rules").write_text(
+        "alert udp any any -> any $DNS_PORTS (sid:2;)\n"
+        "alert http any any -> any any (http.user_agent; dataset:isset,bad-ua; sid:3;)\n"
     )
     rs = RuleSet.from_suricata_yaml(tmp_path / "suricata.yaml")
-    assert sorted(r.sid for r in rs.rules) == [1, 2]
-    assert rs.rules[0].category == "Local class" or rs.rules[1].category == "Local class"
+    assert sorted(r.sid for r in rs.rules) == [1, 2, 3]
+    assert rs.datasets.apply("isset", "bad-ua", b"EvilBot")  # declared in suricata.yaml
+    assert any(r.category == "Local class" for r in rs.rules)
     assert rs.stats.rejected == 1 and "gone.rules" in rs.rejected[0].reason
     assert rs._suppress and rs._suppress[0].sid == 2  # threshold-file was read
     r1 = next(r for r in rs.rules if r.sid == 1)

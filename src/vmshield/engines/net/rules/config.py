@@ -20,6 +20,8 @@ class SuricataConfig:
     rule_paths: list[Path] = field(default_factory=list)
     classification: Path | None = None
     threshold_file: Path | None = None
+    # datasets: name -> (type, file, is_state), from the `datasets:` section
+    datasets: dict[str, tuple[str | None, str | None, bool]] = field(default_factory=dict)
     variables: Variables = field(default_factory=Variables.default)
     missing: list[str] = field(default_factory=list)  # rule files named but not found
 
@@ -39,6 +41,9 @@ def load_suricata_config(path: str | Path) -> SuricataConfig:
     cls: str | None = None
     thr: str | None = None
     in_files = False
+    in_ds = False
+    ds_name: str | None = None
+    ds: dict[str, dict[str, str]] = {}
     for raw in text.splitlines():
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
@@ -46,6 +51,8 @@ def load_suricata_config(path: str | Path) -> SuricataConfig:
         line = raw.strip()
         if indent == 0:
             in_files = False
+            in_ds = line.partition(":")[0] == "datasets"
+            ds_name = None
             key, _, val = line.partition(":")
             if key == "default-rule-path" and val.strip():
                 rule_path = Path(_scalar(val))
@@ -60,6 +67,14 @@ def load_suricata_config(path: str | Path) -> SuricataConfig:
             continue
         if in_files and line.startswith("- "):
             files.append(_scalar(line[2:]))
+        elif in_ds:
+            key, _, val = line.partition(":")
+            if not val.strip():
+                ds_name = None if key.strip() == "defaults" else key.strip()
+                if ds_name:
+                    ds.setdefault(ds_name, {})
+            elif ds_name is not None:
+                ds[ds_name][key.strip()] = _scalar(val)
     cfg = SuricataConfig(variables=Variables.from_suricata_yaml(path))
     for f in files:
         p = Path(f) if Path(f).is_absolute() else rule_path / f
@@ -72,6 +87,11 @@ def load_suricata_config(path: str | Path) -> SuricataConfig:
             cfg.rule_paths.append(p)
         else:
             cfg.missing.append(str(p))
+    for name, opts in ds.items():
+        dfile: str | None = opts.get("load") or opts.get("state")
+        if dfile and not Path(dfile).is_absolute():
+            dfile = str(path.parent / dfile)
+        cfg.datasets[name] = (opts.get("type"), dfile, "state" in opts)
     if cls:
         cfg.classification = Path(cls) if Path(cls).is_absolute() else path.parent / cls
     if thr:

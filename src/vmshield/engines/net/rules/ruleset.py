@@ -128,12 +128,18 @@ class RuleSet:
         classification: Classification | None = None,
         dataset_dirs: Iterable[str | Path] = (),
         threshold_config: str | Path | None = None,
+        datasets_config: dict[str, tuple[str | None, str | None, bool]] | None = None,
     ) -> RuleSet:
         variables = variables or Variables.default()
         classification = classification or Classification.default()
         datasets = Datasets([Path(d) for d in dataset_dirs])
         rules: list[Rule] = []
         rejected: list[RuleError] = []
+        for dname, (dtype, dpath, is_state) in (datasets_config or {}).items():
+            try:  # sets declared in the configuration, which rules then use by name
+                datasets.declare(dname, dtype, dpath, is_state)
+            except ValueError as e:
+                rejected.append(RuleError("<datasets>", 0, None, "dataset", str(e)))
         stats = LoadStats()
         seen: dict[tuple[int, int], tuple[str, int]] = {}
         sources: list[tuple[str, str, Path | None]] = []
@@ -214,6 +220,7 @@ class RuleSet:
         cfg = load_suricata_config(path)
         classification = Classification.load(cfg.classification) if cfg.classification else None
         kw.setdefault("threshold_config", cfg.threshold_file)
+        kw.setdefault("datasets_config", cfg.datasets)
         rs = cls.load(
             paths=cfg.rule_paths, variables=cfg.variables, classification=classification, **kw
         )
