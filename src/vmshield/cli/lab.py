@@ -105,6 +105,11 @@ def _status(args: argparse.Namespace) -> int:
         print(
             f"  protection: pid {svc['pid']} {'running' if svc['running'] else 'NOT RUNNING'}, events {svc['eve']}"
         )
+    if s["blocked"]:
+        print(
+            "  blocked: "
+            + ", ".join(f"{b['address']} ({b['seconds_left']}s)" for b in s["blocked"])
+        )
     for h in s["hosts"]:
         procs = ", ".join(f"{p['pid']}{'' if p['running'] else ' (dead)'}" for p in h["processes"])
         ns = "" if h["netns_present"] else " (namespace missing)"

@@ -475,9 +475,19 @@ class Lab:
                     ],
                 }
             )
+        blocked: list[dict[str, Any]] = []
+        if st.protect == "standard":
+            from vmshield.filter.rules import blocked as kernel_blocked
+
+            with contextlib.suppress(Exception):
+                blocked = [
+                    {"address": e.address, "seconds_left": e.timeout}
+                    for e in kernel_blocked(st.prefix)
+                ]
         return {
             "prefix": st.prefix,
             "up": True,
+            "blocked": blocked,
             "subnet": st.subnet,
             "bridge": st.bridge,
             "mode": st.protect,
