@@ -87,3 +87,45 @@ def test_nids_rejects_a_bad_attack_setting(
     )
     assert rc == 2
     assert "attacks.syn_flood.action: 'ban'" in capsys.readouterr().err
+
+
+def test_engine_checks_http_sni_and_dns_against_the_url_database(tmp_path: Path) -> None:
+    from tests.unit.net.nids_capgen import TcpConv, client_hello
+
+    from vmshield.engines.net.config import EngineConfig
+    from vmshield.engines.net.engine import Engine
+    from vmshield.engines.net.urls import UrlDatabase, build_database
+
+    feed = tmp_path / "feed.txt"
+    feed.write_text("evil.example\nhttp://mixed.example/bad/\n")
+    trusted = tmp_path / "trusted.txt"
+    trusted.write_text("good.evil.example\n")
+    build_database([("plain", feed)], tmp_path / "u.db", trusted=[trusted])
+    engine = Engine(EngineConfig(mode="ids"), url_db=UrlDatabase(tmp_path / "u.db"))
+
+    def http(host: str, path: str, cport: int) -> TcpConv:
+        conv = TcpConv(cport=cport).handshake()
+        return conv.send(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+
+    convs = [
+        http("www.evil.example", "/login.php", 40001),  # listed domain
+        http("mixed.example", "/bad/x.exe?id=1", 40002),  # listed path prefix
+        http("mixed.example", "/good/", 40003),  # same host, path not listed
+        http("good.evil.example", "/", 40004),  # trusted wins
+    ]
+    tls = TcpConv(cport=40005, sport=443).handshake()
+    tls.send(client_hello("cdn.evil.example", ciphers=[0x1301, 0xC02F]))
+    convs.append(tls)
+    events = []
+    for conv in convs:
+        for ts, frame in conv.frames:
+            events += engine.process(frame, ts).events
+    urls = [e.to_eve() for e in events if e.event_type == "url"]
+    got = [(u["url"]["source"], u["url"]["expression"]) for u in urls]
+    assert got == [
+        ("http", "evil.example/"),
+        ("http", "mixed.example/bad/"),
+        ("tls.sni", "evil.example/"),
+    ]
+    assert urls[0]["url"]["url"] == "http://www.evil.example/login.php"
+    assert all(u["url"]["categories"] == ["malicious"] for u in urls)
