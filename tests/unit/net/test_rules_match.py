@@ -504,6 +504,14 @@ def test_actions_and_pass() -> None:
     assert run(rs, b"x", src="10.0.0.7") == []  # pass wins over everything after it
 
 
+def test_noalert_drop_still_drops_silently() -> None:
+    rs = rules(
+        'drop tcp any any -> any any (content:"x"; noalert; sid:1;)\n'
+        'alert tcp any any -> any any (content:"x"; noalert; sid:2;)\n'
+    )
+    assert [(a.sid, a.action, a.silent) for a in rs.match(ctx(pkt(b"x")))] == [(1, "drop", True)]
+
+
 def test_eve_alert_fields() -> None:
     rs = rules(
         'alert tcp any any -> any any (msg:"M"; content:"x"; classtype:trojan-activity; metadata:former_category MALWARE; sid:9; rev:3;)'

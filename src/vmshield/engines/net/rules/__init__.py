@@ -44,9 +44,9 @@ What the pipeline provides:
 description), severity (priority: 1 highest), metadata ({key: [values]}), references, target,
 `tx_id` (set for app-layer rules: the engine already reports those once per transaction, so
 the pipeline must not de-duplicate them per stream window) and `silent` (a drop/reject rule past
-its threshold: apply the verdict, log no alert); rules
-with `noalert` are never returned (they only set flowbits), nor are `pass` rules (a matching pass
-rule ends inspection of the packet: nothing after it applies). The pipeline turns alerts into EVE
+its threshold, or a noalert drop/reject: apply the verdict, log no alert); other `noalert`
+rules are never returned (they only set flowbits), nor are `pass` rules (a matching pass rule
+ends inspection of the packet: nothing after it applies). The pipeline turns alerts into EVE
 `alert` events and verdicts (drop/reject -> drop the packet / reset).
 
 RuleSet.match keeps threshold and dataset state inside the RuleSet (bounded tables); it is not

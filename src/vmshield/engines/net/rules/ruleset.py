@@ -386,19 +386,19 @@ class RuleSet:
                             fs.flowbits.discard(n)
                         else:
                             fs.set_bit(n)
-            if r.noalert:
-                continue
+            if r.noalert and r.action not in ("drop", "reject"):
+                continue  # noalert: the rule only sets state
             tx_dup = r.app_layer and fs is not None and ctx.tx_id is not None
             if tx_dup and not fs.mark_tx((ctx.tx_id, ctx.direction or "", r.gid, r.sid)):  # type: ignore[union-attr,arg-type]
                 continue  # an app-layer rule alerts once per transaction
             if self._suppress and self._suppressed(r, ctx):
                 continue
-            silent = False
+            silent = r.noalert  # a noalert drop/reject still drops, without an alert event
             if r.threshold is not None:
                 t = self._threshold(r, ctx)
                 if t == 0 or (t == 2 and r.action not in ("drop", "reject")):
                     continue
-                silent = t == 2
+                silent = silent or t == 2
             action = r.action
             if self._rate_filters:
                 rf = self._rate_filters.get((r.gid, r.sid))
