@@ -139,6 +139,7 @@ def serve(
     ready: threading.Event | None = None,
     server_box: list[Any] | None = None,
     sock: Any = None,
+    inventory_sync: bool = True,
 ) -> None:
     import uvicorn
 
@@ -170,6 +171,12 @@ def serve(
         server_box.append(server)
     bg = threading.Thread(target=background_loop, args=(c,), daemon=True, name="center-bg")
     bg.start()
+    if inventory_sync:
+        from vmshield.center.sync import SyncManager
+
+        threading.Thread(
+            target=SyncManager(c.store, c.stop).run, daemon=True, name="inventory-sync"
+        ).start()
     if ready is not None:
 
         def _notify() -> None:
