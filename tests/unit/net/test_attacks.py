@@ -334,6 +334,8 @@ def test_excluded_source_is_never_blocked() -> None:
     assert v.event.data["attack"]["not_blocked"] == "source may not be blocked"
     assert not det.may_block(ATTACKER) and det.may_block("10.0.0.200")
     assert not det.may_block("127.0.0.1") and not det.may_block("not-an-address")
+    assert not det.may_block("::ffff:127.0.0.1") and not det.may_block("::ffff:10.0.0.66")
+    assert not det.may_block("ff02::1") and det.may_block("fd00::66")
 
 
 def test_new_episode_after_quiet_period() -> None:

@@ -354,10 +354,10 @@ class AttackDetector:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip == _BCAST4:
-            return False
         if ip.version == 6 and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
+        if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip == _BCAST4:
+            return False
         return not any(ip.version == n.version and ip in n for n in self._never_block)
 
     def active_episodes(self) -> list[dict[str, Any]]:
