@@ -45,8 +45,8 @@ description), severity (priority: 1 highest), metadata ({key: [values]}), refere
 `tx_id` (set for app-layer rules: the engine already reports those once per transaction, so
 the pipeline must not de-duplicate them per stream window) and `silent` (a drop/reject rule past
 its threshold, or a noalert drop/reject: apply the verdict, log no alert); other `noalert`
-rules are never returned (they only set flowbits), nor are `pass` rules (a matching pass rule
-ends inspection of the packet: nothing after it applies). The pipeline turns alerts into EVE
+rules are never returned (they only set flowbits). A matching `pass` rule ends inspection of the
+packet: it is returned alone (action "pass", silent) and nothing after it applies. The pipeline turns alerts into EVE
 `alert` events and verdicts (drop/reject -> drop the packet / reset).
 
 RuleSet.match keeps threshold and dataset state inside the RuleSet (bounded tables); it is not

@@ -373,8 +373,6 @@ class RuleSet:
                 continue
             if r.xbit_tests and not self._xbits_ok(r, ctx):
                 continue
-            if r.action == "pass":
-                break  # a matching pass rule ends inspection of this packet
             if r.xbit_actions:
                 self._xbits_apply(r, ctx)
             if fs is not None:
@@ -386,6 +384,11 @@ class RuleSet:
                             fs.flowbits.discard(n)
                         else:
                             fs.set_bit(n)
+            if r.action == "pass":
+                # a matching pass rule ends inspection of this packet: it is returned alone
+                # (the pipeline logs nothing for it and may pass the flow, as Suricata does)
+                out = [self._alert(r, ctx, "pass", True)]
+                break
             if r.noalert and r.action not in ("drop", "reject"):
                 continue  # noalert: the rule only sets state
             tx_dup = r.app_layer and fs is not None and ctx.tx_id is not None
@@ -406,24 +409,7 @@ class RuleSet:
                     action = rf.new_action
                     if action == "pass":
                         continue
-            out.append(
-                Alert(
-                    r.sid,
-                    r.gid,
-                    r.rev,
-                    r.msg,
-                    action,
-                    r.classtype,
-                    r.category,
-                    r.priority,
-                    r.metadata,
-                    r.references,
-                    r.target,
-                    r.raw,
-                    silent,
-                    ctx.tx_id if r.app_layer else None,
-                )  # fmt: skip
-            )
+            out.append(self._alert(r, ctx, action, silent))
         return out
 
     # -- threshold.config --------------------------------------------------------------------
@@ -511,6 +497,13 @@ class RuleSet:
                     self._xbits[k] = now + expire
                 else:
                     self._xbits.pop(k, None)
+
+    @staticmethod
+    def _alert(r: Rule, ctx: InspectContext, action: str, silent: bool) -> Alert:
+        return Alert(
+            r.sid, r.gid, r.rev, r.msg, action, r.classtype, r.category, r.priority, r.metadata,
+            r.references, r.target, r.raw, silent, ctx.tx_id if r.app_layer else None,
+        )  # fmt: skip
 
     def _threshold(self, r: Rule, ctx: InspectContext) -> int:
         """Suricata's ThresholdHandlePacket: 1 alert, 2 silent match (no alert, but a drop or
