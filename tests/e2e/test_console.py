@@ -142,6 +142,7 @@ def test_console_login_assign_inherit_and_event(tmp_path: Path) -> None:
                 page.goto(rc.url + "/events")
                 row = page.locator("#events tr", has_text="Eicar-Test-Signature")
                 expect(row).to_contain_text("DC0_C0_H0")
+                expect(row).to_contain_text("web-1")  # the VM's inventory name, not only its UUID
                 page.screenshot(path=str(tmp_path / "console-events.png"), full_page=True)
                 row.locator("a").click()
                 expect(page.locator("pre")).to_contain_text("/home/u/eicar.com")

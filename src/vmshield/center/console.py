@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from vmshield.center import auth
 from vmshield.center.api import inventory_tree, parse_time
-from vmshield.center.db import AuditEntry, Deployment, EventRow, Profile, Service
+from vmshield.center.db import AuditEntry, Connection, Deployment, EventRow, Node, Profile, Service
 from vmshield.center.profiles import (
     DETECT,
     IDS_CATEGORIES,
@@ -162,6 +162,8 @@ def inventory(request: Request) -> HTMLResponse:
             walk(c)
 
     walk(tree)
+    with st.sessions() as s:
+        conns = list(s.scalars(select(Connection).order_by(Connection.name)))
     return page(
         request,
         "inventory.html",
@@ -169,7 +171,46 @@ def inventory(request: Request) -> HTMLResponse:
         tree=tree,
         counts=counts,
         unhealthy=[h for h in hosts if not h["healthy"]],
+        connections=conns,
+        msg=request.query_params.get("msg"),
+        error=request.query_params.get("error"),
     )
+
+
+@router.post("/connections")
+def connection_add(
+    request: Request,
+    name: str = Form(...),
+    kind: str = Form(...),
+    url: str = Form(""),
+    username: str = Form(""),
+    password: str = Form(""),
+    csrf: str = Form(""),
+) -> Response:
+    u = current(request, "administrator")
+    check_csrf(u, csrf)
+    st = store_of(request)
+    try:
+        with st.sessions.begin() as s:
+            st.add_connection(
+                s, f"user:{u.name}", name.strip(), kind, url.strip(), username, password
+            )
+    except (ValueError, Conflict) as exc:
+        return back("/inventory", error=str(exc))
+    return back("/inventory", msg=f"connection {name} added; its inventory appears within seconds")
+
+
+@router.post("/connections/{conn_id}/delete")
+def connection_delete(request: Request, conn_id: int, csrf: str = Form("")) -> Response:
+    u = current(request, "administrator")
+    check_csrf(u, csrf)
+    st = store_of(request)
+    try:
+        with st.sessions.begin() as s:
+            st.delete_connection(s, f"user:{u.name}", conn_id)
+    except NotFound as exc:
+        return back("/inventory", error=str(exc))
+    return back("/inventory", msg="connection deleted")
 
 
 @router.get("/inventory/{node_id}")
@@ -513,7 +554,29 @@ def events_page(request: Request) -> HTMLResponse:
     except ValueError as exc:
         error = str(exc)
     next_q = urlencode({**{k: v for k, v in f.items() if v}, "before": nxt}) if nxt else None
-    return page(request, "events.html", u, rows=rows, f=f, error=error, next_q=next_q)
+    return page(
+        request,
+        "events.html",
+        u,
+        rows=rows,
+        f=f,
+        error=error,
+        next_q=next_q,
+        vm_names=_vm_names(request),
+    )
+
+
+def _vm_names(request: Request) -> dict[str, str]:
+    """Events name VMs by identity (BIOS UUID, lab name); the console shows the inventory name."""
+    out: dict[str, str] = {}
+    with store_of(request).sessions() as s:
+        for n in s.scalars(select(Node).where(Node.kind == "vm")):
+            for k in ("uuid", "instance_uuid"):
+                v = (n.attrs or {}).get(k)
+                if v:
+                    out[str(v)] = n.name
+            out.setdefault(n.key, n.name)
+    return out
 
 
 @router.get("/events/{event_id}")

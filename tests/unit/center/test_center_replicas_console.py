@@ -176,6 +176,9 @@ def test_console_roles_csrf_and_profile_form(center: CenterContext, client: Test
         follow_redirects=False,
     )
     assert r.status_code == 303 and "saved" in r.headers["location"], r.headers["location"]
+    # Operators cannot add connections; administrators can (below, in the API tests).
+    r = client.post("/connections", data={"csrf": csrf, "name": "c", "kind": "static", "url": "/x"})
+    assert r.status_code == 403
     audit = [a.action for a in _audit(center)]
     assert "file_profile.create" in audit and "network_profile.create" in audit
 
@@ -200,3 +203,30 @@ def test_console_login_is_rate_limited(center: CenterContext, client: TestClient
     )
     assert r.status_code == 200 and "Too many failed logins" in r.text
     assert "vms_session" not in r.cookies
+
+
+def test_console_adds_a_connection(center: CenterContext, client: TestClient) -> None:
+    with center.store.sessions.begin() as s:
+        auth.add_user(s, "root1", "admin-password", "administrator", "test")
+    _login(client, "root1", "admin-password")
+    page = client.get("/inventory")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    r = client.post(
+        "/connections",
+        data={
+            "csrf": csrf,
+            "name": "vc1",
+            "kind": "vsphere",
+            "url": "https://vc.example/sdk",
+            "username": "svc",
+            "password": "hunter2-secret",
+        },
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and "added" in r.headers["location"]
+    page = client.get("/inventory").text
+    assert "vc1" in page and "https://vc.example/sdk" in page and "hunter2-secret" not in page
+    r = client.post(
+        "/connections", data={"csrf": csrf, "name": "bad", "kind": "ftp"}, follow_redirects=False
+    )
+    assert "error=" in r.headers["location"] and "kind" in r.headers["location"]
