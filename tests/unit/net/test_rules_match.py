@@ -403,6 +403,19 @@ def test_app_layer_alert_once_per_transaction() -> None:
     assert sorted((a.sid, a.tx_id) for a in al) == [(1, 7), (2, None)]
 
 
+def test_app_layer_state_updates_once_per_transaction() -> None:
+    rs = rules(
+        'alert http any any -> any any (http.uri; content:"/login"; flowint:logins,+,1; noalert; sid:1;)\n'
+        'alert http any any -> any any (http.uri; content:"/t"; flowbits:toggle,t; noalert; sid:2;)\n'
+    )
+    fs = FlowDetectState()
+    for _ in range(3):  # the same transaction seen with three packets
+        run(rs, b"", fs, app_proto="http", buffers={"http.uri": b"/login/t"}, tx_id=0)
+    assert fs.flowints["logins"] == 1 and "t" in fs.flowbits
+    run(rs, b"", fs, app_proto="http", buffers={"http.uri": b"/login/t"}, tx_id=1)
+    assert fs.flowints["logins"] == 2 and "t" not in fs.flowbits
+
+
 def test_dns_multi_buffer_and_tls() -> None:
     rs = rules(
         'alert dns any any -> any any (dns.query; content:"bad.example"; nocase; endswith; sid:1;)\n'

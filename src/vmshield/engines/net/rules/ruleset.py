@@ -365,6 +365,14 @@ class RuleSet:
             r = rules[idx]
             if r.ip_only and not iponly:
                 continue
+            txkey = None
+            if r.app_layer and fs is not None and ctx.tx_id is not None:
+                # Suricata inspects an app-layer signature once per transaction: once it
+                # matched, later packets of the same transaction neither alert nor repeat
+                # its flowbits / flowint updates
+                txkey = (ctx.tx_id, ctx.direction or "", r.gid, r.sid)
+                if txkey in fs.tx_alerted:
+                    continue
             if not header_match(r, env):
                 continue
             if r.lists and not payload_match(r, env):
@@ -373,6 +381,8 @@ class RuleSet:
                 continue
             if r.xbit_tests and not self._xbits_ok(r, ctx):
                 continue
+            if txkey is not None:
+                fs.mark_tx(txkey)  # type: ignore[union-attr]
             if r.xbit_actions:
                 self._xbits_apply(r, ctx)
             if fs is not None:
@@ -391,9 +401,6 @@ class RuleSet:
                 break
             if r.noalert and r.action not in ("drop", "reject"):
                 continue  # noalert: the rule only sets state
-            tx_dup = r.app_layer and fs is not None and ctx.tx_id is not None
-            if tx_dup and not fs.mark_tx((ctx.tx_id, ctx.direction or "", r.gid, r.sid)):  # type: ignore[union-attr,arg-type]
-                continue  # an app-layer rule alerts once per transaction
             if self._suppress and self._suppressed(r, ctx):
                 continue
             silent = r.noalert  # a noalert drop/reject still drops, without an alert event
