@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,10 +63,18 @@ class DatabaseError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class HashEntry:
+class HashEntry(NamedTuple):
     size: int | None
     name: str
+
+
+# The common hash line (`HASH:SIZE:NAME`, no functionality levels) takes this fast path: 100 000
+# of them must load well within a second. Anything else goes through the full parser.
+_FAST_HASH = re.compile(
+    r"([0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64}):([0-9]{1,15}|\*):"
+    r"([\x21-\x39\x3b-\x7e][\x20-\x39\x3b-\x7e]{0,511})"
+)
+_HASH_LEN = {32: "md5", 40: "sha1", 64: "sha256"}
 
 
 def _empty_stats() -> dict[str, int]:
@@ -148,6 +156,22 @@ class _Builder:
 
     def _add_line(self, kind: str, line: str) -> None:
         if kind in ("hdb", "hsb"):
+            m = _FAST_HASH.fullmatch(line)
+            if m:
+                digest, size_s, name = m.groups()
+                hkind = _HASH_LEN[len(digest)]
+                if (hkind == "md5") == (kind == "hdb") and name.strip() == name:
+                    size = None if size_s == "*" else int(size_s)
+                    table = self.hashes[hkind]
+                    entry = HashEntry(size, name)
+                    digest = digest.lower()
+                    got = table.get(digest)
+                    if got is None:
+                        table[digest] = [entry]
+                    else:
+                        got.append(entry)
+                    self.stats[hkind] += 1
+                    return
             sig: HashSig = parse_hash(line, allow=("md5",) if kind == "hdb" else ("sha1", "sha256"))
             self.hashes[sig.kind].setdefault(sig.digest, []).append(HashEntry(sig.size, sig.name))
             self.stats[sig.kind] += 1
@@ -213,10 +237,14 @@ class Database:
 
     def __init__(self, b: _Builder) -> None:
         ign = b.ignore
-        self.hashes = {
-            k: {d: [e for e in v if e.name not in ign] for d, v in table.items()}
-            for k, table in b.hashes.items()
-        }
+        self.hashes = (
+            {
+                k: {d: [e for e in v if e.name not in ign] for d, v in table.items()}
+                for k, table in b.hashes.items()
+            }
+            if ign
+            else b.hashes
+        )
         self.fp = b.fp
         self.body: tuple[BodySig, ...] = tuple(s for s in b.body if s.name not in ign)
         self.logical: tuple[LogicalSig, ...] = tuple(s for s in b.logical if s.name not in ign)
