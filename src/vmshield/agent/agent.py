@@ -33,6 +33,7 @@ log = logging.getLogger("vmshield.agent")
 INLINE_HASH = 256 * 1024  # smaller files are hashed on the event loop (cheaper than a thread hop)
 MAX_PENDING_EVENTS = 4096
 MAX_RESCAN = 10_000
+CACHEABLE = ("clean", "limits_exceeded", "encrypted")
 FORBIDDEN_MARKS = (
     "/",
     "/usr",
@@ -425,9 +426,11 @@ class Agent:
             return True
         verdict, replacement = await self._ask(ev.fd, path, st, kind)
         if verdict.action == "allow" or verdict.action == "report":
-            # Cache only if the file did not change while it was scanned.
+            # Cache what the same content and database will always get again (clean, or allowed
+            # although too big/encrypted to scan), and only if the file did not change meanwhile.
             if (
-                verdict.status == "clean"
+                verdict.action == "allow"
+                and verdict.status in CACHEABLE
                 and verdict.db_version == self.db_version
                 and file_key(os.fstat(ev.fd)) == key
             ):

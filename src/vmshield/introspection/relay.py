@@ -283,6 +283,9 @@ class Relay:
                 self.emit_agent(None, "rejected", SEVERITY_MEDIUM, reason=str(exc), peer=conn.peer)
                 await self._send_quiet(conn, p.Error(code="auth", message=str(exc)))
                 return
+            ids = getattr(self.svm, "identities", None)
+            if ids is not None:
+                ids[vm] = Authenticator.identity(hello.info)
             profile = await self._profile(vm)
             session = AgentSession(self, conn, vm, hello.info, self.max_inflight)
             old = self.sessions.get(vm)

@@ -112,8 +112,11 @@ class SvmConfig:
     center_profiles: dict[str, Profile] = field(default_factory=dict)  # from the center, by VM
     center_version: int = 0
 
-    def profile_for(self, vm: str) -> Profile:
-        from_center = self.center_profiles.get(vm)
+    def profile_for(self, vm: str, identity: str = "") -> Profile:
+        # The center knows a VM by inventory name, key or BIOS UUID; the agent reports the latter.
+        from_center = self.center_profiles.get(vm) or (
+            self.center_profiles.get(identity) if identity else None
+        )
         if from_center is not None:
             return from_center
         name = self.vm_profiles.get(vm, "default")

@@ -72,6 +72,7 @@ class ScanService:
         self.stats = Stats()
         self._inflight: dict[tuple[str, str], asyncio.Future[CachedResult]] = {}
         self._db_listeners: list[Callable[[str], None]] = []
+        self.identities: dict[str, str] = {}  # VM -> the DMI UUID / machine id its agent reported
 
     # ------------------------------------------------------------------ database
     def on_db_change(self, fn: Callable[[str], None]) -> None:
@@ -87,7 +88,7 @@ class ScanService:
             fn(self.db_version)
 
     def profile(self, vm: str) -> Profile:
-        return self.config.profile_for(vm)
+        return self.config.profile_for(vm, self.identities.get(vm, ""))
 
     # ------------------------------------------------------------------ decisions
     async def decide(self, vm: str, req: p.ScanRequest, fetch: FetchContent) -> Decision:

@@ -357,3 +357,15 @@ def test_a_crashing_worker_is_replaced_and_the_scan_reported(tmp_path: Path) -> 
         )  # errors not cached
     finally:
         pool.close()
+
+
+def test_center_profile_found_by_the_identity_the_agent_reports() -> None:
+    from vmshield.svm.config import Profile, profiles_from_center
+
+    cfg = SvmConfig()
+    cfg.center_profiles = profiles_from_center(
+        {"vms": [{"name": "web1", "uuid": "4210-aa", "file": {"settings": {"action": "delete"}}}]},
+        Profile(),
+    )
+    assert cfg.profile_for("cert-cn-not-in-inventory", "4210-aa").action == "delete"
+    assert cfg.profile_for("cert-cn-not-in-inventory", "other").name == "default"
