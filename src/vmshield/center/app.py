@@ -26,6 +26,58 @@ log = logging.getLogger("vmshield.center")
 __all__ = ["CenterContext", "create_app", "default_db_url", "open_center", "serve"]
 
 
+class BodyLimit:
+    """Refuses request bodies over a limit before anything parses them (413), so an
+    unauthenticated client cannot make the center buffer gigabytes: FastAPI reads a JSON body
+    before it checks the caller's token. Event batches get a larger limit than the rest."""
+
+    def __init__(self, app: Any, default: int = 1 << 20, large: int = 32 << 20) -> None:
+        self.app = app
+        self.default = default
+        self.large = large
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.large if scope["path"] == "/api/v1/svm/events" else self.default
+        for k, v in scope.get("headers", []):
+            if k == b"content-length" and v.isdigit() and int(v) > limit:
+                await _too_large(send, limit)
+                return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise _BodyTooLarge()
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(send, limit)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Any, limit: int) -> None:
+    body = b'{"detail":"request body larger than %d bytes"}' % limit
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def create_app(c: CenterContext) -> FastAPI:
     from vmshield.center import api
 
@@ -87,6 +139,8 @@ def create_app(c: CenterContext) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     def metrics(p: Any = api.VIEWER) -> Response:
         return Response(c.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(BodyLimit)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -148,3 +148,15 @@ def test_cli_user_and_token_work_against_same_data_dir(tmp_path: Path) -> None:
 def test_bad_user_names_refused(center, bad: str) -> None:
     with center.store.sessions.begin() as s, pytest.raises(ValueError, match="name"):
         auth.add_user(s, bad, "longenough1", "viewer", "test")
+
+
+def test_oversized_bodies_refused_before_parsing(client: TestClient, tokens: dict) -> None:
+    big = b'{"name": "' + b"x" * (2 << 20) + b'"}'
+    r = client.post("/api/v1/users", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = client.post(
+        "/login",
+        content=b"name=" + b"a" * (2 << 20),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 413
