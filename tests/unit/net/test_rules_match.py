@@ -768,3 +768,16 @@ def test_threshold_config_suppress_override_and_rate_filter(tmp_path: Path) -> N
     assert [run(rs, b"c", ts=t) for t in (0, 1, 2)] == [[3], [], []]  # limit 1 replaces threshold 5
     acts = [[a.action for a in rs.match(ctx(pkt(b"d", ts=t)))] for t in (0, 1, 2, 3, 40)]
     assert acts == [["alert"], ["alert"], ["drop"], ["drop"], ["alert"]]
+
+
+def test_ports_on_protocols_without_ports_and_frag_flow_options() -> None:
+    rs = rules(
+        "alert ip any any -> any !80 (sid:1;)\n"
+        "alert ip any any -> any any (ttl:64; sid:2;)\n"
+        "alert ip any any -> any any (flow:only_frag; sid:3;)\n"
+        "alert ip any any -> any any (flow:no_frag; sid:4;)\n"
+    )
+    icmp = dict(proto=1, icmp_type=8, sport=0, dport=0)
+    assert run(rs, b"\x00" * 8, **icmp) == [2, 4]  # a port rule never matches ICMP
+    assert run(rs, b"", dport=81) == [1, 2, 4]
+    assert run(rs, b"", dport=81, reassembled=True) == [1, 2, 3]

@@ -44,6 +44,7 @@ class Packet:
     frag_offset: int = 0  # in bytes
     more_fragments: bool = False
     is_fragment: bool = False  # a fragment (before reassembly); the reassembled datagram is not
+    reassembled: bool = False  # the datagram rebuilt from fragments (rule keyword flow:only_frag)
     # L4
     sport: int = 0
     dport: int = 0

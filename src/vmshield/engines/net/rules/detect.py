@@ -108,19 +108,26 @@ def header_match(r: Rule, env: Env) -> bool:
         if not (ap == r.app_proto or (r.app_proto == "http" and ap == "http1")):
             return False
     v = p.ip_version
+    if p.proto in (6, 17, 132):
+        sp, dp = p.sport, p.dport
+        ports_any = False
+    else:
+        # Suricata: a protocol without ports only matches rules whose ports are both `any`
+        if not (r.sport.is_any and r.dport.is_any):
+            return False
+        sp = dp = 0
+        ports_any = True
     if not (
         r.src.contains(v, env.src_int)
         and r.dst.contains(v, env.dst_int)
-        and r.sport.contains(p.sport)
-        and r.dport.contains(p.dport)
+        and (ports_any or (r.sport.contains(sp) and r.dport.contains(dp)))
     ):
         if not r.bidir:
             return False
         if not (
             r.src.contains(v, env.dst_int)
             and r.dst.contains(v, env.src_int)
-            and r.sport.contains(p.dport)
-            and r.dport.contains(p.sport)
+            and (ports_any or (r.sport.contains(dp) and r.dport.contains(sp)))
         ):
             return False
     if r.has_flow_kw and ctx.direction is None:
@@ -129,7 +136,7 @@ def header_match(r: Rule, env: Env) -> bool:
         return False
     if r.flow_established is not None and ctx.established != r.flow_established:
         return False
-    if r.frag_mode is not None and p.is_fragment != (r.frag_mode == "only_frag"):
+    if r.frag_mode is not None and p.reassembled != (r.frag_mode == "only_frag"):
         return False
     return all(chk(env) for chk in r.checks)
 
