@@ -47,7 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     k.add_argument("--db", required=True, metavar="FILE")
     k.add_argument("--host", action="store_true", help="arguments are host names (DNS, SNI)")
     k.add_argument("--json", action="store_true", help="one JSON object per URL")
-    k.add_argument("urls", nargs="+", metavar="URL")
+    k.add_argument(
+        "urls",
+        nargs="+",
+        metavar="URL",
+        help="URLs or host names; - reads them from stdin, one a line",
+    )
     k.set_defaults(func=_check)
 
     b = sub.add_parser("build", help="build a database from feed files")
@@ -112,8 +117,11 @@ def _check(args: argparse.Namespace) -> int:
         print(f"vmshield url: {exc}", file=sys.stderr)
         return 2
     listed = errors = False
+    urls = args.urls
+    if urls == ["-"]:
+        urls = (line.strip() for line in sys.stdin if line.strip())
     with db:
-        for url in args.urls:
+        for url in urls:
             try:
                 v = db.verdict_host(url) if args.host else db.verdict_url(url)
             except UrlError as exc:

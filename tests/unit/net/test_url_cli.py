@@ -96,3 +96,22 @@ def test_build_mixes_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert rc == 0 and "2 entries (malicious 1, malware 1" in capsys.readouterr().out
     assert main(["url", "check", "--db", str(db), "http://mw.example/x.exe"]) == 1
     assert "LISTED malware" in capsys.readouterr().out
+
+
+def test_check_reads_urls_from_stdin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    feed = tmp_path / "f.txt"
+    feed.write_text("evil.example\n")
+    db = tmp_path / "u.db"
+    assert main(["url", "build", "--feed", "plain", str(feed), "-o", str(db)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("http://ok.example/\n\nhttp://x.evil.example/a\n"))
+    assert main(["url", "check", "--db", str(db), "-"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "http://ok.example/: clean",
+        "http://x.evil.example/a: LISTED malicious (matched evil.example/)",
+    ]
