@@ -177,9 +177,9 @@ class Engine:
         self.stream_mem = StreamMemory(cfg.stream_memcap)
         self._next_housekeeping = 0.0
         self._pending: list[Event] = []  # flow events produced by housekeeping
+        self.n_packets = 0  # plain attributes: updated for every packet
+        self.n_bytes = 0
         self.counters: dict[str, int] = {
-            "packets": 0,
-            "bytes": 0,
             "decoder_anomalies": 0,
             "invalid_linktype": 0,
             "alerts": 0,
@@ -207,13 +207,13 @@ class Engine:
     ) -> PacketResult:
         """Inspect one frame. Never raises on packet content."""
         c = self.counters
-        c["packets"] += 1
-        c["bytes"] += len(frame)
+        self.n_packets += 1
+        self.n_bytes += len(frame)
         if ts > self.last_ts:
             self.last_ts = ts
         if ts >= self._next_housekeeping:
             self._housekeeping(ts)
-        if linktype not in SUPPORTED_LINKTYPES:
+        if linktype != 1 and linktype not in SUPPORTED_LINKTYPES:
             c["invalid_linktype"] += 1
         p = decode(frame, ts, linktype, iface, vlan)
         events: list[Event] | None = None
@@ -317,7 +317,8 @@ class Engine:
         return out
 
     def stats(self) -> dict[str, Any]:
-        s: dict[str, Any] = dict(self.counters)
+        s: dict[str, Any] = {"packets": self.n_packets, "bytes": self.n_bytes}
+        s.update(self.counters)
         s["flows_active"] = len(self.flows)
         s["flows_created"] = self.flows.created
         s["flows_evicted"] = self.flows.evicted

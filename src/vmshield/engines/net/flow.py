@@ -194,7 +194,15 @@ class Flow:
             self.pkts_toclient += 1
             self.bytes_toclient += n
         if self.proto == PROTO_TCP:
-            self._tcp_update(p.tcp_flags, toserver)
+            flags = p.tcp_flags
+            # The common case (ACK without SYN/FIN/RST on an established connection) stays here.
+            if self.tcp_state == TCP_ESTABLISHED and not flags & 0x07:
+                if toserver:
+                    self.tcp_flags_ts |= flags
+                else:
+                    self.tcp_flags_tc |= flags
+                return
+            self._tcp_update(flags, toserver)
         elif self.state == STATE_NEW and self.pkts_toserver and self.pkts_toclient:
             self.state = STATE_ESTABLISHED
 
