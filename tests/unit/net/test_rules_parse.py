@@ -359,3 +359,15 @@ def test_every_keyword_with_hostile_values_is_loaded_or_rejected_never_crashes()
                payload=b"ab\x00\x01 a b c 0x1 YWJj", tcp_flags=0x18)  # fmt: skip
     rs.match(InspectContext(p, "to_server", True, FlowDetectState(), None,
                             {"http.uri": b"/ab?x=YWJj"}, "http", 0))  # fmt: skip
+
+
+def test_requires_keyword() -> None:
+    rs = RuleSet.from_text(
+        "alert tcp any any -> any any (requires: version >= 7.0.3; sid:1;)\n"
+        "alert tcp any any -> any any (requires: version >= 8; sid:2;)\n"
+        "alert tcp any any -> any any (requires: version >= 6 < 7 | >= 7.0.1; sid:3;)\n"
+        "alert tcp any any -> any any (requires: feature geoip; sid:4;)\n"
+    )
+    assert sorted(r.sid for r in rs.rules) == [1, 3]
+    reasons = {e.sid: e.reason for e in rs.rejected}
+    assert "version >= 8" in reasons[2] and "feature 'geoip'" in reasons[4]

@@ -635,6 +635,38 @@ def _prefilter(b: _Builder, k: str, v: str | None) -> None:
     b.r.prefilter_kw = True  # a hint for Suricata's engine selection; ours needs none
 
 
+# The Suricata version whose rule language this engine implements (for `requires:`).
+SURICATA_COMPAT_VERSION = (7, 0, 10)
+_REQ_CMP = re.compile(r"(>=|<=|>|<|=)\s*(\d+(?:\.\d+){0,2})")
+
+
+@kw("requires")
+def _requires(b: _Builder, k: str, v: str | None) -> None:
+    """requires: feature X, version >= 7.0.3 [< 8] — a rule for an engine we are not is
+    rejected with the reason (Suricata skips such rules; we count them instead)."""
+    for part in _split_args(v, k):
+        what, _, arg = part.partition(" ")
+        arg = arg.strip()
+        if what == "feature":
+            raise RuleReject(k, f"requires feature '{arg}', which this engine does not provide")
+        if what != "version" or not arg:
+            raise RuleReject(k, f"cannot read requirement '{part}'")
+        for alt in arg.split("|"):
+            cmps = _REQ_CMP.findall(alt)
+            if not cmps:
+                raise RuleReject(k, f"cannot read version requirement '{alt.strip()}'")
+            ok = True
+            for op, ver in cmps:
+                want = tuple(int(x) for x in ver.split(".")) + (0,) * (3 - ver.count(".") - 1)
+                have = SURICATA_COMPAT_VERSION
+                ok = ok and {">=": have >= want, "<=": have <= want, ">": have > want,
+                             "<": have < want, "=": have == want}[op]  # fmt: skip
+            if ok:
+                break
+        else:
+            raise RuleReject(k, f"requires Suricata version {arg}")
+
+
 @kw("noalert")
 def _noalert(b: _Builder, k: str, v: str | None) -> None:
     b.r.noalert = True
