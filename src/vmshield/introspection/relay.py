@@ -30,6 +30,7 @@ from vmshield.transport.tls import peer_common_name
 log = logging.getLogger("vmshield.introspection")
 
 HELLO_TIMEOUT = 10.0
+MAX_CONNECTIONS = 4096  # open agent connections, authenticated or not
 CONTENT_TIMEOUT = 60.0
 
 
@@ -229,6 +230,7 @@ class Relay:
         self._order_ids = itertools.count(1)
         self.started = time.time()
         self.rejected = 0
+        self.open_connections = 0
         svm.on_db_change(self._broadcast_db)
 
     async def _profile(self, vm: str) -> Any:
@@ -270,6 +272,11 @@ class Relay:
         conn = Connection(reader, writer)
         session: AgentSession | None = None
         vm: str | None = None
+        if self.open_connections >= MAX_CONNECTIONS:  # a connection flood must not exhaust us
+            self.rejected += 1
+            await conn.close()
+            return
+        self.open_connections += 1
         try:
             hello = await asyncio.wait_for(conn.recv(), HELLO_TIMEOUT)
             if not isinstance(hello, p.Hello):
@@ -319,6 +326,7 @@ class Relay:
         except (TimeoutError, ConnectionError, OSError) as exc:
             log.info("agent %s (%s) gone: %s", vm or "?", conn.peer, exc)
         finally:
+            self.open_connections -= 1
             if session is not None:
                 for t in list(session.tasks):
                     t.cancel()
@@ -343,6 +351,7 @@ class Relay:
                 for vm, s in self.sessions.items()
             },
             "rejected_connections": self.rejected,
+            "open_connections": self.open_connections,
             "vms": {vm: vars(c) for vm, c in self._counters.items()},
             "svm": self.svm.health(),
         }
