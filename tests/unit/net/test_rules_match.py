@@ -781,3 +781,17 @@ def test_ports_on_protocols_without_ports_and_frag_flow_options() -> None:
     assert run(rs, b"\x00" * 8, **icmp) == [2, 4]  # a port rule never matches ICMP
     assert run(rs, b"", dport=81) == [1, 2, 4]
     assert run(rs, b"", dport=81, reassembled=True) == [1, 2, 3]
+
+
+def test_flow_counters() -> None:
+    rs = rules(
+        "alert tcp any any -> any any (flow.pkts:toclient,>=3; sid:1;)\n"
+        "alert tcp any any -> any any (flow.bytes:either,>1000; sid:2;)\n"
+        "alert tcp any any -> any any (flow.age:>3600; sid:3;)\n"
+        "alert tcp any any -> any any (flow.pkts_toserver:2; sid:4;)\n"
+    )
+    c = dict(flow_pkts_toserver=2, flow_pkts_toclient=3, flow_bytes_toserver=10,
+             flow_bytes_toclient=2000, flow_start=0.0)  # fmt: skip
+    assert run(rs, ts=4000.0, **c) == [1, 2, 3, 4]
+    assert run(rs, ts=10.0, **{**c, "flow_pkts_toclient": 1, "flow_bytes_toclient": 5}) == [4]
+    assert run(rs, ts=4000.0) == []  # counters not provided: these keywords do not match

@@ -304,3 +304,41 @@ def ipopts(value: str) -> Check:
         return bool(seen) if want is None else want in seen
 
     return check
+
+
+def flow_counter(kw: str, value: str) -> Check:
+    """flow.pkts / flow.bytes:<toserver|toclient|either|both>,<integer>; flow.age:<integer>;
+    flow.pkts_toserver & co. take just the integer."""
+    if kw == "flow.age":
+        t = parse_uint(value, 0xFFFFFFFF, kw)
+
+        def age(env: Any) -> bool:
+            c = env.ctx
+            return c.flow_start is not None and t(int(env.p.ts - c.flow_start))
+
+        return age
+    kind = "pkts" if kw.startswith("flow.pkts") else "bytes"
+    if kw.endswith("_toserver") or kw.endswith("_toclient"):
+        side, num = kw.rsplit("_", 1)[1], value
+    else:
+        side, _, num = value.partition(",")
+        side = side.strip()
+        if side not in ("toserver", "toclient", "either", "both"):
+            raise ValueError(f"direction must be toserver, toclient, either or both, not '{side}'")
+    t = parse_uint(num, (1 << 64) - 1, kw)
+    ts_attr, tc_attr = f"flow_{kind}_toserver", f"flow_{kind}_toclient"
+
+    def check(env: Any) -> bool:
+        c = env.ctx
+        a, b = getattr(c, ts_attr), getattr(c, tc_attr)
+        if a is None or b is None:
+            return False
+        if side == "toserver":
+            return t(a)
+        if side == "toclient":
+            return t(b)
+        if side == "both":
+            return t(a) and t(b)
+        return t(a) or t(b)
+
+    return check

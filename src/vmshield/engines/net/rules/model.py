@@ -175,3 +175,10 @@ class InspectContext:
     tx_id: int | None = None
     stream_bytes_toserver: int = 0
     stream_bytes_toclient: int = 0
+    # Flow counters for flow.pkts / flow.bytes / flow.age (None: not provided, those keywords
+    # then never match). Counted up to and including this packet, as Suricata does.
+    flow_pkts_toserver: int | None = None
+    flow_pkts_toclient: int | None = None
+    flow_bytes_toserver: int | None = None
+    flow_bytes_toclient: int | None = None
+    flow_start: float | None = None  # time of the flow's first packet

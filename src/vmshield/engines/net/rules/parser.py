@@ -1276,6 +1276,15 @@ def _ipv4_bits(b: _Builder, k: str, v: str | None) -> None:
         raise RuleReject(k, str(e)) from None
 
 
+@kw("flow.pkts", "flow.bytes", "flow.age", "flow.pkts_toserver", "flow.pkts_toclient",
+    "flow.bytes_toserver", "flow.bytes_toclient")  # fmt: skip
+def _flow_counter(b: _Builder, k: str, v: str | None) -> None:
+    try:
+        _check(b, checks.flow_counter(k, unquote(v, k)))
+    except ValueError as e:
+        raise RuleReject(k, str(e)) from None
+
+
 @kw("sameip")
 def _sameip(b: _Builder, k: str, v: str | None) -> None:
     _check(b, checks.sameip)
