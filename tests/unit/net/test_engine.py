@@ -629,3 +629,26 @@ def test_alert_carries_the_matching_pipelined_transaction() -> None:
     events, _ = _run(e, c.frames)
     (al,) = [ev.data for ev in events if ev.event_type == "alert"]
     assert al["tx_id"] == 1 and al["http"]["url"] == "/two" and al["http"]["hostname"] == "b"
+
+
+class _Broken:
+    def process(self, p):  # type: ignore[no-untyped-def]
+        if p.dport == 666:
+            raise RuntimeError("detector bug")
+        return []
+
+
+@pytest.mark.parametrize("policy,expected", [("pass", Action.ACCEPT), ("drop", Action.DROP)])
+def test_a_faulty_detector_does_not_kill_the_engine(policy: str, expected: Action) -> None:
+    e = Engine(EngineConfig(exception_policy=policy), attacks=_Broken())
+    bad = e.process(udp_frame(CLIENT, SERVER, 1, 666, b"x"), 1.0)
+    assert bad.verdict.action == expected
+    (ev,) = bad.events
+    assert (
+        ev.data["anomaly"]["event"] == "engine.internal_error"
+        and "detector bug" in ev.data["anomaly"]["error"]
+    )
+    good = e.process(udp_frame(CLIENT, SERVER, 1, 53, b"x"), 1.1)
+    assert good.verdict.action == Action.ACCEPT
+    st = e.stats()
+    assert st["internal_errors"] == 1 and "RuntimeError" in st["last_internal_error"]

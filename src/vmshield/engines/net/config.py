@@ -52,6 +52,8 @@ class EngineConfig:
     tls_encryption_handling: str = "bypass"  # "bypass" | "track-only" | "full"
     # verdicts
     bypass: bool = True  # hand BYPASS for flows that need no more inspection
+    # A fault inside the engine (a bug, never bad input): "pass" the packet or "drop" it.
+    exception_policy: str = "pass"
     url_action: str = "block-page"  # "alert" | "drop" | "block-page" for a malicious HTTP URL
     url_tls_action: str = "reset"  # "alert" | "drop" | "reset" for a malicious SNI
     url_dns_action: str = "alert"  # "alert" | "drop" for a malicious DNS query name
@@ -104,6 +106,10 @@ class EngineConfig:
             raise ConfigError(
                 "app.tls.encryption-handling: expected bypass, track-only or full, "
                 f"got {self.tls_encryption_handling!r}"
+            )
+        if self.exception_policy not in ("pass", "drop"):
+            raise ConfigError(
+                f"exception-policy: expected 'pass' or 'drop', got {self.exception_policy!r}"
             )
         if self.url_action not in ("alert", "drop", "block-page"):
             raise ConfigError(f"url.http-action: bad value {self.url_action!r}")
@@ -214,6 +220,7 @@ _TOML_KEYS = {
     "app.tls.max-handshake": "tls_max_handshake",
     "app.tls.encryption-handling": "tls_encryption_handling",
     "bypass": "bypass",
+    "exception-policy": "exception_policy",
     "url.http-action": "url_action",
     "url.tls-action": "url_tls_action",
     "url.dns-action": "url_dns_action",

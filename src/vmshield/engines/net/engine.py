@@ -188,6 +188,7 @@ class Engine:
             "blocks": 0,
             "bypassed_flows": 0,
             "passed": 0,
+            "internal_errors": 0,
             "url_hits": 0,
             "attack_events": 0,
             "events_capped": 0,
@@ -199,13 +200,48 @@ class Engine:
         }
         self.app_flows: dict[str, int] = {}
         self.last_ts = 0.0
+        self.last_internal_error = ""
 
     # -- public API ------------------------------------------------------------------------
 
     def process(
         self, frame: bytes, ts: float, *, linktype: int = 1, iface: str = "", vlan: int = 0
     ) -> PacketResult:
-        """Inspect one frame. Never raises on packet content."""
+        """Inspect one frame. Never raises on packet content.
+
+        A fault inside a stage or detector (a bug, not bad input) must not take the engine down
+        with it: it is counted, reported as an `anomaly` event (`engine.internal_error`) and the
+        packet gets the configured exception policy (accept, or drop).
+        """
+        try:
+            return self._process(frame, ts, linktype, iface, vlan)
+        except Exception as exc:  # noqa: BLE001 - the engine outlives a faulty stage
+            return self._internal_error(exc, frame, ts, linktype, iface, vlan)
+
+    def _internal_error(
+        self, exc: Exception, frame: bytes, ts: float, linktype: int, iface: str, vlan: int
+    ) -> PacketResult:
+        self.counters["internal_errors"] += 1
+        self.last_internal_error = f"{type(exc).__name__}: {exc}"[:300]
+        self._pending_verdict = None
+        p = decode(frame, ts, linktype, iface, vlan)
+        d = eve.packet_base(p, None, False)
+        d["anomaly"] = {
+            "type": "engine",
+            "event": "engine.internal_error",
+            "error": self.last_internal_error,
+        }
+        ev = Event(event_type="anomaly", timestamp=format_timestamp(ts), severity=2, data=d)
+        verdict = (
+            Verdict(Action.DROP, reason="internal error")
+            if (self.ips and self.config.exception_policy == "drop")
+            else ACCEPT
+        )
+        return PacketResult(verdict, [ev])
+
+    def _process(
+        self, frame: bytes, ts: float, linktype: int, iface: str, vlan: int
+    ) -> PacketResult:
         c = self.counters
         self.n_packets += 1
         self.n_bytes += len(frame)
@@ -319,6 +355,8 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         s: dict[str, Any] = {"packets": self.n_packets, "bytes": self.n_bytes}
         s.update(self.counters)
+        if self.last_internal_error:
+            s["last_internal_error"] = self.last_internal_error
         s["flows_active"] = len(self.flows)
         s["flows_created"] = self.flows.created
         s["flows_evicted"] = self.flows.evicted
