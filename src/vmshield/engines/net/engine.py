@@ -253,8 +253,6 @@ class Engine:
             c["invalid_linktype"] += 1
         p = decode(frame, ts, linktype, iface, vlan)
         events: list[Event] | None = None
-        if self._pending:
-            events, self._pending = self._pending, []
         verdict = ACCEPT
 
         if p.is_fragment:
@@ -378,6 +376,11 @@ class Engine:
     # -- pipeline stages ---------------------------------------------------------------------
 
     def _result(self, verdict: Verdict, events: list[Event] | None) -> PacketResult:
+        if self._pending:
+            # Flow events from housekeeping leave with this packet's result (taken here, at
+            # the end, so that a fault while processing the packet cannot lose them).
+            events = self._pending + events if events else self._pending
+            self._pending = []
         if not events:
             if verdict is ACCEPT:
                 return _ACCEPT_RESULT
