@@ -80,6 +80,10 @@ def test_plain_list_domains_urls_hosts_file_and_trusted(tmp_path: Path) -> None:
         assert db.check_url("http://unlisted.example/") is None
         assert db.check_http(b"Evil.Example:8080", b"/x/../y") is not None
         assert db.check_http("mixed.example", "/dir/page.php?id=7") is not None
+        assert db.check_http("proxy.local", "http://evil.example/x") is not None  # proxy form
+        assert db.check_http("", "www.evil.example:443") is not None  # CONNECT
+        assert db.check_http("evil.example", "*") is not None  # OPTIONS *
+        assert db.check_http("clean.example", "/evil.example") is None
         assert db.metadata["sources"][0]["entries"] == 5
 
 

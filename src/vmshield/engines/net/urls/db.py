@@ -292,17 +292,21 @@ class UrlDatabase:
         return v if v is not None and v.listed else None
 
     def check_http(self, host: str | bytes, uri: str | bytes) -> UrlVerdict | None:
-        """An HTTP request: the Host header and the request target (origin or absolute form)."""
+        """An HTTP request: the Host header and the request target (origin form "/path",
+        absolute form "http://host/path" of proxies, authority form "host:443" of CONNECT, or
+        "*")."""
         if isinstance(uri, bytes | bytearray | memoryview):
             uri = bytes(uri).decode("latin-1")
         if isinstance(host, bytes | bytearray | memoryview):
             host = bytes(host).decode("latin-1")
         if "://" in uri[:16]:
             return self.check_url(uri)
+        if uri and not uri.startswith("/") and "/" not in uri and uri != "*":
+            return self.check_url(f"http://{uri}/")  # CONNECT: the tunnel's host
         if self._authority_suffixes(host) == ():
             return None
         if not uri.startswith("/"):
-            uri = "/" + uri
+            uri = "/"  # "*" or empty: the host alone
         return self.check_url(f"http://{host}{uri}")
 
     def close(self) -> None:
