@@ -149,6 +149,21 @@ def run(args: argparse.Namespace) -> int:
             "verdicts: " + ", ".join(f"{a.name.lower()} {n}" for a, n in verdicts.items() if n),
             file=summary,
         )
+    # Limits that were hit: nothing is dropped without saying so.
+    limits = {
+        "flows evicted (table full)": st["flows_evicted"],
+        "out-of-order data dropped (stream memcap/segments)": st["stream_memcap_drops"],
+        "fragments dropped (defrag memcap)": st["defrag"]["memcap_drops"],
+        "fragments refused (too many)": st["defrag"]["max_frags_drops"],
+        "events over the per-packet cap": st["events_capped"],
+        "internal errors": st["internal_errors"],
+        "packets of an unsupported link type": st["invalid_linktype"],
+    }
+    hit = [f"{k} {v}" for k, v in limits.items() if v]
+    if hit:
+        print("limits: " + ", ".join(hit), file=summary)
+    if st.get("last_internal_error"):
+        _err(f"last internal error: {st['last_internal_error']}")
     print(f"time: {elapsed:.2f} s ({pps:,.0f} packets/s)", file=summary)
     if error:
         _err(error)

@@ -192,3 +192,23 @@ def test_attack_thresholds_from_the_config_file(
     cfg.write_text("[attacks.tcp_port_scann]\nthreshold = 1\n")
     assert main(["nids", "--pcap", str(pcap), "--config", str(cfg), "--eve", str(eve)]) == 2
     assert "tcp_port_scann" in capsys.readouterr().err
+
+
+def test_limits_hit_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scapy.layers.inet import IP, UDP
+
+    pkts = []
+    for i in range(300):
+        p = Ether() / IP(src="10.1.0.10", dst="10.1.0.20") / UDP(sport=2000 + i, dport=9) / b"x"
+        p.time = 1_700_000_000 + i * 0.001
+        pkts.append(p)
+    pcap = tmp_path / "many.pcap"
+    wrpcap(str(pcap), pkts)
+    cfg = tmp_path / "small.toml"
+    cfg.write_text("[flow]\nmax-flows = 100\n")
+    assert (
+        main(["nids", "--pcap", str(pcap), "--config", str(cfg), "--eve", str(tmp_path / "e.json")])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "limits: flows evicted (table full)" in out and "flows: 300" in out
