@@ -132,6 +132,7 @@ def logout(request: Request, csrf: str = Form("")) -> Response:
     check_csrf(u, csrf)
     with store_of(request).sessions.begin() as s:
         auth.end_session(s, request.cookies.get(COOKIE, ""))
+        auth.audit(s, u.name, "logout", f"user:{u.name}", {})
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(COOKIE)
     return resp

@@ -16,7 +16,7 @@ class _DbCollector:
         self.store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from vmshield.center.db import Deployment, EventRow, Node
+        from vmshield.center.db import Deployment, EventRow
 
         with self.store.sessions() as s:
             events = GaugeMetricFamily("vmshield_center_events_stored", "Events in the database")
@@ -49,8 +49,6 @@ class _DbCollector:
             for st, c in counts.items():
                 vms.add_metric([st], float(c))
             yield vms
-            yield from ()
-        _ = Node
 
 
 class Metrics:
