@@ -383,10 +383,9 @@ def test_http_buffers_and_legacy_modifiers() -> None:
     assert run(rs, b"", app_proto="http", buffers=bufs) == [1, 2, 3, 4, 5, 7, 9, 10]
     # an `alert http` rule needs the flow to be HTTP; an `alert tcp` one with buffers does not
     assert run(rs, b"", app_proto=None, buffers=bufs) == [2]
-    assert run(rs, b"", app_proto="http", buffers={"http.stat_code": b"404", "http.uri": b"/"}) == [
-        6,
-        8,
-    ]
+    resp = {"http.stat_code": b"404", "http.uri": b"/"}
+    assert run(rs, b"", app_proto="http", buffers=resp, direction="to_client") == [6]
+    assert run(rs, b"", app_proto="http", buffers=resp) == [8]
 
 
 def test_app_layer_alert_once_per_transaction() -> None:
@@ -483,8 +482,9 @@ def test_datasets(tmp_path: Path) -> None:
     assert not rs.rejected, [str(e) for e in rs.rejected]
     assert run(rs, app_proto="http", buffers={"http.user_agent": b"BadBot/1.0"}) == [1]
     assert run(rs, app_proto="http", buffers={"http.user_agent": b"Firefox"}) == [4]
-    assert run(rs, app_proto="http", buffers={"http.response_body": b"malware body"}) == [2]
-    assert run(rs, app_proto="http", buffers={"http.response_body": b"benign"}) == []
+    body = {"app_proto": "http", "direction": "to_client"}
+    assert run(rs, buffers={"http.response_body": b"malware body"}, **body) == [2]
+    assert run(rs, buffers={"http.response_body": b"benign"}, **body) == []
     # set: matches when the value is new, then not again
     assert run(rs, app_proto="http", buffers={"http.host": b"a.example"}) == [3]
     assert run(rs, app_proto="http", buffers={"http.host": b"a.example"}) == []
@@ -795,3 +795,17 @@ def test_flow_counters() -> None:
     assert run(rs, ts=4000.0, **c) == [1, 2, 3, 4]
     assert run(rs, ts=10.0, **{**c, "flow_pkts_toclient": 1, "flow_bytes_toclient": 5}) == [4]
     assert run(rs, ts=4000.0) == []  # counters not provided: these keywords do not match
+
+
+def test_app_layer_rule_direction_follows_its_buffers() -> None:
+    rs = rules(
+        'alert http any any -> any any (http.uri; content:"/x"; sid:1;)\n'
+        'alert http any any -> any any (http.stat_code; content:"200"; sid:2;)\n'
+        'alert http any any -> any any (http.header; content:"Server"; sid:3;)\n'
+    )
+    tx = {"http.uri": b"/x", "http.stat_code": b"200", "http.header": b"Server: x\r\n"}
+    fs = FlowDetectState()
+    # the same transaction seen in both directions: the URI rule on the request side, the
+    # status rule on the response side, the two-sided header rule once
+    assert run(rs, b"", fs, app_proto="http", buffers=tx, tx_id=0, direction="to_server") == [1, 3]
+    assert run(rs, b"", fs, app_proto="http", buffers=tx, tx_id=0, direction="to_client") == [2]

@@ -38,7 +38,8 @@ What the pipeline provides:
 - `buffers`: app-layer buffers of the current transaction, keyed by Suricata's sticky-buffer names
   (BUFFER_NAMES below): bytes, or for multi-buffers (dns.query with several questions,
   http headers by name are not multi) a list of bytes. Missing = the rule does not match. An
-  app-layer rule alerts at most once per (tx_id, direction, sid) on a flow.
+  app-layer rule is inspected in the direction its buffers belong to (request buffers with
+  direction to_server, response buffers with to_client) and once per (tx_id, sid) on a flow.
 - `app_proto`: the flow's detected application protocol ("http", "dns", "tls", "ssh", ...,
   "failed" or None while unknown) for `alert http ...` headers and `app-layer-protocol`.
 

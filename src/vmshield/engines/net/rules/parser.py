@@ -109,6 +109,19 @@ LEGACY: dict[str, str] = {
 }  # fmt: skip
 # Buffers that belong to the packet (not to an app-layer transaction).
 PACKET_BUFFERS = {"pkt", "ipv4.hdr", "ipv6.hdr", "tcp.hdr"}
+# Which side of a transaction a buffer belongs to: an app-layer rule is inspected in that
+# direction only (as Suricata registers its buffers), so one transaction cannot alert twice.
+REQUEST_BUFFERS = {
+    "http.uri", "http.uri.raw", "http.method", "http.request_line", "http.request_body",
+    "http.user_agent", "http.host", "http.host.raw", "http.request_header", "http.accept",
+    "http.accept_lang", "http.accept_enc", "http.referer", "tls.sni", "ja3.hash", "ja3.string",
+    "ja4.hash",
+}  # fmt: skip
+RESPONSE_BUFFERS = {
+    "http.stat_code", "http.stat_msg", "http.response_line", "http.response_body", "http.server",
+    "http.location", "http.response_header", "ja3s.hash", "ja3s.string", "tls.cert_subject",
+    "tls.cert_issuer", "tls.cert_serial", "tls.cert_fingerprint",
+}  # fmt: skip
 # Buffers Suricata normalises to lower case: patterns with upper case can never match.
 _LOWER_BUFFERS = {"http.host"}
 
@@ -181,6 +194,7 @@ class Rule:
     order: tuple[int, ...] = ()
     prefilter_kw: bool = False
     has_flow_kw: bool = False
+    tx_dir: str | None = None  # the transaction side its buffers belong to (None: either)
     # Suricata's "IP-only" signature: addresses (and any ports) only; it is checked on the first
     # packet of each direction of a flow, not on every packet.
     ip_only: bool = False
@@ -500,6 +514,11 @@ def _finish(b: _Builder) -> None:
     if r.app_proto is None and r.app_layer:
         pass  # e.g. `alert tcp ... http.uri;` — Suricata accepts; the buffer decides
     r.fast = _choose_fast(lists)
+    names = {key[0] for key in lists}
+    if names & RESPONSE_BUFFERS:
+        r.tx_dir = "to_client"  # a rule mixing both sides is inspected with the response
+    elif names & REQUEST_BUFFERS:
+        r.tx_dir = "to_server"
     r.ip_only = (
         r.app_proto is None
         and r.proto not in ("pkthdr", "tcp-pkt", "tcp-stream")

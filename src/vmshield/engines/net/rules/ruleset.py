@@ -366,11 +366,13 @@ class RuleSet:
             if r.ip_only and not iponly:
                 continue
             txkey = None
+            if r.tx_dir is not None and ctx.direction is not None and ctx.direction != r.tx_dir:
+                continue  # request buffers are inspected going to the server, and vice versa
             if r.app_layer and fs is not None and ctx.tx_id is not None:
                 # Suricata inspects an app-layer signature once per transaction: once it
                 # matched, later packets of the same transaction neither alert nor repeat
                 # its flowbits / flowint updates
-                txkey = (ctx.tx_id, ctx.direction or "", r.gid, r.sid)
+                txkey = (ctx.tx_id, "", r.gid, r.sid)
                 if txkey in fs.tx_alerted:
                     continue
             if not header_match(r, env):
