@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from sqlalchemy import select, update
@@ -118,9 +117,10 @@ class SyncManager:
                     ev.set()
 
         threading.Thread(target=watch, daemon=True).start()
-        sync.run(ev)
-        with self.store.sessions.begin() as s:
-            s.execute(update(Connection).where(Connection.id == cid).values(last_sync=time.time()))
+        try:
+            sync.run(ev)
+        except Exception:  # run() reports through on_error; this is the database going away
+            log.exception("inventory sync of connection %s stopped", cid)
 
 
 def _signature(c: Connection, secret: str) -> tuple[Any, ...]:
