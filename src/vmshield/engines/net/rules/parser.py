@@ -195,6 +195,7 @@ class Rule:
     prefilter_kw: bool = False
     has_flow_kw: bool = False
     tx_dir: str | None = None  # the transaction side its buffers belong to (None: either)
+    itype_eq: int | None = None  # `itype:N` (exact): lets the prefilter bucket ICMP rules
     # Suricata's "IP-only" signature: addresses (and any ports) only; it is checked on the first
     # packet of each direction of a flow, not on every packet.
     ip_only: bool = False
@@ -1273,6 +1274,10 @@ def _numeric(b: _Builder, k: str, v: str | None) -> None:
         raise RuleReject(k, str(e)) from None
     if k == "dsize" and b.r.stream_mode is None:
         b.r.stream_mode = "no_stream"  # dsize only applies to packets
+    if k == "itype":
+        u = parse_uint(unquote(v, k), 255, k)
+        if u.mode == "=":
+            b.r.itype_eq = u.a
     _check(b, f)
 
 

@@ -48,6 +48,7 @@ class _Group:
     always: list[int] = field(default_factory=list)
     always_dport: dict[int, list[int]] = field(default_factory=dict)
     always_sport: dict[int, list[int]] = field(default_factory=dict)
+    always_itype: dict[int, list[int]] = field(default_factory=dict)
     prefilters: dict[BufKey, _Prefilter] = field(default_factory=dict)
     # (key, kind, prefilter): kind 0 payload/stream, 1 packet header buffer, 2 plain app-layer
     # buffer, 3 transformed app-layer buffer
@@ -55,7 +56,9 @@ class _Group:
 
     def add_always(self, idx: int, r: Rule) -> None:
         dp, sp = r.dport.single(), r.sport.single()
-        if not r.bidir and dp is not None:
+        if r.itype_eq is not None:
+            self.always_itype.setdefault(r.itype_eq, []).append(idx)
+        elif not r.bidir and dp is not None:
             self.always_dport.setdefault(dp, []).append(idx)
         elif not r.bidir and sp is not None:
             self.always_sport.setdefault(sp, []).append(idx)
@@ -299,6 +302,8 @@ class RuleSet:
             hits.update(grp.always_dport.get(p.dport, ()))
         if grp.always_sport:
             hits.update(grp.always_sport.get(p.sport, ()))
+        if grp.always_itype and p.icmp_type >= 0:
+            hits.update(grp.always_itype.get(p.icmp_type, ()))
         ctx = env.ctx
         bufs = ctx.buffers
         found: list[tuple[_Prefilter, int]] = []
@@ -316,7 +321,10 @@ class RuleSet:
             if kind == 2:  # app-layer buffer without transforms: straight from the mapping
                 v = bufs.get(key[0])
                 if v is None:
-                    if key[0] != "file.data":
+                    # file.data falls back on the HTTP body of the packet's direction
+                    if key[0] != "file.data" or (
+                        "http.request_body" not in bufs and "http.response_body" not in bufs
+                    ):
                         continue
                     got = env.buffer(key, _DUMMY)
                     if got is None:
