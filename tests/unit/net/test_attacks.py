@@ -123,6 +123,19 @@ def test_tcp_port_sweep_of_a_worm() -> None:
     }
 
 
+def test_udp_port_sweep_but_not_polling_hosts_that_answer() -> None:
+    det = AttackDetector()
+    polls: list[ScapyPacket] = []
+    for i in range(1, 60):  # an SNMP poller: every agent answers
+        polls.append(IP(src="10.0.0.10", dst=f"10.0.3.{i}") / UDP(sport=40000, dport=161))
+        polls.append(IP(src=f"10.0.3.{i}", dst="10.0.0.10") / UDP(sport=161, dport=40000))
+    assert run(det, polls) == []
+    worm = [IP(src=ATTACKER, dst=f"10.0.4.{i}") / UDP(sport=1, dport=1434) for i in range(1, 60)]
+    found = run(det, worm)
+    assert names(found) == ["Scan.Generic.PortSweep.UDP"]
+    assert found[0].event.data["attack"]["port"] == 1434
+
+
 def test_icmp_host_sweep() -> None:
     det = AttackDetector()
     sweep = [IP(src=ATTACKER, dst=f"10.0.1.{i}") / ICMP(type=8, id=1, seq=i) for i in range(1, 60)]
@@ -375,8 +388,8 @@ def test_random_source_flood_keeps_memory_bounded() -> None:
     for f in frames:
         det.process(decode(f, ts))
         ts += 0.0001
-    # Thirteen tables, each capped: max_sources for eleven, max_flows for two.
-    assert det.memory_entries() <= 11 * 256 + 2 * 512
+    # Fourteen tables, each capped: max_sources for twelve, max_flows for two.
+    assert det.memory_entries() <= 12 * 256 + 2 * 512
     assert det._tcp_ports.evicted > 0
 
 

@@ -24,6 +24,7 @@ Detectors and their names (vendor style):
                               that answer stop counting
 - Scan.Generic.PortSweep.TCP  one port on distinct hosts (a worm looking for a service);
                               hosts that accept stop counting
+- Scan.Generic.PortSweep.UDP  the same for unsolicited datagrams; hosts that answer stop counting
 - Scan.Generic.HostSweep.ICMP distinct destinations of echo (and timestamp/address) requests
 - Scan.Generic.HostSweep.ARP  distinct addresses asked for by ARP requests
 - DoS.Generic.SYNFlood        half-open connection attempts from one source to one target; and
@@ -101,6 +102,7 @@ class AttackConfig:
     tcp_port_scan: DetectorConfig = _d(20, 5.0)  # distinct ports of one target
     udp_port_scan: DetectorConfig = _d(20, 5.0)
     tcp_port_sweep: DetectorConfig = _d(30, 5.0)  # distinct hosts on one port, not answered
+    udp_port_sweep: DetectorConfig = _d(30, 5.0)
     icmp_host_sweep: DetectorConfig = _d(20, 5.0)  # distinct destinations
     arp_host_sweep: DetectorConfig = _d(64, 5.0, "ignore")  # cannot block by IP: report
     syn_flood: DetectorConfig = _d(500, 1.0)  # half-open attempts per window
@@ -299,6 +301,7 @@ class AttackDetector:
         cap, fcap = cfg.max_sources, cfg.max_flows
         self._tcp_ports = _Bounded(cap)  # (src, dst) -> _Distinct of ports
         self._tcp_sweep = _Bounded(cap)  # (src, dport) -> _Distinct of destinations
+        self._udp_sweep = _Bounded(cap)
         self._udp_ports = _Bounded(cap)
         self._icmp_hosts = _Bounded(cap)  # src -> _Distinct of destinations
         self._arp_hosts = _Bounded(cap)
@@ -380,6 +383,7 @@ class AttackDetector:
             for t in (
                 self._tcp_ports,
                 self._tcp_sweep,
+                self._udp_sweep,
                 self._udp_ports,
                 self._icmp_hosts,
                 self._arp_hosts,
@@ -552,6 +556,9 @@ class AttackDetector:
             probes = self._udp_ports.get((dst, src))
             if probes is not None:
                 probes.seen.pop(sport, None)  # the port answered: a service, not a probe
+            probes = self._udp_sweep.get((dst, sport))
+            if probes is not None:
+                probes.seen.pop(src, None)
             return  # a response to a datagram the other side sent: not an attack
         self._udp_pairs.touch((src, sport, dst, dport), float)
         d = cfg.udp_flood
@@ -565,6 +572,20 @@ class AttackDetector:
             n = dist.add(dport, p.ts, d.window, d.threshold)
             if n >= d.threshold:
                 self._hit("udp_port_scan", "Scan.Generic.PortScan.UDP", p, out, {"ports": n})
+        d = cfg.udp_port_sweep
+        multicast = p.dst_bytes[0] >= 224 if p.ip_version == 4 else p.dst_bytes[0] == 0xFF
+        if d.enabled and not to_broadcast and not multicast:
+            sweep = self._udp_sweep.touch((src, dport), _Distinct)
+            n = sweep.add(dst, p.ts, d.window, d.threshold)
+            if n >= d.threshold:
+                self._hit(
+                    "udp_port_sweep",
+                    "Scan.Generic.PortSweep.UDP",
+                    p,
+                    out,
+                    {"hosts": n, "port": dport},
+                    target="",
+                )
 
     def _icmp_packet(self, p: Packet, out: list[AttackVerdict]) -> None:
         requests = _ICMP4_REQUESTS if p.proto == PROTO_ICMP else _ICMP6_REQUESTS
@@ -757,6 +778,7 @@ class AttackDetector:
         for table in (
             self._tcp_ports,
             self._tcp_sweep,
+            self._udp_sweep,
             self._udp_ports,
             self._icmp_hosts,
             self._arp_hosts,
