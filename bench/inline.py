@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from vmshield.lab.lab import Lab, LabState  # noqa: E402
 
-RATES = [25_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000, 400_000]
+RATES = [5_000, 10_000, 15_000, 20_000, 30_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000]
 
 
 def ns(st: LabState, host: str, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
