@@ -52,6 +52,7 @@ from vmshield.filter.exclusions import Exclusion, ExclusionError, decide, parse_
 
 MODES = ("standard", "monitoring")
 EVENT_QUEUE_MAX = 10_000  # events waiting for the writer, per service
+QUEUE_MAXLEN = 8192  # packets each NFQUEUE holds before the kernel fails open (or drops)
 
 
 class ProtectionError(RuntimeError):
@@ -288,7 +289,7 @@ def _nfq_worker(
     sink = _EventSink(events, cfg)
     blocker = _Blocker(cfg, sink)
     inj = Injector()
-    nfq = NfQueue(qnum, fail_open=not cfg.fail_closed)
+    nfq = NfQueue(qnum, maxlen=QUEUE_MAXLEN, fail_open=not cfg.fail_closed)
     ready.put(qnum)
     names: dict[int, str] = {}
     excl_cache: dict[bytes, str | None] = {}
@@ -549,6 +550,8 @@ class NetworkProtection:
         self._mirror_if = ""
         self.state_dir = Path(config.state_dir) if config.state_dir else None
         self.restarts = 0
+        self._queue_counts: dict[int, tuple[int, int]] = {}
+        self._overload_reported: dict[int, float] = {}
         # Built once here (rules compiled, URL database mapped); each forked worker gets its own
         # copy, and a restarted worker starts again from this pristine one.
         try:
@@ -738,6 +741,37 @@ class NetworkProtection:
             if time.monotonic() - last_beat >= 1.0:
                 last_beat = time.monotonic()
                 self._heartbeat(clean=False)
+                if self.cfg.mode == "standard":
+                    self._check_queues()
+
+    def _check_queues(self) -> None:
+        """Overload is never silent: a queue near full means the kernel is about to accept
+        packets uninspected (fail-open) or drop them (fail-closed); drops are counted."""
+        try:
+            lines = Path("/proc/net/netfilter/nfnetlink_queue").read_text().splitlines()
+        except OSError:
+            return
+        now = time.monotonic()
+        for line in lines:
+            f = line.split()
+            if len(f) < 7 or not f[0].isdigit() or int(f[0]) not in self.cfg.queues:
+                continue
+            qnum, total, dropped, user_dropped = int(f[0]), int(f[2]), int(f[5]), int(f[6])
+            prev = self._queue_counts.get(qnum, (0, 0))
+            full = total >= QUEUE_MAXLEN * 0.9
+            lost = (dropped - prev[0]) + (user_dropped - prev[1])
+            self._queue_counts[qnum] = (dropped, user_dropped)
+            if (full or lost > 0) and now - self._overload_reported.get(qnum, 0.0) >= 10.0:
+                self._overload_reported[qnum] = now
+                self._state_event(
+                    "overload",
+                    SEVERITY_HIGH,
+                    queue=qnum,
+                    queued=total,
+                    maxlen=QUEUE_MAXLEN,
+                    dropped=lost,
+                    traffic="blocked" if self.cfg.fail_closed else "uninspected when full",
+                )
 
     def _heartbeat(self, clean: bool) -> None:
         if self.state_dir is None:
