@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "db",
     "quarantine",
     "nids",
+    "rules",
     "url",
     "lab",
     "blocked",

@@ -124,7 +124,7 @@ def generate(n: int = 1000, seed: int = 1, sid_base: int = 9_000_000) -> list[st
         elif kind < 0.55:  # HTTP response
             out.append(f'alert http $EXTERNAL_NET any -> $HOME_NET any (msg:"ET INFO response {i}"; '
                        f'flow:established,to_client; http.stat_code; content:"200"; file.data; '
-                       f'content:"{_hex(r, 4)}"; startswith; content:"{_token(r, 8)}"; distance:0; {tail})')  # fmt: skip
+                       f'content:"|{_hex(r, 4)}|"; startswith; content:"{_token(r, 8)}"; distance:0; {tail})')  # fmt: skip
         elif kind < 0.65:  # DNS
             d = f"{_token(r, 7)}.{r.choice(_TLDS)}"
             out.append(f'alert dns $HOME_NET any -> any any (msg:"ET DNS Query to {d}"; '
