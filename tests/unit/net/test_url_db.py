@@ -87,6 +87,19 @@ def test_plain_list_domains_urls_hosts_file_and_trusted(tmp_path: Path) -> None:
         assert db.metadata["sources"][0]["entries"] == 5
 
 
+def test_unicode_domains_and_byte_order_mark(tmp_path: Path) -> None:
+    feed = tmp_path / "idn.txt"
+    feed.write_bytes("\ufeffbücher.example\nhttp://straße.example/x/\n".encode())
+    db_path = tmp_path / "u.db"
+    report = build_database([("plain", feed)], db_path)
+    assert report.rejected == [] and report.stats.entries == 2
+    with UrlDatabase(db_path) as db:
+        assert db.check_host("xn--bcher-kva.example") is not None  # as DNS carries it
+        assert db.check_host("www.bücher.example") is not None
+        assert db.check_url("http://www.bücher.example/") is not None
+        assert db.check_url("http://strasse.example/x/y") is not None  # IDNA 2003 maps ß
+
+
 def test_urlhaus_with_and_without_last_online(tmp_path: Path) -> None:
     new = _write(tmp_path, "urlhaus.csv", URLHAUS_WITH_LAST_ONLINE)
     old = _write(tmp_path, "urlhaus_old.csv", URLHAUS_WITHOUT_LAST_ONLINE)

@@ -54,7 +54,8 @@ def escape(s: str) -> str:
     return s.translate(_ESCAPE_TABLE)
 
 
-def _to_latin1(url: str | bytes) -> str:
+def to_latin1(url: str | bytes) -> str:
+    """The internal form: one code point per byte (a str is UTF-8 encoded first)."""
     if isinstance(url, bytes | bytearray | memoryview):
         return bytes(url[:MAX_URL_LENGTH]).decode("latin-1")
     if url.isascii():
@@ -187,7 +188,7 @@ def split_url(url: str | bytes) -> tuple[str, str, str, str | None]:
             elif "/." in path or "//" in path:
                 path = canonical_path(path)
             return scheme, canonical_host(host), path, query
-    s = _to_latin1(url).strip(" \t\r\n\f\v")
+    s = to_latin1(url).strip(" \t\r\n\f\v")
     if "\t" in s or "\r" in s or "\n" in s:
         s = s.replace("\t", "").replace("\r", "").replace("\n", "")
     hash_at = s.find("#")
@@ -285,4 +286,4 @@ def url_expressions(url: str | bytes) -> list[str]:
 
 def host_expressions(host: str | bytes) -> list[str]:
     """Expressions for a bare host name (DNS query, TLS SNI): every suffix with path "/"."""
-    return [h + "/" for h in host_suffixes(canonical_host(_to_latin1(host).strip().rstrip(".")))]
+    return [h + "/" for h in host_suffixes(canonical_host(to_latin1(host).strip().rstrip(".")))]

@@ -44,6 +44,7 @@ from vmshield.engines.net.urls.canon import (
     host_suffixes,
     path_prefixes,
     split_url,
+    to_latin1,
 )
 
 MAGIC = b"VMSURLDB"
@@ -273,7 +274,7 @@ class UrlDatabase:
 
     def verdict_host(self, host: str | bytes) -> UrlVerdict | None:
         raw = host if isinstance(host, str) else bytes(host).decode("latin-1")
-        canon = canonical_host(raw.strip().rstrip("."))
+        canon = canonical_host(to_latin1(host).strip().rstrip("."))
         if not canon:
             raise UrlError(f"empty host name {raw!r:.200}")
         hosts = self._listed_suffixes(canon)

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vmshield.engines.net.urls.canon import UrlError, canonical_host, split_url
+from vmshield.engines.net.urls.canon import UrlError, canonical_host, split_url, to_latin1
 from vmshield.engines.net.urls.db import (
     TRUSTED,
     BuildStats,
@@ -80,7 +80,7 @@ class BuildReport:
 def expression_for(entry: FeedEntry) -> str:
     """The one lookup expression that lists this entry (host + "/" or host + path [+ query])."""
     if entry.is_host:
-        host = canonical_host(entry.value.strip().lstrip("*").strip("."))
+        host = canonical_host(to_latin1(entry.value.strip().lstrip("*").strip(".")))
         path, query = "/", None
     else:
         _, host, path, query = split_url(entry.value)
@@ -104,6 +104,8 @@ def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise FeedError(f"{path}: cannot read feed: {exc.strerror}") from None
     with f:
         for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte order mark, as some editors write
             yield lineno, raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
 
 
