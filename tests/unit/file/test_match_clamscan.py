@@ -130,3 +130,26 @@ def test_detections_agree_with_clamscan(tmp_path: Path) -> None:
     # And the test is not vacuous: most files are detected, the *_no ones are not.
     assert sum(1 for v in ours.values() if v) >= 18
     assert all(not ours[n] for n in FILES if n.endswith("_no") or n == "clean")
+
+
+@pytest.mark.timeout(120)  # with a backtracking matcher this file alone takes hours
+def test_many_star_signature_cannot_be_used_to_stall_the_scanner() -> None:
+    from sig_testlib import db_of, names
+
+    db = db_of(
+        t_ndb="Many.Stars:0:*:4141*4242*4343*4444\n",
+        t_ldb="L.Stars;Target:0;0>1;4141*4242*4343*4444\n",
+    )
+    hostile = b"AA" * 1000 + b"BB" * 1000 + b"CC" * 1000
+    assert names(db, hostile) == set()
+    assert names(db, b"xAAyyBBzzCCqqDD") == {"Many.Stars"}
+    assert names(db, b"AABBCCDD AABBCCDD") == {"Many.Stars", "L.Stars"}
+
+
+@pytest.mark.timeout(120)  # bounded gaps chained: polynomial for a backtracking matcher too
+def test_chained_bounded_gaps_cannot_stall_the_scanner() -> None:
+    from sig_testlib import db_of, names
+
+    db = db_of(t_ndb="Gaps:0:*:4141{0-2000}4242{0-2000}4343{0-2000}4444\n")
+    assert names(db, b"AA" * 1000 + b"BB" * 1000 + b"CC" * 1000) == set()
+    assert names(db, b"AA..BB..CC..DD") == {"Gaps"}

@@ -78,6 +78,10 @@ def file_types(data: bytes) -> frozenset[int]:
     return frozenset(types)
 
 
+# A pattern with a variable gap (`*`, `{n-}`, `{-n}`, `{n-m}`, `[n-m]`) is verified by Hyperscan:
+# `re` backtracks through chained gaps in polynomial time, which a crafted file turns into hours.
+_UNBOUNDED = re.compile(rb"\.\*\?|\.\{[0-9]+,[0-9]*\}\?")
+
 # Anchors are searched case-insensitively: ClamAV also matches text files in their lower-cased
 # (normalised) form, so a candidate may come from either form; verification decides.
 _FLAGS = hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS
@@ -134,6 +138,7 @@ class Matcher:
         self._yara_always = bool(db.yara_saved) and db.yara_always
         self._yara: Any = yara_rules.load(db.yara_saved) if db.yara_saved else None
         self._rx: dict[bytes, re.Pattern[bytes]] = {}
+        self._hsv: dict[bytes, Any] = {}
 
     # Pickling: compiled databases as bytes; regex cache rebuilt on demand.
     def __getstate__(self) -> dict[str, Any]:
@@ -142,6 +147,7 @@ class Matcher:
         state["_hs"] = None
         state["_yara"] = None
         state["_rx"] = {}
+        state["_hsv"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -238,6 +244,31 @@ class Matcher:
                 hits.append(Hit(m.rule, "yara"))
         return hits
 
+    def _hs_verifier(self, src: bytes) -> tuple[Any, bool]:
+        """A single-pattern Hyperscan database for a pattern with variable gaps, and whether it
+        reports start offsets (SOM); (None, False): use `re`. Hyperscan refuses SOM for some
+        large bounded gaps; then a database without SOM still answers "anywhere in the file?"
+        and rules out most files before `re` is asked where."""
+        got = self._hsv.get(src)
+        if got is not None:
+            return got  # type: ignore[no-any-return]
+        result: tuple[Any, bool] = (None, False)
+        body, flags = src, hyperscan.HS_FLAG_DOTALL
+        if body.startswith(b"(?i)"):
+            body, flags = body[4:], flags | hyperscan.HS_FLAG_CASELESS
+        if not any(x in body for x in (b"(?!", b"(?<", b"(?=", b"\\A", b"\\Z")):
+            for som in (True, False):
+                try:
+                    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+                    f = flags | (hyperscan.HS_FLAG_SOM_LEFTMOST if som else 0)
+                    db.compile(expressions=[body], ids=[0], flags=[f])
+                except Exception:  # noqa: BLE001 - "pattern too large" and the like
+                    continue
+                result = (db, som)
+                break
+        self._hsv[src] = result
+        return result
+
     def _count(
         self,
         rx: re.Pattern[bytes],
@@ -246,12 +277,22 @@ class Matcher:
         size: int,
         limit: int,
         exe: ExeInfo | None = None,
+        hs_ok: bool = True,  # False for PCRE subsignatures: their dialect and flags are `re`'s
     ) -> int:
         """How many distinct start positions match, up to `limit`."""
         win = offset.window(size, exe)
         if win is None:
             return 0
         lo, hi = win
+        if hs_ok and _UNBOUNDED.search(rx.pattern):
+            hsdb, som = self._hs_verifier(rx.pattern)
+            if hsdb is not None:
+                if som:
+                    return _hs_count(hsdb, data, lo, hi, size, limit)
+                if not _hs_any(hsdb, memoryview(data)[lo:]):
+                    return 0
+                if lo == 0 and hi >= size and limit == 1:
+                    return 1
         n = 0
         if offset.kind != "any" and hi - lo <= 64:
             for pos in range(lo, min(hi, size) + 1):
@@ -284,7 +325,8 @@ class Matcher:
             return False
         if lsig.filesize and not lsig.filesize[0] <= size <= lsig.filesize[1]:
             return False
-        limit = MAX_COUNT if lsig.needs_counts else 1
+        # Counting stops one past the largest number the expression compares with.
+        limit = min(MAX_COUNT, _max_const(lsig.expr) + 1) if lsig.needs_counts else 1
         counts = [0] * len(lsig.subsigs)
         pcre: list[tuple[int, SubSig]] = []
         for k, sub in enumerate(lsig.subsigs):
@@ -300,7 +342,7 @@ class Matcher:
             if rx is None:
                 rx = re.compile(sub.pcre, sub.pcre_flags)
                 self._rx[b"pcre:%d:" % sub.pcre_flags + sub.pcre] = rx
-            counts[k] = self._count(rx, sub.offset, raw, size, limit, exe)
+            counts[k] = self._count(rx, sub.offset, raw, size, limit, exe, hs_ok=False)
         return eval_expr(lsig.expr, counts)[0]
 
     def match(
@@ -318,6 +360,56 @@ class Matcher:
         hits = self.hash_hits(digests, size)
         hits += self.content_hits(data)
         return digests, _dedupe(hits), False
+
+
+def _max_const(node: object) -> int:
+    if isinstance(node, int):
+        return 0
+    assert isinstance(node, tuple)
+    if node[0] == "cmp":
+        return max(node[3], _max_const(node[2]))
+    return max((_max_const(n) for n in node[1]), default=0)
+
+
+def _hs_any(hsdb: Any, data: memoryview) -> bool:
+    hit: list[bool] = []
+
+    def on_match(_id: int, _start: int, _end: int, _f: int, _c: object) -> bool:
+        hit.append(True)
+        return True
+
+    try:
+        hsdb.scan(data, match_event_handler=on_match)
+    except hyperscan.ScanTerminated:
+        pass
+    return bool(hit)
+
+
+def _hs_count(hsdb: Any, data: bytes, lo: int, hi: int, size: int, limit: int) -> int:
+    """Distinct match starts in [lo, hi], up to `limit`, like the `re` loop (each next match is
+    searched from one past the previous start), each step one linear Hyperscan pass."""
+    view = memoryview(data)
+    n = 0
+    pos = lo
+    found: list[int] = []
+    anywhere = hi >= size and limit == 1  # existence is enough: stop at the first report
+
+    def on_match(_id: int, start: int, _end: int, _f: int, _c: object) -> bool:
+        if not found or start < found[0]:
+            found[:] = [start]
+        return anywhere
+
+    while n < limit and pos <= size:
+        found.clear()
+        try:
+            hsdb.scan(view[pos:], match_event_handler=on_match)
+        except hyperscan.ScanTerminated:
+            pass
+        if not found or pos + found[0] > hi:
+            break
+        n += 1
+        pos += found[0] + 1
+    return n
 
 
 def _dedupe(hits: Iterable[Hit]) -> list[Hit]:

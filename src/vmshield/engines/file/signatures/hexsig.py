@@ -209,7 +209,10 @@ def to_regex(tokens: list[Token]) -> bytes:
             parts.append(b"(?:" + b"|".join(to_regex(a) for a in t[1]) + b")")
         elif kind == "nalt":
             size = len(t[1][0])
-            parts.append(b"(?!" + b"|".join(_esc(a) for a in t[1]) + b")" + (b".{%d}" % size))
+            if size == 1:  # a class, not a lookahead: keeps the pattern Hyperscan-compatible
+                parts.append(b"[^" + b"".join(_esc(a) for a in t[1]) + b"]")
+            else:
+                parts.append(b"(?!" + b"|".join(_esc(a) for a in t[1]) + b")" + (b".{%d}" % size))
         elif kind == "bound":
             if t[1] == "B":  # word boundary, file boundaries included
                 parts.append(
