@@ -114,8 +114,8 @@ class AttackConfig:
     ping_of_death: DetectorConfig = _d()
     oversized_fragment: DetectorConfig = _d()
     teardrop: DetectorConfig = _d()
-    smurf: DetectorConfig = _d()
-    fraggle: DetectorConfig = _d()
+    smurf: DetectorConfig = _d(1, 1.0, "terminate")  # the source is the spoofed victim
+    fraggle: DetectorConfig = _d(1, 1.0, "terminate")
     invalid_tcp_flags: DetectorConfig = _d()
     martian_source: DetectorConfig = _d(1, 1.0, "terminate")
     syn_with_data: DetectorConfig = _d(1, 1.0, "ignore")
