@@ -809,3 +809,13 @@ def test_app_layer_rule_direction_follows_its_buffers() -> None:
     # status rule on the response side, the two-sided header rule once
     assert run(rs, b"", fs, app_proto="http", buffers=tx, tx_id=0, direction="to_server") == [1, 3]
     assert run(rs, b"", fs, app_proto="http", buffers=tx, tx_id=0, direction="to_client") == [2]
+
+
+def test_stream_and_app_layer_event_rules() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (msg:"SURICATA STREAM retransmission"; stream-event:pkt_retransmission; sid:2210000;)\n'
+        'alert http any any -> any any (msg:"SURICATA HTTP field too long"; flow:established; app-layer-event:http.request_field_too_long; sid:2221000;)\n'
+    )
+    assert run(rs, events=["stream.pkt_retransmission"]) == [2210000]
+    assert run(rs, app_proto="http", events=["http.request_field_too_long"]) == [2221000]
+    assert run(rs, app_proto="http", events=[]) == []

@@ -20,7 +20,9 @@ Detection, once per packet (after decode, defrag, flow, stream and app-layer)::
                          app_proto="http" | "dns" | "tls" | ... | None, tx_id=int | None,
                          stream_bytes_toserver=int, stream_bytes_toclient=int,
                          flow_pkts_toserver=..., flow_pkts_toclient=..., flow_bytes_toserver=...,
-                         flow_bytes_toclient=..., flow_start=...)  # optional: flow.* keywords
+                         flow_bytes_toclient=..., flow_start=...,  # optional: flow.* keywords
+                         events=["stream.pkt_retransmission", "http.request_field_too_long"])
+                                         # optional: stream-event / app-layer-event keywords
     alerts = rs.match(ctx)   -> list[Alert] (after flowbits/flowint/thresholds, ordered as
                                  Suricata orders signatures: pass, drop, reject, alert)
 

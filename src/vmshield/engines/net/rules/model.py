@@ -182,3 +182,7 @@ class InspectContext:
     flow_bytes_toserver: int | None = None
     flow_bytes_toclient: int | None = None
     flow_start: float | None = None  # time of the flow's first packet
+    # Stream and app-layer event names raised by this packet, with Suricata's names
+    # ("stream.pkt_retransmission", "http.request_field_too_long"), for stream-event and
+    # app-layer-event rules. Decoder events come from Packet.anomalies.
+    events: Sequence[str] = ()

@@ -1281,15 +1281,25 @@ def _numeric(b: _Builder, k: str, v: str | None) -> None:
     _check(b, f)
 
 
-@kw("decode-event", "stream-event")
+@kw("decode-event", "stream-event", "app-layer-event")
 def _event(b: _Builder, k: str, v: str | None) -> None:
-    """decode-event:ipv4.trunc_pkt — the packet carries that decoder (or stream) anomaly,
-    named as in Suricata's decoder-events.rules / stream-events.rules."""
+    """decode-event:ipv4.trunc_pkt, stream-event:pkt_retransmission,
+    app-layer-event:http.request_field_too_long — the packet raised that event, named as in
+    Suricata's decoder-events / stream-events / app-layer-events rules."""
     name = unquote(v, k).strip().lower()
-    if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)+", name):
+    pattern = (
+        r"[a-z0-9_\-]+(\.[a-z0-9_\-]+)*"
+        if k == "stream-event"
+        else r"[a-z0-9_\-]+(\.[a-z0-9_\-]+)+"
+    )
+    if not re.fullmatch(pattern, name):
         raise RuleReject(k, f"bad event name '{name}'")
-    full = ("decoder." if k == "decode-event" else "stream.") + name
-    _check(b, lambda env: full in env.p.anomalies or name in env.p.anomalies)
+    if k == "decode-event":
+        full = "decoder." + name
+        _check(b, lambda env: full in env.p.anomalies or name in env.p.anomalies)
+    else:
+        full = "stream." + name if k == "stream-event" else name
+        _check(b, lambda env: full in env.ctx.events or full in env.p.anomalies)
 
 
 @kw("fragbits", "fragoffset", "ipopts")
