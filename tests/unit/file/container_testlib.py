@@ -331,17 +331,12 @@ def make_binhex(name: str, data: bytes, rsrc: bytes = b"") -> bytes:
             i += run
         else:
             i += 1
-    bits = 0
-    nbits = 0
-    out = bytearray()
-    for b in rle:
-        bits = (bits << 8) | b
-        nbits += 8
-        while nbits >= 6:
-            nbits -= 6
-            out.append(_HQX[(bits >> nbits) & 0x3F])
-    if nbits:
-        out.append(_HQX[(bits << (6 - nbits)) & 0x3F])
+    import base64
+
+    b64 = base64.b64encode(bytes(rle)).rstrip(b"=")
+    out = b64.translate(
+        bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", _HQX)
+    )
     text = b":" + bytes(out) + b":"
     lines = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
     return b"(This file must be converted with BinHex 4.0)\n\n" + lines + b"\n"

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+Tick = Callable[[], None]
+
+
+def _no_tick() -> None:
+    return None
+
 
 class NrvError(Exception):
     pass
@@ -79,9 +85,13 @@ def _literals(b: _Bits, out: bytearray, limit: int) -> None:
         out.append(b.byte())
 
 
-def nrv2b(src: bytes, limit: int) -> bytes:
+def nrv2b(src: bytes, limit: int, tick: Tick = _no_tick) -> bytes:
     b, out, last = _Bits(src), bytearray(), 1
+    mark = 0
     while True:
+        if len(out) - mark > 1 << 16:  # pure Python: let the scan's time limit interrupt it
+            mark = len(out)
+            tick()
         _literals(b, out, limit)
         m_off = _gamma11(b)
         if m_off == 2:
@@ -99,9 +109,13 @@ def nrv2b(src: bytes, limit: int) -> bytes:
         _copy(out, m_off, m_len + 1, limit)
 
 
-def _nrv2de(src: bytes, limit: int, e: bool) -> bytes:
+def _nrv2de(src: bytes, limit: int, e: bool, tick: Tick = _no_tick) -> bytes:
     b, out, last = _Bits(src), bytearray(), 1
+    mark = 0
     while True:
+        if len(out) - mark > 1 << 16:
+            mark = len(out)
+            tick()
         _literals(b, out, limit)
         m_off = _gamma12(b)
         if m_off == 2:
@@ -129,13 +143,13 @@ def _nrv2de(src: bytes, limit: int, e: bool) -> bytes:
         _copy(out, m_off, m_len + 1, limit)
 
 
-def nrv2d(src: bytes, limit: int) -> bytes:
-    return _nrv2de(src, limit, e=False)
+def nrv2d(src: bytes, limit: int, tick: Tick = _no_tick) -> bytes:
+    return _nrv2de(src, limit, False, tick)
 
 
-def nrv2e(src: bytes, limit: int) -> bytes:
-    return _nrv2de(src, limit, e=True)
+def nrv2e(src: bytes, limit: int, tick: Tick = _no_tick) -> bytes:
+    return _nrv2de(src, limit, True, tick)
 
 
 # UPX method numbers (src/conf.h): the LE32 variants.
-METHODS: dict[int, Callable[[bytes, int], bytes]] = {2: nrv2b, 5: nrv2d, 8: nrv2e}
+METHODS: dict[int, Callable[[bytes, int, Tick], bytes]] = {2: nrv2b, 5: nrv2d, 8: nrv2e}

@@ -71,7 +71,7 @@ def unpack(data: bytes, budget: ScanBudget) -> tuple[bytes, str | None] | None:
     if decomp is None:
         return b"", f"UPX method {method} not supported (NRV2B/2D/2E only)"
     try:
-        out = decomp(src, u_len)
+        out = decomp(src, u_len, budget.check_time)
     except NrvError as exc:
         return b"", f"corrupt UPX data: {exc}"
     if len(out) != u_len or zlib.adler32(out) != u_adler:
