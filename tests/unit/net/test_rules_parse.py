@@ -371,3 +371,67 @@ def test_requires_keyword() -> None:
     assert sorted(r.sid for r in rs.rules) == [1, 3]
     reasons = {e.sid: e.reason for e in rs.rejected}
     assert "version >= 8" in reasons[2] and "feature 'geoip'" in reasons[4]
+
+
+def test_address_and_port_groups_agree_with_brute_force() -> None:
+    import ipaddress as ipa
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    net = st.builds(lambda a, p: f"10.0.0.{a}/{p}", st.integers(0, 255), st.integers(24, 32))
+    item = st.tuples(st.booleans(), net)
+
+    def brute(items: list[tuple[bool, str]], ip: int) -> bool:
+        pos = [n for neg, n in items if not neg]
+        negs = [n for neg, n in items if neg]
+        a = ipa.ip_address(ip)
+        inpos = not pos or any(a in ipa.ip_network(n, strict=False) for n in pos)
+        return inpos and not any(a in ipa.ip_network(n, strict=False) for n in negs)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(item, min_size=1, max_size=5),
+        st.lists(
+            st.tuples(st.booleans(), st.integers(0, 300), st.integers(0, 300)),
+            min_size=1,
+            max_size=4,
+        ),
+    )
+    def check(items: list[tuple[bool, str]], ports: list[tuple[bool, int, int]]) -> None:
+        v = Variables.default()
+        expr = "[" + ",".join(("!" if neg else "") + n for neg, n in items) + "]"
+        got = (
+            v.address(expr)
+            if any(brute(items, int(ipa.ip_address("10.0.0.0")) + i) for i in range(256))
+            or not any(not n for n, _ in items)
+            else None
+        )
+        if got is None:
+            return
+        for i in range(256):
+            ip = int(ipa.ip_address("10.0.0.0")) + i
+            assert got.contains(4, ip) == brute(items, ip), (expr, i)
+        # ports: ranges a:b with negation, checked over 0..310
+        pexpr = (
+            "["
+            + ",".join(("!" if neg else "") + f"{min(a, b)}:{max(a, b)}" for neg, a, b in ports)
+            + "]"
+        )
+        pos = [(min(a, b), max(a, b)) for neg, a, b in ports if not neg]
+        negs = [(min(a, b), max(a, b)) for neg, a, b in ports if neg]
+
+        def pbrute(p: int) -> bool:
+            return (not pos or any(lo <= p <= hi for lo, hi in pos)) and not any(
+                lo <= p <= hi for lo, hi in negs
+            )
+
+        if not any(pbrute(p) for p in range(65536)):
+            with pytest.raises(GroupError):
+                v.port(pexpr)
+            return
+        ps = v.port(pexpr)
+        for p in range(311):
+            assert ps.contains(p) == pbrute(p), (pexpr, p)
+
+    check()
