@@ -85,14 +85,24 @@ def set_sysctl(key: str, value: str) -> str | None:
         return None
 
 
-def ensure_br_netfilter() -> None:
-    """br_netfilter makes bridged frames traverse iptables; built in or a module."""
+BR_NF_KEYS = ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables")
+
+
+def ensure_br_netfilter() -> dict[str, str]:
+    """br_netfilter makes bridged frames traverse iptables; built in or a module.
+
+    Returns the previous values of the sysctls it changed (for the caller to restore)."""
     modprobe = shutil.which("modprobe")
     if modprobe:
         try_run([modprobe, "br_netfilter"])
-    set_sysctl("net.bridge.bridge-nf-call-ip6tables", "1")
-    if set_sysctl("net.bridge.bridge-nf-call-iptables", "1") is None:
-        raise RuntimeError(
-            "br_netfilter is not available: /proc/sys/net/bridge/bridge-nf-call-iptables is "
-            "missing (load the br_netfilter module)"
-        )
+    changed: dict[str, str] = {}
+    for key in BR_NF_KEYS:
+        old = set_sysctl(key, "1")
+        if old is None and key.endswith("-iptables"):
+            raise RuntimeError(
+                "br_netfilter is not available: /proc/sys/net/bridge/bridge-nf-call-iptables is "
+                "missing (load the br_netfilter module)"
+            )
+        if old is not None and old != "1":
+            changed[key] = old
+    return changed

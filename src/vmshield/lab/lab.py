@@ -255,7 +255,7 @@ class Lab:
         r = sysnet.run
         st.sysctl_restore = {}
         if st.protect != "none":
-            sysnet.ensure_br_netfilter()
+            st.sysctl_restore = sysnet.ensure_br_netfilter()
         r(
             [
                 "ip",
@@ -448,8 +448,13 @@ class Lab:
                 sysnet.try_run(["ip", "link", "del", name])
                 removed.append(f"link {name}")
         if st is not None:
-            for key, value in st.sysctl_restore.items():
-                sysnet.set_sysctl(key, value)
+            # Restored only when no other vmshield filter still needs bridged traffic in iptables.
+            others = [
+                ln for ln in sysnet.ipt("-S", check=False).splitlines() if ln.startswith("-N VMS-")
+            ]
+            if not others:
+                for key, value in st.sysctl_restore.items():
+                    sysnet.set_sysctl(key, value)
         with contextlib.suppress(FileNotFoundError):
             state_path(p).unlink()
         return removed
