@@ -819,3 +819,16 @@ def test_stream_and_app_layer_event_rules() -> None:
     assert run(rs, events=["stream.pkt_retransmission"]) == [2210000]
     assert run(rs, app_proto="http", events=["http.request_field_too_long"]) == [2221000]
     assert run(rs, app_proto="http", events=[]) == []
+
+
+def test_request_header_is_one_buffer_per_line() -> None:
+    rs = rules(
+        'alert http any any -> any any (http.request_header; content:"X-Id|3a| 7"; endswith; sid:1;)\n'
+        'alert http any any -> any any (http.request_header; content:"Host|3a|"; startswith; content:"Accept"; distance:0; sid:2;)\n'
+    )
+    block = b"Host: a.example\r\nX-Id: 7\r\nAccept: */*\r\n"
+    # endswith applies to each header line; a relative match cannot run into the next line
+    assert run(rs, app_proto="http", buffers={"http.request_header": block}) == [1]
+    assert run(rs, app_proto="http", buffers={"http.request_header": [b"Host: a", b"X-Id: 7"]}) == [
+        1
+    ]

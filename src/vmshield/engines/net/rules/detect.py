@@ -25,6 +25,7 @@ from .parser import BufKey, Rule
 from .transforms import apply_all
 
 _B64_RUN = re.compile(rb"[A-Za-z0-9+/]*")
+_PER_LINE = {"http.request_header", "http.response_header"}
 
 # Seconds one pcre search may take before it counts as no match.
 PCRE_TIMEOUT = 0.05
@@ -72,6 +73,10 @@ class Env:
             out = None
         else:
             vals = [bytes(v) for v in raw] if isinstance(raw, (list, tuple)) else [bytes(raw)]
+            if name in _PER_LINE and len(vals) == 1:
+                # Suricata's http.request_header / response_header: one buffer per header
+                # line ("Name: value"); a header block given whole is split here
+                vals = [ln for ln in vals[0].split(b"\r\n") if ln]
             out = [apply_all(ts, v) for v in vals] if ts else vals
         self.bufcache[key] = out
         return out
