@@ -275,3 +275,27 @@ def test_rtf_objdata_obfuscation_skipped_as_word_does() -> None:
 def test_rtf_object_that_is_not_ole1_is_scanned_raw() -> None:
     rtf = b"{\\rtf1 {\\object{\\*\\objdata " + EICAR.hex().encode() + b"}}}"
     assert find_eicar(rtf)["found"] == ["object1.bin"]
+
+
+def test_olevba_only_runs_on_a_vba_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    # olevba re-parses leniently and can spin on a crafted mini-FAT (found by fuzzing): files
+    # without a VBA/dir stream never reach it.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyparsing deprecations at olevba's import
+        import oletools.olevba
+
+    calls = []
+    monkeypatch.setattr(
+        oletools.olevba,
+        "VBA_Parser",
+        lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(RuntimeError),
+    )
+    assert members(make_ole2({"WordDocument": b"x" * 100}))
+    assert calls == []
+    ms = list(
+        open_container(make_ole2({"Macros/VBA/dir": b"\x01" * 100}), "m.doc", ScanBudget(Limits()))
+        or []
+    )
+    assert calls == [1] and any(m.error and "VBA" in m.error for m in ms)
