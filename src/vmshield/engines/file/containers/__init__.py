@@ -6,6 +6,20 @@ into members and handles depth; the budget bounds everything here: no member is 
 what the limits allow, and bombs raise `LimitExceeded` naming the limit.
 
 Nothing here writes files: every format is read from memory.
+
+Formats (detected by content):
+  zip family (OOXML, ODF, JAR, APK): own walker; stored, deflate, deflate64, bzip2, LZMA;
+      overlapping entries refused (`zip_overlap`); encrypted members reported; a bomb member is
+      skipped and its siblings still yielded before the limit is raised
+  tar, 7z, RAR 4/5, cab, ISO 9660, cpio (odc, newc, crc, binary): libarchive, streamed
+  gzip, bzip2, xz, lzma-alone: bounded inflation; a compressed tar is one level
+  ARJ: own reader (methods 0-4)
+  carriers: MIME mail (base64, quoted-printable, uuencode), BinHex 4.0, HTML data: URIs, RTF
+      objdata (OLE1 / Package), OLE2 (streams, Ole10Native, VBA source via olevba), PDF
+      (attachments, decoded streams; encrypted ones reported), TNEF, SZDD/KWAJ
+  executables: archives carved past the header (zip, 7z, rar, cab); UPX-packed PE (NRV2B/2D/2E)
+Not handled: CHM content in the LZX section (reported as an error member), UPX LZMA / filters /
+ELF, zip64 rebuild in disinfection, RAR/7z/ISO encryption beyond "encrypted" flags.
 """
 
 from __future__ import annotations
