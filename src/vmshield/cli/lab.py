@@ -37,13 +37,16 @@ def register(sub: Any) -> None:
         action="store_false",
         help="skip the on-access file protection of the lab VMs",
     )
+    up.add_argument("--prefix", dest="sub_prefix", help="same as `lab --prefix`")
     up.set_defaults(func=_up)
 
     st = lsub.add_parser("status", help="namespaces, addresses, mode, processes")
     st.add_argument("--json", action="store_true")
+    st.add_argument("--prefix", dest="sub_prefix", help="same as `lab --prefix`")
     st.set_defaults(func=_status)
 
     down = lsub.add_parser("down", help="stop and remove everything the lab created (idempotent)")
+    down.add_argument("--prefix", dest="sub_prefix", help="same as `lab --prefix`")
     down.set_defaults(func=_down)
 
     at = lsub.add_parser("attack", help="run a bounded attack scenario")
@@ -51,12 +54,17 @@ def register(sub: Any) -> None:
     at.add_argument("--from", dest="source", default="attacker")
     at.add_argument("--to", dest="target", default="vm1")
     at.add_argument("--json", action="store_true")
+    at.add_argument("--prefix", dest="sub_prefix", help="same as `lab --prefix`")
     at.set_defaults(func=_attack)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
 def _lab(args: argparse.Namespace) -> Lab:
-    return Lab(args.prefix)
+    return Lab(_prefix(args))
+
+
+def _prefix(args: argparse.Namespace) -> str:
+    return getattr(args, "sub_prefix", None) or args.prefix
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -94,7 +102,7 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(s, indent=2))
         return 0 if s["up"] else 1
     if not s["up"]:
-        print(f"lab {args.prefix}: down")
+        print(f"lab {_prefix(args)}: down")
         return 1
     svc = s["service"]
     print(
@@ -123,7 +131,7 @@ def _down(args: argparse.Namespace) -> int:
     except LabError as exc:
         print(f"vmshield lab: {exc}", file=sys.stderr)
         return 2
-    print(f"lab {args.prefix} down: removed {len(removed)} objects")
+    print(f"lab {_prefix(args)} down: removed {len(removed)} objects")
     return 0
 
 
@@ -132,7 +140,7 @@ def _attack(args: argparse.Namespace) -> int:
     try:
         st = lab.state
         if st is None:
-            print(f"vmshield lab: lab {args.prefix} is not up", file=sys.stderr)
+            print(f"vmshield lab: lab {_prefix(args)} is not up", file=sys.stderr)
             return 2
         if args.scenario == "eicar":
             # On-access file protection (vmshield.lab.onaccess): EICAR written into the VM's tree.

@@ -78,7 +78,9 @@ def test_down_removes_everything_after_a_crash(tmp_path: Path) -> None:
         time.sleep(0.3)
         state_path(prefix).unlink()
         left = leftovers(prefix)
-        assert any(x.startswith("netns") for x in left) and any("tables: -N VMS-" in x for x in left)
+        assert any(x.startswith("netns") for x in left) and any(
+            "tables: -N VMS-" in x for x in left
+        )
         assert any(x.startswith("ipset") for x in left) and any(
             x.startswith("process") for x in left
         )
