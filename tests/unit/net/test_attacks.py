@@ -221,6 +221,14 @@ def test_icmp_flood() -> None:
     assert names(found) == ["DoS.Generic.ICMPFlood"]
 
 
+def test_icmp_error_flood_blacknurse() -> None:
+    det = AttackDetector()
+    flood = [frame(IP(src=ATTACKER, dst=VICTIM) / ICMP(type=3, code=3))] * 800
+    found = run(det, flood, step=0.0005)
+    assert names(found) == ["DoS.Generic.ICMPFlood"]
+    assert found[0].event.data["attack"]["icmp_type"] == 3
+
+
 def test_icmpv6_flood() -> None:
     det = AttackDetector()
     flood = [IPv6(src="fd00::66", dst="fd00::5") / ICMPv6EchoRequest(seq=i) for i in range(800)]

@@ -31,7 +31,8 @@ Detectors and their names (vendor style):
                               from many (spoofed) sources to one target (`distributed`, one
                               episode per target, reported but not blocked by default)
 - DoS.Generic.UDPFlood        unsolicited datagrams from one source to one target
-- DoS.Generic.ICMPFlood       ICMP requests from one source to one target
+- DoS.Generic.ICMPFlood       ICMP (requests, errors, IPv6 router advertisements: all but echo
+                              replies) from one source to one target
 - DoS.Generic.Land            source address equals destination address
 - DoS.Generic.PingOfDeath     ICMP datagram reassembling past 65 535 bytes
 - DoS.Generic.OversizedFragment  the same, any other protocol
@@ -588,20 +589,29 @@ class AttackDetector:
                 )
 
     def _icmp_packet(self, p: Packet, out: list[AttackVerdict]) -> None:
-        requests = _ICMP4_REQUESTS if p.proto == PROTO_ICMP else _ICMP6_REQUESTS
-        if p.icmp_type not in requests:
-            return  # replies and errors answer something
+        v4 = p.proto == PROTO_ICMP
         cfg = self.config
+        src, dst = _scoped(p)
+        if p.icmp_type != (0 if v4 else 129):
+            # Floods count everything but echo replies: request floods, error floods
+            # ("BlackNurse": port-unreachable), IPv6 router-advertisement floods.
+            d = cfg.icmp_flood
+            if d.enabled:
+                n = self._icmp.touch((src, dst), _Rate).add(p.ts, d.window)
+                if n >= d.threshold:
+                    self._hit(
+                        "icmp_flood",
+                        "DoS.Generic.ICMPFlood",
+                        p,
+                        out,
+                        {"packets": n, "icmp_type": p.icmp_type},
+                    )
+        if p.icmp_type not in (_ICMP4_REQUESTS if v4 else _ICMP6_REQUESTS):
+            return  # sweeps and smurf are about requests; replies and errors answer something
         if p.ip_version == 4 and (p.dst_bytes in self._broadcast or p.eth_dst == _BROADCAST_MAC):
             self._hit(
                 "smurf", "DoS.Generic.Smurf", p, out, {"icmp_type": p.icmp_type}, blockable=False
             )
-        src, dst = _scoped(p)
-        d = cfg.icmp_flood
-        if d.enabled:
-            n = self._icmp.touch((src, dst), _Rate).add(p.ts, d.window)
-            if n >= d.threshold:
-                self._hit("icmp_flood", "DoS.Generic.ICMPFlood", p, out, {"packets": n})
         d = cfg.icmp_host_sweep
         if d.enabled:
             dist = self._icmp_hosts.touch(src, _Distinct)
