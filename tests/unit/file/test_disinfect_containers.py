@@ -213,3 +213,17 @@ def test_corrupt_compressed_stream_is_refused_not_raised() -> None:
     ):
         r = disinfect(blob, ["a"])
         assert not r.ok and r.reason.startswith("cannot be disinfected")
+
+
+def test_tar_gz_with_infected_zip_inside_cleaned_in_place() -> None:
+    inner = make_zip({"keep.txt": b"keep", "e.com": EICAR})
+    top = make_tar({"a.txt": b"a", "pkg/inner.zip": inner}, "w:gz")
+    found = find_eicar(top)["found"]
+    assert found == ["pkg/inner.zip//e.com"]
+    r = disinfect(top, found)
+    assert r.ok and r.data, r.reason
+    with tarfile.open(fileobj=io.BytesIO(r.data)) as t:
+        assert t.getnames() == ["a.txt", "pkg/inner.zip"]
+        z = zipfile.ZipFile(io.BytesIO(t.extractfile("pkg/inner.zip").read()))  # type: ignore[union-attr]
+        assert z.namelist() == ["keep.txt"]
+    assert find_eicar(r.data)["found"] == []

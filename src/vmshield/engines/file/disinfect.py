@@ -62,12 +62,12 @@ def _disinfect(data: bytes, infected_inner_paths: list[str], depth: int) -> Disi
         if kind == "zip":
             return _zip(data, tops, infected_inner_paths, depth)
         if kind == "tar":
-            return _tar(data, tops, None)
+            return _tar(data, tops, None, infected_inner_paths, depth)
         if kind in ("gzip", "bzip2", "xz"):
             raw = _decompress(data, kind)
             if raw is None or not is_tar(raw):
                 return cannot(f"{kind} stream holds a single file, not an archive")
-            return _tar(raw, tops, kind)
+            return _tar(raw, tops, kind, infected_inner_paths, depth)
     except (
         ZipFormatError,
         tarfile.TarError,
@@ -310,23 +310,39 @@ def _decompress(data: bytes, kind: str) -> bytes | None:
     return out if len(out) < cap else None
 
 
-def _tar(raw: bytes, tops: list[str], compression: str | None) -> DisinfectResult:
+def _tar(
+    raw: bytes, tops: list[str], compression: str | None, paths: list[str], depth: int
+) -> DisinfectResult:
     uniq = unique_names()
-    members: list[tuple[str | None, int, int]] = []
+    members: list[tuple[str | None, int, int, tarfile.TarInfo]] = []
     with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tf:
+        fmt, enc = tf.format, tf.encoding or "utf-8"
         for ti in tf:
             end = ti.offset_data + ((ti.size + 511) // 512) * 512 if ti.isreg() else ti.offset_data
             name = uniq(sanitize_name(ti.name)) if ti.isreg() else None
-            members.append((name, ti.offset, end))
+            members.append((name, ti.offset, end, ti))
     names = {m[0] for m in members}
     missing = [t for t in tops if t not in names]
     if missing:
         return cannot(f"member {missing[0]!r} not found in the archive")
     out = bytearray()
-    for name, start, end in members:
-        if name in tops:
+    removed: list[str] = []
+    cleaned: list[str] = []
+    for name, start, end, ti in members:
+        if name not in tops:
+            out += raw[start:end]  # headers and data exactly as they were
             continue
-        out += raw[start:end]
+        inner = [p.split("//", 1)[1] for p in paths if p.startswith(f"{name}//")]
+        if inner and name not in paths and depth < MAX_DEPTH:
+            # The detection is inside this member (an archive): clean it and keep it.
+            r = _disinfect(raw[ti.offset_data : ti.offset_data + ti.size], inner, depth + 1)
+            if r.ok and r.data is not None:
+                ti.size = len(r.data)
+                out += ti.tobuf(fmt, enc, "surrogateescape")
+                out += r.data + b"\x00" * (-len(r.data) % 512)
+                cleaned.append(name)
+                continue
+        removed.append(name)  # type: ignore[arg-type]
     out += b"\x00" * 1024
     out += b"\x00" * (-len(out) % tarfile.RECORDSIZE)
     blob = bytes(out)
@@ -336,4 +352,6 @@ def _tar(raw: bytes, tops: list[str], compression: str | None) -> DisinfectResul
         blob = bz2.compress(blob)
     elif compression == "xz":
         blob = lzma.compress(blob)
-    return DisinfectResult(True, blob, f"removed {', '.join(tops)}", list(tops))
+    what = f"removed {', '.join(removed)}" if removed else "nothing removed at this level"
+    what += "".join(f"; cleaned inside {c}" for c in cleaned)
+    return DisinfectResult(True, blob, what, removed + [f"{c}//..." for c in cleaned])
