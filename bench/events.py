@@ -81,7 +81,9 @@ def _client(idx: int, svm_dir: str, seconds: float, batch: int, q: Any, start_at
 
     c = CenterClient(svm_dir)
     # Bodies are prepared before the clock starts, so the client's own JSON cost does not count.
-    bodies = [_make_batch(idx, batch, j * batch) for j in range(8)]
+    # Enough for ~8 batches of 1000 per second and client (about 64 MB per client).
+    n_bodies = max(8, min(400, int(seconds * 8 * 1000 / batch)))
+    bodies = [_make_batch(idx, batch, j * batch) for j in range(n_bodies)]
     while time.time() < start_at:
         time.sleep(0.01)
     lat: list[float] = []
