@@ -536,3 +536,12 @@ def test_many_accepted_ports_are_not_a_scan() -> None:
     # The same ports unanswered are a scan.
     probes = [IP(src="10.0.0.21", dst=VICTIM) / TCP(dport=50000 + i, flags="S") for i in range(40)]
     assert names(run(det, probes)) == ["Scan.Generic.PortScan.TCP"]
+
+
+def test_ipv6_port_scan_and_land() -> None:
+    det = AttackDetector()
+    probes = [IPv6(src="fd00::66", dst="fd00::5") / TCP(dport=p, flags="S") for p in range(1, 30)]
+    land = IPv6(src="fd00::5", dst="fd00::5") / TCP(sport=80, dport=80, flags="S")
+    found = run(det, [*probes, land])
+    assert names(found) == ["Scan.Generic.PortScan.TCP", "DoS.Generic.Land"]
+    assert found[0].source == "fd00::66" and found[0].action == "block"
