@@ -299,3 +299,18 @@ def test_olevba_only_runs_on_a_vba_project(monkeypatch: pytest.MonkeyPatch) -> N
         or []
     )
     assert calls == [1] and any(m.error and "VBA" in m.error for m in ms)
+
+
+def test_pdf_embedded_file_outside_the_name_tree() -> None:
+    # An /EmbeddedFile stream no name tree points at, stored uncompressed: still a member.
+    obj3 = b"<< /Type /EmbeddedFile /Length %d >>\nstream\n" % len(EICAR) + EICAR + b"\nendstream"
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>", obj3]
+    pdf = bytearray(b"%PDF-1.4\n")
+    offs = []
+    for i, o in enumerate(objs, 1):
+        offs.append(len(pdf))
+        pdf += b"%d 0 obj\n" % i + o + b"\nendobj\n"
+    xref = len(pdf)
+    pdf += b"xref\n0 4\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offs)
+    pdf += b"trailer\n<< /Size 4 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
+    assert find_eicar(bytes(pdf))["found"] == ["stream-3"]

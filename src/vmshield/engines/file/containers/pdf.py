@@ -56,7 +56,11 @@ def walk(data: bytes, name: str, budget: ScanBudget) -> Iterator[Member]:
             budget.check_time()
             try:
                 obj = reader.get_object(IndirectObject(idnum, 0, reader))
-                if not isinstance(obj, StreamObject) or "/Filter" not in obj:
+                # Compressed streams, and embedded files even when stored (hash signatures match
+                # the file, not the PDF); the PDF body itself is scanned by the caller.
+                if not isinstance(obj, StreamObject) or (
+                    "/Filter" not in obj and obj.get("/Type") != "/EmbeddedFile"
+                ):
                     continue
                 raw_len = len(obj._data)
                 body = obj.get_data()
