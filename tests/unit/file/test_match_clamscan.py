@@ -153,3 +153,25 @@ def test_chained_bounded_gaps_cannot_stall_the_scanner() -> None:
     db = db_of(t_ndb="Gaps:0:*:4141{0-2000}4242{0-2000}4343{0-2000}4444\n")
     assert names(db, b"AA" * 1000 + b"BB" * 1000 + b"CC" * 1000) == set()
     assert names(db, b"AA..BB..CC..DD") == {"Gaps"}
+
+
+def test_word_boundary_bytes_agree_with_clamscan(tmp_path: Path) -> None:
+    # (B) before and after a pattern, with every possible byte next to it.
+    files = []
+    d = tmp_path / "b"
+    d.mkdir()
+    for c in range(256):
+        for side, data in (
+            ("p", b"xx" + bytes([c]) + b"evil yy"),
+            ("s", b"xx evil" + bytes([c]) + b"yy"),
+        ):
+            p = d / f"{side}{c:03d}"
+            p.write_bytes(data)
+            files.append(p)
+    db_dir = write_db(
+        tmp_path / "db", {"t.ndb": "T.Before:0:*:(B)6576696c\nT.After:0:*:6576696c(B)\n"}
+    )
+    scanner = Scanner(Database.load(db_dir))
+    ours = {p.name: {d.name for d in scanner.scan_path(p).detections} for p in files}
+    assert ours == _clamscan(db_dir, files)
+    assert "T.Before" in ours["p032"] and "T.Before" not in ours["p001"]
