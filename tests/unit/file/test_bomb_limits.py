@@ -104,6 +104,20 @@ def test_tar_member_over_max_file_size() -> None:
     assert ei.value.limit == "max_file_size"
 
 
+def test_tar_siblings_of_an_oversize_member_still_read() -> None:
+    it = open_container(
+        make_tar({"big": b"x" * 5000, "e.com": EICAR}),
+        "a.tar",
+        ScanBudget(Limits(max_file_size=1000)),
+    )
+    assert it is not None
+    seen = []
+    with pytest.raises(LimitExceeded) as ei:
+        for m in it:
+            seen.append(m.name)
+    assert seen == ["e.com"] and ei.value.limit == "max_file_size" and "big" in ei.value.detail
+
+
 def test_gzip_output_bounded_by_remaining_size() -> None:
     # Low-ratio data (random) but more than max_file_size once inflated.
     import os

@@ -40,11 +40,11 @@ def _zip(data: bytes, name: str, budget: ScanBudget) -> Iterator[Member]:
     return zipfmt.walk(data, budget)
 
 
-def _libarchive(fmt: str) -> Walker:
+def _libarchive(fmt: str, skippable: bool = False) -> Walker:
     def w(data: bytes, name: str, budget: ScanBudget) -> Iterator[Member]:
         from . import archive
 
-        return archive.walk(data, budget, fmt)
+        return archive.walk(data, budget, fmt, skippable)
 
     return w
 
@@ -149,9 +149,9 @@ _WALKERS: dict[str, Walker] = {
     "rar": _libarchive("all"),
     "cab": _libarchive("cab"),
     "arj": _lazy("arj"),
-    "iso9660": _libarchive("iso9660"),
-    "cpio": _libarchive("cpio"),
-    "tar": _libarchive("tar"),
+    "iso9660": _libarchive("iso9660", skippable=True),
+    "cpio": _libarchive("cpio", skippable=True),
+    "tar": _libarchive("tar", skippable=True),
     "compress": _libarchive("all"),
     "ole2": _lazy("ole2"),
     "tnef": _lazy("tnef"),

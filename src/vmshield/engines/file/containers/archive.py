@@ -25,10 +25,16 @@ def _encrypted(entry: libarchive.ArchiveEntry) -> bool:
     return bool(_is_encrypted and _is_encrypted(entry._entry_p) > 0)
 
 
-def walk(data: bytes, budget: ScanBudget, fmt: str = "all") -> Iterator[Member]:
+def walk(
+    data: bytes, budget: ScanBudget, fmt: str = "all", skippable: bool = False
+) -> Iterator[Member]:
+    """`skippable`: the archive is not compressed (tar, cpio, ISO), so passing over an over-size
+    member costs nothing; it is skipped, its siblings are read, and the limit raised at the end.
+    Compressed or solid archives stop at the first limit: skipping would mean inflating it."""
     uniq = unique_names()
     total_out = 0
     n = 0
+    deferred: LimitExceeded | None = None
     try:
         with libarchive.memory_reader(data, format_name=fmt, filter_name="all") as archive:
             for entry in archive:
@@ -47,9 +53,13 @@ def walk(data: bytes, budget: ScanBudget, fmt: str = "all") -> Iterator[Member]:
                 cap = member_cap(budget)
                 declared = entry.size or 0
                 if declared > cap:
-                    raise LimitExceeded(
-                        "max_file_size", f"member declares {declared} bytes > {cap} allowed"
+                    exc = LimitExceeded(
+                        "max_file_size", f"{name}: declares {declared} bytes > {cap} allowed"
                     )
+                    if not skippable:
+                        raise exc
+                    deferred = deferred or exc
+                    continue
                 out = bytearray()
                 err: str | None = None
                 try:
@@ -73,3 +83,5 @@ def walk(data: bytes, budget: ScanBudget, fmt: str = "all") -> Iterator[Member]:
                     return
     except ArchiveError as exc:
         yield Member("(archive)", None, error=f"malformed or truncated archive: {exc}")
+    if deferred is not None:
+        raise deferred
