@@ -123,6 +123,7 @@ def _escape_host(host: str) -> str:
     return host
 
 
+_PLAIN_HOST = re.compile(r"[a-z0-9\-]+(?:\.[a-z0-9\-]+)*").fullmatch
 _HOST_DELIMS = re.compile(r"[\[\]:@/?]")
 _HOST_DELIMS_TABLE = {ord(c): f"%{ord(c):02X}" for c in "[]:@/?"}
 _host_cache: dict[str, str] = {}
@@ -133,6 +134,17 @@ def canonical_host(raw: str) -> str:
     cached = _host_cache.get(raw)
     if cached is not None:
         return cached
+    if _PLAIN_HOST(raw) is not None and not raw[-1].isdigit():
+        result = raw  # already canonical: lower-case name, nothing to unescape or escape
+    else:
+        result = _canonical_host(raw)
+    if len(_host_cache) >= _CACHE_MAX:
+        _host_cache.clear()
+    _host_cache[raw] = result
+    return result
+
+
+def _canonical_host(raw: str) -> str:
     host = unescape_fully(raw)
     if ".." in host or host.startswith(".") or host.endswith("."):
         host = ".".join(p for p in host.split(".") if p)
@@ -144,9 +156,6 @@ def canonical_host(raw: str) -> str:
     else:
         v4 = _ipv4(host)
         result = v4 if v4 is not None else _escape_host(host)
-    if len(_host_cache) >= _CACHE_MAX:
-        _host_cache.clear()
-    _host_cache[raw] = result
     return result
 
 
@@ -234,7 +243,8 @@ def canonicalize(url: str | bytes) -> str:
 
 
 def _is_ip(host: str) -> bool:
-    return host.startswith("[") or _ipv4(host) == host
+    # A canonical IPv4 address ends in a digit; most names do not.
+    return host.startswith("[") or (host[-1:].isdigit() and _ipv4(host) == host)
 
 
 _suffix_cache: dict[str, tuple[str, ...]] = {}
