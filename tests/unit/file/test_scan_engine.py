@@ -170,3 +170,11 @@ def test_failed_carve_in_an_executable_is_not_an_error() -> None:
     r = Scanner(DB).scan_bytes(sfx, "setup.exe")
     assert r.status is Status.INFECTED
     assert any(d.inner_path.endswith("//payload/e.com") for d in r.detections)
+
+
+@pytest.mark.timeout(120)
+def test_slow_yara_rule_hits_the_time_limit_not_clean() -> None:
+    rule = "rule Slow { condition: for all i in (0..filesize-1) : ( for all j in (0..1000) : ( uint8(i) != 256 ) ) }"
+    db = db_of(slow_yar=rule)
+    r = Scanner(db, Limits(max_scan_time=1.5)).scan_bytes(b"x" * 200_000, "slow")
+    assert r.status is Status.LIMITS_EXCEEDED and r.limit == "max_scan_time"

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import hyperscan
+import yara
 
+from vmshield.engines.file.limits import LimitExceeded
 from vmshield.engines.file.signatures import yara_rules
 from vmshield.engines.file.signatures.clamav import LogicalSig, Offset, SubSig, eval_expr
 from vmshield.engines.file.signatures.execinfo import ExeInfo, exe_info
@@ -181,7 +183,9 @@ class Matcher:
 
     # --- content --------------------------------------------------------------------------------
 
-    def content_hits(self, data: bytes | memoryview) -> list[Hit]:
+    def content_hits(
+        self, data: bytes | memoryview, yara_timeout: float = YARA_TIMEOUT
+    ) -> list[Hit]:
         cand_body: set[int] = set(self.always_body)
         cand_logical: set[int] = set(self.always_logical)
         cand_yara: list[bool] = [self._yara_always]
@@ -240,7 +244,12 @@ class Matcher:
             if any(self._logical(lsig, buf, v, types, size, ex) for v in views(lsig.target)):
                 hits.append(Hit(lsig.name, "logical"))
         if run_yara:
-            for m in self._yara.match(data=buf, timeout=YARA_TIMEOUT):
+            try:
+                matches = self._yara.match(data=buf, timeout=max(1, int(yara_timeout)))
+            except yara.TimeoutError:
+                # Reported as the scan-time limit, never as clean.
+                raise LimitExceeded("max_scan_time", "YARA rules ran out of time") from None
+            for m in matches:
                 hits.append(Hit(m.rule, "yara"))
         return hits
 
@@ -346,7 +355,11 @@ class Matcher:
         return eval_expr(lsig.expr, counts)[0]
 
     def match(
-        self, data: bytes | memoryview, *, want_sha: bool = True
+        self,
+        data: bytes | memoryview,
+        *,
+        want_sha: bool = True,
+        time_left: float = YARA_TIMEOUT,
     ) -> tuple[dict[str, str], list[Hit], bool]:
         """Hash and search one buffer. Returns (digests, hits, allow-listed)."""
         md5 = hashlib.md5(data)
@@ -358,7 +371,7 @@ class Matcher:
         if self.allow_listed(digests, size):
             return digests, [], True
         hits = self.hash_hits(digests, size)
-        hits += self.content_hits(data)
+        hits += self.content_hits(data, yara_timeout=time_left)
         return digests, _dedupe(hits), False
 
 

@@ -100,7 +100,9 @@ class Scanner:
         self, data: bytes, name: str, inner: str, depth: int, budget: ScanBudget, result: ScanResult
     ) -> None:
         budget.charge_file(len(data))
-        digests, hits, allowed = self.matcher.match(data, want_sha=depth == 0)
+        digests, hits, allowed = self.matcher.match(
+            data, want_sha=depth == 0, time_left=budget.deadline - budget._clock()
+        )
         if depth == 0:
             result.hashes = Hashes(digests["md5"], digests["sha1"], digests["sha256"])
         if allowed:
