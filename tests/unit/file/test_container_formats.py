@@ -208,3 +208,42 @@ def test_nested_iso_cpio_rar(tmp_path: Path) -> None:
 def test_several_infected_members_all_reported() -> None:
     top = make_zip({"a/e1.com": EICAR, "b.zip": make_zip({"e2.com": EICAR}), "c.txt": b"clean"})
     assert sorted(find_eicar(top)["found"]) == ["a/e1.com", "b.zip//e2.com"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "files"),
+    [
+        (
+            "odt",
+            {
+                "mimetype": b"application/vnd.oasis.opendocument.text",
+                "content.xml": b"<x/>",
+                "Object 1/e.bin": EICAR,
+            },
+        ),
+        (
+            "jar",
+            {
+                "META-INF/MANIFEST.MF": b"Manifest-Version: 1.0\n",
+                "com/x/A.class": b"\xca\xfe\xba\xbe",
+                "res/e.bin": EICAR,
+            },
+        ),
+        (
+            "apk",
+            {
+                "AndroidManifest.xml": b"\x03\x00\x08\x00",
+                "classes.dex": b"dex\n035\x00",
+                "assets/e.bin": EICAR,
+            },
+        ),
+    ],
+)
+def test_zip_family_members(kind: str, files: dict[str, bytes]) -> None:
+    # ODF stores "mimetype" first and uncompressed; JAR and APK are plain zips with their own layout.
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, d in files.items():
+            z.writestr(n, d, zipfile.ZIP_STORED if n == "mimetype" else zipfile.ZIP_DEFLATED)
+    [found] = find_eicar(b.getvalue(), f"doc.{kind}")["found"]
+    assert found.endswith("e.bin")
