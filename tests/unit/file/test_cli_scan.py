@@ -284,3 +284,14 @@ def test_worker_crash_costs_one_file_not_the_scan(
     assert f"{t}/clean.txt: OK" in lines
     assert len([ln for ln in lines if ln.startswith(str(t))]) == 6  # every file answered once
     assert rc == 2
+
+
+def test_progress_only_on_request_or_terminal(
+    tree: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, t = tree
+    _, out, err = run(capsys, "-r", "--db", str(db), str(t))
+    assert err == ""  # stderr is not a terminal here: no progress bar
+    _, out2, err2 = run(capsys, "-r", "--progress", "always", "--db", str(db), str(t))
+    assert "files, " in err2 and " MB] " in err2 and "\x1b[K" in err2
+    assert "\x1b" not in out2  # results stay clean on stdout
