@@ -612,8 +612,11 @@ def nrv_compress(data: bytes, variant: str) -> bytes:
 def make_upx_pe(image: bytes, method: int = 8) -> bytes:
     """A PE laid out as UPX lays out Win32 files: sections UPX0 (empty, virtual) and UPX1 (the
     compressed image), the 32-byte pack header after the section table (UPX's PackHeader)."""
-    variant = {2: "b", 5: "d", 8: "e"}[method]
-    comp = nrv_compress(image, variant)
+    if method == 14:  # LZMA: 2 header bytes, raw LZMA1 lc=3 lp=0 pb=2
+        filt = {"id": lzma.FILTER_LZMA1, "dict_size": 1 << 20, "lc": 3, "lp": 0, "pb": 2}
+        comp = b"\x18\x02" + lzma.compress(image, lzma.FORMAT_RAW, filters=[filt])
+    else:
+        comp = nrv_compress(image, {2: "b", 5: "d", 8: "e"}[method])
     pe_off = 0x80
     dos = (b"MZ" + b"\x00" * 58 + struct.pack("<I", pe_off)).ljust(pe_off, b"\x00")
     coff = b"PE\x00\x00" + struct.pack("<HHIIIHH", 0x14C, 2, 0, 0, 0, 0xE0, 0x102)

@@ -1,4 +1,5 @@
-"""UPX: the NRV2B/2D/2E decompressors against the test's own encoder, and unpacking a PE laid out
+"""UPX: the NRV2B/2D/2E decompressors against the test's own encoder (LZMA through Python's own
+lzma), and unpacking a PE laid out
 as UPX lays out Win32 files. No UPX packer is installable here (not in Debian's archive on this
 machine, nor on PyPI as a binary), so no file packed by UPX itself is tested."""
 
@@ -41,7 +42,7 @@ def test_nrv_bounded_and_corrupt() -> None:
         nrv2b(b"\x00\x00\x00\x68\x01", 100)  # bits 0,11,01: a match before any output
 
 
-@pytest.mark.parametrize("method", [2, 5, 8])
+@pytest.mark.parametrize("method", [2, 5, 8, 14])
 def test_upx_pe_unpacked_and_scanned(method: int) -> None:
     image = sample(2)
     exe = make_upx_pe(image, method)

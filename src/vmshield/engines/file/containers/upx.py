@@ -2,8 +2,8 @@
 hand the unpacked bytes to the scanner.
 
 What is done: Win32/64 PE files packed by UPX (sections UPX0/UPX1, pack header "UPX!" in the
-header area, compressed image at the start of UPX1), methods NRV2B, NRV2D and NRV2E (LE32).
-Not done: UPX's LZMA method, undoing the CALL/JMP filters (so code-relative body signatures may not
+header area, compressed image at the start of UPX1), methods NRV2B, NRV2D, NRV2E (LE32) and LZMA.
+Not done: undoing the CALL/JMP filters (so code-relative body signatures may not
 match the unpacked image; strings and data do), rebuilding a runnable PE, ELF/Mach-O layouts.
 """
 
@@ -17,6 +17,23 @@ from ._base import member_cap
 from ._nrv import METHODS, NrvError
 
 PACKHEADER = b"UPX!"
+M_LZMA = 14
+
+
+def _lzma(src: bytes, u_len: int, budget: ScanBudget) -> tuple[bytes, str | None]:
+    """UPX's LZMA: two header bytes, then a raw LZMA1 stream with lc=3, lp=0, pb=2 (UPX's
+    settings for executables; ClamAV's upx.c decodes it the same way)."""
+    import lzma
+
+    dict_size = min(max(1 << max(u_len - 1, 1).bit_length(), 1 << 12), 1 << 26)
+    filt = {"id": lzma.FILTER_LZMA1, "dict_size": dict_size, "lc": 3, "lp": 0, "pb": 2}
+    try:
+        d = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt])
+        out = d.decompress(src[2:], u_len)
+    except lzma.LZMAError as exc:
+        return b"", f"corrupt UPX LZMA data: {exc}"
+    budget.check_time()
+    return out, None
 
 
 def _pe_sections(data: bytes) -> list[tuple[bytes, int, int]] | None:
@@ -67,13 +84,18 @@ def unpack(data: bytes, budget: ScanBudget) -> tuple[bytes, str | None] | None:
         return b"", "truncated UPX data"
     if zlib.adler32(src) != c_adler:
         return b"", "UPX compressed data checksum mismatch"
-    decomp = METHODS.get(method)
-    if decomp is None:
-        return b"", f"UPX method {method} not supported (NRV2B/2D/2E only)"
-    try:
-        out = decomp(src, u_len, budget.check_time)
-    except NrvError as exc:
-        return b"", f"corrupt UPX data: {exc}"
+    if method == M_LZMA:
+        out, err = _lzma(src, u_len, budget)
+        if err:
+            return out, err
+    else:
+        decomp = METHODS.get(method)
+        if decomp is None:
+            return b"", f"UPX method {method} not supported (NRV2B/2D/2E and LZMA only)"
+        try:
+            out = decomp(src, u_len, budget.check_time)
+        except NrvError as exc:
+            return b"", f"corrupt UPX data: {exc}"
     if len(out) != u_len or zlib.adler32(out) != u_adler:
         return out, "UPX unpacked image checksum mismatch"
     return out, None
