@@ -832,3 +832,17 @@ def test_request_header_is_one_buffer_per_line() -> None:
     assert run(rs, app_proto="http", buffers={"http.request_header": [b"Host: a", b"X-Id: 7"]}) == [
         1
     ]
+
+
+def test_a_failing_rule_does_not_stop_detection() -> None:
+    rs = rules(
+        'alert tcp any any -> any any (content:"x"; sid:1;)\n'
+        'alert tcp any any -> any any (content:"x"; sid:2;)\n'
+    )
+
+    def boom(_env: object) -> bool:
+        raise RuntimeError("broken check")
+
+    next(r for r in rs.rules if r.sid == 1).checks.append(boom)
+    assert run(rs, b"x") == [2]
+    assert rs.errors == 1 and "sid 1" in rs.warnings[0]

@@ -115,6 +115,7 @@ class RuleSet:
         self._xbits: dict[tuple[tuple[bytes, ...], str], float] = {}  # -> expiry time
         self.pcre_timeouts = 0  # pcre searches stopped by the time limit (a counter to export)
         self.warnings: list[str] = []
+        self.errors = 0  # rule evaluations that raised (counted, the rule skipped for the packet)
         self._suppress: list[Suppress] = []
         self._rate_filters: dict[tuple[int, int], RateFilter] = {}
         self._rate_state: dict[tuple[Any, ...], list[float]] = {}
@@ -383,11 +384,19 @@ class RuleSet:
                 txkey = (ctx.tx_id, "", r.gid, r.sid)
                 if txkey in fs.tx_alerted:
                     continue
-            if not header_match(r, env):
-                continue
-            if r.lists and not payload_match(r, env):
-                continue
-            if r.flow_matches and not flow_conditions(r, env):
+            try:
+                if not header_match(r, env):
+                    continue
+                if r.lists and not payload_match(r, env):
+                    continue
+                if r.flow_matches and not flow_conditions(r, env):
+                    continue
+            except Exception as e:  # noqa: BLE001 - one rule never stops detection of a packet
+                self.errors += 1
+                if len(self.warnings) < 100:
+                    self.warnings.append(
+                        f"sid {r.sid}: evaluation failed ({type(e).__name__}: {e})"
+                    )
                 continue
             if r.xbit_tests and not self._xbits_ok(r, ctx):
                 continue
