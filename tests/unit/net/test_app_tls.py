@@ -135,3 +135,63 @@ def test_never_raises(data: bytes) -> None:
     t.feed(b"\x16\x03\x01" + len(data).to_bytes(2, "big") + data, True)
     t.feed(data, False)
     t.eve()
+
+
+def _cert_der(cn: str) -> bytes:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subj = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "FR"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subj)
+        .issuer_name(subj)
+        .public_key(key.public_key())
+        .serial_number(0xABCDEF)
+        .not_valid_before(datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC))
+        .not_valid_after(datetime.datetime(2027, 1, 2, 3, 4, 5, tzinfo=datetime.UTC))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(Encoding.DER)
+
+
+def _certificate_record(der: bytes) -> bytes:
+    entry = len(der).to_bytes(3, "big") + der
+    body = len(entry).to_bytes(3, "big") + entry
+    hs = b"\x0b" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x03" + len(hs).to_bytes(2, "big") + hs
+
+
+def test_server_certificate_fields() -> None:
+    import hashlib
+
+    der = _cert_der("www.example.fr")
+    t = TlsState()
+    t.feed(client_hello("www.example.fr", ciphers=[0xC02F]), True)
+    t.feed(server_hello(0xC02F, []) + _certificate_record(der)[:50], False)
+    assert t.server.cert is None  # certificate split over segments
+    t.feed(_certificate_record(der)[50:], False)
+    e = t.eve()
+    assert e["subject"] == "C=FR, CN=www.example.fr" and e["issuerdn"] == "C=FR, CN=www.example.fr"
+    assert e["serial"] == "AB:CD:EF"
+    assert e["notbefore"] == "2026-01-02T03:04:05" and e["notafter"] == "2027-01-02T03:04:05"
+    assert e["fingerprint"] == ":".join(f"{b:02x}" for b in hashlib.sha1(der).digest())
+    assert t.buffers()["tls.cert_subject"] == b"C=FR, CN=www.example.fr"
+
+
+def test_malformed_certificate_keeps_the_fingerprint() -> None:
+    t = TlsState()
+    t.feed(server_hello(0xC02F, []) + _certificate_record(b"\x30\x03junk"), False)
+    assert t.server.cert is not None and t.server.cert.error.startswith("certificate not parsed")
+    assert "fingerprint" in t.eve() and "subject" not in t.eve()

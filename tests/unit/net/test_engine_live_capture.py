@@ -252,3 +252,71 @@ def test_real_tls_handshake_from_openssl(tmp_path: Path) -> None:
         "771,4866,"
     )
     assert "BYPASS" in actions  # encrypted: the rest of the flow needs no inspection
+
+
+def test_real_tls12_server_certificate(tmp_path: Path) -> None:
+    import hashlib
+    import socket
+    import ssl
+
+    from cryptography import x509
+
+    from vmshield.engines.net.rules import Classification, RuleSet, Variables
+
+    certf, keyf = _self_signed(tmp_path, "cert.vmshield.test")
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.maximum_version = ssl.TLSVersion.TLSv1_2  # the certificate travels in clear
+    sctx.load_cert_chain(certf, keyf)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    lsock.settimeout(5)
+    port = lsock.getsockname()[1]
+
+    def serve() -> None:
+        try:
+            conn, _ = lsock.accept()
+            with sctx.wrap_socket(conn, server_side=True) as s:
+                s.sendall(s.recv(100))
+        except OSError:
+            pass
+
+    def talk() -> None:
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        cctx = ssl.create_default_context(cafile=str(certf))
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            cctx.wrap_socket(raw, server_hostname="cert.vmshield.test") as s,
+        ):
+            s.sendall(b"ping")
+            s.recv(100)
+        th.join(5)
+
+    try:
+        pcap = _capture(tmp_path, port, talk)
+    finally:
+        lsock.close()
+    rs = RuleSet.load(
+        texts=[
+            'alert tls any any -> any any (msg:"cert"; tls.cert_subject; content:"CN=cert.vmshield.test"; sid:99;)'
+        ],
+        variables=Variables.default(),
+        classification=Classification.default(),
+    )
+    e = Engine(EngineConfig(mode="ids"), rules=rs)
+    events = []
+    with open(pcap, "rb") as f:
+        for rec in read_packets(f, name=str(pcap)):
+            events.extend(e.process(rec.data, rec.ts, linktype=rec.linktype).events)
+    events.extend(e.flush())
+    (tls,) = [ev.data["tls"] for ev in events if ev.event_type == "tls"]
+    der = x509.load_pem_x509_certificate(certf.read_bytes()).public_bytes(
+        __import__(
+            "cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]
+        ).Encoding.DER
+    )
+    assert tls["version"] == "TLS 1.2"
+    assert tls["subject"] == "CN=cert.vmshield.test" and tls["issuerdn"] == "CN=cert.vmshield.test"
+    assert tls["fingerprint"] == ":".join(f"{b:02x}" for b in hashlib.sha1(der).digest())
+    assert [ev.data["alert"]["signature_id"] for ev in events if ev.event_type == "alert"] == [99]

@@ -527,15 +527,30 @@ class Engine:
             events = self._http_finished(p, f, parser, events)
         elif proto == "tls":
             tls: TlsState = app.parser
+            had_cert = tls.server.cert is not None
             hello = tls.feed(chunk, toserver)
-            if hello is not None:
-                self.counters["app_tls_hellos"] += 1
+            new_cert = not had_cert and tls.server.cert is not None
+            if hello is not None or new_cert:
+                if hello is not None:
+                    self.counters["app_tls_hellos"] += 1
                 if self.rules is not None:
                     ctxs.append((tls.buffers(), 0, None))
-                if toserver and hello.sni:
+                if toserver and hello is not None and hello.sni:
                     events = self._url_host(p, f, hello.sni, "tls.sni", events)
-                if not toserver and not tls.logged and cfg.out_tls:
-                    tls.logged = True
+            sh = tls.server.hello
+            if (
+                not tls.logged
+                and sh is not None
+                # Log once the server's certificate is known (TLS <= 1.2) or cannot be seen.
+                and (
+                    tls.server.cert is not None
+                    or sh.negotiated_version >= 0x0304
+                    or tls.server.encrypted
+                    or tls.server.error
+                )
+            ):
+                tls.logged = True
+                if cfg.out_tls:
                     events = events or []
                     events.append(eve.app_event("tls", p.ts, f, tls.eve(), cfg.community_id))
         elif proto == "ssh":

@@ -197,15 +197,60 @@ def _sha12(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()[:12]
 
 
+HS_CERTIFICATE = 11
+MAX_CERT = 32 * 1024  # the first certificate of the chain; larger ones are not parsed
+
+
+@dataclass(slots=True)
+class CertInfo:
+    """The server's (first) certificate, in Suricata's EVE formats."""
+
+    subject: str = ""
+    issuerdn: str = ""
+    serial: str = ""
+    fingerprint: str = ""  # SHA-1, lower-case hex pairs joined by ":"
+    notbefore: str = ""
+    notafter: str = ""
+    error: str = ""
+
+
+def parse_certificate(der: bytes) -> CertInfo:
+    """Subject, issuer, serial, fingerprint and validity of a DER certificate."""
+    info = CertInfo(fingerprint=":".join(f"{b:02x}" for b in hashlib.sha1(der).digest()))
+    try:
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        info.subject = _dn(cert.subject)
+        info.issuerdn = _dn(cert.issuer)
+        sn = cert.serial_number.to_bytes((cert.serial_number.bit_length() + 7) // 8 or 1, "big")
+        info.serial = ":".join(f"{b:02X}" for b in sn)
+        info.notbefore = cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%S")
+        info.notafter = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%S")
+    except Exception as exc:  # noqa: BLE001 - any malformed DER: keep the fingerprint, say why
+        info.error = f"certificate not parsed: {type(exc).__name__}"
+    return info
+
+
+def _dn(name: Any) -> str:
+    # Suricata's form: attributes in certificate order, "C=US, O=Example, CN=example.com".
+    parts = []
+    for rdn in name.rdns:
+        for attr in rdn:
+            parts.append(f"{attr.rfc4514_attribute_name}={attr.value}")
+    return ", ".join(parts)
+
+
 class TlsDir:
     """Record and handshake reassembly for one direction."""
 
-    __slots__ = ("buf", "hs", "hello", "encrypted", "error", "max_handshake", "seen")
+    __slots__ = ("buf", "hs", "hello", "cert", "encrypted", "error", "max_handshake", "seen")
 
     def __init__(self, max_handshake: int) -> None:
         self.buf = bytearray()
         self.hs = bytearray()  # handshake-protocol bytes across records
         self.hello: Hello | None = None
+        self.cert: CertInfo | None = None  # server side, TLS <= 1.2 (1.3 encrypts it)
         self.encrypted = False
         self.error = ""
         self.max_handshake = max_handshake
@@ -237,15 +282,16 @@ class TlsDir:
                 if ct in (CT_CCS, CT_APPDATA):
                     self.encrypted = True
                     self.buf.clear()
+                    self.hs.clear()
                     return found
                 continue
-            if self.hello is not None:
-                continue  # later handshake messages (certificate …): only watch for encryption
+            if self.hello is not None and (want != HS_SERVER_HELLO or self.cert is not None):
+                continue  # nothing more wanted from the handshake: only watch for encryption
             self.hs += rec
             if len(self.hs) > self.max_handshake:
                 self.error = "handshake larger than the limit"
                 self.hs.clear()
-                return None
+                return found
             while len(self.hs) >= 4:
                 mtype = self.hs[0]
                 mlen = int.from_bytes(self.hs[1:4], "big")
@@ -253,15 +299,31 @@ class TlsDir:
                     break
                 body = bytes(self.hs[4 : 4 + mlen])
                 del self.hs[: 4 + mlen]
-                if mtype == want:
+                if mtype == want and self.hello is None:
                     try:
                         self.hello = parse_hello(body, want)
                     except TlsError as exc:
                         self.error = str(exc)
                         return None
-                    self.hs.clear()
                     found = self.hello
+                elif mtype == HS_CERTIFICATE and self.hello is not None and self.cert is None:
+                    self.cert = _first_certificate(body)
+                    self.hs.clear()
+                    break
         return found
+
+
+def _first_certificate(body: bytes) -> CertInfo:
+    # Certificate: 3-byte list length, then (3-byte length, DER) entries (TLS 1.2 layout).
+    if len(body) < 6:
+        return CertInfo(error="certificate message too short")
+    ln = int.from_bytes(body[3:6], "big")
+    der = body[6 : 6 + ln]
+    if len(der) < ln or ln == 0:
+        return CertInfo(error="certificate truncated")
+    if ln > MAX_CERT:
+        return CertInfo(error=f"certificate of {ln} bytes not parsed")
+    return parse_certificate(der)
 
 
 class TlsState:
@@ -297,6 +359,13 @@ class TlsState:
             jss = ja3s_string(sh)
             b["ja3s.string"] = jss.encode()
             b["ja3s.hash"] = md5_hex(jss).encode()
+            b["tls.version"] = VERSION_NAMES.get(sh.negotiated_version, "").encode()
+        cert = self.server.cert
+        if cert is not None and not cert.error:
+            b["tls.cert_subject"] = cert.subject.encode()
+            b["tls.cert_issuer"] = cert.issuerdn.encode()
+            b["tls.cert_serial"] = cert.serial.encode()
+            b["tls.cert_fingerprint"] = cert.fingerprint.encode()
         return b
 
     def eve(self) -> dict[str, Any]:
@@ -319,4 +388,14 @@ class TlsState:
         if sh:
             jss = ja3s_string(sh)
             out["ja3s"] = {"hash": md5_hex(jss), "string": jss}
+        cert = self.server.cert
+        if cert is not None:
+            if cert.subject:
+                out["subject"] = cert.subject
+                out["issuerdn"] = cert.issuerdn
+                out["serial"] = cert.serial
+                out["notbefore"] = cert.notbefore
+                out["notafter"] = cert.notafter
+            if cert.fingerprint:
+                out["fingerprint"] = cert.fingerprint
         return out
