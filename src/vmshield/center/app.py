@@ -134,6 +134,13 @@ def create_app(c: CenterContext) -> FastAPI:
         c.metrics.request_seconds.labels(path).observe(time.perf_counter() - t0)
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        # The console needs nothing from elsewhere and is never framed (no clickjacking).
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        if not request.url.path.startswith("/api/v1/docs"):
+            resp.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            )
         return resp
 
     @app.get("/metrics", include_in_schema=False)
