@@ -35,6 +35,7 @@ log = logging.getLogger("vmshield.svm.center")
 DEFAULT_DATA_DIR = Path(os.environ.get("VMSHIELD_SVM_DATA", "/var/lib/vmshield/svm"))
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 MAX_BACKOFF = 30.0
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 
 class EnrolError(Exception):
@@ -181,6 +182,13 @@ class CenterClient:
         items = spool.peek(batch)
         if not items:
             return 0
+        # Stay well under the center's 32 MiB body limit whatever the events' sizes.
+        total = 0
+        for n, (_seq, b) in enumerate(items):
+            total += len(b) + 1
+            if total > MAX_BATCH_BYTES and n > 0:
+                items = items[:n]
+                break
         body = b'{"events":[' + b",".join(b for _, b in items) + b"]}"
         r = self.http.post(
             "/api/v1/svm/events", content=body, headers={"content-type": "application/json"}

@@ -54,3 +54,36 @@ def test_spool_byte_bound(tmp_path: Path) -> None:
     total = sum(len(b) for _, b in sp.peek(1000))
     assert total <= 20_000
     assert sp.dropped > 0
+
+
+def test_shipping_batches_stay_under_the_body_limit(tmp_path: Path, monkeypatch) -> None:
+    from vmshield.svm import center_client
+
+    sent: list[int] = []
+
+    class FakeResponse:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def raise_for_status(self) -> None:
+            pass
+
+        def json(self) -> dict:
+            return {"accepted": self.n, "duplicates": 0, "rejected": []}
+
+    class FakeHttp:
+        def post(self, _path: str, content: bytes, headers: dict) -> FakeResponse:
+            sent.append(len(content))
+            return FakeResponse(len(json.loads(content)["events"]))
+
+    # A stand-in for the HTTP connection only: the batching logic under test is the real one.
+    client = center_client.CenterClient.__new__(center_client.CenterClient)
+    client.http = FakeHttp()  # type: ignore[assignment]
+    client.stats = center_client.ShipStats()
+    monkeypatch.setattr(center_client, "MAX_BATCH_BYTES", 50_000)
+    sp = Spool(tmp_path / "s.db")
+    sp.put_many(Event(event_type="file", data={"p": "x" * 9000}) for _ in range(20))
+    while len(sp):
+        client.ship_once(sp, batch=1000)
+    assert len(sent) >= 4 and max(sent) <= 50_000 + 10_000
+    assert client.stats.accepted == 20
