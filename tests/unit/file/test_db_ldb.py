@@ -111,3 +111,19 @@ def test_bad_ldb_lines_reported() -> None:
     assert "modifier" in by_line[6]
     assert "subsignature 0" in by_line[7]
     assert "')'" in by_line[8]
+
+
+def test_container_key_limits_a_signature_to_members_of_that_container() -> None:
+    from sig_testlib import make_targz, make_zip
+
+    from vmshield.engines.file.scanner import Scanner
+
+    db = db_of(t_ldb=f"InZip;Target:0,Container:CL_TYPE_ZIP;0;{KOTEK}\n")
+    s = Scanner(db)
+    assert [
+        d.inner_path for d in s.scan_bytes(make_zip({"a.txt": b"kotek"}), "a.zip").detections
+    ] == ["a.txt"]
+    assert not s.scan_bytes(make_targz({"a.txt": b"kotek"}), "a.tgz").detections
+    assert not s.scan_bytes(b"kotek on its own", "a.txt").detections
+    bad = db_of(t_ldb=f"X;Target:0,Container:CL_TYPE_OOXML_WORD;0;{KOTEK}\n")
+    assert "CL_TYPE_OOXML_WORD" in bad.rejected[0].reason

@@ -292,6 +292,10 @@ class Database:
         return s["md5"] + s["sha1"] + s["sha256"] + s["ndb"] + s["ldb"] + s["yara"]
 
     @property
+    def uses_container(self) -> bool:
+        return any(s.container is not None for s in self.logical)
+
+    @property
     def needs_sha(self) -> bool:
         return bool(
             self.hashes["sha1"] or self.hashes["sha256"] or self.fp["sha1"] or self.fp["sha256"]

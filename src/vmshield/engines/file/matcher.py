@@ -184,7 +184,10 @@ class Matcher:
     # --- content --------------------------------------------------------------------------------
 
     def content_hits(
-        self, data: bytes | memoryview, yara_timeout: float = YARA_TIMEOUT
+        self,
+        data: bytes | memoryview,
+        yara_timeout: float = YARA_TIMEOUT,
+        container: str | None = None,  # format of the enclosing container, for Container:
     ) -> list[Hit]:
         cand_body: set[int] = set(self.always_body)
         cand_logical: set[int] = set(self.always_logical)
@@ -240,6 +243,8 @@ class Matcher:
                 hits.append(Hit(sig.name, "body"))
         for i in sorted(cand_logical):
             lsig = self.db.logical[i]
+            if lsig.container is not None and lsig.container != container:
+                continue
             ex = exe() if any(sub.offset.needs_exe for sub in lsig.subsigs) else None
             if any(self._logical(lsig, buf, v, types, size, ex) for v in views(lsig.target)):
                 hits.append(Hit(lsig.name, "logical"))
@@ -360,6 +365,7 @@ class Matcher:
         *,
         want_sha: bool = True,
         time_left: float = YARA_TIMEOUT,
+        container: str | None = None,
     ) -> tuple[dict[str, str], list[Hit], bool]:
         """Hash and search one buffer. Returns (digests, hits, allow-listed)."""
         md5 = hashlib.md5(data)
@@ -371,7 +377,7 @@ class Matcher:
         if self.allow_listed(digests, size):
             return digests, [], True
         hits = self.hash_hits(digests, size)
-        hits += self.content_hits(data, yara_timeout=time_left)
+        hits += self.content_hits(data, yara_timeout=time_left, container=container)
         return digests, _dedupe(hits), False
 
 

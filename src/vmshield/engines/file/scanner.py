@@ -97,11 +97,21 @@ class Scanner:
     # --- recursion ------------------------------------------------------------------------------
 
     def _layer(
-        self, data: bytes, name: str, inner: str, depth: int, budget: ScanBudget, result: ScanResult
+        self,
+        data: bytes,
+        name: str,
+        inner: str,
+        depth: int,
+        budget: ScanBudget,
+        result: ScanResult,
+        container: str | None = None,  # format of the container holding this (Container:)
     ) -> None:
         budget.charge_file(len(data))
         digests, hits, allowed = self.matcher.match(
-            data, want_sha=depth == 0, time_left=budget.deadline - budget._clock()
+            data,
+            want_sha=depth == 0,
+            time_left=budget.deadline - budget._clock(),
+            container=container,
         )
         if depth == 0:
             result.hashes = Hashes(digests["md5"], digests["sha1"], digests["sha256"])
@@ -115,6 +125,7 @@ class Scanner:
         members = self._open(data, name, budget)
         if members is None:
             return
+        kind = _detect(data) if self.db.uses_container else None
         budget.check_depth(depth + 1)
         it = iter(members)
         while True:
@@ -150,7 +161,7 @@ class Scanner:
             if member.data is None:
                 continue
             try:
-                self._layer(member.data, member.name, mpath, depth + 1, budget, result)
+                self._layer(member.data, member.name, mpath, depth + 1, budget, result, kind)
             except LimitExceeded as exc:
                 if exc.limit not in _PER_MEMBER_LIMITS:
                     raise
@@ -164,6 +175,14 @@ class Scanner:
         else:
             result.errors.append(f"{where or '(file)'}: limit {exc.limit} also hit")
         result.status = worst(result.status, Status.LIMITS_EXCEEDED)
+
+
+def _detect(data: bytes) -> str | None:
+    try:
+        from vmshield.engines.file.containers import detect
+    except ImportError:  # pragma: no cover
+        return None
+    return detect(data)
 
 
 def _is_speculative(mpath: str) -> bool:

@@ -248,6 +248,38 @@ class LogicalSig:
     expr: object  # AST, see _parse_expr
     subsigs: tuple[SubSig, ...]
     needs_counts: bool = field(default=False)
+    container: str | None = None  # Container:CL_TYPE_X: only inside that kind of container
+
+
+# ClamAV container types we can tell apart (the container readers' format names, see
+# containers.detect). Others (CL_TYPE_OOXML_*, CL_TYPE_AUTOIT, …) are refused by name.
+CONTAINER_TYPES = {
+    "CL_TYPE_ZIP": "zip",
+    "CL_TYPE_GZ": "gzip",
+    "CL_TYPE_BZ": "bzip2",
+    "CL_TYPE_XZ": "xz",
+    "CL_TYPE_7Z": "7z",
+    "CL_TYPE_RAR": "rar",
+    "CL_TYPE_MSCAB": "cab",
+    "CL_TYPE_ARJ": "arj",
+    "CL_TYPE_ISO9660": "iso9660",
+    "CL_TYPE_CPIO_OLD": "cpio",
+    "CL_TYPE_CPIO_ODC": "cpio",
+    "CL_TYPE_CPIO_NEWC": "cpio",
+    "CL_TYPE_CPIO_CRC": "cpio",
+    "CL_TYPE_POSIX_TAR": "tar",
+    "CL_TYPE_OLD_TAR": "tar",
+    "CL_TYPE_MSOLE2": "ole2",
+    "CL_TYPE_PDF": "pdf",
+    "CL_TYPE_RTF": "rtf",
+    "CL_TYPE_MAIL": "mime",
+    "CL_TYPE_HTML": "html",
+    "CL_TYPE_TNEF": "tnef",
+    "CL_TYPE_MSSZDD": "szdd",
+    "CL_TYPE_MSCHM": "chm",
+    "CL_TYPE_BINHEX": "binhex",
+    "CL_TYPE_UUENCODED": "uuencode",
+}
 
 
 MAX_SUBSIGS = 64
@@ -264,9 +296,10 @@ def _range(text: str, what: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _parse_tdb(tdb: str) -> tuple[int | None, tuple[int, int] | None]:
+def _parse_tdb(tdb: str) -> tuple[int | None, tuple[int, int] | None, str | None]:
     target: int | None = None
     filesize = None
+    container = None
     for item in tdb.split(","):
         if ":" not in item:
             raise SigError(f"target block item {item!r} is not Key:Value")
@@ -279,10 +312,13 @@ def _parse_tdb(tdb: str) -> tuple[int | None, tuple[int, int] | None]:
                 raise SkipSig()
         elif key == "FileSize":
             filesize = _range(val, "FileSize")
+        elif key == "Container":
+            container = CONTAINER_TYPES.get(val.strip())
+            if container is None:
+                raise SigError(f"container type {val.strip()!r} is not supported")
         elif key in (
             "EntryPoint",
             "NumberOfSections",
-            "Container",
             "Intermediates",
             "IconGroup1",
             "IconGroup2",
@@ -291,7 +327,7 @@ def _parse_tdb(tdb: str) -> tuple[int | None, tuple[int, int] | None]:
             raise SigError(f"target block key {key} is not supported")
         else:
             raise SigError(f"unknown target block key {key!r}")
-    return target, filesize
+    return target, filesize, container
 
 
 # Expression AST: int (subsig index) | ("&"|"|", [nodes]) | ("cmp", op, node, x, y|None)
@@ -466,7 +502,7 @@ def parse_ldb(line: str) -> LogicalSig:
     if len(parts) < 4:
         raise SigError("expected Name;TargetDescriptionBlock;LogicalExpression;Subsig0[;...]")
     name = _name(parts[0])
-    target, filesize = _parse_tdb(parts[1])
+    target, filesize, container = _parse_tdb(parts[1])
     subs_raw = parts[3:]
     if len(subs_raw) > MAX_SUBSIGS:
         raise SigError(f"more than {MAX_SUBSIGS} subsignatures")
@@ -477,4 +513,4 @@ def parse_ldb(line: str) -> LogicalSig:
             subsigs.append(_parse_subsig(raw.strip(), len(subs_raw)))
         except SigError as exc:
             raise SigError(f"subsignature {i}: {exc}") from None
-    return LogicalSig(name, target, filesize, expr, tuple(subsigs), counts)
+    return LogicalSig(name, target, filesize, expr, tuple(subsigs), counts, container)
