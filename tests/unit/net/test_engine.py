@@ -294,6 +294,7 @@ def test_flow_cap_in_the_engine_keeps_memory_bounded() -> None:
     for i in range(1000):
         r = e.process(udp_frame(CLIENT, SERVER, 1024 + i, 9999, b"x"), 10.0)
         n += sum(1 for ev in r.events if ev.event_type == "flow")
+        assert len(e.flows) <= 200 and not e.flows.pending_ended  # evicted flows released at once
     n += sum(1 for ev in e.flush() if ev.event_type == "flow")
     assert e.stats()["flows_active"] == 0
     assert n == 1000  # every flow logged once, including evicted ones

@@ -270,6 +270,12 @@ class Engine:
             return self._result(verdict, events)
 
         f, toserver = self.flows.get_or_create(p)
+        if self.flows.pending_ended:
+            # Flows evicted to make room (table full): release them now, not at the next
+            # housekeeping pass, so that a flood cannot pile them up in memory.
+            ended, self.flows.pending_ended = self.flows.pending_ended, []
+            for old in ended:
+                self._pending = self._end_flow(old, self._pending)
         if p.tcp_flags & 0x12 == 0x02 and f.tcp_state == TCP_CLOSED and f.pkts_toserver:
             # TCP port reuse: a new SYN on a closed connection starts a new flow (otherwise
             # its data would be placed by the old sequence numbers and never inspected).
