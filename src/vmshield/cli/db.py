@@ -54,6 +54,7 @@ def run_info(args: argparse.Namespace) -> int:
             ("md5", "MD5 hash (.hdb)"),
             ("sha1", "SHA1 hash (.hsb)"),
             ("sha256", "SHA256 hash (.hsb)"),
+            ("pe_section", "PE section hash (.mdb/.msb)"),
             ("ndb", "Body (.ndb)"),
             ("ldb", "Logical (.ldb)"),
             ("yara", "YARA rules"),

@@ -507,7 +507,7 @@ def run(args: argparse.Namespace) -> int:
             f"Known viruses: {db.signature_count}\n"
             f"Engine version: vmshield {__version__}\n"
             f"Database version: {db.version[:16]} ({s['md5']} md5, {s['sha1']} sha1, "
-            f"{s['sha256']} sha256, {s['ndb']} body, {s['ldb']} logical, {s['yara']} yara, "
+            f"{s['sha256']} sha256, {s['pe_section']} PE section, {s['ndb']} body, {s['ldb']} logical, {s['yara']} yara, "
             f"{s['fp']} allow-list; {len(db.rejected)} rejected)\n"
             f"Scanned directories: {wstats.dirs}\n"
             f"Scanned files: {counts['files']}\n"

@@ -94,3 +94,31 @@ def test_elf_entry_point_agrees_with_clamscan(tmp_path: Path) -> None:
 
     ours = names(Database.load(db_dir), data)
     assert ours == theirs == {"Elf.AtEP"}
+
+
+def test_pe_section_hashes_mdb_msb(tmp_path: Path) -> None:
+    import hashlib
+
+    pe = make_pe()
+    data_sec = pe[0x400:0x600]
+    md5 = hashlib.md5(data_sec).hexdigest()
+    sha256 = hashlib.sha256(data_sec).hexdigest()
+    db = db_of(t_mdb=f"512:{md5}:Pe.Section.Md5\n", t_msb=f"512:{sha256}:Pe.Section.Sha256\n")
+    assert db.stats["pe_section"] == 2 and not db.rejected
+    assert names(db, pe) == {"Pe.Section.Md5", "Pe.Section.Sha256"}
+    assert names(db, data_sec) == set()  # the bytes alone are not a PE section
+    assert names(db_of(t_mdb=f"511:{md5}:Wrong.Size\n"), pe) == set()
+    assert names(db_of(t_mdb=f"*:{md5}:Any.Size:73\n"), pe) == {"Any.Size"}
+    bad = db_of(t_mdb=f"{md5}:512:Swapped\n")
+    assert bad.rejected and bad.rejected[0].line == 1
+    if shutil.which("clamscan"):
+        (tmp_path / "db").mkdir()
+        (tmp_path / "db" / "t.mdb").write_text(f"512:{md5}:Pe.Section.Md5\n")
+        (tmp_path / "x.exe").write_bytes(pe)
+        proc = subprocess.run(
+            ["clamscan", "--no-summary", "-d", str(tmp_path / "db"), str(tmp_path / "x.exe")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "Pe.Section.Md5.UNOFFICIAL FOUND" in proc.stdout, proc.stdout + proc.stderr

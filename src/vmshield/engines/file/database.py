@@ -36,6 +36,8 @@ MAX_LINE = 256 * 1024
 EXTENSIONS = {
     ".hdb": "hdb",
     ".hsb": "hsb",
+    ".mdb": "mdb",
+    ".msb": "msb",
     ".fp": "fp",
     ".sfp": "sfp",
     ".ndb": "ndb",
@@ -48,7 +50,7 @@ EXTENSIONS = {
     ".ign": "ign",
 }
 IGNORED_EXTENSIONS = {
-    ".info", ".cfg", ".crb", ".cdb", ".cbc", ".mdb", ".msb", ".imp", ".pdb", ".gdb", ".wdb",
+    ".info", ".cfg", ".crb", ".cdb", ".cbc", ".imp", ".pdb", ".gdb", ".wdb",
     ".ftm", ".idb", ".hdu", ".hsu", ".ndu", ".ldu", ".mdu", ".msu", ".pwdb", ".sign",
 }  # fmt: skip
 
@@ -79,7 +81,20 @@ _HASH_LEN = {32: "md5", 40: "sha1", 64: "sha256"}
 
 def _empty_stats() -> dict[str, int]:
     return dict.fromkeys(
-        ("md5", "sha1", "sha256", "fp", "ndb", "ldb", "yara", "ign", "skipped_flevel", "files"), 0
+        (
+            "md5",
+            "sha1",
+            "sha256",
+            "pe_section",
+            "fp",
+            "ndb",
+            "ldb",
+            "yara",
+            "ign",
+            "skipped_flevel",
+            "files",
+        ),
+        0,
     )
 
 
@@ -87,6 +102,7 @@ class _Builder:
     def __init__(self) -> None:
         self.hashes: dict[str, dict[str, list[HashEntry]]] = {"md5": {}, "sha1": {}, "sha256": {}}
         self.fp: dict[str, dict[str, set[int | None]]] = {"md5": {}, "sha1": {}, "sha256": {}}
+        self.sections: dict[str, dict[str, list[HashEntry]]] = {"md5": {}, "sha1": {}, "sha256": {}}
         self.body: list[BodySig] = []
         self.logical: list[LogicalSig] = []
         self.yara_sources: dict[str, str] = {}
@@ -175,6 +191,17 @@ class _Builder:
             sig: HashSig = parse_hash(line, allow=("md5",) if kind == "hdb" else ("sha1", "sha256"))
             self.hashes[sig.kind].setdefault(sig.digest, []).append(HashEntry(sig.size, sig.name))
             self.stats[sig.kind] += 1
+        elif kind in ("mdb", "msb"):
+            # `PESectionSize:Hash:Name[:FLevel[:Max]]`: the hash of one PE section's raw data.
+            parts = line.split(":")
+            if len(parts) < 3:
+                raise SigError(f"expected SectionSize:Hash:Name, got {len(parts)} fields")
+            sig = parse_hash(
+                ":".join([parts[1], parts[0], *parts[2:]]),
+                allow=("md5",) if kind == "mdb" else ("sha1", "sha256"),
+            )
+            self.sections[sig.kind].setdefault(sig.digest, []).append(HashEntry(sig.size, sig.name))
+            self.stats["pe_section"] += 1
         elif kind in ("fp", "sfp"):
             sig = parse_hash(line, allow=("md5",) if kind == "fp" else ("sha1", "sha256"))
             self.fp[sig.kind].setdefault(sig.digest, set()).add(sig.size)
@@ -246,6 +273,10 @@ class Database:
             else b.hashes
         )
         self.fp = b.fp
+        self.sections = {
+            k: {d: [e for e in v if e.name not in ign] for d, v in table.items()}
+            for k, table in b.sections.items()
+        }
         self.body: tuple[BodySig, ...] = tuple(s for s in b.body if s.name not in ign)
         self.logical: tuple[LogicalSig, ...] = tuple(s for s in b.logical if s.name not in ign)
         self.yara_saved: bytes | None = None
@@ -289,7 +320,9 @@ class Database:
     @property
     def signature_count(self) -> int:
         s = self.stats
-        return s["md5"] + s["sha1"] + s["sha256"] + s["ndb"] + s["ldb"] + s["yara"]
+        return (
+            s["md5"] + s["sha1"] + s["sha256"] + s["pe_section"] + s["ndb"] + s["ldb"] + s["yara"]
+        )
 
     @property
     def uses_container(self) -> bool:

@@ -21,7 +21,7 @@ import yara
 from vmshield.engines.file.limits import LimitExceeded
 from vmshield.engines.file.signatures import yara_rules
 from vmshield.engines.file.signatures.clamav import LogicalSig, Offset, SubSig, eval_expr
-from vmshield.engines.file.signatures.execinfo import ExeInfo, exe_info
+from vmshield.engines.file.signatures.execinfo import ExeInfo, exe_info, pe_info
 
 if TYPE_CHECKING:
     from vmshield.engines.file.database import Database
@@ -176,6 +176,26 @@ class Matcher:
             for entry in self.db.hashes[kind].get(digest, ()):
                 if entry.size is None or entry.size == size:
                     hits.append(Hit(entry.name, "hash"))
+        return hits
+
+    def section_hits(self, data: bytes | memoryview) -> list[Hit]:
+        """.mdb/.msb: hashes of the raw data of each PE section."""
+        kinds = [k for k, table in self.db.sections.items() if table]
+        if not kinds or bytes(data[:2]) != b"MZ":
+            return []
+        info = pe_info(bytes(data[:65536]) if len(data) > 65536 else bytes(data))
+        if info is None:
+            return []
+        hits = []
+        for off, size in info.sections:
+            if size == 0 or off + size > len(data):
+                continue
+            chunk = memoryview(data)[off : off + size]
+            for kind in kinds:
+                digest = hashlib.new(kind, chunk).hexdigest()
+                for entry in self.db.sections[kind].get(digest, ()):
+                    if entry.size is None or entry.size == size:
+                        hits.append(Hit(entry.name, "hash"))
         return hits
 
     def allow_listed(self, digests: dict[str, str], size: int) -> bool:
@@ -376,7 +396,7 @@ class Matcher:
         size = len(data)
         if self.allow_listed(digests, size):
             return digests, [], True
-        hits = self.hash_hits(digests, size)
+        hits = self.hash_hits(digests, size) + self.section_hits(data)
         hits += self.content_hits(data, yara_timeout=time_left, container=container)
         return digests, _dedupe(hits), False
 
