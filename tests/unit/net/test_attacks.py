@@ -497,6 +497,9 @@ def test_ipv6_neighbour_discovery_from_unspecified_is_normal() -> None:
 def test_packet_without_ip_is_ignored() -> None:
     det = AttackDetector()
     assert det.process(Packet(ts=1.0, raw=b"")) == []
+    # A truncated header: the version is known, the addresses are not.
+    assert det.process(Packet(ts=1.0, raw=b"", ip_version=4, proto=17)) == []
+    assert det.process(Packet(ts=1.0, raw=b"", eth_type=0x0806, payload=b"\x00" * 5)) == []
 
 
 def test_vlans_are_separate_segments() -> None:

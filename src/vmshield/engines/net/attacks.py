@@ -334,8 +334,8 @@ class AttackDetector:
         if p.eth_type == ETH_ARP and p.ip_version == 0:
             self._arp_packet(p, out)
             return out
-        if not p.ip_version:
-            return out
+        if not p.ip_version or not p.src_bytes or not p.dst_bytes:
+            return out  # not IP, or the decoder could not read the addresses
         self._addresses(p, out)
         if p.is_fragment:
             # Scans and floods are counted on the reassembled datagram, which comes next.
