@@ -653,3 +653,13 @@ def test_a_faulty_detector_does_not_kill_the_engine(policy: str, expected: Actio
     assert good.verdict.action == Action.ACCEPT
     st = e.stats()
     assert st["internal_errors"] == 1 and "RuntimeError" in st["last_internal_error"]
+
+
+def test_flow_events_of_a_mass_eviction_are_not_capped() -> None:
+    e = Engine(EngineConfig(flow_max=6400, out_flow=True, max_events_per_packet=4))
+    n = 0
+    for i in range(7000):
+        r = e.process(udp_frame(CLIENT, SERVER, i % 60000 + 1, 7, b"x"), 10.0 + i / 1e6)
+        n += sum(1 for ev in r.events if ev.event_type == "flow")
+    n += sum(1 for ev in e.flush() if ev.event_type == "flow")
+    assert n == 7000 and e.stats()["events_capped"] == 0

@@ -382,9 +382,16 @@ class Engine:
     # -- pipeline stages ---------------------------------------------------------------------
 
     def _result(self, verdict: Verdict, events: list[Event] | None) -> PacketResult:
+        if events:
+            # Bound what one packet can make the engine emit (the excess is counted).
+            cap = self.config.max_events_per_packet
+            if len(events) > cap:
+                self.counters["events_capped"] += len(events) - cap
+                events = events[:cap]
         if self._pending:
-            # Flow events from housekeeping leave with this packet's result (taken here, at
-            # the end, so that a fault while processing the packet cannot lose them).
+            # Flow events (expiry, eviction) leave with this packet's result, uncapped: one
+            # per flow that ended. Taken here, at the end, so that a fault while processing
+            # the packet cannot lose them.
             events = self._pending + events if events else self._pending
             self._pending = []
         if not events:
@@ -393,10 +400,6 @@ class Engine:
             if verdict is BYPASS:
                 return _BYPASS_RESULT
             return PacketResult(verdict, ())
-        cap = self.config.max_events_per_packet
-        if len(events) > cap:
-            self.counters["events_capped"] += len(events) - cap
-            events = events[:cap]
         return PacketResult(verdict, events)
 
     @staticmethod
