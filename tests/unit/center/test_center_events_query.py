@@ -87,6 +87,24 @@ def test_query_filters_and_paging(center: CenterContext, client: TestClient, tok
     assert client.get("/api/v1/events", params={"since": "yesterday"}, headers=v).status_code == 422
 
 
+def test_awkward_text_stored_exactly(
+    center: CenterContext, client: TestClient, tokens: dict
+) -> None:
+    weird = "tab\there\\back\nline \u00e9 \U0001f600 '\"; DROP TABLE events;--"
+    res = center.store.ingest(
+        [
+            {"event_id": "w1", "event_type": "alert", "vm": weird, "alert": {"signature": weird}},
+            {"event_id": "w2", "event_type": "file", "vm": "a\x00b"},
+            {"event_id": "w3\ud800", "event_type": "file"},
+        ]
+    )
+    assert res.accepted == 1 and [r["index"] for r in res.rejected] == [1, 2]
+    got = client.get("/api/v1/events/w1", headers=tokens["viewer"]).json()
+    assert got["vm"] == weird and got["detection"] == weird and got["event"]["vm"] == weird
+    r = client.get("/api/v1/events", params={"vm": weird}, headers=tokens["viewer"]).json()
+    assert [e["id"] for e in r["events"]] == ["w1"]
+
+
 def test_ingest_is_idempotent(center: CenterContext) -> None:
     seed(center, 50)
     res = center.store.ingest(
