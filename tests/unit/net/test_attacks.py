@@ -548,3 +548,24 @@ def test_ipv6_port_scan_and_land() -> None:
     found = run(det, [*probes, land])
     assert names(found) == ["Scan.Generic.PortScan.TCP", "DoS.Generic.Land"]
     assert found[0].source == "fd00::66" and found[0].action == "block"
+
+
+def test_ipv6_neighbour_cache_poisoning() -> None:
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr
+
+    det = AttackDetector()
+
+    def advert(mac: str) -> bytes:
+        return bytes(
+            Ether(src=mac, dst="33:33:00:00:00:01")
+            / IPv6(src="fe80::1", dst="ff02::1")
+            / ICMPv6ND_NA(tgt="fd00::1", R=1, S=0, O=1)
+            / ICMPv6NDOptDstLLAddr(lladdr=mac)
+        )
+
+    legit, evil = "02:00:00:00:00:01", "02:66:66:66:66:66"
+    found = run(det, [advert(legit), advert(legit), advert(evil)], step=1.0)
+    assert names(found) == ["Spoofing.Generic.NDP"]
+    attack = found[0].event.data["attack"]
+    assert (attack["ip"], attack["mac"], attack["previous_mac"]) == ("fd00::1", evil, legit)
+    assert found[0].action == "terminate"

@@ -45,6 +45,7 @@ Detectors and their names (vendor style):
 - Anomaly.Generic.SYNWithData  SYN carrying data without a TCP Fast Open option
 - Spoofing.Generic.ARP        an IP address claimed by a second MAC address while the first
                               binding is fresh (ARP cache poisoning)
+- Spoofing.Generic.NDP        the same for IPv6 neighbour advertisements
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class AttackConfig:
     martian_source: DetectorConfig = _d(1, 1.0, "terminate")
     syn_with_data: DetectorConfig = _d(1, 1.0, "ignore")
     arp_spoofing: DetectorConfig = _d(1, 1.0, "terminate")
+    ndp_spoofing: DetectorConfig = _d(1, 1.0, "terminate")  # IPv6 neighbour advertisements
     episode_timeout: float = 60.0  # quiet seconds that end an attack episode
     arp_binding_age: float = 300.0  # a binding younger than this is "fresh"
     max_sources: int = 65536  # per table: scan and flood state, episodes
@@ -592,6 +594,8 @@ class AttackDetector:
         v4 = p.proto == PROTO_ICMP
         cfg = self.config
         src, dst = _scoped(p)
+        if not v4 and p.icmp_type == 136 and cfg.ndp_spoofing.enabled:
+            self._neighbour_advert(p, out)
         if p.icmp_type != (0 if v4 else 129):
             # Floods count everything but echo replies: request floods, error floods
             # ("BlackNurse": port-unreachable), IPv6 router-advertisement floods.
@@ -636,24 +640,9 @@ class AttackDetector:
             sender_ip = p.vlan.to_bytes(2, "big") + sender_ip
         cfg = self.config
         if arp[14:18] != b"\0\0\0\0":  # ARP probes (RFC 5227) claim nothing
-            d = cfg.arp_spoofing
-            prev = self._arp.get(sender_ip)
-            if prev is not None and prev[0] != sender_mac and p.ts - prev[1] < cfg.arp_binding_age:
-                if d.enabled:
-                    self._hit(
-                        "arp_spoofing",
-                        "Spoofing.Generic.ARP",
-                        p,
-                        out,
-                        {"ip": p.src, "mac": sender_mac.hex(":"), "previous_mac": prev[0].hex(":")},
-                        target="",
-                        blockable=False,
-                    )
-                # Keep the first binding while it is fresh: the newcomer is the suspect.
-                self._arp.move_to_end(sender_ip)
-            else:
-                self._arp.touch(sender_ip, float)
-                self._arp[sender_ip] = (sender_mac, p.ts)
+            self._claim(
+                p, sender_ip, p.src, sender_mac, "arp_spoofing", "Spoofing.Generic.ARP", out
+            )
         d = cfg.arp_host_sweep
         if op == 1 and d.enabled:
             dist = self._arp_hosts.touch((p.vlan, sender_mac), _Distinct)
@@ -667,6 +656,57 @@ class AttackDetector:
                     {"hosts": n, "mac": sender_mac.hex(":")},
                     target="",
                 )
+
+    def _claim(
+        self,
+        p: Packet,
+        addr_key: bytes,
+        addr: str,
+        mac: bytes,
+        key: str,
+        name: str,
+        out: list[AttackVerdict],
+    ) -> None:
+        """An address claimed by a MAC (ARP, IPv6 neighbour advertisement): a second MAC while
+        the first binding is fresh is cache poisoning."""
+        cfg = self.config
+        prev = self._arp.get(addr_key)
+        if prev is not None and prev[0] != mac and p.ts - prev[1] < cfg.arp_binding_age:
+            self._hit(
+                key,
+                name,
+                p,
+                out,
+                {"ip": addr, "mac": mac.hex(":"), "previous_mac": prev[0].hex(":")},
+                target="",
+                blockable=False,
+            )
+            # Keep the first binding while it is fresh: the newcomer is the suspect.
+            self._arp.move_to_end(addr_key)
+        else:
+            self._arp.touch(addr_key, float)
+            self._arp[addr_key] = (mac, p.ts)
+
+    def _neighbour_advert(self, p: Packet, out: list[AttackVerdict]) -> None:
+        body = bytes(p.payload)
+        if len(body) < 20:
+            return
+        target = body[4:20]
+        mac = p.eth_src
+        i = 20
+        while i + 8 <= len(body):  # options: type, length in units of 8 bytes
+            otype, olen = body[i], body[i + 1] * 8
+            if olen == 0:
+                break
+            if otype == 2 and olen >= 8:  # target link-layer address
+                mac = body[i + 2 : i + 8]
+                break
+            i += olen
+        if not mac or target[0] == 0xFF:
+            return
+        key = p.vlan.to_bytes(2, "big") + target if p.vlan else target
+        addr = str(ipaddress.IPv6Address(target))
+        self._claim(p, key, addr, mac, "ndp_spoofing", "Spoofing.Generic.NDP", out)
 
     # -- episodes and verdicts -------------------------------------------------------------------
 
