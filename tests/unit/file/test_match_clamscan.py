@@ -29,6 +29,7 @@ def h(s: bytes) -> str:
 NDB = "\n".join(
     [
         "T.Plain:0:*:" + h(b"plainpattern"),
+        "T.Spaced:0:*:" + h(b"first and second"),
         "T.Wild:0:*:" + h(b"wild") + "??" + h(b"card"),
         "T.Nibble:0:*:" + h(b"nib") + "6?" + h(b"ble"),
         "T.Star:0:*:" + h(b"star") + "*" + h(b"end"),
@@ -80,6 +81,9 @@ FILES = {
     "nocase_text": b"they Shout here",
     # A text file is also matched lower-cased, as ClamAV normalises text: 0x41 'A' → 0x61.
     "nibble_text": b"nibAble",
+    # ... and with every run of whitespace made one space.
+    "plain_spaced": b"xx PlainPattern \n",
+    "logic_spaced": b"first\n\n  and   second",
     "wide": "widestr".encode("utf-16-le"),
     "eicar": EICAR,
     "clean": b"nothing to see here\n" * 50,

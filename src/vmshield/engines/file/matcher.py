@@ -37,6 +37,18 @@ class Hit:
     engine: str  # hash | body | logical | yara
 
 
+def normalize_text(data: bytes) -> bytes:
+    """ClamAV's normalised text: lower case, each run of whitespace a single space."""
+    low = data.lower()
+    out = b" ".join(low.split())
+    # split() drops leading/trailing whitespace; keep one space there, as a run would become.
+    if low[:1].isspace():
+        out = b" " + out
+    if low[-1:].isspace() and out[-1:] != b" ":
+        out += b" "
+    return out
+
+
 def file_types(data: bytes) -> frozenset[int]:
     """ClamAV target types the buffer belongs to (0 always)."""
     types = {0}
@@ -212,7 +224,11 @@ class Matcher:
         cand_body: set[int] = set(self.always_body)
         cand_logical: set[int] = set(self.always_logical)
         cand_yara: list[bool] = [self._yara_always]
-        if self._hs is not None and len(data):
+        buf = bytes(data) if isinstance(data, memoryview) else data
+        # Like ClamAV, a text file is also matched in normalised form: lower-cased, every run of
+        # whitespace one space (checked against clamscan). Same text rule as file_types().
+        norm = normalize_text(buf) if b"\x00" not in buf[:4096] else None
+        if self._hs is not None and len(buf):
             entries = self.entries
 
             def on_match(pid: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
@@ -224,28 +240,24 @@ class Matcher:
                 else:
                     cand_yara[0] = True
 
-            self._hs.scan(data, match_event_handler=on_match)
+            self._hs.scan(buf, match_event_handler=on_match)
+            if norm is not None and len(norm) != len(buf):
+                # Case is already covered (anchors are caseless); whitespace runs are not.
+                self._hs.scan(norm, match_event_handler=on_match)
         hits: list[Hit] = []
         run_yara = self._yara is not None and cand_yara[0]
         if not cand_body and not cand_logical and not run_yara:
             return hits
-        buf = bytes(data) if isinstance(data, memoryview) else data
         types = file_types(buf)
-        norm: list[bytes] = []
-
-        texty = 7 in types
 
         def views(target: int | None) -> Iterator[bytes]:
-            # Like ClamAV: HTML/mail/text targets see the normalised (lower-cased) text only;
-            # other signatures see the raw bytes and, for a text file, the normalised form too.
+            # HTML/mail/text targets see the normalised text only; other signatures see the raw
+            # bytes and, for a text file, the normalised form too.
             if target not in _NORMALIZED_TARGETS:
                 yield buf
-            if texty or target in _NORMALIZED_TARGETS:
-                if not norm:
-                    norm.append(buf.lower())
-                yield norm[0]
+            if norm is not None:
+                yield norm
 
-        size = len(buf)
         exe_cache: list[ExeInfo | None] = []
 
         def exe() -> ExeInfo | None:
@@ -259,14 +271,14 @@ class Matcher:
                 continue
             rx = self._re(sig.hex.regex)
             ex = exe() if sig.offset.needs_exe else None
-            if any(self._count(rx, sig.offset, v, size, 1, ex) for v in views(sig.target)):
+            if any(self._count(rx, sig.offset, v, len(v), 1, ex) for v in views(sig.target)):
                 hits.append(Hit(sig.name, "body"))
         for i in sorted(cand_logical):
             lsig = self.db.logical[i]
             if lsig.container is not None and lsig.container != container:
                 continue
             ex = exe() if any(sub.offset.needs_exe for sub in lsig.subsigs) else None
-            if any(self._logical(lsig, buf, v, types, size, ex) for v in views(lsig.target)):
+            if any(self._logical(lsig, buf, v, types, len(v), ex) for v in views(lsig.target)):
                 hits.append(Hit(lsig.name, "logical"))
         if run_yara:
             try:
@@ -357,7 +369,7 @@ class Matcher:
     ) -> bool:
         if lsig.target and lsig.target not in types:
             return False
-        if lsig.filesize and not lsig.filesize[0] <= size <= lsig.filesize[1]:
+        if lsig.filesize and not lsig.filesize[0] <= len(raw) <= lsig.filesize[1]:
             return False
         # Counting stops one past the largest number the expression compares with.
         limit = min(MAX_COUNT, _max_const(lsig.expr) + 1) if lsig.needs_counts else 1
