@@ -46,6 +46,7 @@ def test_response_content_length_and_pairing() -> None:
     assert tx.status == 404 and tx.status_msg == b"Not Found" and bytes(tx.resp_body) == b"abcde"
     e = tx.eve()
     assert e["status"] == 404 and e["hostname"] == "example.com" and e["length"] == 5
+    assert e["http_port"] == 8080
     assert tx.buffers(False)["http.server"] == b"nginx"
     assert "http.uri" not in tx.buffers(False) and "http.server" not in tx.buffers(True)
 

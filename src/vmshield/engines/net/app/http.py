@@ -179,6 +179,9 @@ class HttpTx:
         out: dict[str, Any] = {}
         if self.host:
             out["hostname"] = _s(self.host)
+            _, sep, port = self.host_raw.rpartition(b":")
+            if sep and port.isdigit() and b"]" not in port and len(port) <= 5:
+                out["http_port"] = int(port)
         out["url"] = _s(self.uri_raw)
         if self.user_agent:
             out["http_user_agent"] = _s(self.user_agent)
