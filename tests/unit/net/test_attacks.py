@@ -569,3 +569,31 @@ def test_ipv6_neighbour_cache_poisoning() -> None:
     attack = found[0].event.data["attack"]
     assert (attack["ip"], attack["mac"], attack["previous_mac"]) == ("fd00::1", evil, legit)
     assert found[0].action == "terminate"
+
+
+def test_episode_summary_when_enabled() -> None:
+    det = AttackDetector(AttackConfig(episode_summary=True))
+    scan = [IP(src=ATTACKER, dst=VICTIM) / TCP(dport=p, flags="S") for p in range(1, 101)]
+    found = run(det, scan, start=1000.0, step=0.01)
+    assert names(found) == ["Scan.Generic.PortScan.TCP"]
+    # The next packet after the quiet period carries the summary, with the episode's totals.
+    later = run(det, [IP(src="10.0.0.20", dst=VICTIM) / TCP(dport=80, flags="S")], start=1100.0)
+    assert len(later) == 1 and later[0].action == "ignore"
+    summary = later[0].event.data["attack"]
+    assert summary["state"] == "ended" and summary["count"] == 100 - 20 + 1
+    assert summary["duration"] == pytest.approx(0.8) and summary["action"] == "block"
+    assert later[0].event.data["src_ip"] == ATTACKER
+    # flush() ends the episodes still open (end of a capture).
+    run(det, scan, start=2000.0)
+    (flushed,) = det.flush()
+    assert flushed.event.data["attack"]["state"] == "ended" and det.active_episodes() == []
+
+
+def test_no_summary_by_default() -> None:
+    det = AttackDetector()
+    scan = [IP(src=ATTACKER, dst=VICTIM) / TCP(dport=p, flags="S") for p in range(1, 101)]
+    run(det, scan, start=1000.0)
+    assert (
+        run(det, [IP(src="10.0.0.20", dst=VICTIM) / TCP(dport=80, flags="S")], start=1100.0) == []
+    )
+    assert det.flush() == []

@@ -124,6 +124,7 @@ class AttackConfig:
     arp_spoofing: DetectorConfig = _d(1, 1.0, "terminate")
     ndp_spoofing: DetectorConfig = _d(1, 1.0, "terminate")  # IPv6 neighbour advertisements
     episode_timeout: float = 60.0  # quiet seconds that end an attack episode
+    episode_summary: bool = False  # also an event when an episode ends, with its totals
     arp_binding_age: float = 300.0  # a binding younger than this is "fresh"
     max_sources: int = 65536  # per table: scan and flood state, episodes
     max_flows: int = 131072  # remembered connections/datagram pairs (responses are not attacks)
@@ -177,6 +178,8 @@ class AttackConfig:
             v = getattr(self, key)
             if not isinstance(v, int) or not 16 <= v <= 1 << 24:
                 raise ValueError(f"attacks.{key}: expected an integer 16..16777216")
+        if not isinstance(self.episode_summary, bool):
+            raise ValueError("attacks.episode_summary: expected true or false")
         for key in ("episode_timeout", "arp_binding_age"):
             v = getattr(self, key)
             if not isinstance(v, int | float) or not 0 < v <= 86400:
@@ -287,6 +290,9 @@ class _Episode:
     targets: set[str] = field(default_factory=set)
     action: str = "ignore"
     minutes: int = 0
+    start: dict[str, Any] = field(default_factory=dict)  # the data of the episode's event
+    vlan: int = 0
+    iface: str = ""
 
 
 class AttackDetector:
@@ -318,6 +324,7 @@ class AttackDetector:
         self._episodes = _Bounded(cap)  # (name, src) -> _Episode
         self.now = 0.0
         self._next_sweep = 0.0
+        self._summaries: list[AttackVerdict] = []
         self.stats = {"packets": 0, "verdicts": 0, "episodes": 0, "suppressed": 0}
 
     # -- public ----------------------------------------------------------------------------------
@@ -331,6 +338,8 @@ class AttackDetector:
             self._sweep()
         self.stats["packets"] += 1
         out: list[AttackVerdict] = []
+        if self._summaries:
+            out, self._summaries = self._summaries, []
         if p.anomalies:
             self._anomalies(p, out)
         if p.eth_type == ETH_ARP and p.ip_version == 0:
@@ -353,6 +362,15 @@ class AttackDetector:
         return out
 
     inspect = process
+
+    def flush(self) -> list[AttackVerdict]:
+        """End every open episode (end of a capture, shutdown): their summaries when
+        `episode_summary` is on, else nothing. State is kept."""
+        out, self._summaries = self._summaries, []
+        if self.config.episode_summary:
+            out += [self._summary(ep) for ep in self._episodes.values()]
+        self._episodes.clear()
+        return out
 
     def may_block(self, address: str) -> bool:
         """False for "do not block" exclusions and for addresses that must never be blocked."""
@@ -756,9 +774,11 @@ class AttackDetector:
             elif not self.may_block(source):
                 action, reason = "terminate", "source may not be blocked"
         minutes = d.block_minutes if action == "block" else 0
-        ep.action, ep.minutes = action, minutes
+        ep.action, ep.minutes, ep.vlan, ep.iface = action, minutes, p.vlan, p.iface
         self.stats["episodes"] += 1
         self.stats["verdicts"] += 1
+        event = self._event(name, key, p, tgt, action, minutes, d, reason, extra)
+        ep.start = dict(event.data)
         out.append(
             AttackVerdict(
                 name=name,
@@ -766,7 +786,7 @@ class AttackDetector:
                 target=tgt,
                 action=action,
                 block_minutes=minutes,
-                event=self._event(name, key, p, tgt, action, minutes, d, reason, extra),
+                event=event,
                 vlan=p.vlan,
                 iface=p.iface,
             )
@@ -815,6 +835,29 @@ class AttackDetector:
             event_type="attack", timestamp=format_timestamp(p.ts), severity=severity, data=data
         )
 
+    def _summary(self, ep: _Episode) -> AttackVerdict:
+        data = {k: v for k, v in ep.start.items() if k != "attack"}
+        attack = ep.start.get("attack", {})
+        data["attack"] = {
+            "name": ep.name,
+            "detector": attack.get("detector", ""),
+            "action": ep.action,
+            "state": "ended",
+            "count": ep.count,
+            "first_seen": format_timestamp(ep.first),
+            "last_seen": format_timestamp(ep.last),
+            "duration": round(ep.last - ep.first, 6),
+            "targets": len(ep.targets),
+        }
+        if ep.minutes:
+            data["attack"]["block_minutes"] = ep.minutes
+        severity = SEVERITY_HIGH if ep.name.startswith(("DoS.", "Spoofing.")) else SEVERITY_MEDIUM
+        ev = Event(
+            event_type="attack", timestamp=format_timestamp(ep.last), severity=severity, data=data
+        )
+        # "ignore": the summary reports; it never drops the packet it travels with.
+        return AttackVerdict(ep.name, "", "", "ignore", 0, ev, ep.vlan, ep.iface)
+
     def _sweep(self) -> None:
         """Drop state idle for longer than its window (and episodes quiet past the timeout)."""
         now = self.now
@@ -847,6 +890,8 @@ class AttackDetector:
             if now - ep.last <= cfg.episode_timeout:
                 break
             del self._episodes[k]
+            if cfg.episode_summary:
+                self._summaries.append(self._summary(ep))
         # Connections and datagram pairs: the LRU cap bounds them; ARP bindings age out.
         while self._arp:
             k, (_mac, t) = next(iter(self._arp.items()))
