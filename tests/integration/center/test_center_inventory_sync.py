@@ -122,3 +122,68 @@ def test_libvirt_test_driver_connection(live: RunningCenter, admin: dict) -> Non
     vm = next(iter(vms.values()))
     assert vm["attrs"].get("uuid")
     api.close()
+
+
+def test_vsphere_connection_against_vcsim(live: RunningCenter, admin: dict, vcsim) -> None:  # noqa: ANN001
+    """A vCenter configured in the center (password encrypted at rest) fills the tree; a VM
+    powered off in vCenter shows up as such; a cluster's profile reaches its VMs."""
+    import urllib.parse
+
+    from pyVim.connect import Disconnect, SmartConnect
+    from pyVim.task import WaitForTask
+    from pyVmomi import vim
+    from sqlalchemy import select
+
+    from vmshield.center.db import Connection
+
+    api = _api(live, admin)
+    r = api.post(
+        "/api/v1/connections",
+        json={
+            "name": "vc",
+            "kind": "vsphere",
+            "url": vcsim.url,
+            "username": vcsim.user,
+            "password": vcsim.password,
+        },
+    )
+    assert r.status_code == 201
+    with live.ctx.store.sessions() as s:
+        assert vcsim.password not in s.scalar(select(Connection)).secret_enc
+    vms = _until(lambda: _vms(api).get("DC0_C0_RP0_VM0"), 60)
+    assert vms, api.get("/api/v1/connections").json()
+    assert vms["attrs"]["power_state"] == "on" and vms["attrs"]["uuid"]
+    tree = api.get("/api/v1/inventory").json()
+    found: list = []
+
+    def walk(n: dict) -> None:
+        if n["kind"] == "cluster" and n["name"] == "DC0_C0":
+            found.append(n)
+        for c in n["children"]:
+            walk(c)
+
+    walk(tree)
+    p = api.post("/api/v1/profiles/file", json={"name": "vc-std", "settings": {}}).json()
+    api.put(
+        f"/api/v1/inventory/nodes/{found[0]['id']}/assignment/file",
+        json={"mode": "profile", "profile_id": p["id"]},
+    )
+    eff = api.get(f"/api/v1/vms/{vms['attrs']['uuid']}/effective").json()
+    assert eff["file"]["profile"]["name"] == "vc-std" and eff["file"]["source"]["name"] == "DC0_C0"
+    u = urllib.parse.urlparse(vcsim.url)
+    si = SmartConnect(
+        host=u.hostname, port=u.port, user=vcsim.user, pwd=vcsim.password, protocol="http"
+    )
+    try:
+        content = si.RetrieveContent()
+        view = content.viewManager.CreateContainerView(
+            content.rootFolder, [vim.VirtualMachine], True
+        )
+        vm = next(o for o in view.view if o.name == "DC0_C0_RP0_VM0")
+        view.Destroy()
+        WaitForTask(vm.PowerOffVM_Task())
+    finally:
+        Disconnect(si)
+    off = _until(lambda: _vms(api)["DC0_C0_RP0_VM0"]["attrs"]["power_state"] == "off", 30)
+    assert off
+    api.close()
