@@ -179,3 +179,16 @@ def test_word_boundary_bytes_agree_with_clamscan(tmp_path: Path) -> None:
     ours = {p.name: {d.name for d in scanner.scan_path(p).detections} for p in files}
     assert ours == _clamscan(db_dir, files)
     assert "T.Before" in ours["p032"] and "T.Before" not in ours["p001"]
+
+
+def test_text_normalisation_in_pieces_equals_whole() -> None:
+    import random
+
+    from vmshield.engines.file.matcher import _norm_piece, normalize_text
+
+    rng = random.Random(7)
+    for _ in range(500):
+        d = bytes(rng.choice(b"ab \n\tCD\r") for _ in range(rng.randint(0, 80)))
+        for chunk in (1, 2, 3, 7, 64):
+            assert normalize_text(d, chunk) == _norm_piece(d.lower())
+    assert normalize_text(b"  Evil \r\n\t Payload  ") == b" evil payload "

@@ -37,9 +37,7 @@ class Hit:
     engine: str  # hash | body | logical | yara
 
 
-def normalize_text(data: bytes) -> bytes:
-    """ClamAV's normalised text: lower case, each run of whitespace a single space."""
-    low = data.lower()
+def _norm_piece(low: bytes) -> bytes:
     out = b" ".join(low.split())
     # split() drops leading/trailing whitespace; keep one space there, as a run would become.
     if low[:1].isspace():
@@ -47,6 +45,19 @@ def normalize_text(data: bytes) -> bytes:
     if low[-1:].isspace() and out[-1:] != b" ":
         out += b" "
     return out
+
+
+def normalize_text(data: bytes, chunk: int = 1 << 20) -> bytes:
+    """ClamAV's normalised text: lower case, each run of whitespace a single space. Done in
+    1 MiB pieces: split() on a whole 100 MB file would hold millions of words at once."""
+    pieces: list[bytes] = []
+    for i in range(0, len(data), chunk):
+        piece = _norm_piece(data[i : i + chunk].lower())
+        if pieces and pieces[-1].endswith(b" ") and piece.startswith(b" "):
+            piece = piece[1:]  # a whitespace run across the cut is still one space
+        if piece:
+            pieces.append(piece)
+    return b"".join(pieces)
 
 
 def file_types(data: bytes) -> frozenset[int]:
@@ -227,7 +238,11 @@ class Matcher:
         buf = bytes(data) if isinstance(data, memoryview) else data
         # Like ClamAV, a text file is also matched in normalised form: lower-cased, every run of
         # whitespace one space (checked against clamscan). Same text rule as file_types().
-        norm = normalize_text(buf) if b"\x00" not in buf[:4096] else None
+        norm = (
+            normalize_text(buf)
+            if (self.db.body or self.db.logical) and b"\x00" not in buf[:4096]
+            else None
+        )
         if self._hs is not None and len(buf):
             entries = self.entries
 
