@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmshield.agent import fanotify as fan
-from vmshield.agent import vminfo
+from vmshield.agent import inotify, vminfo
 from vmshield.agent.client import AgentClient, ClientHooks, Unreachable
 from vmshield.transport import protocol as p
 from vmshield.transport.endpoints import parse_endpoint
@@ -203,6 +203,9 @@ class Agent:
             server_hostname=cfg.server_name or None,
         )
         self._marked_dirs: set[str] = set()
+        self.in_fd = -1
+        self._wd_paths: dict[int, str] = {}
+        self._inotify_warned = False
 
     # ------------------------------------------------------------------ protocol hooks
     def _hello(self) -> p.Hello:
@@ -273,10 +276,10 @@ class Agent:
         self._marked_dirs.clear()
         self._mark_new_dirs()
 
-    def _mark_new_dirs(self) -> int:
+    def _mark_new_dirs(self, tops: list[str] | None = None) -> int:
         mask = self._mask() | fan.FAN_EVENT_ON_CHILD
         added = 0
-        for top in self.cfg.paths:
+        for top in self.cfg.paths if tops is None else tops:
             for dirpath, dirnames, _files in os.walk(top):
                 dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
                 if dirpath in self._marked_dirs:
@@ -287,7 +290,36 @@ class Agent:
                     added += 1
                 except OSError as exc:
                     log.warning("cannot watch %s: %s", dirpath, exc)
+                    continue
+                self._watch_dir(dirpath)
         return added
+
+    def _watch_dir(self, path: str) -> None:
+        if self.in_fd < 0:
+            return
+        try:
+            wd = inotify.add_watch(self.in_fd, path)
+        except OSError as exc:  # e.g. max_user_watches: the periodic walk still finds it
+            if not self._inotify_warned:
+                self._inotify_warned = True
+                log.warning("new directories are found by the periodic walk only: %s", exc)
+            return
+        self._wd_paths[wd] = path
+
+    def _on_dir_event(self) -> None:
+        """A directory appeared under a watched tree: mark it (and what it holds) now."""
+        new: list[str] = []
+        for wd, mask, name in inotify.read_events(self.in_fd):
+            if mask & inotify.IN_Q_OVERFLOW:
+                new += self.cfg.paths  # lost events: walk everything again
+            elif mask & inotify.IN_IGNORED:
+                gone = self._wd_paths.pop(wd, None)
+                if gone is not None:
+                    self._marked_dirs.discard(gone)
+            elif mask & inotify.IN_ISDIR and name and wd in self._wd_paths:
+                new.append(os.path.join(self._wd_paths[wd], name))
+        if new:
+            self._mark_new_dirs(new)
 
     def _remark(self) -> None:
         """Drop every kernel ignore mark and re-add the watches (with the current mask)."""
@@ -584,6 +616,9 @@ class Agent:
         )
         tasks: list[asyncio.Task[None]] = []
         try:
+            if self.cfg.paths:
+                self.in_fd = inotify.init()
+                loop.add_reader(self.in_fd, self._on_dir_event)
             self._add_marks()
             loop.add_reader(self.fan_fd, self._on_readable)
             tasks = [
@@ -613,6 +648,11 @@ class Agent:
                         self._answer(ev, self.failure_mode == "open")
             os.close(self.fan_fd)  # closing the group removes every mark
             self.fan_fd = -1
+            if self.in_fd >= 0:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(self.in_fd)
+                os.close(self.in_fd)
+                self.in_fd = -1
 
 
 def _hash_fd(fd: int) -> str:

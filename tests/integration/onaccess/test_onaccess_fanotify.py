@@ -577,3 +577,19 @@ def test_agent_over_tcp_with_mutual_tls(harness: Harness) -> None:
         env=_env(),
     )
     assert bad.returncode == 2 and b"needs --tls-cert" in bad.stderr
+
+
+def test_directories_created_after_start_are_protected(harness: Harness) -> None:
+    harness.start_svm(action="deny")
+    g = harness.guest("vm1")
+    harness.start_agent("vm1")  # paths mode: the tree's directories are marked one by one
+    sub = g / "new" / "deeper"
+    subprocess.run(["mkdir", "-p", str(sub)], check=True, timeout=15)
+    (sub / "eicar.com").write_bytes(EICAR)
+    # Marked on the inotify notice, well within 3 s (the periodic walk would take up to 30 s).
+    end = time.monotonic() + 3
+    r = guest_cat(sub / "eicar.com")
+    while r.returncode == 0 and time.monotonic() < end:
+        time.sleep(0.1)
+        r = guest_cat(sub / "eicar.com")
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
