@@ -129,12 +129,15 @@ def test_console_login_assign_inherit_and_event(tmp_path: Path) -> None:
                         event_type="file",
                         vm="42a1-01",
                         severity=SEVERITY_HIGH,
+                        # The shape docs/events.md gives for file events.
                         data={
+                            "action": "quarantine",
+                            "backup_id": "3b5e01",
                             "file": {
                                 "path": "/home/u/eicar.com",
-                                "action": "quarantine",
-                                "detections": [{"name": "Eicar-Test-Signature"}],
-                            }
+                                "status": "infected",
+                                "detections": [{"name": "Eicar-Test-Signature", "inner_path": ""}],
+                            },
                         },
                     )
                 )
@@ -148,6 +151,7 @@ def test_console_login_assign_inherit_and_event(tmp_path: Path) -> None:
                 expect(page.locator("pre")).to_contain_text("/home/u/eicar.com")
                 page.goto(rc.url + "/quarantine")
                 expect(page.locator("table")).to_contain_text("/home/u/eicar.com")
+                expect(page.locator("table")).to_contain_text("3b5e01")
                 page.goto(rc.url + "/services")
                 expect(page.locator("tr", has_text="DC0_C0_H0").first).to_contain_text("healthy")
                 page.screenshot(path=str(tmp_path / "console-services.png"), full_page=True)

@@ -609,7 +609,7 @@ def quarantine_page(request: Request) -> HTMLResponse:
     for x in _recent(request, ("file",)):
         f = x["ev"].get("file") or {}
         action = str(f.get("action") or x["ev"].get("action") or "")
-        backup = f.get("backup") or f.get("backup_id") or x["ev"].get("backup")
+        backup = x["ev"].get("backup_id") or f.get("backup_id")
         if (
             action in ("quarantine", "quarantined", "delete", "deleted", "disinfect", "disinfected")
             or backup
@@ -620,20 +620,42 @@ def quarantine_page(request: Request) -> HTMLResponse:
 
 @router.get("/blocked")
 def blocked_page(request: Request) -> HTMLResponse:
-    """Source addresses blocked for N minutes by the SVMs, still in force or not."""
+    """Source addresses blocked for a time: the filter's `block` events (kernel ipset entries)
+    and attacks whose action was to block the source (docs/events.md)."""
     u = current(request)
     now = time.time()
     items = []
-    for x in _recent(request, ("attack", "alert", "filter", "url")):
+    for x in _recent(request, ("block", "attack")):
         ev = x["ev"]
-        blk = ev.get("block") if isinstance(ev.get("block"), dict) else {}
-        action = str(ev.get("action") or (ev.get("alert") or {}).get("action") or "")
-        minutes = blk.get("minutes") or ev.get("block_minutes")
-        if not (blk or action in ("block", "blocked", "terminate_and_block") or minutes):
-            continue
-        addr = blk.get("address") or ev.get("src_ip")
-        until = x["row"].ts + float(minutes) * 60 if minutes else None
-        items.append({**x, "address": addr, "until": until, "active": bool(until and until > now)})
+        if x["row"].event_type == "block":
+            blk = ev.get("block") if isinstance(ev.get("block"), dict) else {}
+            seconds = blk.get("seconds")
+            failed = blk.get("action") == "block_failed"
+            how = "kernel block set" + (
+                f" {blk['scope'].get('set')}" if isinstance(blk.get("scope"), dict) else ""
+            )
+            note = str(blk.get("error") or "") if failed else ""
+        else:
+            att = ev.get("attack") if isinstance(ev.get("attack"), dict) else {}
+            if att.get("action") != "block" or att.get("state") == "ended":
+                continue
+            minutes = att.get("block_minutes")
+            seconds = float(minutes) * 60 if minutes else None
+            failed = bool(att.get("not_blocked"))
+            how = "attack: " + str(att.get("name", ""))
+            note = str(att.get("not_blocked") or "")
+        until = x["row"].ts + float(seconds) if seconds and not failed else None
+        state = "not blocked" if failed else ("blocked" if until and until > now else "expired")
+        items.append(
+            {
+                **x,
+                "address": ev.get("src_ip"),
+                "until": until,
+                "state": state,
+                "how": how,
+                "note": note,
+            }
+        )
     return page(request, "blocked.html", u, items=items)
 
 

@@ -230,3 +230,84 @@ def test_console_adds_a_connection(center: CenterContext, client: TestClient) ->
         "/connections", data={"csrf": csrf, "name": "bad", "kind": "ftp"}, follow_redirects=False
     )
     assert "error=" in r.headers["location"] and "kind" in r.headers["location"]
+
+
+def test_blocked_and_quarantine_pages_read_the_documented_events(
+    center: CenterContext, client: TestClient
+) -> None:
+    import time as _t
+
+    from vmshield.events import format_timestamp
+
+    now = _t.time()
+    center.store.ingest(
+        [
+            {
+                "event_id": "b1",
+                "event_type": "block",
+                "timestamp": format_timestamp(now - 60),
+                "src_ip": "10.231.7.200",
+                "block": {
+                    "action": "block_source",
+                    "seconds": 600,
+                    "scope": {"bridge": "br", "set": "lab1-block"},
+                },
+            },
+            {
+                "event_id": "b2",
+                "event_type": "block",
+                "timestamp": format_timestamp(now - 7200),
+                "src_ip": "10.231.7.201",
+                "block": {"action": "block_source", "seconds": 600},
+            },
+            {
+                "event_id": "a1",
+                "event_type": "attack",
+                "timestamp": format_timestamp(now - 5),
+                "src_ip": "10.0.0.66",
+                "attack": {
+                    "name": "Scan.Generic.PortScan.TCP",
+                    "action": "block",
+                    "block_minutes": 60,
+                },
+            },
+            {
+                "event_id": "a2",
+                "event_type": "attack",
+                "src_ip": "10.0.0.67",
+                "attack": {"name": "DoS.Generic.Land", "action": "terminate"},
+            },
+            {
+                "event_id": "f1",
+                "event_type": "file",
+                "action": "quarantine",
+                "backup_id": "bk-77",
+                "vm": "vm1",
+                "file": {
+                    "path": "/tmp/eicar.com",
+                    "detections": [{"name": "Eicar-Test-Signature"}],
+                },
+            },
+            {
+                "event_id": "f2",
+                "event_type": "file",
+                "action": "deny",
+                "vm": "vm1",
+                "file": {"path": "/tmp/other.bin", "detections": [{"name": "X"}]},
+            },
+        ]
+    )
+    with center.store.sessions.begin() as s:
+        auth.add_user(s, "v", "viewer-password", "viewer", "test")
+    _login(client, "v", "viewer-password")
+    page = client.get("/blocked").text
+    rows = {
+        ip: page.split(ip, 1)[1].split("</tr>", 1)[0]
+        for ip in ("10.231.7.200", "10.231.7.201", "10.0.0.66")
+    }
+    assert ">blocked<" in rows["10.231.7.200"] and "lab1-block" in rows["10.231.7.200"]
+    assert ">expired<" in rows["10.231.7.201"]
+    assert ">blocked<" in rows["10.0.0.66"] and "Scan.Generic.PortScan.TCP" in rows["10.0.0.66"]
+    assert "10.0.0.67" not in page  # terminate is not a block
+    q = client.get("/quarantine").text
+    assert "/tmp/eicar.com" in q and "bk-77" in q and "/tmp/other.bin" not in q
