@@ -299,6 +299,28 @@ def node_effective(
     return store.effective(s, node_id)
 
 
+@router.get("/vms", tags=["inventory"])
+def list_vms(
+    request: Request,
+    status: Literal["protected", "excluded", "unprotected"] | None = None,
+    p: Principal = VIEWER,
+    s: Session = DB,
+) -> list[dict[str, Any]]:
+    """Every VM with its file and network protection status; `status` filters on the file one
+    (e.g. `?status=unprotected`: what no profile covers)."""
+    store: Store = ctx(request).store
+    nodes = store.all_nodes(s)
+    assigns = store.assignments(s)
+    profiles = {x.id: x for x in s.scalars(select(Profile))}
+    out = []
+    for n in sorted((n for n in nodes.values() if n.kind == "vm"), key=lambda n: n.name):
+        eff = store.effective(s, n.id, nodes, assigns, profiles)
+        if status is not None and eff["file"]["status"] != status:
+            continue
+        out.append({**node_out(n), "protection": {k: _status_brief(v) for k, v in eff.items()}})
+    return out
+
+
 @router.get("/vms/{ident}/effective", tags=["profiles"])
 def vm_effective(
     ident: str, request: Request, p: Principal = VIEWER, s: Session = DB

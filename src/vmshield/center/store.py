@@ -88,6 +88,15 @@ def detection_name(d: dict[str, Any]) -> str | None:
             return v[:256]
         if isinstance(v, dict) and v.get("name"):
             return str(v["name"])[:256]
+    u = d.get("url")
+    if isinstance(u, dict):
+        name = u.get("expression") or u.get("hostname")
+        cats = u.get("categories")
+        if name:
+            label = (
+                f"{','.join(map(str, cats))}: {name}" if isinstance(cats, list) and cats else name
+            )
+            return str(label)[:256]
     f = d.get("file")
     if isinstance(f, dict):
         dets = f.get("detections")

@@ -83,6 +83,14 @@ def test_nothing_assigned_is_unprotected(client: TestClient, world: dict) -> Non
 
 def test_cluster_assignment_inherited_by_vms_below_only(client: TestClient, world: dict) -> None:
     assign(client, world, "c1", "profile", "strict")
+    unprot = client.get("/api/v1/vms", params={"status": "unprotected"}, headers=world["v"]).json()
+    assert [v["name"] for v in unprot] == ["app3"]
+    allv = client.get("/api/v1/vms", headers=world["v"]).json()
+    assert {v["name"]: v["protection"]["file"]["status"] for v in allv} == {
+        "app3": "unprotected",
+        "db1": "protected",
+        "web1": "protected",
+    }
     e = eff(client, world, "4210-aaaa")
     assert e["file"]["status"] == "protected"
     assert e["file"]["profile"]["name"] == "strict"
