@@ -23,7 +23,12 @@ def register(sub: Any) -> None:
     h = dsub.add_parser("hash", help="print .hdb (MD5) and .hsb (SHA1/SHA256) lines for files")
     h.add_argument("files", nargs="+", metavar="FILE")
     h.add_argument("--name", help="signature name (default: the file's base name)")
-    h.add_argument("--kind", choices=("md5", "sha1", "sha256", "all"), default="all")
+    h.add_argument(
+        "--kind",
+        choices=("md5", "sha1", "sha256", "all", "mdb"),
+        default="all",
+        help="mdb: one `.mdb` line (SectionSize:MD5:Name) per section of a PE file, as sigtool --mdb",
+    )
     h.set_defaults(func=run_hash)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
@@ -88,7 +93,25 @@ def run_hash(args: argparse.Namespace) -> int:
             rc = 2
             continue
         name = args.name or os.path.basename(path)
+        if args.kind == "mdb":
+            rc = max(rc, _print_mdb(path, name))
+            continue
         for kind in ("md5", "sha1", "sha256"):
             if args.kind in (kind, "all"):
                 print(f"{hs[kind].hexdigest()}:{size}:{name}")
     return rc
+
+
+def _print_mdb(path: str, name: str) -> int:
+    from vmshield.engines.file.signatures.execinfo import pe_info
+
+    with open(path, "rb") as fh:
+        data = fh.read()
+    info = pe_info(data)
+    if info is None:
+        print(f"vmshield db hash: {path}: not a PE file", file=sys.stderr)
+        return 2
+    for off, size in info.sections:
+        if size and off + size <= len(data):
+            print(f"{size}:{hashlib.md5(data[off : off + size]).hexdigest()}:{name}")
+    return 0

@@ -122,3 +122,19 @@ def test_pe_section_hashes_mdb_msb(tmp_path: Path) -> None:
             timeout=120,
         )
         assert "Pe.Section.Md5.UNOFFICIAL FOUND" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_db_hash_mdb_lines_detect_the_pe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vmshield.cli import main
+    from vmshield.engines.file.database import Database
+
+    (tmp_path / "x.exe").write_bytes(make_pe())
+    assert main(["db", "hash", "--kind", "mdb", "--name", "Pe.X", str(tmp_path / "x.exe")]) == 0
+    lines = capsys.readouterr().out
+    assert len(lines.splitlines()) == 2 and lines.startswith("512:")
+    (tmp_path / "x.mdb").write_text(lines)
+    assert names(Database.load(tmp_path / "x.mdb"), make_pe()) == {"Pe.X"}
+    (tmp_path / "t.txt").write_text("not a pe")
+    assert main(["db", "hash", "--kind", "mdb", str(tmp_path / "t.txt")]) == 2
