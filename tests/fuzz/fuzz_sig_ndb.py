@@ -15,6 +15,8 @@ def TestOneInput(data: bytes) -> None:
         sig = parse_ndb(line.decode("latin-1"))
     except (SigError, SkipSig):
         return
+    if sig.hex.regex.count(b"*?") + sig.hex.regex.count(b",}?") > 3:
+        return  # the reference `re` itself backtracks for ages on chained gaps (the matcher does not)
     rx = re.compile(sig.hex.regex, re.DOTALL)
     m = rx.search(sample)
     if m and sig.hex.anchors:

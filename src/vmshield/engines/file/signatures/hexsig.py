@@ -153,6 +153,11 @@ def _merge(tokens: list[Token]) -> list[Token]:
     for t in tokens:
         if t[0] == "lit" and out and out[-1][0] == "lit":
             out[-1] = ("lit", out[-1][1] + t[1])
+        elif t[0] == "any" and out and out[-1][0] == "any":
+            # `**`, `*{2}`, `??{1-3}`: one gap, not a chain a backtracking matcher explores
+            lo = out[-1][1] + t[1]
+            hi = None if out[-1][2] is None or t[2] is None else out[-1][2] + t[2]
+            out[-1] = ("any", lo, hi)
         else:
             out.append(t)
     return out
