@@ -56,9 +56,14 @@ def run_one(target: Path, seconds: int) -> tuple[str, str]:
     if proc.returncode == 0:
         return "OK", f"{runs} executions in {took:.0f} s, no crash"
     crash = re.findall(r"Test unit written to (\S+)", log)
+    where = crash[-1] if crash else "none"
+    if "/timeout-" in where or "ALARM: working on the last Unit" in log:
+        return "HANG", f"after {took:.0f} s: one input ran over 30 s (input: {where})"
+    if "/oom-" in where or "out-of-memory" in log:
+        return "OOM", f"after {took:.0f} s: over 3 GB of memory (input: {where})"
     exc = re.findall(r"^(\w+(?:Error|Exception)[^\n]*)", log, re.M)
     detail = exc[-1] if exc else log.strip().splitlines()[-1] if log.strip() else "no output"
-    return "CRASH", f"after {took:.0f} s: {detail[:300]} (input: {crash[-1] if crash else 'none'})"
+    return "CRASH", f"after {took:.0f} s: {detail[:300]} (input: {where})"
 
 
 def main() -> int:
