@@ -26,6 +26,52 @@ log = logging.getLogger("vmshield.center")
 __all__ = ["CenterContext", "create_app", "default_db_url", "open_center", "serve"]
 
 
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"strict-transport-security", b"max-age=31536000"),
+    # The console needs nothing from elsewhere and is never framed (no clickjacking).
+    (b"x-frame-options", b"DENY"),
+]
+_CSP = (
+    b"content-security-policy",
+    b"default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+)
+
+
+class TimingHeaders:
+    """Latency per route into the metrics, and security headers on every response. A plain ASGI
+    middleware: Starlette's BaseHTTPMiddleware copies request bodies through a stream, which
+    costs on multi-megabyte event batches."""
+
+    def __init__(self, app: Any, metrics: Any) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        docs = scope["path"].startswith("/api/v1/docs")
+
+        async def send_with_headers(msg: Any) -> None:
+            if msg["type"] == "http.response.start":
+                have = {k.lower() for k, _ in msg.get("headers", [])}
+                extra = [h for h in _SECURITY_HEADERS if h[0] not in have]
+                if not docs and _CSP[0] not in have:
+                    extra.append(_CSP)
+                msg = {**msg, "headers": [*msg.get("headers", []), *extra]}
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            route = scope.get("route")
+            self.metrics.request_seconds.labels(getattr(route, "path", "other")).observe(
+                time.perf_counter() - t0
+            )
+
+
 class BodyLimit:
     """Refuses request bodies over a limit before anything parses them (413), so an
     unauthenticated client cannot make the center buffer gigabytes: FastAPI reads a JSON body
@@ -125,23 +171,7 @@ def create_app(c: CenterContext) -> FastAPI:
 
     _ = (RequestValidationError, StarletteHTTPException)
 
-    @app.middleware("http")
-    async def _timing(request: Request, call_next: Any) -> Response:
-        t0 = time.perf_counter()
-        resp: Response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "other")
-        c.metrics.request_seconds.labels(path).observe(time.perf_counter() - t0)
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        # The console needs nothing from elsewhere and is never framed (no clickjacking).
-        resp.headers.setdefault("X-Frame-Options", "DENY")
-        if not request.url.path.startswith("/api/v1/docs"):
-            resp.headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
-            )
-        return resp
+    app.add_middleware(TimingHeaders, metrics=c.metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(p: Any = api.VIEWER) -> Response:

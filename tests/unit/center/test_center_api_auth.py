@@ -90,7 +90,12 @@ def test_admin_changes_are_audited(client: TestClient, tokens: dict) -> None:
 
 
 def test_openapi_document(client: TestClient) -> None:
-    doc = client.get("/api/v1/openapi.json").json()
+    r = client.get("/api/v1/openapi.json")
+    assert (
+        r.headers["x-frame-options"] == "DENY"
+        and "default-src 'self'" in r.headers["content-security-policy"]
+    )
+    doc = r.json()
     assert doc["info"]["title"] == "vmshield center"
     assert "/api/v1/vms/{ident}/effective" in doc["paths"]
     assert "/api/v1/svm/events" in doc["paths"]

@@ -272,6 +272,7 @@ def test_export_syslog_udp_tcp_tls_and_jsonl(
     metrics = client.get("/metrics", headers=tokens["viewer"]).text
     assert 'vmshield_center_events_exported_total{exporter="j"} 30.0' in metrics
     assert "vmshield_center_events_stored 30.0" in metrics
+    assert 'vmshield_center_request_seconds_count{route="/api/v1/exporters"}' in metrics
 
 
 def test_export_waits_for_an_unreachable_siem(
