@@ -177,6 +177,7 @@ class Defragmenter:
         r.eth_src, r.eth_dst, r.eth_type = p.eth_src, p.eth_dst, p.eth_type
         r.linktype = LINKTYPE_RAW
         r.ip_id = p.ip_id
+        r.reassembled = True  # flow:only_frag / no_frag
         return r
 
     def _drop(self, key: tuple[Any, ...], t: _Tracker) -> None:

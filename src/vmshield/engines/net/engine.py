@@ -163,6 +163,9 @@ class Engine:
         self._bypass_ok = cfg.bypass and self.ips
         self._tls_bypass = cfg.tls_encryption_handling == "bypass"
         self._sevents: list[str] = []
+        # Stream and app-layer event names raised by the current packet (stream-event and
+        # app-layer-event rules); an empty tuple for most packets.
+        self._evnames: list[str] | tuple[()] = ()
         timeouts: dict[int, tuple[float, float, float]] = {}
         for name, vals in cfg.flow_timeouts.items():
             proto = {"tcp": PROTO_TCP, "udp": PROTO_UDP, "icmp": PROTO_ICMP, "default": 0}[name]
@@ -188,6 +191,7 @@ class Engine:
             "blocks": 0,
             "bypassed_flows": 0,
             "passed": 0,
+            "silent_drops": 0,
             "internal_errors": 0,
             "url_hits": 0,
             "attack_events": 0,
@@ -254,6 +258,7 @@ class Engine:
         p = decode(frame, ts, linktype, iface, vlan)
         events: list[Event] | None = None
         verdict = ACCEPT
+        self._evnames = ()
 
         if p.is_fragment:
             r = self.defrag.add(p)
@@ -307,6 +312,7 @@ class Engine:
             if sevents:
                 names = list(sevents)
                 sevents.clear()
+                self._evnames = names  # for stream-event rules
                 for name in names:
                     if name == EV_RETRANS:
                         c["retransmissions"] += 1
@@ -669,6 +675,10 @@ class Engine:
     def _app_anomalies(
         self, p: Packet, f: Flow, names: list[str], events: list[Event] | None
     ) -> list[Event] | None:
+        if self._evnames:
+            self._evnames = [*self._evnames, *names]
+        else:
+            self._evnames = list(names)
         if self.config.out_anomaly:
             events = events or []
             for n in names:
@@ -801,13 +811,16 @@ class Engine:
         app_proto = ap if ap and ap != "unknown" else None
         sb_ts = streams.ts.delivered if streams else 0
         sb_tc = streams.tc.delivered if streams else 0
-        # Positional construction: this runs for every packet.
+        # Positional construction: this runs for every packet. The flow counters (flow.pkts,
+        # flow.bytes, flow.age) and this packet's stream / app-layer event names come along.
+        evnames = self._evnames
         found: list[tuple[Any, int | None, Any]]
         if not ctxs:
             alerts = rules.match(
                 InspectContext(
                     p, direction, established, app.detect, stream, _NO_BUFFERS, app_proto,
-                    None, sb_ts, sb_tc,
+                    None, sb_ts, sb_tc, f.pkts_toserver, f.pkts_toclient, f.bytes_toserver,
+                    f.bytes_toclient, f.start, evnames,
                 )
             )  # fmt: skip
             if not alerts:
@@ -819,10 +832,13 @@ class Engine:
                 for a in rules.match(
                     InspectContext(
                         p, direction, established, app.detect, stream, buffers or _NO_BUFFERS,
-                        app_proto, tx_id, sb_ts, sb_tc,
+                        app_proto, tx_id, sb_ts, sb_tc, f.pkts_toserver, f.pkts_toclient,
+                        f.bytes_toserver, f.bytes_toclient, f.start, evnames,
                     )
                 ):  # fmt: skip
                     found.append((a, tx_id, obj))
+                    if a.action == "pass":
+                        break
                 # The stream bytes are inspected once, with the first transaction.
                 if stream:
                     stream = b""
@@ -831,23 +847,27 @@ class Engine:
         seen: set[int] = set()
         for a, tx_id, obj in found:
             sid = a.sid
-            if chunk:
-                # One report per signature per inspection window of the stream.
+            if a.action == "pass":
+                # Suricata: a matching pass rule ends inspection of the packet (it comes back
+                # alone, first) and passes the whole flow (TCP and UDP): nothing more of it is
+                # inspected, and inline the kernel may stop queueing it.
+                self.counters["passed"] += 1
+                if p.proto in (PROTO_TCP, PROTO_UDP) and not f.action:
+                    f.bypassed = True
+                    if self._bypass_ok:
+                        self.counters["bypassed_flows"] += 1
+                        verdict = self._merge(verdict, BYPASS)
+                break
+            if a.tx_id is None and chunk:
+                # One report per signature per inspection window of the stream (the overlap
+                # must not repeat a match). App-layer alerts are already once per transaction
+                # in the rule engine: two identical requests give two alerts, as Suricata.
                 if sid in d.alerted or sid in d.prev_alerted or sid in seen:
                     continue
                 if d.alerted is _NONE:
                     d.alerted = set()
                 d.alerted.add(sid)  # type: ignore[union-attr]
             seen.add(sid)
-            if a.action == "pass":
-                # Suricata: a matching pass rule ends inspection of the packet (the alerts come
-                # ordered pass first) and, on a TCP connection, passes the whole flow.
-                self.counters["passed"] += 1
-                if p.proto == PROTO_TCP:
-                    f.bypassed = True
-                break
-            self.counters["alerts"] += 1
-            f.alerted = True
             act = a.action if self.ips else "alert"
             if act in ("drop", "reject"):
                 f.action = "drop"
@@ -857,6 +877,12 @@ class Engine:
                 else:
                     self.counters["drops"] += 1
                     verdict = self._merge(verdict, Verdict(Action.DROP, reason=f"sid {sid}"))
+            if a.silent:
+                # Past its threshold, or a noalert drop: the verdict applies, no alert is logged.
+                self.counters["silent_drops"] += 1
+                continue
+            self.counters["alerts"] += 1
+            f.alerted = True
             if self.config.out_alert:
                 events = events or []
                 events.append(self._alert_event(p, f, app, a, act, tx_id, obj))
@@ -914,7 +940,24 @@ class Engine:
         if f.action:
             return False
         s = f.streams
-        if s.ts.done and s.tc.done:
+        ts_done = s.ts.done
+        tc_done = s.tc.done
+        if ts_done and tc_done:
+            return True
+        if ts_done or tc_done:
+            # Suricata's stream.bypass: the first direction to reach the reassembly depth
+            # triggers the bypass (one-way bulk transfers: uploads, downloads, iperf). Every
+            # byte of the other direction received so far has been inspected; we hold back
+            # only while that other side still has something to deliver: out-of-order data
+            # waiting for a gap, or an HTTP request whose response has not been seen yet.
+            other = s.tc if ts_done else s.ts
+            if other.pending:
+                return False
+            parser = f.app.parser
+            if ts_done and isinstance(parser, HttpParser):
+                txs = parser.txs
+                if txs and not txs[-1].response_done:
+                    return False
             return True
         if f.app_proto == "tls" and self._tls_bypass:
             parser = f.app.parser
