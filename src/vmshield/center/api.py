@@ -544,15 +544,15 @@ class EnrolIn(BaseModel):
 def enrol(body: EnrolIn, request: Request, s: Session = DB) -> dict[str, Any]:
     client = request.client.host if request.client else "?"
     # Guessing tokens is rate limited like passwords.
-    if auth.login_blocked(s, "enrol", client):
+    # Per address, not global: a stranger's bad tokens must not lock every SVM out.
+    if auth.address_blocked(s, client):
         raise HTTPException(429, "too many failed enrolments; wait and retry")
     store: Store = ctx(request).store
     try:
         dep, cert = store.enrol(s, body.token, body.csr.encode())
     except PermissionError as exc:
         with store.sessions.begin() as s2:
-            s2.add(auth.LoginAttempt(key="user:enrol", ts=time.time()))
-            s2.add(auth.LoginAttempt(key=f"addr:{client}", ts=time.time()))
+            auth.record_failure(s2, client)
             auth.audit(s2, f"addr:{client}", "deployment.enrol_refused", "enrol", {})
         raise HTTPException(403, str(exc)) from None
     return {

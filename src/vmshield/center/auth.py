@@ -120,6 +120,15 @@ def login_blocked(s: Session, name: str, client: str) -> bool:
     )
 
 
+def address_blocked(s: Session, client: str) -> bool:
+    """Too many failures from this address (logins or enrolment tokens)."""
+    return _recent_failures(s, f"addr:{client}", time.time()) >= LOGIN_MAX_FAILURES * 4
+
+
+def record_failure(s: Session, client: str) -> None:
+    s.add(LoginAttempt(key=f"addr:{client}", ts=time.time()))
+
+
 def authenticate(s: Session, name: str, password: str, client: str) -> User | None:
     """Check a password; failures are recorded for the rate limit (by name and by address)."""
     now = time.time()

@@ -165,3 +165,16 @@ def test_oversized_bodies_refused_before_parsing(client: TestClient, tokens: dic
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert r.status_code == 413
+
+
+def test_enrolment_token_guessing_is_rate_limited_per_address(client: TestClient) -> None:
+    from vmshield.center.pki import make_key_and_csr
+
+    _key, csr = make_key_and_csr("svm")
+    body = {"token": "guess-guess-guess." + "0" * 64, "csr": csr.decode()}
+    codes = [
+        client.post("/api/v1/enroll", json=body).status_code
+        for _ in range(auth.LOGIN_MAX_FAILURES * 4 + 1)
+    ]
+    assert codes[:-1] == [403] * (auth.LOGIN_MAX_FAILURES * 4)
+    assert codes[-1] == 429
