@@ -178,3 +178,15 @@ def test_slow_yara_rule_hits_the_time_limit_not_clean() -> None:
     db = db_of(slow_yar=rule)
     r = Scanner(db, Limits(max_scan_time=1.5)).scan_bytes(b"x" * 200_000, "slow")
     assert r.status is Status.LIMITS_EXCEEDED and r.limit == "max_scan_time"
+
+
+@pytest.mark.skipif(shutil.which("zip") is None, reason="zip not installed")
+def test_encrypted_self_extracting_archive_is_encrypted(tmp_path: Path) -> None:
+    (tmp_path / "payload.bin").write_bytes(b"secret payload " * 20)
+    subprocess.run(
+        ["zip", "-q", "-P", "pw", str(tmp_path / "p.zip"), "payload.bin"], cwd=tmp_path, check=True
+    )
+    sfx = b"MZ" + b"\x00" * 300 + (tmp_path / "p.zip").read_bytes()
+    r = Scanner(DB).scan_bytes(sfx, "setup.exe")
+    assert r.status is Status.ENCRYPTED
+    assert r.encrypted and r.encrypted[0].endswith("//payload.bin")

@@ -128,6 +128,10 @@ class Scanner:
         kind = _detect(data) if self.db.uses_container else None
         budget.check_depth(depth + 1)
         it = iter(members)
+        # Encrypted members of a carved archive count once that archive has read without error:
+        # a real self-extracting archive with encrypted content is reported as encrypted.
+        pending_encrypted: list[str] = []
+        guess_failed = False
         while True:
             try:
                 member = next(it)
@@ -147,13 +151,14 @@ class Scanner:
             speculative = _is_speculative(mpath)
             if member.encrypted:
                 if speculative:
-                    result.errors.append(f"(speculative) {mpath}: encrypted")
+                    pending_encrypted.append(mpath)
                     continue
                 result.encrypted.append(mpath)
                 result.status = worst(result.status, Status.ENCRYPTED)
                 continue
             if member.error:
                 if speculative:
+                    guess_failed = True
                     result.errors.append(f"(speculative) {mpath}: {member.error}")
                 else:
                     result.errors.append(f"{mpath}: {member.error}")
@@ -166,6 +171,11 @@ class Scanner:
                 if exc.limit not in _PER_MEMBER_LIMITS:
                     raise
                 self._limit(result, exc, mpath)
+        if pending_encrypted and not guess_failed:
+            result.encrypted.extend(pending_encrypted)
+            result.status = worst(result.status, Status.ENCRYPTED)
+        else:
+            result.errors.extend(f"(speculative) {p}: encrypted" for p in pending_encrypted)
 
     @staticmethod
     def _limit(result: ScanResult, exc: LimitExceeded, where: str) -> None:
