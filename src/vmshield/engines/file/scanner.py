@@ -30,6 +30,9 @@ _PER_MEMBER_LIMITS = frozenset({"max_file_size", "max_recursion", "bomb_ratio"})
 
 
 class Scanner:
+    """Scans files against one Database. Not thread-safe (Hyperscan scratch space, caches): use
+    one Scanner per thread or process; the Database pickles cheaply for worker processes."""
+
     def __init__(
         self,
         db: Database,
