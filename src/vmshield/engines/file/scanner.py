@@ -30,8 +30,9 @@ _PER_MEMBER_LIMITS = frozenset({"max_file_size", "max_recursion", "bomb_ratio"})
 
 
 class Scanner:
-    """Scans files against one Database. Not thread-safe (Hyperscan scratch space, caches): use
-    one Scanner per thread or process; the Database pickles cheaply for worker processes."""
+    """Scans files against one Database. Not thread-safe: the Database's compiled matcher holds
+    one Hyperscan scratch space, shared by every Scanner of that Database. Scan from one thread
+    per Database, or from worker processes (the Database pickles cheaply), as the SVM does."""
 
     def __init__(
         self,
