@@ -172,3 +172,16 @@ def test_hostile_names_in_rar_and_cpio(tmp_path: Path, monkeypatch: pytest.Monke
         for m in drain(make_rar4({name: b"x"})):
             _check_safe(m.name)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ole2_with_an_impossible_minifat_is_malformed_not_slow() -> None:
+    # Found by fuzzing: a header declaring 150 million mini-FAT sectors made olefile spin.
+    import struct
+
+    from container_testlib import make_ole2
+
+    blob = bytearray(make_ole2({"a": b"x" * 100}))
+    struct.pack_into("<I", blob, 0x40, 150_000_000)  # csectMiniFat
+    struct.pack_into("<I", blob, 0x3C, 0)  # first mini-FAT sector
+    ms = drain(bytes(blob))
+    assert any(m.error and "mini-FAT" in m.error for m in ms)

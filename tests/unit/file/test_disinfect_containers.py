@@ -227,3 +227,20 @@ def test_tar_gz_with_infected_zip_inside_cleaned_in_place() -> None:
         z = zipfile.ZipFile(io.BytesIO(t.extractfile("pkg/inner.zip").read()))  # type: ignore[union-attr]
         assert z.namelist() == ["keep.txt"]
     assert find_eicar(r.data)["found"] == []
+
+
+def test_overlapping_zip_refused() -> None:
+    # Found by fuzzing: two central entries on the same bytes; removing one would keep the content.
+    import struct
+
+    blob = make_zip({"a": EICAR})
+    d = read_directory(blob)
+    cen = blob[d.cd_offset : d.cd_offset + d.cd_size]
+    bomb = (
+        blob[: d.cd_offset]
+        + cen
+        + cen
+        + struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 2, 2, 2 * len(cen), d.cd_offset, 0)
+    )
+    r = disinfect(bomb, ["a"])
+    assert not r.ok and "overlapping" in r.reason

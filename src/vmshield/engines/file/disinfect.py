@@ -22,8 +22,15 @@ from dataclasses import dataclass, field
 from .containers import detect, sanitize_name
 from .containers._base import unique_names
 from .containers.streams import is_tar
-from .containers.zipfmt import ZipDirectory, ZipEntry, ZipFormatError, extract, read_directory
-from .limits import Limits, ScanBudget
+from .containers.zipfmt import (
+    ZipDirectory,
+    ZipEntry,
+    ZipFormatError,
+    check_overlap,
+    extract,
+    read_directory,
+)
+from .limits import LimitExceeded, Limits, ScanBudget
 
 CT_NS = "http://schemas.openxmlformats.org/package/2006/content-types"
 REL_NS = "http://schemas.openxmlformats.org/package/2006/relationships"
@@ -102,6 +109,11 @@ def _zip(data: bytes, tops: list[str], paths: list[str], depth: int) -> Disinfec
     directory = read_directory(data)
     if directory.base:
         return cannot("self-extracting archive (data before the zip)")
+    try:
+        # Entries sharing bytes: removing one would leave its content under another name.
+        check_overlap(directory)
+    except LimitExceeded as exc:
+        return cannot(f"overlapping zip entries ({exc.detail})")
     by_name = _names(directory)
     missing = [t for t in tops if t not in by_name]
     if missing:

@@ -45,6 +45,17 @@ def walk(data: bytes, name: str, budget: ScanBudget) -> Iterator[Member]:
     except Exception as exc:  # noqa: BLE001 - olefile raises OSError and others on bad input
         yield Member("(ole2)", None, error=f"malformed OLE2: {exc}")
         return
+    # A header declaring more mini-FAT or mini-stream than the file holds makes olefile walk
+    # millions of sectors (found by fuzzing): such a file is malformed, say so and stop.
+    minifat = ole.num_mini_fat_sectors * ole.sectorsize
+    if minifat > len(data) or ole.root.size > len(data) * 2:
+        ole.close()
+        yield Member(
+            "(ole2)",
+            None,
+            error=f"malformed OLE2: mini-FAT of {minifat} bytes in a {len(data)}-byte file",
+        )
+        return
     uniq = unique_names()
     with ole:
         entries = ole.listdir(streams=True, storages=False)
