@@ -386,6 +386,16 @@ def _apply_action(args: argparse.Namespace, result: ScanResult) -> str | None:
 # --- output -------------------------------------------------------------------------------------
 
 
+_CTRL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def display(text: str) -> str:
+    """A path as one safe line: control characters (a newline in a file name could forge a
+    `FOUND` line) and undecodable bytes shown as \\xNN, never written raw."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CTRL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def lines_for(result: ScanResult) -> list[str]:
     p = result.path
     out = [
@@ -486,9 +496,9 @@ def run(args: argparse.Namespace) -> int:
             for line in lines_for(result):
                 if args.infected and not line.endswith(" FOUND"):
                     continue
-                out.write(line + "\n")
+                out.write(display(line) + "\n")
             if action_line:
-                out.write(f"{result.path}: {action_line}\n")
+                out.write(display(f"{result.path}: {action_line}") + "\n")
         progress.update(counts["files"], counts["bytes"], result.path)
 
     if "-" in args.paths:  # like clamscan: `-` scans standard input

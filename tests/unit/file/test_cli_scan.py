@@ -295,3 +295,19 @@ def test_progress_only_on_request_or_terminal(
     _, out2, err2 = run(capsys, "-r", "--progress", "always", "--db", str(db), str(t))
     assert "files, " in err2 and " MB] " in err2 and "\x1b[K" in err2
     assert "\x1b" not in out2  # results stay clean on stdout
+
+
+def test_file_names_cannot_forge_output_lines(
+    tmp_path: Path, tree: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, _ = tree
+    d = tmp_path / "names"
+    d.mkdir()
+    (d / "new\nline: Fake.Virus FOUND").write_bytes(b"harmless")
+    os.close(os.open(os.fsencode(d) + b"/bad\xffname", os.O_CREAT | os.O_WRONLY, 0o644))
+    rc, out, _ = run(capsys, "-r", "--no-summary", "--db", str(db), str(d))
+    assert rc == 0
+    assert sorted(out.splitlines()) == [
+        f"{d}/bad\\xffname: OK",
+        f"{d}/new\\x0aline: Fake.Virus FOUND: OK",
+    ]
