@@ -340,6 +340,20 @@ class AttackDetector:
         out: list[AttackVerdict] = []
         if self._summaries:
             out, self._summaries = self._summaries, []
+        if (
+            p.proto == PROTO_TCP
+            and p.dsize
+            and p.tcp_flags & 0x3F in _DATA_FLAGS
+            and not p.anomalies
+            and not p.is_fragment
+            and p.src_bytes
+            and p.src_bytes != p.dst_bytes
+            and p.dst_bytes
+            and not _martian(p)
+        ):
+            # Fast path: data on a connection (ACK or PSH+ACK with payload) is neither a probe
+            # nor a handshake step, and changes no detector state; most packets are this.
+            return out
         if p.anomalies:
             self._anomalies(p, out)
         if p.eth_type == ETH_ARP and p.ip_version == 0:
@@ -901,6 +915,9 @@ class AttackDetector:
 
 
 _BCAST4 = ipaddress.IPv4Address("255.255.255.255")
+
+
+_DATA_FLAGS = frozenset((ACK, ACK | PSH))
 
 
 def _scoped(p: Packet) -> tuple[bytes, bytes]:

@@ -801,10 +801,20 @@ class Engine:
                 d.gen_bytes = 0
                 d.prev_alerted = d.alerted
                 d.alerted = _NONE
+        direction = "to_server" if toserver else "to_client"
+        if (
+            not stream
+            and not ctxs
+            and not p.payload
+            and not self._evnames
+            and not rules.header_candidates(p, app.detect, direction)
+        ):
+            # Nothing to inspect (a bare ACK) and no rule without a fast pattern applies to
+            # this packet's protocol and ports: most packets of a connection end here.
+            return verdict, events
         streams = f.streams
         if app.detect is None and FlowDetectState is not None:
             app.detect = FlowDetectState()
-        direction = "to_server" if toserver else "to_client"
         state = f.state
         established = state == STATE_ESTABLISHED or (state == STATE_CLOSED and f.tcp_state > 0)
         ap = f.app_proto

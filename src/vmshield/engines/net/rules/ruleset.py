@@ -13,7 +13,7 @@ import hyperscan
 from .classification import Classification
 from .datasets import Datasets
 from .detect import Env, flow_conditions, header_match, payload_match
-from .model import Alert, InspectContext, LoadStats, RuleError
+from .model import Alert, FlowDetectState, InspectContext, LoadStats, RuleError
 from .parser import PACKET_BUFFERS, BufKey, Rule, RuleReject, parse_rule
 from .threshold_config import RateFilter, Suppress, parse_threshold_config
 from .transforms import apply_all
@@ -25,8 +25,11 @@ MAX_THRESHOLD_ENTRIES = 100_000
 MAX_XBITS = 100_000
 
 
+_GROUP_OF = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
+
+
 def _group_of(proto: int) -> str:
-    return {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}.get(proto, "other")
+    return _GROUP_OF.get(proto, "other")
 
 
 GROUPS = ("tcp", "udp", "icmp", "other")
@@ -53,6 +56,8 @@ class _Group:
     # (key, kind, prefilter): kind 0 payload/stream, 1 packet header buffer, 2 plain app-layer
     # buffer, 3 transformed app-layer buffer
     scan_plan: list[tuple[BufKey, int, _Prefilter]] = field(default_factory=list)
+    always_iponly: list[int] = field(default_factory=list)  # the IP-only rules of `always`
+    hdr_prefilter: bool = False  # a fast pattern in a packet header buffer (tcp.hdr, ...)
 
     def add_always(self, idx: int, r: Rule) -> None:
         dp, sp = r.dport.single(), r.sport.single()
@@ -64,6 +69,8 @@ class _Group:
             self.always_sport.setdefault(sp, []).append(idx)
         else:
             self.always.append(idx)
+            if r.ip_only:
+                self.always_iponly.append(idx)
 
 
 def _hs_expr(pat: bytes) -> bytes:
@@ -293,11 +300,13 @@ class RuleSet:
                     else 3
                 )
                 self._groups[g].scan_plan.append((key, kind, pf))
+                if kind == 1:
+                    self._groups[g].hdr_prefilter = True
 
     def _candidates(self, env: Env) -> list[int]:
         """Rules worth verifying: the prefilter's hits plus the rules it cannot screen."""
         p = env.p
-        grp = self._groups[_group_of(p.proto)]
+        grp = self._groups[_GROUP_OF.get(p.proto, "other")]
         hits: set[int] = set(grp.always)
         if grp.always_dport:
             hits.update(grp.always_dport.get(p.dport, ()))
@@ -354,6 +363,29 @@ class RuleSet:
         return sorted(hits)
 
     # -- detection -----------------------------------------------------------------------------
+    def header_candidates(
+        self, p: Any, flow_state: FlowDetectState | None, direction: str | None
+    ) -> bool:
+        """Whether any rule could match a packet that brings no data to inspect (no payload,
+        no stream bytes, no app-layer buffers): only rules without a fast pattern can, so the
+        pipeline skips detection of bare ACKs when this is False. IP-only rules count until
+        they have been checked for the flow direction."""
+        grp = self._groups[_GROUP_OF.get(p.proto, "other")]
+        if grp.hdr_prefilter:
+            return True
+        if grp.always:
+            if not grp.always_iponly or flow_state is None or direction is None:
+                return True
+            if direction not in flow_state.iponly_done:
+                return True
+            if len(grp.always) > len(grp.always_iponly):
+                return True
+        if grp.always_dport and p.dport in grp.always_dport:
+            return True
+        if grp.always_sport and p.sport in grp.always_sport:
+            return True
+        return bool(grp.always_itype) and p.icmp_type in grp.always_itype
+
     def match(self, ctx: InspectContext) -> list[Alert]:
         env = Env(ctx, self.datasets)
         try:
