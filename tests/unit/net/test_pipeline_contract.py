@@ -267,3 +267,34 @@ def test_ids_mode_never_bypasses() -> None:
     _upload(c, 4000)
     actions, _ = _run(e, c.frames)
     assert set(actions) == {Action.ACCEPT}
+
+
+# -- fast paths keep the semantics ------------------------------------------------------------
+
+
+def test_rules_that_can_match_bare_acks_still_see_them() -> None:
+    # header-only (flags), header buffer with a fast pattern (tcp.hdr) and IP-only rules on a
+    # connection whose other packets carry data
+    e = _engine(
+        "alert tcp any any -> any 80 (flags:F+; flow:to_server; sid:81;)\n"
+        'alert tcp any any -> any 80 (tcp.hdr; content:"|50 10|"; offset:12; depth:2; sid:82;)\n'
+        "alert ip 10.1.0.20 any -> any any (sid:83;)\n"
+        'alert tcp any any -> any 80 (content:"b.php"; sid:84;)\n',
+        mode="ids",
+    )
+    _, sids = _run(e, _http().frames)
+    # FIN to the server; the client's bare ACKs (data offset 5, flags ACK: handshake and
+    # close); the server's direction once (IP-only); the request content once
+    assert sids.count(81) == 1 and sids.count(83) == 1 and sids.count(84) == 1
+    assert sids.count(82) == 2
+
+
+def test_dsize_rule_sees_the_segment_payload_of_a_tcp_stream() -> None:
+    e = _engine(
+        'alert tcp any any -> any 9000 (dsize:5; content:"hello"; sid:91;)\n'
+        'alert tcp any any -> any 9000 (content:"hello"; sid:92;)\n',
+        mode="ids",
+    )
+    c = TcpConv(sport=9000).handshake().send(b"hello").send(b"hello world").fin()
+    _, sids = _run(e, c.frames)
+    assert sids == [91, 92]  # dsize: the 5-byte segment only; stream: once per 4 KiB

@@ -42,6 +42,7 @@ class _Prefilter:
 
     db: Any
     rules_of: list[list[int]]  # pattern id -> rule indexes
+    raw_payload: bool = True  # some rule inspects the packet payload, not the stream
 
 
 @dataclass(slots=True)
@@ -289,6 +290,11 @@ class RuleSet:
                             self._groups[g].add_always(i, self.rules[i])
                     continue
                 pf = _Prefilter(db, [ix for _, ix in items])
+                # Rules on the raw packet payload (no_stream, dsize, tcp-pkt) even when there is
+                # a stream: only then is a TCP segment's payload scanned besides the stream.
+                pf.raw_payload = any(
+                    self.rules[i].stream_mode == "no_stream" for _, ix in items for i in ix
+                )
                 self._groups[g].prefilters[key] = pf
                 kind = (
                     0
@@ -323,7 +329,7 @@ class RuleSet:
 
         for key, kind, pf in grp.scan_plan:
             if kind == 0:  # packet payload, and the stream when there is one
-                if env.payload:
+                if env.payload and (ctx.stream is None or pf.raw_payload):
                     pf.db.scan(env.payload, match_event_handler=on, context=pf)
                 if ctx.stream:
                     pf.db.scan(ctx.stream, match_event_handler=on, context=pf)
