@@ -58,6 +58,9 @@ class _Group:
     # buffer, 3 transformed app-layer buffer
     scan_plan: list[tuple[BufKey, int, _Prefilter]] = field(default_factory=list)
     always_iponly: list[int] = field(default_factory=list)  # the IP-only rules of `always`
+    scan_plan_packet: list[tuple[BufKey, int, _Prefilter]] = field(
+        default_factory=list
+    )  # kinds 0-1
     hdr_prefilter: bool = False  # a fast pattern in a packet header buffer (tcp.hdr, ...)
 
     def add_always(self, idx: int, r: Rule) -> None:
@@ -306,6 +309,8 @@ class RuleSet:
                     else 3
                 )
                 self._groups[g].scan_plan.append((key, kind, pf))
+                if kind < 2:
+                    self._groups[g].scan_plan_packet.append((key, kind, pf))
                 if kind == 1:
                     self._groups[g].hdr_prefilter = True
 
@@ -327,7 +332,8 @@ class RuleSet:
         def on(pid: int, _f: int, _t: int, _fl: int, pf_: Any) -> None:
             found.append((pf_, pid))
 
-        for key, kind, pf in grp.scan_plan:
+        # Without app-layer buffers (most packets) only payload/stream and header buffers apply.
+        for key, kind, pf in grp.scan_plan if bufs else grp.scan_plan_packet:
             if kind == 0:  # packet payload, and the stream when there is one
                 if env.payload and (ctx.stream is None or pf.raw_payload):
                     pf.db.scan(env.payload, match_event_handler=on, context=pf)
