@@ -48,6 +48,7 @@ from typing import Any
 from vmshield.events import SEVERITY_HIGH, SEVERITY_INFO, SEVERITY_MEDIUM, Event, eve_line
 from vmshield.filter import inspect as I  # noqa: N812
 from vmshield.filter import rules as R  # noqa: N812
+from vmshield.filter import watchdog as W  # noqa: N812
 from vmshield.filter.exclusions import Exclusion, ExclusionError, decide, parse_exclusion
 
 MODES = ("standard", "monitoring")
@@ -75,6 +76,8 @@ class ProtectionConfig:
     host: str | None = None  # hypervisor host name in events
     vm_names: dict[str, str] = field(default_factory=dict)  # address -> VM name in events
     inspector: I.InspectorSettings = field(default_factory=I.InspectorSettings)
+    # A separate process that reports at once when the service dies (filter/watchdog.py).
+    watchdog: bool = True
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -552,6 +555,7 @@ class NetworkProtection:
         self.restarts = 0
         self._queue_counts: dict[int, tuple[int, int]] = {}
         self._overload_reported: dict[int, float] = {}
+        self._watchdog: Any = None
         # Built once here (rules compiled, URL database mapped); each forked worker gets its own
         # copy, and a restarted worker starts again from this pristine one.
         try:
@@ -603,6 +607,8 @@ class NetworkProtection:
     def start(self, timeout: float = 20.0) -> None:
         if self._running:
             return
+        # A watchdog of a previous, dead service of this filter reports the outage's end and goes.
+        W.take_over(self.cfg.name)
         self._check_previous_run()
         self._stop.clear()
         if self.cfg.mode == "standard":
@@ -623,6 +629,17 @@ class NetworkProtection:
             self._state_event("rule_rejected", SEVERITY_MEDIUM, error=err)
         self._state_event("started", exclusions=[e.text() for e in self.cfg.exclusions], **extra)
         self._heartbeat(clean=False)
+        if self.cfg.watchdog:
+            self._watchdog = W.spawn(
+                self.cfg.name,
+                self.cfg.mode,
+                self.cfg.queues if self.cfg.mode == "standard" else [],
+                self.cfg.fail_closed,
+                self.cfg.eve,
+                self.cfg.host,
+                self.cfg.bridge,
+                self.cfg.ports,
+            )
 
     def _spawn(self, key: int, ready: Any) -> Any:
         if key == FRAG_WORKER:
@@ -817,6 +834,8 @@ class NetworkProtection:
         if not self._running and not self._workers:
             return
         self._state_event("stopping")
+        W.stop_watchdog(self._watchdog)
+        self._watchdog = None
         self._teardown()
         self._state_event("stopped")
         self._heartbeat(clean=True)

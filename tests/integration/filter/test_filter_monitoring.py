@@ -14,6 +14,7 @@ import pytest
 from filterlab_lib import events, http, lab_up, ns, wait_events
 
 from vmshield.filter import sysnet
+from vmshield.filter.watchdog import _watchdog_pids as watchdog_pids
 from vmshield.lab.attacks import LAB_BLOCKED_HTTP, LAB_BLOCKED_TLS, LAB_IDS_SID, run_attack
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -96,6 +97,10 @@ def test_monitoring_reports_the_same_attacks_and_blocks_nothing(tmp_path: Path) 
         assert started and started[0]["filter"]["mode"] == "monitoring"
 
 
+def _state(e: dict) -> str | None:  # type: ignore[type-arg]
+    return e["filter"].get("state") if e.get("event_type") == "filter" else None
+
+
 def _kill_service(st) -> None:  # noqa: ANN001
     """SIGKILL the SVM's network service and wait until it and its workers are gone."""
     os.kill(st.service_pid, signal.SIGKILL)
@@ -124,6 +129,12 @@ def test_killed_svm_fails_open_by_default_and_reports_the_outage_at_restart(tmp_
         assert http(st, "vm1", "vm2")[0] == 0
         cmdline = Path(f"/proc/{st.service_pid}/cmdline").read_bytes().split(b"\0")[:-1]
         _kill_service(st)
+        # The watchdog (its own process) reports the bypass at once, not at the next start.
+        active = wait_events(st, lambda e: _state(e) == "bypass_active", timeout=10)
+        assert active, "no bypass_active event after the SVM was killed"
+        assert active[0]["filter"]["traffic"] == "uninspected"
+        assert active[0]["filter"]["reason"] == "service process gone"
+        assert active[0]["filter"]["service_pid"] == st.service_pid
         # The rules stay, nobody listens on the queues: --queue-bypass lets traffic through.
         assert f"VMS-{st.prefix}" in sysnet.ipt("-S")
         rc, body = http(st, "vm1", "vm2", timeout=3)
@@ -146,10 +157,17 @@ def test_killed_svm_fails_open_by_default_and_reports_the_outage_at_restart(tmp_
             )
             assert outage and outage[0]["filter"]["traffic"] == "uninspected"
             assert outage[0]["filter"]["seconds"] > 0
+            ended = wait_events(st, lambda e: _state(e) == "bypass_ended", timeout=10)
+            assert ended and ended[0]["filter"]["seconds"] > 0
             assert http(st, "vm1", "vm2")[0] == 0
+            # One watchdog again: the old one went, the new service started its own.
+            assert len(watchdog_pids(st.prefix)) == 1
         finally:
             proc.terminate()
             proc.wait(timeout=15)
+        # A clean stop is no outage: the service ends its watchdog first.
+        assert len([e for e in events(st) if _state(e) == "bypass_active"]) == 1
+        assert not watchdog_pids(st.prefix)
 
 
 def test_killed_svm_fails_closed_when_configured(tmp_path: Path) -> None:
@@ -158,5 +176,8 @@ def test_killed_svm_fails_closed_when_configured(tmp_path: Path) -> None:
         started = [e for e in events(st) if e.get("event_type") == "filter"]
         assert started[0]["filter"]["fail_closed"] is True
         _kill_service(st)
+        blocked = wait_events(st, lambda e: _state(e) == "traffic_blocked", timeout=10)
+        assert blocked and blocked[0]["filter"]["traffic"] == "blocked"
+        assert not [e for e in events(st) if _state(e) == "bypass_active"]
         assert http(st, "vm1", "vm2", timeout=2)[0] != 0
         assert ns(st, "vm1", "ping", "-c", "1", "-W", "1", st.host("vm2").address).returncode != 0
