@@ -16,7 +16,17 @@ from sqlalchemy import select
 
 from vmshield.center import auth
 from vmshield.center.api import inventory_tree, parse_time
-from vmshield.center.db import AuditEntry, Connection, Deployment, EventRow, Node, Profile, Service
+from vmshield.center.db import (
+    ApiToken,
+    AuditEntry,
+    Connection,
+    Deployment,
+    EventRow,
+    Node,
+    Profile,
+    Service,
+)
+from vmshield.center.db import User as DbUser
 from vmshield.center.profiles import (
     DETECT,
     IDS_CATEGORIES,
@@ -657,6 +667,74 @@ def blocked_page(request: Request) -> HTMLResponse:
             }
         )
     return page(request, "blocked.html", u, items=items)
+
+
+@router.get("/users")
+def users_page(request: Request) -> HTMLResponse:
+    u = current(request, "administrator")
+    return _users(request, u, None)
+
+
+def _users(request: Request, u: User, token: str | None, msg: str | None = None) -> HTMLResponse:
+    with store_of(request).sessions() as s:
+        users = list(s.scalars(select(DbUser).order_by(DbUser.name)))
+        tokens = list(s.scalars(select(ApiToken).order_by(ApiToken.id.desc())))
+    return page(
+        request,
+        "users.html",
+        u,
+        users=users,
+        tokens=tokens,
+        token=token,
+        msg=msg or request.query_params.get("msg"),
+        error=request.query_params.get("error"),
+    )
+
+
+@router.post("/users")
+def user_add(
+    request: Request,
+    name: str = Form(...),
+    role: str = Form(...),
+    password: str = Form(...),
+    csrf: str = Form(""),
+) -> Response:
+    u = current(request, "administrator")
+    check_csrf(u, csrf)
+    try:
+        with store_of(request).sessions.begin() as s:
+            auth.add_user(s, name.strip(), password, role, f"user:{u.name}")
+    except ValueError as exc:
+        return back("/users", error=str(exc))
+    return back("/users", msg=f"user {name} added")
+
+
+@router.post("/tokens")
+def token_add(
+    request: Request, role: str = Form(...), name: str = Form(""), csrf: str = Form("")
+) -> Response:
+    u = current(request, "administrator")
+    check_csrf(u, csrf)
+    try:
+        with store_of(request).sessions.begin() as s:
+            token, _row = auth.create_token(s, role, f"user:{u.name}", name.strip())
+    except ValueError as exc:
+        return back("/users", error=str(exc))
+    # Shown once, on this answer; only its hash is stored.
+    return _users(request, u, token, msg="token created")
+
+
+@router.post("/tokens/{token_id}/revoke")
+def token_revoke(request: Request, token_id: int, csrf: str = Form("")) -> Response:
+    u = current(request, "administrator")
+    check_csrf(u, csrf)
+    with store_of(request).sessions.begin() as s:
+        row = s.get(ApiToken, token_id)
+        if row is None:
+            return back("/users", error=f"token {token_id} not found")
+        row.revoked = True
+        auth.audit(s, f"user:{u.name}", "token.revoke", f"token:{token_id}", {})
+    return back("/users", msg=f"token {token_id} revoked")
 
 
 @router.get("/audit")

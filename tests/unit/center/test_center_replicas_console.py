@@ -311,3 +311,33 @@ def test_blocked_and_quarantine_pages_read_the_documented_events(
     assert "10.0.0.67" not in page  # terminate is not a block
     q = client.get("/quarantine").text
     assert "/tmp/eicar.com" in q and "bk-77" in q and "/tmp/other.bin" not in q
+
+
+def test_console_users_and_tokens(center: CenterContext, client: TestClient) -> None:
+    with center.store.sessions.begin() as s:
+        auth.add_user(s, "boss", "admin-password", "administrator", "test")
+        auth.add_user(s, "watcher", "viewer-password", "viewer", "test")
+    _login(client, "watcher", "viewer-password")
+    assert client.get("/users").status_code == 403
+    client.cookies.clear()
+    _login(client, "boss", "admin-password")
+    page = client.get("/users").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    r = client.post(
+        "/users",
+        data={"csrf": csrf, "name": "newop", "role": "operator", "password": "new-op-password"},
+        follow_redirects=False,
+    )
+    assert "added" in r.headers["location"]
+    r = client.post(
+        "/users",
+        data={"csrf": csrf, "name": "x2", "role": "operator", "password": "short"},
+        follow_redirects=False,
+    )
+    assert "error=" in r.headers["location"] and "password" in r.headers["location"]
+    r = client.post("/tokens", data={"csrf": csrf, "name": "prometheus", "role": "viewer"})
+    token = re.search(r'id="new-token">(vms_[^<]+)<', r.text).group(1)
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    tid = re.search(r"<tr><td>(\d+)</td><td>prometheus</td>", r.text).group(1)
+    client.post(f"/tokens/{tid}/revoke", data={"csrf": csrf})
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 401
