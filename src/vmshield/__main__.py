@@ -1,3 +1,5 @@
-from vmshield.cli import main
 import sys
+
+from vmshield.cli import main
+
 sys.exit(main())

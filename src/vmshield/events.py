@@ -26,11 +26,11 @@ _ENVELOPE = ("id", "timestamp", "event_type", "host", "vm", "severity")
 
 def now_timestamp() -> str:
     """Suricata's timestamp form: ISO 8601, microseconds, numeric UTC offset."""
-    return format_timestamp(_dt.datetime.now(_dt.timezone.utc).timestamp())
+    return format_timestamp(_dt.datetime.now(_dt.UTC).timestamp())
 
 
 def format_timestamp(epoch: float) -> str:
-    t = _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)
+    t = _dt.datetime.fromtimestamp(epoch, _dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
 
 

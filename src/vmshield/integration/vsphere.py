@@ -83,7 +83,9 @@ class VSphereProvider:
                 sslContext=context,
             )
         except vim.fault.InvalidLogin as exc:
-            raise ProviderError(f"vsphere {parsed.hostname}: login refused ({exc.msg})") from exc
+            raise ProviderError(
+                f"vsphere {parsed.hostname}: login refused ({getattr(exc, 'msg', exc)})"
+            ) from exc
         except (OSError, vmodl.MethodFault) as exc:
             raise ProviderError(f"vsphere {parsed.hostname}: cannot connect: {exc}") from exc
         content = self._si.RetrieveContent()
@@ -151,7 +153,9 @@ class VSphereProvider:
                 retried = True
                 continue
             except vmodl.MethodFault as exc:
-                raise ProviderError(f"vsphere: property collector failed: {exc.msg}") from exc
+                raise ProviderError(
+                    f"vsphere: property collector failed: {getattr(exc, 'msg', exc)}"
+                ) from exc
             if update is None:
                 return changed
             self._version = update.version

@@ -6,6 +6,7 @@ A file that hits a limit is reported `limits_exceeded` naming the limit, never `
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MiB = 1024 * 1024
@@ -34,7 +35,7 @@ class LimitExceeded(Exception):
 class ScanBudget:
     """What one top-level scan has spent: bytes, files, time. Shared by every nested container."""
 
-    def __init__(self, limits: Limits, clock: "callable[[], float] | None" = None) -> None:  # type: ignore[valid-type]
+    def __init__(self, limits: Limits, clock: Callable[[], float] | None = None) -> None:
         self.limits = limits
         self._clock = clock or time.monotonic
         self.deadline = self._clock() + limits.max_scan_time
@@ -59,11 +60,15 @@ class ScanBudget:
 
     def check_ratio(self, compressed: int, uncompressed: int) -> None:
         """Refuse a member whose declared or actual expansion is that of an archive bomb."""
-        if uncompressed >= self.limits.max_ratio_min_size and compressed >= 0:
-            if uncompressed > max(compressed, 1) * self.limits.max_ratio:
-                raise LimitExceeded(
-                    "bomb_ratio", f"{uncompressed} bytes from {compressed} (ratio > {self.limits.max_ratio})"
-                )
+        if (
+            uncompressed >= self.limits.max_ratio_min_size
+            and compressed >= 0
+            and uncompressed > max(compressed, 1) * self.limits.max_ratio
+        ):
+            raise LimitExceeded(
+                "bomb_ratio",
+                f"{uncompressed} bytes from {compressed} (ratio > {self.limits.max_ratio})",
+            )
 
     def check_time(self) -> None:
         if self._clock() > self.deadline:
@@ -71,4 +76,6 @@ class ScanBudget:
 
     def remaining_member_size(self) -> int:
         """Largest member that may still be extracted: the smaller of the file and scan limits left."""
-        return max(0, min(self.limits.max_file_size, self.limits.max_scan_size - self.bytes_scanned))
+        return max(
+            0, min(self.limits.max_file_size, self.limits.max_scan_size - self.bytes_scanned)
+        )
