@@ -244,3 +244,17 @@ def test_overlapping_zip_refused() -> None:
     )
     r = disinfect(bomb, ["a"])
     assert not r.ok and "overlapping" in r.reason
+
+
+def test_central_record_cut_by_end_of_file() -> None:
+    # Found by fuzzing: a last central record whose name runs past the end of the file was
+    # copied short, and the rebuilt archive's end record became part of that name.
+    import struct
+
+    blob = bytearray(make_zip({"a": EICAR, "b/": b""}))
+    d = read_directory(bytes(blob))
+    last = d.entries[-1]
+    struct.pack_into("<H", blob, last.cen_offset + 28, 200)  # name length past the end
+    r = disinfect(bytes(blob), ["a"])
+    if r.ok:
+        assert r.data is not None and zipfile.ZipFile(io.BytesIO(r.data)).testzip() is None

@@ -172,6 +172,8 @@ def _rebuild_zip(
         if id(e) in drop:
             continue
         cen = bytearray(data[e.cen_offset : e.cen_offset + e.cen_len])
+        if len(cen) != e.cen_len:
+            raise ValueError(f"central record of {e.name!r} is truncated")
         offset = len(out)
         if id(e) in replace:
             body = replace[id(e)]

@@ -154,6 +154,8 @@ def read_directory(data: bytes, max_entries: int = 1_000_000) -> ZipDirectory:
         size, comp, off = _zip64_extra(extra, size, comp, off)
         name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
         rec_len = 46 + nlen + xlen + klen
+        if pos + rec_len > len(data):
+            break  # a record cut by the end of the file: its name and extra are not all there
         loc = off + base
         local_len = 0
         data_off = -1
