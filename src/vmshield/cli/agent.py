@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--failure-mode", choices=["open", "closed"], help="until the service says otherwise"
     )
     ap.add_argument("--machine-id", help="identity to report instead of /etc/machine-id (lab VMs)")
+    ap.add_argument(
+        "--dmi-uuid", help="BIOS/DMI UUID to report instead of /sys/class/dmi/id/product_uuid"
+    )
     ap.add_argument("--hostname", help="host name to report")
     ap.add_argument("--tls-cert", help="this VM's client certificate (TCP)")
     ap.add_argument("--tls-key")
@@ -85,6 +88,7 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "deadline",
         "failure_mode",
         "machine_id",
+        "dmi_uuid",
         "hostname",
         "tls_cert",
         "tls_key",

@@ -237,6 +237,40 @@ class Relay:
         get = getattr(self.svm, "profile_async", None)
         return await get(vm) if get is not None else self.svm.profile(vm)
 
+    def inventory_vm(self, claimed: str, info: p.VmInfo) -> str:
+        """The inventory VM this agent is, once the center's inventory is known (enrolled SVM).
+
+        `claimed` is what the token or certificate names (already bound to the identity the
+        agent reported). When it names an inventory VM, the BIOS UUID the agent reports must be
+        that VM's: a token copied into a clone does not make the clone that VM. When it names no
+        inventory VM, the reported UUID finds the VM, unless another credential names that VM.
+        Without an inventory (local configuration) the claimed name is kept.
+        """
+        cfg = getattr(self.svm, "config", None)
+        inv = getattr(cfg, "center_inventory", None)
+        if not inv:
+            return claimed
+        idents = {x.lower() for x in (info.dmi_uuid, info.machine_id) if x}
+        named = inv.get(claimed) or inv.get(claimed.lower())
+        if named is not None:
+            if named.uuids and not (named.uuids & idents):
+                raise AuthError(
+                    f"credential for {claimed}: the agent reports UUID "
+                    f"{info.dmi_uuid or info.machine_id or '(none)'}, the inventory has "
+                    f"{', '.join(sorted(named.uuids)[:2])}"
+                )
+            return named.name
+        found = next((inv[i] for i in idents if i in inv), None)
+        if found is None:
+            log.warning("agent %s: not in the center's inventory of this host", claimed)
+            return claimed
+        if any(e.vm in (found.name, *found.uuids) for e in self.auth.tokens):
+            raise AuthError(
+                f"credential for {claimed}: the reported UUID is inventory VM {found.name}, "
+                "which has its own credential"
+            )
+        return found.name
+
     def counters(self, vm: str) -> VmCounters:
         c = self._counters.get(vm)
         if c is None:
@@ -285,6 +319,7 @@ class Relay:
             cn = peer_common_name(conn.peer_certificate())
             try:
                 vm = self.auth.authenticate(hello, cn)
+                vm = self.inventory_vm(vm, hello.info)
             except AuthError as exc:
                 self.rejected += 1
                 self.emit_agent(None, "rejected", SEVERITY_MEDIUM, reason=str(exc), peer=conn.peer)

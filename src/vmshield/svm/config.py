@@ -97,6 +97,41 @@ class Profile:
         return p
 
 
+@dataclass(frozen=True)
+class InventoryVm:
+    name: str
+    uuids: frozenset[str]  # BIOS and instance UUIDs, lowercase, also in SMBIOS byte order
+
+
+def swapped_uuid(u: str) -> str:
+    """The same UUID with its first three fields byte-swapped: SMBIOS before 2.6 (and some
+    hypervisors) present the BIOS UUID that way in /sys/class/dmi/id/product_uuid."""
+    h = u.replace("-", "").lower()
+    if len(h) != 32:
+        return u.lower()
+    b = bytes.fromhex(h)
+    s = (b[3::-1] + b[5:3:-1] + b[7:5:-1] + b[8:]).hex()
+    return f"{s[:8]}-{s[8:12]}-{s[12:16]}-{s[16:20]}-{s[20:]}"
+
+
+def inventory_from_center(cfg: dict[str, Any]) -> dict[str, InventoryVm]:
+    out: dict[str, InventoryVm] = {}
+    for vm in cfg.get("vms") or []:
+        name = str(vm.get("name") or "")
+        if not name:
+            continue
+        uuids = set()
+        for key in ("uuid", "instance_uuid"):
+            u = str(vm.get(key) or "").lower()
+            if u:
+                uuids |= {u, swapped_uuid(u)}
+        entry = InventoryVm(name, frozenset(uuids))
+        for k in (name, str(vm.get("key") or ""), *uuids):
+            if k:
+                out[k.lower() if k in uuids else k] = entry
+    return out
+
+
 @dataclass
 class SvmConfig:
     host: str = field(default_factory=lambda: os.uname().nodename)
@@ -111,6 +146,8 @@ class SvmConfig:
     vm_profiles: dict[str, str] = field(default_factory=dict)
     center_profiles: dict[str, Profile] = field(default_factory=dict)  # from the center, by VM
     center_version: int = 0
+    # This host's VMs in the center's inventory: name, key and UUIDs (lowercase) -> inventory name
+    center_inventory: dict[str, InventoryVm] = field(default_factory=dict)
 
     def profile_for(self, vm: str, identity: str = "") -> Profile:
         # The center knows a VM by inventory name, key or BIOS UUID; the agent reports the latter.

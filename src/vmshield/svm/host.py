@@ -19,7 +19,7 @@ from typing import Any
 from vmshield.events import Event
 from vmshield.introspection.auth import Authenticator
 from vmshield.introspection.relay import Relay
-from vmshield.svm.config import Profile, SvmConfig, profiles_from_center
+from vmshield.svm.config import Profile, SvmConfig, inventory_from_center, profiles_from_center
 from vmshield.svm.eventlog import EveFile
 from vmshield.svm.service import ScanService
 from vmshield.svm.workers import DEFAULT_FACTORY, WorkerPool
@@ -76,6 +76,7 @@ class HostService:
         """A new configuration version from the center: per-VM profiles (called from its thread)."""
         base = self.config.profiles.get("default") or Profile()
         self.config.center_profiles = profiles_from_center(cfg, base)
+        self.config.center_inventory = inventory_from_center(cfg)
         self.config.center_version = int(cfg.get("version", 0))
         log.info(
             "center configuration version %s: %d VM profiles",

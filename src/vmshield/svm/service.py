@@ -280,6 +280,8 @@ class ScanService:
             "busy": self.stats.busy,
             "content_mismatch": self.stats.content_mismatch,
             "requests_per_vm": dict(self.stats.requests),
+            "center_version": self.config.center_version,
+            "center_vms": len(self.config.center_profiles),
         }
 
     def close(self) -> None:

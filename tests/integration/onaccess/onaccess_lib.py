@@ -107,7 +107,7 @@ def _wait_file(path: Path, proc: Proc, timeout: float = 60.0) -> None:
 class Harness:
     """A temporary /tmp/vmsh-* tree: the SVM (with introspection), agents, guest directories."""
 
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vmsh-", dir="/tmp")))
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vmsh2-", dir="/tmp")))
     procs: list[Proc] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
     svm: Proc | None = None
@@ -144,6 +144,8 @@ class Harness:
         extra_toml: str = "",
         fake_scanner: bool = False,
         separate: bool = False,
+        extra_args: list[str] | None = None,
+        host: str = "testhost",
     ) -> Proc:
         for vm in vms:
             self.tokens.setdefault(vm, secrets.token_hex(16))
@@ -154,7 +156,7 @@ class Harness:
         )
         db = write_db(self.root / "db")
         (self.root / "svm.toml").write_text(
-            f'[svm]\nhost = "testhost"\ndb = ["{db}"]\nworkers = {workers}\nbackup_dir = "{self.backup_dir}"\n'
+            f'[svm]\nhost = "{host}"\ndb = ["{db}"]\nworkers = {workers}\nbackup_dir = "{self.backup_dir}"\n'
             f'eve = "{self.eve}"\nper_vm_concurrency = 2\n\n'
             f'[profiles.default]\naction = "{action}"\nfailure_mode = "{failure_mode}"\ndeadline = {deadline}\n'
             + extra_toml
@@ -181,6 +183,7 @@ class Harness:
             "--db-poll",
             "0.3",
         ]
+        cmd += extra_args or []
         if fake_scanner:  # only where a test needs a scan that takes a chosen time
             cmd += ["--scanner-factory", "onaccess_lib:factory"]
         if separate:  # the SVM serves a separately running introspection service
