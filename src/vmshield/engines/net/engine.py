@@ -289,8 +289,14 @@ class Engine:
             events = self._end_flow(f, events if events is not None else [])
             f, toserver = self.flows.get_or_create(p)
         f.update(p, toserver)
-        if not p.is_fragment and (p.anomalies or self.attacks is not None):
-            verdict, events = self._attacks_and_anomalies(p, f, verdict, events)
+        if not p.is_fragment:
+            if p.anomalies:
+                verdict, events = self._anomalies(p, f, verdict, events)
+            if self.attacks is not None:
+                # Called directly: this runs for every packet, and most find nothing.
+                found = self.attacks.process(p)
+                if found:
+                    verdict, events = self._attack_findings(p, f, found, verdict, events)
         if f.bypassed and verdict.action <= Action.BYPASS:
             return self._result(BYPASS if self.ips else ACCEPT, events)
         if f.action and self.ips:
@@ -437,6 +443,16 @@ class Engine:
         found = self.attacks.process(p)
         if not found:
             return verdict, events
+        return self._attack_findings(p, f, found, verdict, events)
+
+    def _attack_findings(
+        self,
+        p: Packet,
+        f: Flow | None,
+        found: Sequence[Any],
+        verdict: Verdict,
+        events: list[Event] | None,
+    ) -> tuple[Verdict, list[Event] | None]:
         for item in found:
             ev = item if isinstance(item, Event) else getattr(item, "event", None)
             if ev is None and hasattr(item, "to_event"):
