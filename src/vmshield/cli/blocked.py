@@ -1,4 +1,7 @@
-"""`vmshield blocked list|remove`: addresses the inline filter blocks in the kernel (ipset)."""
+"""`vmshield blocked list|remove`: addresses the inline filter blocks in the kernel.
+
+Each block has a scope: the whole bridge (ipset, untagged traffic) or one 802.1Q VLAN (nftables
+set of address . VLAN), shown as `ADDRESS@VLAN` and taken so by `remove`."""
 
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ def register(sub: Any) -> None:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_list)
     rm = bs.add_parser("remove", help="unblock an address now")
-    rm.add_argument("address")
+    rm.add_argument(
+        "address", help="ADDRESS (every scope) or ADDRESS@VLAN (that VLAN's block only)"
+    )
     rm.set_defaults(func=_remove)
     p.set_defaults(func=_list, json=False)
 
@@ -42,6 +47,8 @@ def _list(args: argparse.Namespace) -> int:
                 {
                     "filter": name,
                     "address": e.address,
+                    "scope": e.scope,
+                    "vlan": e.vlan or None,
                     "seconds_left": e.timeout,
                     "until": None if e.timeout == 0 else round(now + e.timeout),
                 }
@@ -52,17 +59,18 @@ def _list(args: argparse.Namespace) -> int:
     if not out:
         print("no blocked addresses")
         return 0
-    print(f"{'FILTER':10} {'ADDRESS':18} LEFT")
+    print(f"{'FILTER':10} {'ADDRESS':40} {'SCOPE':10} LEFT")
     for row in out:
         left = "until removed" if row["seconds_left"] == 0 else f"{row['seconds_left']}s"
-        print(f"{row['filter']:10} {row['address']:18} {left}")
+        print(f"{row['filter']:10} {row['address']:40} {row['scope']:10} {left}")
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
     try:
         names = _names(args)
-        done = [n for n in names if rules.unblock(n, args.address)]
+        addr, vlan = rules.parse_scoped(args.address)
+        done = [n for n in names if rules.unblock(n, addr, vlan)]
     except ValueError as exc:
         print(f"vmshield blocked: {exc}", file=sys.stderr)
         return 2

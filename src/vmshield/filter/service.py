@@ -211,16 +211,19 @@ class _Blocker:
         self.sink = sink
         self._recent: dict[str, float] = {}
 
-    def block(self, src: str, seconds: int, cause: list[Event]) -> None:
+    def block(self, src: str, seconds: int, cause: list[Event], vlan: int = 0) -> None:
+        """Block `src` in the scope the attack was seen in: its VLAN when the packet was tagged
+        (802.1Q id from the queue's metadata), else the whole bridge."""
         now = time.monotonic()
-        last = self._recent.get(src)
+        key = f"{src}@{vlan}"
+        last = self._recent.get(key)
         if last is not None and now - last < 1.0:
             return  # the kernel drops it already; the queue may still hold a few of its packets
-        self._recent[src] = now
+        self._recent[key] = now
         if len(self._recent) > 10_000:
             self._recent.clear()
         try:
-            R.block(self.cfg.name, src, seconds)
+            R.block(self.cfg.name, src, seconds, vlan=vlan)
             ok, err = True, ""
         except Exception as exc:  # reported, never fatal for the data path
             ok, err = False, str(exc)
@@ -229,7 +232,13 @@ class _Blocker:
             "block": {
                 "action": "block_source" if ok else "block_failed",
                 "seconds": seconds,
-                "scope": {"bridge": self.cfg.bridge, "set": R.set_name(self.cfg.name)},
+                "scope": {
+                    "bridge": self.cfg.bridge,
+                    "vlan": vlan,
+                    "set": R.vlan_table(self.cfg.name) + (".block6" if ":" in src else ".block4"),
+                }
+                if vlan
+                else {"bridge": self.cfg.bridge, "set": R.set_name(self.cfg.name, ":" in src)},
                 "cause": [e.id for e in cause],
                 "cause_types": sorted({e.event_type for e in cause}),
             },
@@ -336,12 +345,13 @@ def _nfq_worker(
                     except OSError:
                         iface = ""
                     names[pk.physindev] = iface
-                excl = _excluded(cfg, excl_cache, ip, pk.vlan)
+                vlan = pk.vlan or R.vlan_of(pk.mark)
+                excl = _excluded(cfg, excl_cache, ip, vlan)
                 if excl == "no_scan":
                     max_accept = max(max_accept, pk.packet_id)
                     continue
                 try:
-                    d = insp.inspect(ip, now, iface=iface, vlan=pk.vlan)
+                    d = insp.inspect(ip, now, iface=iface, vlan=vlan)
                 except Exception as exc:  # one bad packet never stops the filter
                     d = I.Decision(
                         events=[
@@ -366,7 +376,7 @@ def _nfq_worker(
                 if excl == "no_block":
                     action = I.ACCEPT if action != I.BYPASS else action
                 elif d.block_src:
-                    blocker.block(d.block_src, d.block_seconds or cfg.block_seconds, d.events)
+                    blocker.block(d.block_src, d.block_seconds or cfg.block_seconds, d.events, vlan)
                 verdicts[action] = verdicts.get(action, 0) + 1
                 if pk.cap_len > len(ip):
                     verdicts["truncated"] = verdicts.get("truncated", 0) + 1
@@ -526,6 +536,7 @@ def _frag_worker(
                         if ev.event_type in ("attack", "anomaly"):
                             sink.emit(ev)
                     if d.block_src and excl != "no_block":
+                        # The tag of a raw fragment is not read here: bridge-wide scope.
                         blocker.block(d.block_src, d.block_seconds or cfg.block_seconds, d.events)
     finally:
         for s in socks:

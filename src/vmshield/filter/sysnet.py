@@ -85,7 +85,13 @@ def set_sysctl(key: str, value: str) -> str | None:
         return None
 
 
-BR_NF_KEYS = ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables")
+# filter-vlan-tagged: without it br_netfilter skips 802.1Q-tagged frames, and a guest's tagged
+# traffic would cross the bridge uninspected.
+BR_NF_KEYS = (
+    "net.bridge.bridge-nf-call-iptables",
+    "net.bridge.bridge-nf-call-ip6tables",
+    "net.bridge.bridge-nf-filter-vlan-tagged",
+)
 
 
 def ensure_br_netfilter() -> dict[str, str]:

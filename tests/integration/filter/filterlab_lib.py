@@ -32,6 +32,8 @@ def leftovers(prefix: str) -> list[str]:
         found += [f"ip(6)tables: {ln}" for ln in rules.splitlines() if f"VMS-{prefix}" in ln]
     sets = sysnet.run(["ipset", "list", "-n"], check=False).split()
     found += [f"ipset {s}" for s in sets if s.startswith(f"{prefix}-")]
+    tables = sysnet.run(["nft", "list", "tables", "bridge"], check=False).split("\n")
+    found += [f"nft {t}" for t in tables if t.startswith(f"table bridge vms_{prefix}")]
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:

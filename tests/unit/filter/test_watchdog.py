@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -89,3 +90,21 @@ def test_proc_parsing() -> None:
     for bad in ("x", "9:7", "0:999"):
         with pytest.raises(ValueError, match="--queues"):
             W.parse_queues(bad)
+
+
+def test_vlan_mark_round_trip_and_scoped_addresses() -> None:
+    from vmshield.filter import rules as R  # noqa: N812
+
+    # What nft writes for VLAN 100: the tag's bytes 00 64 as they lie in memory, plus our flag.
+    raw = int.from_bytes(b"\x00\x64", "big").to_bytes(2, "big")
+    mark = R.VLAN_MARK_FLAG | int.from_bytes(raw, sys.byteorder)
+    assert R.vlan_of(mark) == 100
+    assert R.vlan_of(0x6400) == 0  # no flag: not written by us
+    assert R.vlan_of(R.BYPASS_MARK | mark) == 100
+    assert R.parse_scoped("10.0.0.1") == ("10.0.0.1", None)
+    assert R.parse_scoped("10.0.0.1@4094") == ("10.0.0.1", 4094)
+    for bad in ("10.0.0.1@0", "10.0.0.1@4095", "10.0.0.1@x"):
+        with pytest.raises(ValueError, match="VLAN"):
+            R.parse_scoped(bad)
+    with pytest.raises(ValueError, match="subnet"):
+        R._vlan_elem("10.0.0.0/24", 5)
