@@ -170,6 +170,7 @@ class AgentStats:
     enforced: int = 0
     enforce_failed: int = 0
     rescanned: int = 0
+    unhashed: int = 0  # over the SVM's size limit: asked about without reading them
 
 
 class Agent:
@@ -476,15 +477,24 @@ class Agent:
         self, fd: int, path: str, st: os.stat_result, kind: p.EventKind, order: int = 0
     ) -> tuple[p.Verdict, bytes | None]:
         self.stats.requests += 1
-        if st.st_size <= INLINE_HASH:
-            digest = hashlib.sha256(os.pread(fd, st.st_size + 1, 0)[: st.st_size]).hexdigest()
+        inline: bytes | None = None
+        w = self.client.welcome
+        if w is not None and 0 < w.max_size < st.st_size:
+            # The SVM will not scan it: ask without reading (hashing 10 GB would hold the open).
+            self.stats.unhashed += 1
+            digest = ""
+        elif st.st_size <= INLINE_HASH:
+            data = os.pread(fd, st.st_size + 1, 0)[: st.st_size]
+            digest = hashlib.sha256(data).hexdigest()
+            if len(data) == st.st_size and st.st_size <= p.INLINE_MAX:
+                inline = data  # a cache miss then needs no content round trip
         else:
             dup = os.dup(fd)
             try:
                 digest = await asyncio.to_thread(_hash_fd, dup)
             finally:
                 os.close(dup)
-        answer = await self.client.request(path, digest, st.st_size, kind, fd, order)
+        answer = await self.client.request(path, digest, st.st_size, kind, fd, order, inline)
         if self._fail_reported and self.client.connected.is_set():
             self._fail_reported = False  # verdicts arrive in time again
             asyncio.ensure_future(

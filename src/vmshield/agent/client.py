@@ -64,7 +64,14 @@ class AgentClient:
 
     # ------------------------------------------------------------------ requests
     async def request(
-        self, path: str, sha256: str, size: int, kind: p.EventKind, fd: int, order: int = 0
+        self,
+        path: str,
+        sha256: str,
+        size: int,
+        kind: p.EventKind,
+        fd: int,
+        order: int = 0,
+        data: bytes | None = None,
     ) -> tuple[p.Verdict, bytes | None]:
         """Ask for a verdict. `fd` is duplicated; the caller keeps its own. Raises Unreachable."""
         conn = self.conn
@@ -75,7 +82,14 @@ class AgentClient:
                 raise Unreachable("connection lost")
             rid = next(self._ids)
             req = p.ScanRequest(
-                id=rid, path=path[: p.MAX_PATH], sha256=sha256, size=size, kind=kind, order=order
+                id=rid,
+                path=path[: p.MAX_PATH],
+                sha256=sha256,
+                size=size,
+                kind=kind,
+                order=order,
+                # inline only what the service accepts (older services announce no inline_max)
+                data=data if data is not None and len(data) <= self._inline_max() else None,
             )
             entry = _Request(req, os.dup(fd), asyncio.get_running_loop().create_future())
             self._requests[rid] = entry
@@ -89,6 +103,9 @@ class AgentClient:
                     with contextlib.suppress(BaseException):
                         await asyncio.wait({entry.sender}, timeout=2.0)
                 os.close(entry.fd)
+
+    def _inline_max(self) -> int:
+        return min(self.welcome.inline_max, p.INLINE_MAX) if self.welcome is not None else 0
 
     async def send(self, msg: p.Message) -> None:
         conn = self.conn

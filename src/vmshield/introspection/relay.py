@@ -22,7 +22,7 @@ from typing import Any
 from vmshield import __version__
 from vmshield.events import SEVERITY_INFO, SEVERITY_MEDIUM, Event
 from vmshield.introspection.auth import Authenticator, AuthError
-from vmshield.svm.service import ScanService
+from vmshield.svm.service import MAX_ONACCESS_SIZE, ScanService
 from vmshield.transport import protocol as p
 from vmshield.transport.stream import Connection
 from vmshield.transport.tls import peer_common_name
@@ -139,6 +139,9 @@ class AgentSession:
         pend = self.pending[req.id]
 
         async def fetch() -> bytes:
+            if req.data is not None:  # sent with the request (validated: its announced size)
+                c.content_bytes += len(req.data)
+                return req.data
             pend.want = True
             pend.buf = bytearray()
             pend.done = asyncio.get_running_loop().create_future()
@@ -346,6 +349,8 @@ class Relay:
                     on_access=list(profile.on_access),
                     exclude_paths=list(profile.exclude_paths),
                     exclude_processes=list(profile.exclude_processes),
+                    max_size=MAX_ONACCESS_SIZE,
+                    inline_max=p.INLINE_MAX,
                 )
             )
             self.emit_agent(vm, "connected", info=msgspec_to_dict(hello.info), peer=conn.peer)

@@ -125,6 +125,8 @@ class SvmLinkServer:
         req = msg.req
 
         async def fetch() -> bytes:
+            if req.data is not None:  # a small file's content came with the request
+                return req.data
             fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
             pending[req.id] = (bytearray(), fut, req.size)
             await conn.send(p.NeedContent(id=req.id))

@@ -96,6 +96,11 @@ class ScanService:
         profile = self.profile(vm)
         db = self.db_version
         content: bytes | None = None
+        if not req.sha256:  # not hashed by the agent: only allowed for a file over the limit
+            if req.size <= MAX_ONACCESS_SIZE:
+                return self._failure(req, f"{req.path}: no hash for a scannable file", profile)
+            big = CachedResult("limits_exceeded", (), "max_file_size", req.size)
+            return await self._act(vm, req, profile, big, False, None, fetch)
         result = self.cache.get(req.sha256, db)
         cached = result is not None
         if result is None:

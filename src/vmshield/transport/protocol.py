@@ -28,6 +28,8 @@ MAX_NAME = 256
 MAX_ADDRESSES = 64
 MAX_DETECTIONS = 32
 MAX_FILE = 1024 * 1024 * 1024  # content the SVM accepts for one file (its scan limits cut earlier)
+INLINE_MAX = 64 * 1024  # content sent inside a scan request
+MAX_SIZE = 1 << 62  # a file size a guest may announce: any real file (content is bounded apart)
 MAX_INFLIGHT = 256
 _HEADER = struct.Struct(">I")
 _SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
@@ -70,6 +72,10 @@ class Welcome(msgspec.Struct, tag="welcome", kw_only=True):
     on_access: list[str] = []  # which accesses to intercept: open, exec, close_write
     exclude_paths: list[str] = []  # the profile's exclusions: globs or re:REGEX
     exclude_processes: list[str] = []
+    # Files larger than this are not scanned: the agent asks without hashing them (sha256 "")
+    # and the profile's `unscannable` decides. 0: no limit announced (older services).
+    max_size: int = 0
+    inline_max: int = 0  # requests may carry content up to this size (0: never)
 
 
 class InfoUpdate(msgspec.Struct, tag="info", kw_only=True):
@@ -83,6 +89,9 @@ class ScanRequest(msgspec.Struct, tag="scan", kw_only=True):
     size: int
     kind: EventKind = "open"
     order: int = 0  # on-demand scan order this belongs to (0: none)
+    # A small file's content sent with the request (saves the NeedContent round trip on a cache
+    # miss); only when the service announced `inline_max` in its welcome.
+    data: bytes | None = None
 
 
 class NeedContent(msgspec.Struct, tag="need", kw_only=True):
@@ -282,10 +291,19 @@ def validate(msg: Message) -> None:
         _check_str("scan.path", msg.path, MAX_PATH)
         if not msg.path.startswith("/"):
             raise ProtocolError("scan.path: an absolute path expected")
-        if not _SHA256.match(msg.sha256):
+        # "" only for a file over the announced size limit, never hashed (checked by the SVM)
+        if msg.sha256 and not _SHA256.match(msg.sha256):
             raise ProtocolError("scan.sha256: 64 lowercase hexadecimal digits expected")
-        if not 0 <= msg.size <= MAX_FILE:
-            raise ProtocolError(f"scan.size: {msg.size} outside 0..{MAX_FILE}")
+        # A guest may open a file of any size; only content is bounded (MAX_FILE, scan limit).
+        if not 0 <= msg.size <= MAX_SIZE:
+            raise ProtocolError(f"scan.size: {msg.size} outside 0..{MAX_SIZE}")
+        if msg.data is not None and (
+            len(msg.data) > INLINE_MAX or len(msg.data) != msg.size or not msg.sha256
+        ):
+            raise ProtocolError(
+                f"scan.data: {len(msg.data)} bytes inline; at most {INLINE_MAX}, "
+                "exactly the announced size, with its hash"
+            )
     elif isinstance(msg, Content):
         _check_id("content.id", msg.id)
         if len(msg.data) > CHUNK:

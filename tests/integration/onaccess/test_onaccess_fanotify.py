@@ -593,3 +593,64 @@ def test_directories_created_after_start_are_protected(harness: Harness) -> None
         time.sleep(0.1)
         r = guest_cat(sub / "eicar.com")
     assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+
+
+def test_file_over_the_size_limit_answered_without_reading(harness: Harness) -> None:
+    """A file far over the scan limit (sparse, 8 GiB) is not hashed: the answer comes from its
+    size alone, per profile: allowed and reported as limits_exceeded, or denied when strict."""
+    harness.start_svm(
+        extra_toml='\n[profiles.strict]\nunscannable = "deny"\n\n[vms.vm2]\nprofile = "strict"\n'
+    )
+    big1, big2 = harness.guest("vm1") / "disk.img", harness.guest("vm2") / "disk.img"
+    for big in (big1, big2):
+        with open(big, "wb") as f:
+            f.truncate(8 << 30)  # hashing 8 GiB of zeros would take far beyond the deadline
+    harness.start_agent("vm1", deadline=2.0, failure_mode="closed")
+    harness.start_agent("vm2", deadline=2.0, failure_mode="closed")
+    r = subprocess.run(["head", "-c", "4", str(big1)], capture_output=True, timeout=15)
+    assert r.returncode == 0 and r.stdout == b"\0" * 4
+    r = subprocess.run(["head", "-c", "4", str(big2)], capture_output=True, timeout=15)
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+    ev = [e for e in harness.events() if e["event_type"] == "file"]
+    by_vm = {e["vm"]: e for e in ev if e["file"]["path"].endswith("disk.img")}
+    assert by_vm["vm1"]["file"]["status"] == "limits_exceeded"
+    assert by_vm["vm1"]["action"] == "allow" and by_vm["vm1"]["file"]["sha256"] == ""
+    assert by_vm["vm2"]["action"] == "deny"
+    assert harness.health()["svm"]["scans"] == 0
+
+
+def test_small_file_content_sent_with_the_request(harness: Harness) -> None:
+    """A small file travels inside its scan request (no content round trip), checked against its
+    hash like fetched content; inline content that is not the announced size closes the session."""
+    import hashlib
+
+    from vmshield.transport import protocol as p
+
+    harness.start_svm(action="deny", vms=("vm1", "vm2"))
+    s, dec = _raw_session(harness, "vm1")
+
+    def ask(rid: int, data: bytes, sha: str) -> list[p.Message]:
+        s.sendall(p.encode(p.ScanRequest(id=rid, path="/x", sha256=sha, size=len(data), data=data)))
+        msgs: list[p.Message] = []
+        while not any(isinstance(m, p.Verdict) for m in msgs):
+            msgs += dec.feed(s.recv(65536))
+        assert not any(isinstance(m, p.NeedContent) for m in msgs)
+        return msgs
+
+    clean = b"clean small file\n" * 100
+    (v,) = ask(1, clean, hashlib.sha256(clean).hexdigest())
+    assert isinstance(v, p.Verdict) and v.status == "clean" and not v.cached
+    # Other bytes under an infected file's hash: an error, nothing cached for that hash...
+    inf = EICAR + b"\n"
+    (v,) = ask(2, b"A" * len(inf), hashlib.sha256(inf).hexdigest())
+    assert isinstance(v, p.Verdict) and v.status == "error"
+    # ... so the real content is scanned and found.
+    (v,) = ask(3, inf, hashlib.sha256(inf).hexdigest())
+    assert isinstance(v, p.Verdict) and v.status == "infected" and v.action == "deny"
+    assert not v.cached
+    bad = p.ScanRequest(id=4, path="/x", sha256="0" * 64, size=10, data=b"short")
+    s.sendall(p.encode(bad))
+    msgs = _read_until_closed(s, dec)
+    assert any(isinstance(m, p.Error) and "scan.data" in m.message for m in msgs)
+    s.close()
+    assert harness.health()["vms"]["vm1"]["content_bytes"] == len(clean) + 2 * len(inf)

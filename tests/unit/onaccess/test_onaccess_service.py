@@ -369,3 +369,66 @@ def test_center_profile_found_by_the_identity_the_agent_reports() -> None:
     )
     assert cfg.profile_for("cert-cn-not-in-inventory", "4210-aa").action == "delete"
     assert cfg.profile_for("cert-cn-not-in-inventory", "other").name == "default"
+
+
+def test_file_over_the_limit_is_decided_from_its_size(tmp_path: Path, pool: WorkerPool) -> None:
+    from vmshield.svm.service import MAX_ONACCESS_SIZE
+
+    svc, events = make_service(tmp_path, pool)
+
+    async def never() -> bytes:
+        raise AssertionError("content of an unscannable file must not be fetched")
+
+    big = p.ScanRequest(id=1, path="/srv/disk.img", sha256="", size=8 << 30)
+    p.validate(big)  # any file size is a valid request; "" = not hashed
+    d = asyncio.run(svc.decide("vm1", big, never))
+    assert d.verdict.status == "limits_exceeded" and d.verdict.action == "allow"
+    assert events[-1].data["file"]["status"] == "limits_exceeded"
+    # A file the SVM would scan must come with its hash.
+    small = p.ScanRequest(id=2, path="/srv/a", sha256="", size=MAX_ONACCESS_SIZE)
+    d = asyncio.run(svc.decide("vm1", small, never))
+    assert d.verdict.status == "error" and "no hash" in d.verdict.reason
+    strict = SvmConfig.from_dict(
+        {
+            "profiles": {"s": {"unscannable": "deny"}},
+            "vms": {"vm2": {"profile": "s"}},
+            "svm": {"backup_dir": str(tmp_path / "b2")},
+        }
+    )
+    svc2 = ScanService(strict, events.append, pool=pool)
+    assert asyncio.run(svc2.decide("vm2", big, never)).verdict.action == "deny"
+    with pytest.raises(p.ProtocolError, match="scan.sha256"):
+        p.validate(p.ScanRequest(id=1, path="/a", sha256="xyz", size=1))
+
+
+def test_agent_mapped_to_inventory_vm() -> None:
+    from vmshield.svm.config import inventory_from_center, swapped_uuid
+
+    u1, u3 = "4210aaaa-0000-1111-2222-333344445555", "4210cccc-0000-1111-2222-333344445555"
+    cfg = SvmConfig()
+    cfg.center_inventory = inventory_from_center(
+        {"vms": [{"name": "web1", "key": "vm-1", "uuid": u1}, {"name": "db3", "uuid": u3}]}
+    )
+
+    class Svc:
+        config = cfg
+
+        def on_db_change(self, fn: object) -> None:
+            pass
+
+    auth = Authenticator([TokenEntry("web1", "t" * 16), TokenEntry("spare", "s" * 16)])
+    relay = Relay(Svc(), auth)  # type: ignore[arg-type]
+
+    def info(u: str) -> p.VmInfo:
+        return p.VmInfo(dmi_uuid=u, machine_id="m")
+
+    assert relay.inventory_vm("web1", info(u1)) == "web1"
+    assert relay.inventory_vm("vm-1", info(u1.upper())) == "web1"  # by inventory key
+    assert relay.inventory_vm("spare", info(swapped_uuid(u3))) == "db3"  # SMBIOS byte order
+    with pytest.raises(AuthError, match="credential for web1"):
+        relay.inventory_vm("web1", info(u3))  # web1's token in a clone of db3
+    with pytest.raises(AuthError, match="its own credential"):
+        relay.inventory_vm("spare", info(u1))  # web1 has its own token
+    assert relay.inventory_vm("lab", info("unknown")) == "lab"  # not in the inventory: kept
+    cfg.center_inventory = {}
+    assert relay.inventory_vm("web1", info(u3)) == "web1"  # no center: local configuration
