@@ -298,3 +298,22 @@ def test_dsize_rule_sees_the_segment_payload_of_a_tcp_stream() -> None:
     c = TcpConv(sport=9000).handshake().send(b"hello").send(b"hello world").fin()
     _, sids = _run(e, c.frames)
     assert sids == [91, 92]  # dsize: the 5-byte segment only; stream: once per 4 KiB
+
+
+def test_tls_version_and_ja3s_rules_on_a_handshake() -> None:
+    import hashlib
+
+    from nids_capgen import client_hello, server_hello
+
+    ja3s = hashlib.md5(b"771,47,65281").hexdigest()  # the JA3S string the EVE test checks
+    e = _engine(
+        "alert tls any any -> any any (tls.version:1.2; sid:101;)\n"
+        "alert tls any any -> any any (tls.version:1.3; sid:102;)\n"
+        f'alert tls any any -> any any (ja3s.hash; content:"{ja3s}"; sid:103;)\n',
+        mode="ids",
+    )
+    c = TcpConv(sport=443).handshake()
+    c.send(client_hello("tls.example", ciphers=[47, 53], groups=[23], point_formats=[0]))
+    c.send(server_hello(47, [(0xFF01, b"\x00")]), toserver=False)
+    _, sids = _run(e, c.fin().frames)
+    assert sids == [101, 103]
