@@ -3,7 +3,9 @@
 Frames are written with AF_PACKET onto the bridge port facing the host that must receive them
 (the port a packet came in on faces its sender), so they reach the VM as if sent by its peer.
 Destination MACs come from a table learned from queued packets (NFQUEUE hands over the source MAC
-and the physical in-port of each packet). IPv4 only.
+and the physical in-port of each packet), with the 802.1Q VLAN the host was seen in (responses
+to a tagged guest are tagged). IPv4 and IPv6 (a TCP header right after the IPv6 header; a
+segment behind extension headers gets no response, only the drop).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+ETH_P_8021Q = 0x8100
 
 
 def checksum(data: bytes) -> int:
@@ -53,6 +57,12 @@ def tcp_packet(
         )
         + payload
     )
+    if len(src) == 16:
+        # IPv6: the pseudo-header has 32-bit length and next-header fields (RFC 8200 8.1).
+        pseudo = src + dst + struct.pack("!I3xB", len(tcp), 6)
+        csum = checksum(pseudo + tcp)
+        tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
+        return struct.pack("!IHBB", 6 << 28, len(tcp), 6, ttl) + src + dst + tcp
     pseudo = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
     csum = checksum(pseudo + tcp)
     tcp = tcp[:16] + struct.pack("!H", csum) + tcp[18:]
@@ -76,6 +86,14 @@ class TcpView:
 
     @classmethod
     def parse(cls, ip: bytes) -> TcpView | None:
+        if len(ip) >= 60 and ip[0] >> 4 == 6 and ip[6] == 6:
+            plen = struct.unpack_from("!H", ip, 4)[0]
+            sport, dport, seq, ack, off = struct.unpack_from("!HHIIB", ip, 40)
+            doff = (off >> 4) * 4
+            total = min(40 + plen, len(ip))
+            return cls(
+                ip[8:24], ip[24:40], sport, dport, seq, ack, ip[53], max(0, total - 40 - doff)
+            )
         if len(ip) < 40 or ip[0] >> 4 != 4 or ip[9] != 6:
             return None
         ihl = (ip[0] & 0x0F) * 4
@@ -123,7 +141,7 @@ class Injector:
 
     def __init__(self, max_hosts: int = 65536) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # send-only
-        self._hosts: OrderedDict[bytes, tuple[bytes, int]] = OrderedDict()
+        self._hosts: OrderedDict[bytes, tuple[bytes, int, int]] = OrderedDict()
         self._max = max_hosts
         self._names: dict[int, str] = {}
         self.sent = 0
@@ -131,11 +149,11 @@ class Injector:
     def close(self) -> None:
         self.sock.close()
 
-    def learn(self, ip: bytes, mac: bytes, ifindex: int) -> None:
-        if len(ip) != 4 or len(mac) != 6 or not ifindex:
+    def learn(self, ip: bytes, mac: bytes, ifindex: int, vlan: int = 0) -> None:
+        if len(ip) not in (4, 16) or len(mac) != 6 or not ifindex:
             return
-        if self._hosts.get(ip) != (mac, ifindex):
-            self._hosts[ip] = (mac, ifindex)
+        if self._hosts.get(ip) != (mac, ifindex, vlan):
+            self._hosts[ip] = (mac, ifindex, vlan)
             self._hosts.move_to_end(ip)
             if len(self._hosts) > self._max:
                 self._hosts.popitem(last=False)
@@ -145,7 +163,7 @@ class Injector:
         src = self._hosts.get(src_ip)
         if dst is None:
             return False
-        mac, ifindex = dst
+        mac, ifindex, vlan = dst
         src_mac = src[0] if src else b"\x02\x00\x00\x00\x00\x01"
         name = self._names.get(ifindex)
         if name is None:
@@ -153,9 +171,11 @@ class Injector:
                 name = self._names[ifindex] = socket.if_indextoname(ifindex)
             except OSError:
                 return False
-        frame = mac + src_mac + struct.pack("!H", ETH_P_IP) + ip_packet
+        etype = ETH_P_IPV6 if len(dst_ip) == 16 else ETH_P_IP
+        tag = struct.pack("!HH", ETH_P_8021Q, vlan) if vlan else b""
+        frame = mac + src_mac + tag + struct.pack("!H", etype) + ip_packet
         try:
-            self.sock.sendto(frame, (name, ETH_P_IP))
+            self.sock.sendto(frame, (name, etype))
         except OSError:
             return False
         self.sent += 1

@@ -72,6 +72,7 @@ _NLH = struct.Struct("=IHHII")
 _NFG = struct.Struct("=BBH")  # res_id is big-endian: packed separately
 _ATTR = struct.Struct("=HH")
 _PACKET_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
+_NLMSG_HEAD = struct.Struct("=IH").unpack_from
 
 
 class NfqueueError(OSError):
@@ -136,7 +137,10 @@ class NfQueue:
         except BaseException:
             self.sock.close()
             raise
+        # One receive may carry many packet messages (the kernel fills a datagram up to the
+        # buffer size): fewer system calls per packet.
         self._buf = bytearray(1 << 20)
+        self._view = memoryview(self._buf)
         self._poll = select.poll()
         self._poll.register(self.sock.fileno(), select.POLLIN)
         self._out: list[bytes] = []
@@ -200,11 +204,18 @@ class NfQueue:
                 if exc.errno == errno.ENOBUFS:
                     continue
                 raise
-            for mtype, _seq, body in _split(memoryview(self._buf)[:n]):
+            # Walk the datagram's messages by offset (no per-message slices).
+            buf = self._view
+            pos = 0
+            while pos + 16 <= n:
+                ln, mtype = _NLMSG_HEAD(buf, pos)
+                if ln < 16 or pos + ln > n:
+                    break
                 if mtype == _PACKET_TYPE:
-                    pkt = _parse_packet(body)
+                    pkt = _parse_at(buf, pos + 16, pos + ln)
                     if pkt is not None:
                         out.append(pkt)
+                pos += (ln + 3) & ~3
         return out
 
     # ------------------------------------------------------------------ verdicts
@@ -265,48 +276,66 @@ def _split(data: bytes | memoryview) -> Iterator[tuple[int, int, memoryview]]:
         pos += (ln + 3) & ~3
 
 
-def _parse_packet(body: memoryview) -> QueuedPacket | None:
-    pos = _NFG.size
-    end = len(body)
-    pkt = QueuedPacket(-1, b"")
+def _parse_packet(body: memoryview | bytes) -> QueuedPacket | None:
+    """One NFQNL_MSG_PACKET body (nfgenmsg + attributes)."""
+    return _parse_at(body, 0, len(body))
+
+
+_U32 = struct.Struct("!I").unpack_from
+_U16 = struct.Struct("!H").unpack_from
+_AHDR = _ATTR.unpack_from
+
+
+def _parse_at(buf: memoryview | bytes, start: int, end: int) -> QueuedPacket | None:
+    """Parse the packet message body at buf[start:end]. The hot path: offsets into the receive
+    buffer, locals, one object per packet (no per-attribute slices)."""
+    pos = start + 4  # nfgenmsg
+    pid = -1
+    payload = b""
+    mark = indev = outdev = physin = physout = vlan = cap = 0
+    hw = b""
+    gso = False
     while pos + 4 <= end:
-        ln, atype = _ATTR.unpack_from(body, pos)
+        ln, atype = _AHDR(buf, pos)
         if ln < 4 or pos + ln > end:
             break
         atype &= 0x3FFF
-        v = body[pos + 4 : pos + ln]
+        v = pos + 4
+        vend = pos + ln
         pos += (ln + 3) & ~3
-        if len(v) < 4 and atype != NFQA_PAYLOAD:
+        if atype == NFQA_PAYLOAD:
+            payload = bytes(buf[v:vend])
+        elif ln < 8:
             continue  # every other attribute we read holds at least a u32: malformed, skip
-        if atype == NFQA_PACKET_HDR:
-            pkt.packet_id = struct.unpack_from("!I", v)[0]
-        elif atype == NFQA_PAYLOAD:
-            pkt.payload = bytes(v)
+        elif atype == NFQA_PACKET_HDR:
+            pid = _U32(buf, v)[0]
         elif atype == NFQA_MARK:
-            pkt.mark = struct.unpack_from("!I", v)[0]
-        elif atype == NFQA_IFINDEX_INDEV:
-            pkt.indev = struct.unpack_from("!I", v)[0]
-        elif atype == NFQA_IFINDEX_OUTDEV:
-            pkt.outdev = struct.unpack_from("!I", v)[0]
+            mark = _U32(buf, v)[0]
         elif atype == NFQA_IFINDEX_PHYSINDEV:
-            pkt.physindev = struct.unpack_from("!I", v)[0]
+            physin = _U32(buf, v)[0]
+        elif atype == NFQA_IFINDEX_INDEV:
+            indev = _U32(buf, v)[0]
+        elif atype == NFQA_IFINDEX_OUTDEV:
+            outdev = _U32(buf, v)[0]
         elif atype == NFQA_IFINDEX_PHYSOUTDEV:
-            pkt.physoutdev = struct.unpack_from("!I", v)[0]
-        elif atype == NFQA_HWADDR and len(v) >= 4:
-            alen = struct.unpack_from("!H", v)[0]
-            pkt.hwaddr = bytes(v[4 : 4 + min(alen, 8)])
-        elif atype == NFQA_CAP_LEN and len(v) >= 4:
-            pkt.cap_len = struct.unpack_from("!I", v)[0]
-        elif atype == NFQA_SKB_INFO and len(v) >= 4:
-            pkt.gso = bool(struct.unpack_from("!I", v)[0] & NFQA_SKB_GSO)
-        elif atype == NFQA_VLAN and len(v) >= 8:
+            physout = _U32(buf, v)[0]
+        elif atype == NFQA_HWADDR:
+            alen = _U16(buf, v)[0]
+            hw = bytes(buf[v + 4 : min(v + 4 + min(alen, 8), vend)])
+        elif atype == NFQA_CAP_LEN:
+            cap = _U32(buf, v)[0]
+        elif atype == NFQA_SKB_INFO:
+            gso = bool(_U32(buf, v)[0] & NFQA_SKB_GSO)
+        elif atype == NFQA_VLAN:
             # nested: NFQA_VLAN_PROTO (1), NFQA_VLAN_TCI (2)
-            p = 0
-            while p + 4 <= len(v):
-                sl, st = _ATTR.unpack_from(v, p)
+            p = v
+            while p + 4 <= vend:
+                sl, st = _AHDR(buf, p)
                 if sl < 4:
                     break
-                if st & 0x3FFF == 2 and sl >= 6 and p + 6 <= len(v):
-                    pkt.vlan = struct.unpack_from("!H", v, p + 4)[0] & 0x0FFF
+                if st & 0x3FFF == 2 and sl >= 6 and p + 6 <= vend:
+                    vlan = _U16(buf, p + 4)[0] & 0x0FFF
                 p += (sl + 3) & ~3
-    return pkt if pkt.packet_id >= 0 else None
+    if pid < 0:
+        return None
+    return QueuedPacket(pid, payload, mark, indev, outdev, physin, physout, hw, vlan, gso, cap)

@@ -336,8 +336,12 @@ def _nfq_worker(
             now = time.time()
             for pk in pkts:
                 ip = pk.payload
-                if pk.hwaddr and len(ip) >= 20 and ip[0] >> 4 == 4:
-                    inj.learn(ip[12:16], pk.hwaddr, pk.physindev)
+                vlan = pk.vlan or R.vlan_of(pk.mark)
+                if pk.hwaddr and len(ip) >= 20:
+                    if ip[0] >> 4 == 4:
+                        inj.learn(ip[12:16], pk.hwaddr, pk.physindev, vlan)
+                    elif len(ip) >= 40:
+                        inj.learn(ip[8:24], pk.hwaddr, pk.physindev, vlan)
                 iface = names.get(pk.physindev)
                 if iface is None:
                     try:
@@ -345,7 +349,6 @@ def _nfq_worker(
                     except OSError:
                         iface = ""
                     names[pk.physindev] = iface
-                vlan = pk.vlan or R.vlan_of(pk.mark)
                 excl = _excluded(cfg, excl_cache, ip, vlan)
                 if excl == "no_scan":
                     max_accept = max(max_accept, pk.packet_id)
