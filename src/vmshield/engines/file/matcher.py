@@ -3,19 +3,25 @@
 Body patterns never enter Hyperscan whole: each signature contributes its longest fixed run
 (its anchor) as a single-match literal, so one Hyperscan pass over the buffer yields the few
 candidate signatures, and only those are verified with their full pattern (wildcards, jumps,
-alternatives, offsets) by Python's `re`. Signatures with no usable anchor are verified on every
-buffer of their target type.
+alternatives, offsets) by the `regex` module. Signatures with no usable anchor are verified on
+every buffer of their target type.
+
+Every verification is bounded by the scan's remaining time: a backtracking pattern (a PCRE
+subsignature, a gap pattern Hyperscan cannot take) runs with `regex`'s `timeout=`, and a crafted
+file that would make it run for hours ends as `limits_exceeded (max_scan_time)` instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import hyperscan
+import regex
 import yara
 
 from vmshield.engines.file.limits import LimitExceeded
@@ -162,7 +168,7 @@ class Matcher:
         self._yara_saved = db.yara_saved
         self._yara_always = bool(db.yara_saved) and db.yara_always
         self._yara: Any = yara_rules.load(db.yara_saved) if db.yara_saved else None
-        self._rx: dict[bytes, re.Pattern[bytes]] = {}
+        self._rx: dict[bytes, regex.Pattern[bytes]] = {}
         self._hsv: dict[bytes, Any] = {}
 
     # Pickling: compiled databases as bytes; regex cache rebuilt on demand.
@@ -185,10 +191,10 @@ class Matcher:
         if self._yara_saved:
             self._yara = yara_rules.load(self._yara_saved)
 
-    def _re(self, src: bytes) -> re.Pattern[bytes]:
+    def _re(self, src: bytes) -> regex.Pattern[bytes]:
         rx = self._rx.get(src)
         if rx is None:
-            rx = self._rx[src] = re.compile(src, re.DOTALL)
+            rx = self._rx[src] = regex.compile(src, regex.DOTALL)
         return rx
 
     # --- hashes ---------------------------------------------------------------------------------
@@ -231,7 +237,10 @@ class Matcher:
         data: bytes | memoryview,
         yara_timeout: float = YARA_TIMEOUT,
         container: str | None = None,  # format of the enclosing container, for Container:
+        deadline: float | None = None,  # time.monotonic() by which verification must end
     ) -> list[Hit]:
+        if deadline is None:
+            deadline = time.monotonic() + yara_timeout
         cand_body: set[int] = set(self.always_body)
         cand_logical: set[int] = set(self.always_logical)
         cand_yara: list[bool] = [self._yara_always]
@@ -286,18 +295,25 @@ class Matcher:
                 continue
             rx = self._re(sig.hex.regex)
             ex = exe() if sig.offset.needs_exe else None
-            if any(self._count(rx, sig.offset, v, len(v), 1, ex) for v in views(sig.target)):
+            if any(
+                self._count(rx, sig.offset, v, len(v), 1, deadline, ex) for v in views(sig.target)
+            ):
                 hits.append(Hit(sig.name, "body"))
         for i in sorted(cand_logical):
             lsig = self.db.logical[i]
             if lsig.container is not None and lsig.container != container:
                 continue
             ex = exe() if any(sub.offset.needs_exe for sub in lsig.subsigs) else None
-            if any(self._logical(lsig, buf, v, types, len(v), ex) for v in views(lsig.target)):
+            if any(
+                self._logical(lsig, buf, v, types, len(v), deadline, ex) for v in views(lsig.target)
+            ):
                 hits.append(Hit(lsig.name, "logical"))
         if run_yara:
             try:
-                matches = self._yara.match(data=buf, timeout=max(1, int(yara_timeout)))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _out_of_time("YARA rules")
+                matches = self._yara.match(data=buf, timeout=max(1, int(left)))
             except yara.TimeoutError:
                 # Reported as the scan-time limit, never as clean.
                 raise LimitExceeded("max_scan_time", "YARA rules ran out of time") from None
@@ -332,15 +348,17 @@ class Matcher:
 
     def _count(
         self,
-        rx: re.Pattern[bytes],
+        rx: regex.Pattern[bytes],
         offset: Offset,
         data: bytes,
         size: int,
         limit: int,
+        deadline: float,
         exe: ExeInfo | None = None,
-        hs_ok: bool = True,  # False for PCRE subsignatures: their dialect and flags are `re`'s
+        hs_ok: bool = True,  # False for PCRE subsignatures: their dialect and flags are PCRE's
     ) -> int:
-        """How many distinct start positions match, up to `limit`."""
+        """How many distinct start positions match, up to `limit`. Raises LimitExceeded
+        (max_scan_time) when `deadline` passes: the file is never reported clean for it."""
         win = offset.window(size, exe)
         if win is None:
             return 0
@@ -349,28 +367,31 @@ class Matcher:
             hsdb, som = self._hs_verifier(rx.pattern)
             if hsdb is not None:
                 if som:
-                    return _hs_count(hsdb, data, lo, hi, size, limit)
+                    return _hs_count(hsdb, data, lo, hi, size, limit, deadline)
                 if not _hs_any(hsdb, memoryview(data)[lo:]):
                     return 0
                 if lo == 0 and hi >= size and limit == 1:
                     return 1
         n = 0
-        if offset.kind != "any" and hi - lo <= 64:
-            for pos in range(lo, min(hi, size) + 1):
-                if rx.match(data, pos):
-                    n += 1
-                    if n >= limit:
-                        break
-            return n
-        pos = lo
-        while pos <= size:
-            m = rx.search(data, pos)
-            if m is None or m.start() > hi:
-                break
-            n += 1
-            if n >= limit:
-                break
-            pos = m.start() + 1
+        try:
+            if offset.kind != "any" and hi - lo <= 64:
+                for pos in range(lo, min(hi, size) + 1):
+                    if rx.match(data, pos, timeout=_left(deadline)):
+                        n += 1
+                        if n >= limit:
+                            break
+                return n
+            pos = lo
+            while pos <= size:
+                m = rx.search(data, pos, timeout=_left(deadline))
+                if m is None or m.start() > hi:
+                    break
+                n += 1
+                if n >= limit:
+                    break
+                pos = m.start() + 1
+        except TimeoutError:
+            raise _out_of_time("signature verification") from None
         return n
 
     def _logical(
@@ -380,6 +401,7 @@ class Matcher:
         data: bytes,
         types: frozenset[int],
         size: int,
+        deadline: float,
         exe: ExeInfo | None = None,
     ) -> bool:
         if lsig.target and lsig.target not in types:
@@ -394,16 +416,17 @@ class Matcher:
             if sub.hex is None:
                 pcre.append((k, sub))
                 continue
-            counts[k] = self._count(self._re(sub.hex.regex), sub.offset, data, size, limit, exe)
+            rx = self._re(sub.hex.regex)
+            counts[k] = self._count(rx, sub.offset, data, size, limit, deadline, exe)
         for k, sub in pcre:
             if sub.trigger is not None and not eval_expr(sub.trigger, counts)[0]:
                 continue
             assert sub.pcre is not None
             rx = self._rx.get(b"pcre:%d:" % sub.pcre_flags + sub.pcre)
             if rx is None:
-                rx = re.compile(sub.pcre, sub.pcre_flags)
+                rx = regex.compile(sub.pcre, sub.pcre_flags)
                 self._rx[b"pcre:%d:" % sub.pcre_flags + sub.pcre] = rx
-            counts[k] = self._count(rx, sub.offset, raw, size, limit, exe, hs_ok=False)
+            counts[k] = self._count(rx, sub.offset, raw, size, limit, deadline, exe, hs_ok=False)
         return eval_expr(lsig.expr, counts)[0]
 
     def match(
@@ -420,11 +443,12 @@ class Matcher:
         if want_sha or self.db.needs_sha:
             digests["sha1"] = hashlib.sha1(data).hexdigest()
             digests["sha256"] = hashlib.sha256(data).hexdigest()
+        deadline = time.monotonic() + time_left
         size = len(data)
         if self.allow_listed(digests, size):
             return digests, [], True
         hits = self.hash_hits(digests, size) + self.section_hits(data)
-        hits += self.content_hits(data, yara_timeout=time_left, container=container)
+        hits += self.content_hits(data, container=container, deadline=deadline)
         return digests, _dedupe(hits), False
 
 
@@ -451,7 +475,21 @@ def _hs_any(hsdb: Any, data: memoryview) -> bool:
     return bool(hit)
 
 
-def _hs_count(hsdb: Any, data: bytes, lo: int, hi: int, size: int, limit: int) -> int:
+def _left(deadline: float) -> float:
+    """Seconds left for one `regex` call; out of time already is a limit, not a clean file."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _out_of_time("signature verification")
+    return left
+
+
+def _out_of_time(what: str) -> LimitExceeded:
+    return LimitExceeded("max_scan_time", f"{what} ran out of time")
+
+
+def _hs_count(
+    hsdb: Any, data: bytes, lo: int, hi: int, size: int, limit: int, deadline: float
+) -> int:
     """Distinct match starts in [lo, hi], up to `limit`, like the `re` loop (each next match is
     searched from one past the previous start), each step one linear Hyperscan pass."""
     view = memoryview(data)
@@ -466,6 +504,8 @@ def _hs_count(hsdb: Any, data: bytes, lo: int, hi: int, size: int, limit: int) -
         return anywhere
 
     while n < limit and pos <= size:
+        if n and time.monotonic() > deadline:  # up to `limit` linear passes: bound them too
+            raise _out_of_time("signature verification")
         found.clear()
         try:
             hsdb.scan(view[pos:], match_event_handler=on_match)

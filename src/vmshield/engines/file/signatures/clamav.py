@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import regex
+
 from vmshield.engines.file.signatures.execinfo import ExeInfo
 from vmshield.engines.file.signatures.hexsig import CompiledHex, HexSigError, compile_hex
 
@@ -462,8 +464,9 @@ def _parse_pcre(text: str, nsub: int) -> SubSig:
             if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", body)
             else body.encode("latin-1")
         )
-        re.compile(rx, flags)
-    except re.error as exc:
+        # Compiled by `regex`, the module that runs it (with a timeout, see matcher).
+        regex.compile(rx, flags)
+    except regex.error as exc:
         raise SigError(f"bad PCRE /{body[:40]}/: {exc}") from None
     return SubSig(offset, None, rx, flags, trigger)
 
