@@ -317,3 +317,15 @@ def test_tls_version_and_ja3s_rules_on_a_handshake() -> None:
     c.send(server_hello(47, [(0xFF01, b"\x00")]), toserver=False)
     _, sids = _run(e, c.fin().frames)
     assert sids == [101, 103]
+
+
+def test_passed_flow_without_bypass_enabled_is_accepted_not_bypassed() -> None:
+    rs = RuleSet.from_text('pass udp any any -> any 7000 (content:"hello"; sid:51;)\n')
+    e = Engine(EngineConfig(mode="ips", bypass=False), rules=rs)
+    frames = [
+        (T0, udp_frame(CLIENT, SERVER, 1235, 7000, b"hello")),
+        (T0 + 1, udp_frame(CLIENT, SERVER, 1235, 7000, b"more")),
+    ]
+    actions, _ = _run(e, frames)
+    assert actions == [Action.ACCEPT, Action.ACCEPT]
+    assert e.stats()["passed"] == 1

@@ -298,7 +298,8 @@ class Engine:
                 if found:
                     verdict, events = self._attack_findings(p, f, found, verdict, events)
         if f.bypassed and verdict.action <= Action.BYPASS:
-            return self._result(BYPASS if self.ips else ACCEPT, events)
+            # Nothing more to inspect; the kernel is told so only when bypass is enabled.
+            return self._result(BYPASS if self._bypass_ok else ACCEPT, events)
         if f.action and self.ips:
             return self._result(self._merge(verdict, DROP_FLOW), events)
 
