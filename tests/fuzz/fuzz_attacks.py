@@ -3,16 +3,8 @@ it never raises and its state stays within its caps."""
 
 from __future__ import annotations
 
-import sys
-
-try:  # coverage feedback when atheris is there; plain import otherwise
-    import atheris
-
-    with atheris.instrument_imports(include=["vmshield.engines.net.attacks"]):
-        from vmshield.engines.net.attacks import AttackConfig, AttackDetector
-except ImportError:
-    from vmshield.engines.net.attacks import AttackConfig, AttackDetector
-
+from tests.fuzz._harness import main
+from vmshield.engines.net.attacks import AttackConfig, AttackDetector
 from vmshield.engines.net.decode import decode
 from vmshield.engines.net.defrag import Defragmenter
 
@@ -64,12 +56,5 @@ def TestOneInput(data: bytes) -> None:
     assert _det.memory_entries() <= 14 * 64
 
 
-def main() -> None:
-    import atheris
-
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    main(TestOneInput)

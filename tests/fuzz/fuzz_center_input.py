@@ -7,6 +7,7 @@ from __future__ import annotations
 import msgspec
 from pydantic import ValidationError
 
+from tests.fuzz._harness import main
 from vmshield.center.export import cef, syslog_5424
 from vmshield.center.profiles import parse_settings
 from vmshield.center.store import event_row
@@ -36,14 +37,5 @@ def TestOneInput(data: bytes) -> None:
                 pass
 
 
-def main() -> None:
-    import sys
-
-    import atheris
-
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    main(TestOneInput)

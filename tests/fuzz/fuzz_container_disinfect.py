@@ -3,27 +3,9 @@ a successful rebuild is itself a readable archive without the removed members.""
 
 from __future__ import annotations
 
-import sys
-import tempfile
-from pathlib import Path
-
-from vmshield.engines.file.containers import (  # noqa: F401 - loaded before instrumentation
-    _arj_lzh,
-    _nrv,
-    archive,
-    arj,
-    executable,
-    ole2,
-    open_container,
-    pdf,
-    rtf,
-    streams,
-    szdd,
-    text,
-    tnef,
-    upx,
-    zipfmt,
-)
+from tests.fuzz._containers import seeds_for
+from tests.fuzz._harness import main
+from vmshield.engines.file.containers import open_container
 from vmshield.engines.file.disinfect import disinfect
 from vmshield.engines.file.limits import LimitExceeded, Limits, ScanBudget
 
@@ -53,28 +35,5 @@ def TestOneInput(data: bytes) -> None:
         assert after <= before - len(whole), (r.removed, before, after)
 
 
-def seeds() -> list[bytes]:
-    """Valid samples to start from, built by the tests' own writers (never stored)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "file"))
-    from container_testlib import fuzz_seeds
-
-    return fuzz_seeds("disinfect")
-
-
-def main() -> None:
-    import atheris
-
-    # Without a corpus argument, start from valid samples built here (kept between runs).
-    if not any(not a.startswith("-") for a in sys.argv[1:]):
-        corpus = Path(tempfile.gettempdir()) / "vmshield-fuzz-corpus" / Path(__file__).stem
-        corpus.mkdir(parents=True, exist_ok=True)
-        for i, s in enumerate(seeds()):
-            (corpus / f"seed-{i}").write_bytes(s)
-        sys.argv.append(str(corpus))
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    main(TestOneInput, seeds_for("disinfect"))

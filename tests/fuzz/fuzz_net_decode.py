@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
+from tests.fuzz._harness import main
 from vmshield.engines.net.decode import decode
 from vmshield.engines.net.engine import Engine
 
@@ -23,13 +22,5 @@ def TestOneInput(data: bytes) -> None:
     _engine.process(frame, 1.0, linktype=lt)
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    main(TestOneInput)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
+from tests.fuzz._harness import main
 from vmshield.engines.net.app.dns import DnsError, DnsTcpParser, parse_message
 
 
@@ -21,13 +20,5 @@ def TestOneInput(data: bytes) -> None:
             msg.eve()
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    main(TestOneInput)

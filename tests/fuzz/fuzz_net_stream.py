@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import struct
-import sys
 
+from tests.fuzz._harness import main
 from vmshield.engines.net.stream import StreamDir, StreamMemory
 
 
@@ -29,13 +29,5 @@ def TestOneInput(data: bytes) -> None:
     assert mem.used == 0
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    main(TestOneInput)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
+from tests.fuzz._harness import main
 from vmshield.engines.net.app.tls import TlsError, TlsState, ja3_string, ja4, parse_hello
 
 
@@ -29,13 +28,5 @@ def TestOneInput(data: bytes) -> None:
         ja4(h)
 
 
-def main() -> None:
-    import atheris
-
-    atheris.instrument_all()
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    main(TestOneInput)

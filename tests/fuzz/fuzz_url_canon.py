@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-
-try:  # coverage feedback when atheris is there; plain import otherwise
-    import atheris
-
-    with atheris.instrument_imports(include=["vmshield"]):
-        from vmshield.engines.net.urls.canon import (
-            UrlError,
-            canonicalize,
-            split_url,
-            url_expressions,
-        )
-except ImportError:
-    from vmshield.engines.net.urls.canon import UrlError, canonicalize, split_url, url_expressions
+from tests.fuzz._harness import main
+from vmshield.engines.net.urls.canon import UrlError, canonicalize, split_url, url_expressions
 
 
 def TestOneInput(data: bytes) -> None:
@@ -37,12 +25,5 @@ def TestOneInput(data: bytes) -> None:
         pass
 
 
-def main() -> None:
-    import atheris
-
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    main(TestOneInput)

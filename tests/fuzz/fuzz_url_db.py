@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 
-try:  # coverage feedback when atheris is there; plain import otherwise
-    import atheris
-
-    with atheris.instrument_imports(include=["vmshield"]):
-        from vmshield.engines.net.urls.db import DatabaseBuilder, UrlDatabase, UrlDatabaseError
-except ImportError:
-    from vmshield.engines.net.urls.db import DatabaseBuilder, UrlDatabase, UrlDatabaseError
+from tests.fuzz._harness import main
+from vmshield.engines.net.urls.db import DatabaseBuilder, UrlDatabase, UrlDatabaseError
 
 _DIR = tempfile.mkdtemp(prefix="vmshield-fuzz-urldb-")
 _PATH = os.path.join(_DIR, "u.db")
@@ -42,12 +36,5 @@ def TestOneInput(data: bytes) -> None:
         db.check_host("h2.example")
 
 
-def main() -> None:
-    import atheris
-
-    atheris.Setup(sys.argv, TestOneInput)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    main(TestOneInput)
