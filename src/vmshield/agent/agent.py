@@ -10,6 +10,7 @@ on-demand scans, writing disinfected content) and must never wait for itself.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import fnmatch
 import hashlib
@@ -30,6 +31,10 @@ from vmshield.transport.endpoints import parse_endpoint
 
 log = logging.getLogger("vmshield.agent")
 
+PREFETCH_MAX_SIZE = 1024 * 1024  # read-ahead only for files this small
+PREFETCH_INFLIGHT = 4  # read-ahead requests in flight (the window keeps room for real ones)
+PREFETCH_QUEUE = 256  # read-ahead tasks waiting, all directories
+PREFETCH_LISTING = 100_000  # names of one directory kept for read-ahead
 INLINE_HASH = 256 * 1024  # smaller files are hashed on the event loop (cheaper than a thread hop)
 MAX_PENDING_EVENTS = 4096
 MAX_RESCAN = 10_000
@@ -105,6 +110,10 @@ class AgentConfig:
     info_interval: float = 60.0
     allow_system_paths: bool = False
     connect_wait: float = 5.0  # at start, how long "ready" waits for the first connection
+    # Read-ahead: after a cold open, the next files of that directory (sorted by name, as most
+    # tree walkers read) are checked in the background, so a guest walking a tree mostly finds
+    # them already cleared. 0 disables it.
+    prefetch: int = 16
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
@@ -126,6 +135,8 @@ class AgentConfig:
         parse_endpoint(self.endpoint)
         if self.failure_mode not in ("open", "closed"):
             raise ConfigError(f"failure_mode {self.failure_mode!r}: expected open or closed")
+        if not 0 <= int(self.prefetch) <= 256:
+            raise ConfigError(f"prefetch {self.prefetch}: outside 0..256 files")
         if not 0.05 <= float(self.deadline) <= 600:
             raise ConfigError(f"deadline {self.deadline}: outside 0.05..600 seconds")
         if not self.paths and not self.mounts and not self.filesystems:
@@ -170,6 +181,7 @@ class AgentStats:
     enforced: int = 0
     enforce_failed: int = 0
     rescanned: int = 0
+    prefetched: int = 0  # files checked ahead of a directory walk
     unhashed: int = 0  # over the SVM's size limit: asked about without reading them
 
 
@@ -204,6 +216,10 @@ class Agent:
             server_hostname=cfg.server_name or None,
         )
         self._marked_dirs: set[str] = set()
+        # read-ahead state: directory -> (sorted names, names already checked or scheduled)
+        self._ahead: OrderedDict[str, tuple[list[str], set[str]]] = OrderedDict()
+        self._ahead_tasks: set[asyncio.Task[None]] = set()
+        self._ahead_slots = asyncio.Semaphore(PREFETCH_INFLIGHT)
         self.in_fd = -1
         self._wd_paths: dict[int, str] = {}
         self._inotify_warned = False
@@ -457,6 +473,8 @@ class Agent:
             if ev.is_permission:
                 self._ignore(ev.fd)
             return True
+        if kind == "open" and self.cfg.prefetch and st.st_size <= PREFETCH_MAX_SIZE:
+            self._read_ahead(path)
         verdict, replacement = await self._ask(ev.fd, path, st, kind)
         if verdict.action == "allow" or verdict.action == "report":
             # Cache what the same content and database will always get again (clean, or allowed
@@ -528,6 +546,72 @@ class Agent:
         except OSError as exc:
             self.stats.enforce_failed += 1
             await self._notice("enforce_failed", 1, f"{path}: {action}: {exc}")
+
+    # ------------------------------------------------------------------ read-ahead
+    def _read_ahead(self, path: str) -> None:
+        if len(self._ahead_tasks) >= PREFETCH_QUEUE:
+            return  # bounded: under a storm of cold opens, read-ahead simply stops
+        t = asyncio.ensure_future(self._schedule_ahead(path))
+        self._ahead_tasks.add(t)
+        t.add_done_callback(self._ahead_tasks.discard)
+
+    async def _schedule_ahead(self, path: str) -> None:
+        directory, name = os.path.split(path)
+        entry = self._ahead.get(directory)
+        if entry is None:
+            try:
+                names = sorted(await asyncio.to_thread(os.listdir, directory))
+            except OSError:
+                return
+            entry = self._ahead[directory] = (names[:PREFETCH_LISTING], set())
+            while len(self._ahead) > 64:
+                self._ahead.popitem(last=False)
+        else:
+            self._ahead.move_to_end(directory)
+        names, done = entry
+        done.add(name)
+        i = bisect.bisect_right(names, name)
+        for nxt in names[i : i + int(self.cfg.prefetch)]:
+            if nxt in done or len(self._ahead_tasks) >= PREFETCH_QUEUE:
+                continue
+            done.add(nxt)
+            t = asyncio.ensure_future(self._prefetch(os.path.join(directory, nxt)))
+            self._ahead_tasks.add(t)
+            t.add_done_callback(self._ahead_tasks.discard)
+
+    async def _prefetch(self, path: str) -> None:
+        async with self._ahead_slots:
+            if self.exclude_path and self.exclude_path(path):
+                return
+            try:
+                st = os.lstat(path)  # no permission event: only opens are intercepted
+                if not stat.S_ISREG(st.st_mode) or st.st_size > PREFETCH_MAX_SIZE:
+                    return
+                if self.db_version and self.cache.get(file_key(st)) == self.db_version:
+                    return
+                fd = await asyncio.to_thread(
+                    os.open, path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                )
+            except OSError:
+                return
+            try:
+                st = os.fstat(fd)
+                key = file_key(st)
+                verdict, _ = await asyncio.wait_for(
+                    self._ask(fd, path, st, "prefetch"), self.deadline
+                )
+                self.stats.prefetched += 1
+                if (
+                    verdict.status == "clean"
+                    and verdict.db_version == self.db_version
+                    and file_key(os.fstat(fd)) == key
+                ):
+                    self._remember(key)
+                    self._ignore(fd)
+            except (Unreachable, TimeoutError, OSError):
+                pass  # read-ahead is best effort: the real open asks again
+            finally:
+                os.close(fd)
 
     # ------------------------------------------------------------------ rescans and on-demand scans
     async def _scan_path(self, path: str, kind: p.EventKind, order: int = 0) -> p.Verdict | None:

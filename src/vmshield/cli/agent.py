@@ -56,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ap.add_argument(
         "--dmi-uuid", help="BIOS/DMI UUID to report instead of /sys/class/dmi/id/product_uuid"
     )
+    ap.add_argument(
+        "--prefetch",
+        type=int,
+        help="after a cold open, check this many following files of the directory ahead "
+        "(default 16, 0 = off)",
+    )
     ap.add_argument("--hostname", help="host name to report")
     ap.add_argument("--tls-cert", help="this VM's client certificate (TCP)")
     ap.add_argument("--tls-key")
@@ -89,6 +95,7 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         "failure_mode",
         "machine_id",
         "dmi_uuid",
+        "prefetch",
         "hostname",
         "tls_cert",
         "tls_key",

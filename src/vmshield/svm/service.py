@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,13 +46,17 @@ class Decision:
 
 @dataclass
 class Stats:
-    requests: Counter[str] = field(default_factory=Counter)  # per VM
+    requests: Counter[str] = field(default_factory=Counter)  # per VM: accesses, scans ordered
+    prefetches: Counter[str] = field(default_factory=Counter)  # per VM: agents' read-ahead
     scans: int = 0
     scanned_bytes: int = 0
     cache_hits: int = 0
     detections: int = 0
     busy: int = 0
     content_mismatch: int = 0
+    decide_s: float = 0.0  # time from request to verdict, all requests (mean = decide_s/decided)
+    decided: int = 0
+    worker_s: float = 0.0  # time in the scan workers (mean = worker_s/scans)
 
 
 class ScanService:
@@ -92,7 +97,18 @@ class ScanService:
 
     # ------------------------------------------------------------------ decisions
     async def decide(self, vm: str, req: p.ScanRequest, fetch: FetchContent) -> Decision:
-        self.stats.requests[vm] += 1
+        t0 = time.perf_counter()
+        try:
+            return await self._decide(vm, req, fetch)
+        finally:
+            self.stats.decide_s += time.perf_counter() - t0
+            self.stats.decided += 1
+
+    async def _decide(self, vm: str, req: p.ScanRequest, fetch: FetchContent) -> Decision:
+        if req.kind == "prefetch":
+            self.stats.prefetches[vm] += 1
+        else:
+            self.stats.requests[vm] += 1
         profile = self.profile(vm)
         db = self.db_version
         content: bytes | None = None
@@ -117,6 +133,18 @@ class ScanService:
                     return self._failure(req, str(exc), profile, status="error")
         else:
             self.stats.cache_hits += 1
+        if req.kind == "prefetch":
+            # The agent reads ahead of a guest walking a directory: it only wants to know whether
+            # the file is clean. Actions and events wait for a real access (answered from cache).
+            return Decision(
+                p.Verdict(
+                    id=req.id,
+                    status=result.status,
+                    action="allow" if result.status == "clean" else "deny",
+                    db_version=self.db_version,
+                    cached=cached,
+                )
+            )
         return await self._act(vm, req, profile, result, cached, content, fetch)
 
     def _failure(
@@ -143,7 +171,9 @@ class ScanService:
             await self.slots.acquire(vm)
             try:
                 content = await self._fetch_checked(req, fetch)
+                t0 = time.perf_counter()
                 raw = await self.pool.scan(content, req.path)
+                self.stats.worker_s += time.perf_counter() - t0
             finally:
                 self.slots.release(vm)
             result = CachedResult(
@@ -285,6 +315,9 @@ class ScanService:
             "busy": self.stats.busy,
             "content_mismatch": self.stats.content_mismatch,
             "requests_per_vm": dict(self.stats.requests),
+            "prefetches_per_vm": dict(self.stats.prefetches),
+            "mean_decide_ms": round(1000 * self.stats.decide_s / max(self.stats.decided, 1), 3),
+            "mean_worker_ms": round(1000 * self.stats.worker_s / max(self.stats.scans, 1), 3),
             "center_version": self.config.center_version,
             "center_vms": len(self.config.center_profiles),
         }

@@ -35,7 +35,7 @@ _HEADER = struct.Struct(">I")
 _SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
 _TOKENISH = re.compile(r"\A[\x21-\x7e]{0,512}\Z")
 
-EventKind = Literal["open", "exec", "close_write", "ondemand", "rescan"]
+EventKind = Literal["open", "exec", "close_write", "ondemand", "rescan", "prefetch"]
 # What the agent must do. deny: refuse this access; disinfect: replace the file with the content
 # that follows in `Content` messages; quarantine: the SVM holds the backup, the agent removes the
 # file; delete: remove it; report: allow, the SVM has logged it; allow: clean.

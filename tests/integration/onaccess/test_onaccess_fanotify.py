@@ -186,7 +186,11 @@ def test_thousand_files_eight_processes_no_deadlock(harness: Harness) -> None:
         assert pr.returncode == 0
         total += int(out)
     assert total == sum(len(f"file {i}\n".encode() * (1 + i % 7)) for i in range(1000))
-    assert harness.requests("vm1") == 1000
+    # Every file was checked (by its open, or by the agent reading ahead of the walkers), and
+    # scanned once; the walkers' opens that found their file already cleared never reached the SVM.
+    svm = harness.health()["svm"]
+    assert svm["scans"] == 1000
+    assert harness.requests("vm1") + svm["prefetches_per_vm"].get("vm1", 0) >= 1000
 
 
 def test_excluded_path_and_process_not_intercepted(harness: Harness) -> None:
@@ -654,3 +658,35 @@ def test_small_file_content_sent_with_the_request(harness: Harness) -> None:
     assert any(isinstance(m, p.Error) and "scan.data" in m.message for m in msgs)
     s.close()
     assert harness.health()["vms"]["vm1"]["content_bytes"] == len(clean) + 2 * len(inf)
+
+
+def test_read_ahead_of_a_directory_walk(harness: Harness) -> None:
+    """After a cold open the agent checks the next files of the directory in the background: a
+    guest reading them next finds them cleared without asking the SVM. An infected file met by
+    the read-ahead is left alone (no action, no event) until a guest really opens it."""
+    harness.start_svm(action="quarantine")
+    g = harness.guest("vm1")
+    for i in range(30):
+        (g / f"f{i:02d}").write_bytes(b"EICAR-like? no: clean file %d\n" % i)
+    (g / "f15").write_bytes(EICAR)
+    harness.start_agent("vm1")
+    assert guest_cat(g / "f00").returncode == 0
+    deadline = time.monotonic() + 20
+    while harness.health()["svm"]["prefetches_per_vm"].get("vm1", 0) < 16:
+        assert time.monotonic() < deadline, harness.health()
+        time.sleep(0.05)
+    assert harness.requests("vm1") == 1
+    assert (g / "f15").exists()
+    assert not [e for e in harness.events() if e["event_type"] == "file"]
+    for i in range(1, 15):
+        assert guest_cat(g / f"f{i:02d}").returncode == 0
+    assert harness.requests("vm1") == 1  # all answered by the agent's caches
+    r = guest_cat(g / "f15")
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+    deadline = time.monotonic() + 10
+    while (g / "f15").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (ev,) = [e for e in harness.events() if e["event_type"] == "file"]
+    assert ev["action"] == "quarantine" and ev["file"]["path"] == str(g / "f15")
+    assert ev["file"]["access"] == "open"
