@@ -659,18 +659,47 @@ def _encint(v: int) -> bytes:
     return bytes(reversed(out))
 
 
-def make_chm(files: dict[str, bytes], lzx: dict[str, int] | None = None) -> bytes:
-    """A CHM (ITSF v3) with `files` stored uncompressed in section 0 and `lzx` entries (name ->
-    length) listed in the compressed section 1, written from the format's published description
-    (no CHM compiler runs on Linux)."""
+_MSC = "::DataSpace/Storage/MSCompressed/"
+
+
+def make_chm(
+    files: dict[str, bytes],
+    lzx: dict[str, int] | None = None,
+    lzx_files: dict[str, bytes] | None = None,
+    reset_frames: int = 2,
+) -> bytes:
+    """A CHM (ITSF v3) with `files` stored uncompressed in section 0, `lzx_files` compressed in
+    section 1 by `lzx_compress` (with the ControlData, ResetTable, SpanInfo and NameList a CHM
+    compiler writes), and `lzx` entries (name -> length) listed in section 1 without any
+    compressed data. Written from the format's published description (no CHM compiler runs on
+    Linux)."""
     chunk_size = 0x1000
     content = bytearray()
     entries = [(b"/", 0, 0, 0)]
-    for name, data in sorted(files.items()):
-        entries.append((("/" + name).encode(), 0, len(content), len(data)))
+    sec0 = dict(files)
+    if lzx_files:
+        plain = bytearray()
+        for name, data in sorted(lzx_files.items()):
+            entries.append((("/" + name).encode(), 1, len(plain), len(data)))
+            plain += data
+        comp, offsets = lzx_compress(bytes(plain), reset_frames=reset_frames)
+        sec0[_MSC + "Content"] = comp
+        sec0[_MSC + "ControlData"] = struct.pack("<I4sIIIII", 6, b"LZXC", 2, reset_frames, 2, 2, 0)
+        sec0[_MSC + "SpanInfo"] = struct.pack("<Q", len(plain))
+        sec0[_MSC + "Transform/{7FC28940-9D31-11D0-9B27-00A0C91E9C7C}/InstanceData/ResetTable"] = (
+            struct.pack("<IIIIQQQ", 2, len(offsets), 8, 0x28, len(plain), len(comp), 0x8000)
+            + b"".join(struct.pack("<Q", o) for o in offsets)
+        )
+        names = [n.encode("utf-16-le") for n in ("Uncompressed", "MSCompressed")]
+        body = b"".join(struct.pack("<H", len(n) // 2) + n + b"\x00\x00" for n in names)
+        sec0["::DataSpace/NameList"] = struct.pack("<HH", (4 + len(body)) // 2, 2) + body
+    for name, data in sorted(sec0.items()):
+        path = name if name.startswith("::") else "/" + name
+        entries.append((path.encode(), 0, len(content), len(data)))
         content += data
     for name, length in sorted((lzx or {}).items()):
         entries.append((("/" + name).encode(), 1, 0, length))
+    entries.sort(key=lambda e: e[0].lower())
     body = b"".join(
         _encint(len(n)) + n + _encint(s) + _encint(o) + _encint(n_) for n, s, o, n_ in entries
     )
@@ -723,3 +752,127 @@ def make_rar5(files: dict[str, bytes]) -> bytes:
         out += block(2, 0x02, body, data)
     out += block(5, 0, _vint(0))  # end of archive
     return bytes(out)
+
+
+# --- LZX (CHM) test-side compressor --------------------------------------------------------------
+
+
+class _LzxBitWriter:
+    """LZX bit order: 16-bit little-endian words, each filled from its most significant bit."""
+
+    def __init__(self) -> None:
+        self.bits: list[str] = []
+        self.n = 0
+
+    def write(self, nbits: int, value: int) -> None:
+        if nbits:
+            self.bits.append(format(value, f"0{nbits}b"))
+            self.n += nbits
+
+    def align(self) -> None:
+        if self.n % 16:
+            self.write(16 - self.n % 16, 0)
+
+    def raw(self, data: bytes) -> None:
+        """Bytes stored as bytes (the writer must be word-aligned); odd length gets a pad byte."""
+        assert self.n % 16 == 0
+        if len(data) & 1:
+            data += b"\x00"
+        for i in range(0, len(data), 2):
+            self.write(8, data[i + 1])
+            self.write(8, data[i])
+
+    def getvalue(self) -> bytes:
+        s = "".join(self.bits)
+        s += "0" * (-len(s) % 16)
+        return b"".join(int(s[i : i + 16], 2).to_bytes(2, "little") for i in range(0, len(s), 16))
+
+
+def _canonical(lens: list[int]) -> dict[int, tuple[int, int]]:
+    codes: dict[int, tuple[int, int]] = {}
+    code = 0
+    for length in range(1, max(lens) + 1):
+        for sym, ln in enumerate(lens):
+            if ln == length:
+                codes[sym] = (length, code)
+                code += 1
+        code <<= 1
+    return codes
+
+
+_PRE_LENS = [4] * 12 + [5] * 8  # a complete 20-symbol pretree
+_PRE = _canonical(_PRE_LENS)
+
+
+def _write_lens(w: _LzxBitWriter, prev: list[int], new: list[int]) -> None:
+    for ln in _PRE_LENS:
+        w.write(4, ln)
+    for old, ln in zip(prev, new, strict=True):
+        w.write(*_PRE[(old - ln) % 17])
+
+
+def lzx_compress(
+    data: bytes, window_bits: int = 16, reset_frames: int = 2, stored_every: int = 3
+) -> tuple[bytes, list[int]]:
+    """A CHM-style LZX stream of `data` and the compressed offset of each 32 KiB frame (the
+    reset table). No real LZX compressor runs here, so this one is simple but genuine: verbatim
+    blocks with a fixed complete main tree (all codes 9 bits), literals and greedy matches of 2-8
+    bytes (so the length tree stays empty, as the format allows), and every `stored_every`-th
+    frame (when even-sized) an uncompressed block. The decoder state resets every
+    `reset_frames` frames and no match reaches back before a reset point."""
+    from vmshield.engines.file.containers.lzx import EXTRA_BITS, POSITION_BASE, POSITION_SLOTS
+
+    frame = 0x8000
+    main_syms = 256 + 8 * POSITION_SLOTS[window_bits]
+    assert main_syms == 512, "the fixed 9-bit main tree needs exactly 512 symbols"
+    main_lens = [9] * main_syms
+    main = _canonical(main_lens)
+    w = _LzxBitWriter()
+    offsets: list[int] = []
+    prev_main = [0] * main_syms
+    group_start = 0
+    for k, fs in enumerate(range(0, len(data), frame)):
+        offsets.append(w.n // 8)
+        chunk = data[fs : fs + frame]
+        if k % reset_frames == 0:
+            prev_main = [0] * main_syms
+            group_start = fs
+            w.write(1, 0)  # no Intel E8 translation
+        if k % stored_every == stored_every - 1 and len(chunk) % 2 == 0:
+            w.write(3, 3)
+            w.write(16, len(chunk) >> 8)
+            w.write(8, len(chunk) & 0xFF)
+            w.write(16 if w.n % 16 == 0 else 16 - w.n % 16, 0)
+            w.raw(struct.pack("<III", 1, 1, 1))
+            w.raw(chunk)
+            continue
+        w.write(3, 1)
+        w.write(16, len(chunk) >> 8)
+        w.write(8, len(chunk) & 0xFF)
+        _write_lens(w, prev_main[:256], main_lens[:256])
+        _write_lens(w, prev_main[256:], main_lens[256:])
+        _write_lens(w, [0] * 249, [0] * 249)
+        prev_main = list(main_lens)
+        last: dict[bytes, int] = {}
+        i = fs
+        end = fs + len(chunk)
+        while i < end:
+            key = data[i : i + 3]
+            j = last.get(key, -1)
+            best = 0
+            if len(key) == 3 and j >= group_start and i - j <= (1 << window_bits) - 3:
+                while best < 8 and i + best < end and data[j + best] == data[i + best]:
+                    best += 1
+            if best >= 3:
+                fo = i - j + 2
+                slot = max(s for s, b in enumerate(POSITION_BASE) if b <= fo)
+                w.write(*main[256 + slot * 8 + best - 2])
+                w.write(EXTRA_BITS[slot], fo - POSITION_BASE[slot])
+            else:
+                best = 1
+                w.write(*main[data[i]])
+            for t in range(i, i + best):
+                last[data[t : t + 3]] = t
+            i += best
+        w.align()
+    return w.getvalue(), offsets

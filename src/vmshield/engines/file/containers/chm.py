@@ -1,7 +1,7 @@
 """Microsoft Compiled HTML Help (CHM, "ITSF"): directory parsed here; files stored uncompressed
-(section 0) are extracted. Files in the LZX-compressed section ("MSCompressed") are NOT
-decompressed (no LZX decoder here): each is reported as an error member, so a CHM is never
-called clean on content that was not read."""
+(section 0) are extracted as they are, files in the LZX-compressed section ("MSCompressed") are
+decompressed with `lzx` (window and reset interval from its ControlData, stream length from its
+ResetTable), as far as the last file needs and no further than the scan budget allows."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from ..limits import LimitExceeded, ScanBudget
 from ._base import Member, member_cap, sanitize_name, unique_names
+from .lzx import FRAME, LzxError, decompress
 
 MAX_CHUNKS = 100_000
 
@@ -82,23 +83,81 @@ def walk(data: bytes, name: str, budget: ScanBudget) -> Iterator[Member]:
     if len(entries) > budget.limits.max_files:
         raise LimitExceeded("max_files", f"CHM lists {len(entries)} files")
     uniq = unique_names()
-    lzx = 0
+    lzx = [e for e in entries if e[1] == 1 and e[3] > 0 and not e[0].endswith("/")]
+    lzx = [e for e in lzx if not e[0].startswith("::")]
+    stream: bytes | None = None
+    stream_error = None
+    if lzx:
+        try:
+            stream = _lzx_stream(data, entries, content, max(o + n for _, _, o, n in lzx), budget)
+        except (ChmError, LzxError, struct.error) as exc:
+            stream_error = str(exc)
     for ename, section, offset, length in entries:
         budget.check_time()
         # "::DataSpace/..." and "#..." / "$..." are the file's own structures, not content.
         if ename.endswith("/") or length == 0 or ename.startswith("::"):
             continue
         mname = uniq(sanitize_name(ename, "chm-file"))
-        if section != 0:
-            lzx += 1
+        if section not in (0, 1):
+            yield Member(mname, None, error=f"CHM section {section} does not exist")
             continue
         if length > member_cap(budget):
             raise LimitExceeded("max_file_size", f"CHM file {mname!r} of {length} bytes")
-        body = data[content + offset : content + offset + length]
+        if section == 1:
+            if stream is None:
+                yield Member(mname, None, error=f"LZX section unreadable: {stream_error}")
+                continue
+            body = stream[offset : offset + length]
+        else:
+            body = data[content + offset : content + offset + length]
         yield Member(mname, body, error=None if len(body) == length else "truncated CHM content")
-    if lzx:
-        yield Member(
-            "(chm-lzx)",
-            None,
-            error=f"{lzx} LZX-compressed file(s) not decompressed (no LZX decoder)",
-        )
+
+
+_MSC = "::DataSpace/Storage/MSCompressed/"
+_RESET_TABLE = _MSC + "Transform/{7FC28940-9D31-11D0-9B27-00A0C91E9C7C}/InstanceData/ResetTable"
+_WINDOWS = {1 << b: b for b in range(15, 22)}
+
+
+def _lzx_stream(
+    data: bytes,
+    entries: list[tuple[str, int, int, int]],
+    content: int,
+    needed: int,
+    budget: ScanBudget,
+) -> bytes:
+    """The first `needed` bytes of the decompressed section 1."""
+    sec0 = {name: (off, n) for name, section, off, n in entries if section == 0}
+
+    def part(name: str) -> bytes:
+        if name not in sec0:
+            raise ChmError(f"{name} missing")
+        off, n = sec0[name]
+        body = data[content + off : content + off + n]
+        if len(body) != n:
+            raise ChmError(f"{name} truncated")
+        return body
+
+    ctl = part(_MSC + "ControlData")
+    if len(ctl) < 24 or ctl[4:8] != b"LZXC":
+        raise ChmError("ControlData is not LZXC")
+    version, reset, window = struct.unpack_from("<III", ctl, 8)
+    if version == 2:  # version 2 counts in 32 KiB frames, version 1 in bytes
+        reset, window = reset * FRAME, window * FRAME
+    if window not in _WINDOWS:
+        raise ChmError(f"LZX window of {window} bytes")
+    if reset == 0 or reset % FRAME:
+        raise ChmError(f"LZX reset interval of {reset} bytes")
+    table = part(_RESET_TABLE)
+    if len(table) < 0x28:
+        raise ChmError("ResetTable too short")
+    total, comp = struct.unpack_from("<QQ", table, 0x10)
+    if needed > total:
+        raise ChmError(f"files reach byte {needed} of a {total}-byte LZX section")
+    if needed > budget.remaining_member_size():
+        raise LimitExceeded("max_file_size", f"CHM LZX section of {needed} bytes")
+    stream = part(_MSC + "Content")
+    budget.check_ratio(len(stream), needed)
+    # Whole frames, as the encoder made them (the E8 translation looks at each whole frame).
+    upto = min(total, -(-needed // FRAME) * FRAME)
+    out = decompress(stream, upto, _WINDOWS[window], reset // FRAME, budget.check_time)
+    return out[:needed]
