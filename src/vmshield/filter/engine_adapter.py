@@ -85,9 +85,14 @@ def _attacks(settings: I.InspectorSettings) -> Any:
     return AttackDetector(cfg)
 
 
+_ACCEPT = I.Decision(I.ACCEPT, [])
+
+
 def _to_decision(res: Any, settings: I.InspectorSettings) -> I.Decision:
     v = res.verdict
     act = int(v.action)
+    if act == 0 and not res.events:
+        return _ACCEPT  # the common case: no allocation (the worker never mutates a Decision)
     events = list(res.events) if res.events else []
     if act == 0:
         return I.Decision(I.ACCEPT, events)
