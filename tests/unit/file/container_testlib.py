@@ -452,6 +452,11 @@ def fuzz_seeds(target: str) -> list[bytes]:
             return [make_ole2({"a/b": EICAR, "\x01Ole10Native": ole10native("x.exe", EICAR)})[8:]]
         if target == "pdf":
             return [_seed_pdf()[9:]]
+        if target == "lzx":  # the target prepends nothing: whole LZX streams
+            text = b"".join(b"<p>line %d</p>\n" % i for i in range(3000)) + EICAR
+            return [lzx_compress(text, stored_every=2)[0], lzx_compress(EICAR * 3)[0]]
+        if target == "chm":
+            return [make_chm({"a.html": b"<p>x</p>"}, lzx_files=files)[4:]]
         if target == "rtf":
             return [make_rtf_package("x.exe", EICAR)[7:]]
         if target == "any":
