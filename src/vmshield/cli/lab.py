@@ -113,10 +113,15 @@ def _status(args: argparse.Namespace) -> int:
         print(
             f"  protection: pid {svc['pid']} {'running' if svc['running'] else 'NOT RUNNING'}, events {svc['eve']}"
         )
+        wd = svc.get("watchdog_pids") or []
+        print(f"  outage watchdog: {', '.join(map(str, wd)) if wd else 'none'}")
     if s["blocked"]:
         print(
             "  blocked: "
-            + ", ".join(f"{b['address']} ({b['seconds_left']}s)" for b in s["blocked"])
+            + ", ".join(
+                f"{b['address']} [{b.get('scope', 'bridge')}] ({b['seconds_left']}s)"
+                for b in s["blocked"]
+            )
         )
     for h in s["hosts"]:
         procs = ", ".join(f"{p['pid']}{'' if p['running'] else ' (dead)'}" for p in h["processes"])

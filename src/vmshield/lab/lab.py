@@ -486,7 +486,7 @@ class Lab:
 
             with contextlib.suppress(Exception):
                 blocked = [
-                    {"address": e.address, "seconds_left": e.timeout}
+                    {"address": e.address, "scope": e.scope, "seconds_left": e.timeout}
                     for e in kernel_blocked(st.prefix)
                 ]
         return {
@@ -503,10 +503,18 @@ class Lab:
                 and _alive(st.service_pid, "vmshield.filter.service"),
                 "eve": st.eve,
                 "dir": st.service_dir,
+                # The outage watchdog the service started (outlives a killed service).
+                "watchdog_pids": _watchdog_pids(st.prefix),
             },
             "hosts": hosts,
             "hook": st.hook,
         }
+
+
+def _watchdog_pids(prefix: str) -> list[int]:
+    from vmshield.filter.watchdog import _watchdog_pids as pids
+
+    return pids(prefix)
 
 
 def write_lab_policy(sdir: Path, block_seconds: int) -> Path:

@@ -4,6 +4,7 @@ blocked; and what happens to traffic when the SVM is killed (fail-open / fail-cl
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from filterlab_lib import events, http, lab_up, ns, wait_events
+from filterlab_lib import cli, events, http, lab_up, ns, wait_events
 
 from vmshield.filter import sysnet
 from vmshield.filter.watchdog import _watchdog_pids as watchdog_pids
@@ -135,6 +136,9 @@ def test_killed_svm_fails_open_by_default_and_reports_the_outage_at_restart(tmp_
         assert active[0]["filter"]["traffic"] == "uninspected"
         assert active[0]["filter"]["reason"] == "service process gone"
         assert active[0]["filter"]["service_pid"] == st.service_pid
+        status = json.loads(cli("lab", "--prefix", st.prefix, "status", "--json").stdout)
+        assert not status["service"]["running"]
+        assert status["service"]["watchdog_pids"] == watchdog_pids(st.prefix) != []
         # The rules stay, nobody listens on the queues: --queue-bypass lets traffic through.
         assert f"VMS-{st.prefix}" in sysnet.ipt("-S")
         rc, body = http(st, "vm1", "vm2", timeout=3)
