@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from vmshield.center import auth
 from vmshield.center.api import inventory_tree, parse_time
@@ -96,6 +98,29 @@ def page(request: Request, name: str, u: User | None, **kw: Any) -> HTMLResponse
 def back(url: str, msg: str | None = None, error: str | None = None) -> RedirectResponse:
     q = {k: v for k, v in (("msg", msg), ("error", error)) if v}
     return RedirectResponse(url + (("?" + urlencode(q)) if q else ""), status_code=303)
+
+
+def change(
+    request: Request,
+    role: str,
+    csrf: str,
+    action: Callable[[Store, Session, str], object],
+    refused: tuple[type[Exception], ...],
+    to: str,
+    msg: str,
+) -> Response:
+    """A form that changes the store: role and CSRF checked, `action(store, session, actor)` run
+    in one transaction, then back to `to` with `msg`, or with the refusal when it raises one of
+    `refused` (anything else is a server error, not a message)."""
+    u = current(request, role)
+    check_csrf(u, csrf)
+    st = store_of(request)
+    try:
+        with st.sessions.begin() as s:
+            action(st, s, f"user:{u.name}")
+    except refused as exc:
+        return back(to, error=str(exc))
+    return back(to, msg=msg)
 
 
 # ---- login -----------------------------------------------------------------------------------
@@ -198,30 +223,30 @@ def connection_add(
     password: str = Form(""),
     csrf: str = Form(""),
 ) -> Response:
-    u = current(request, "administrator")
-    check_csrf(u, csrf)
-    st = store_of(request)
-    try:
-        with st.sessions.begin() as s:
-            st.add_connection(
-                s, f"user:{u.name}", name.strip(), kind, url.strip(), username, password
-            )
-    except (ValueError, Conflict) as exc:
-        return back("/inventory", error=str(exc))
-    return back("/inventory", msg=f"connection {name} added; its inventory appears within seconds")
+    return change(
+        request,
+        "administrator",
+        csrf,
+        lambda st, s, who: st.add_connection(
+            s, who, name.strip(), kind, url.strip(), username, password
+        ),
+        (ValueError, Conflict),
+        "/inventory",
+        f"connection {name} added; its inventory appears within seconds",
+    )
 
 
 @router.post("/connections/{conn_id}/delete")
 def connection_delete(request: Request, conn_id: int, csrf: str = Form("")) -> Response:
-    u = current(request, "administrator")
-    check_csrf(u, csrf)
-    st = store_of(request)
-    try:
-        with st.sessions.begin() as s:
-            st.delete_connection(s, f"user:{u.name}", conn_id)
-    except NotFound as exc:
-        return back("/inventory", error=str(exc))
-    return back("/inventory", msg="connection deleted")
+    return change(
+        request,
+        "administrator",
+        csrf,
+        lambda st, s, who: st.delete_connection(s, who, conn_id),
+        (NotFound,),
+        "/inventory",
+        "connection deleted",
+    )
 
 
 @router.get("/inventory/{node_id}")
@@ -274,20 +299,20 @@ def node_assign(
     choice: str = Form(...),
     csrf: str = Form(""),
 ) -> Response:
-    u = current(request, "operator")
-    check_csrf(u, csrf)
-    st = store_of(request)
     mode, profile_id = (
         ("profile", int(choice.split(":", 1)[1]))
         if choice.startswith("profile:")
         else (choice, None)
     )
-    try:
-        with st.sessions.begin() as s:
-            st.assign(s, f"user:{u.name}", node_id, kind, mode, profile_id)
-    except (ValueError, NotFound) as exc:
-        return back(f"/inventory/{node_id}", error=str(exc))
-    return back(f"/inventory/{node_id}", msg=f"{kind} assignment saved")
+    return change(
+        request,
+        "operator",
+        csrf,
+        lambda st, s, who: st.assign(s, who, node_id, kind, mode, profile_id),
+        (ValueError, NotFound),
+        f"/inventory/{node_id}",
+        f"{kind} assignment saved",
+    )
 
 
 # ---- profiles and policies -------------------------------------------------------------------
@@ -436,9 +461,9 @@ async def profile_save(request: Request, kind: str, pid: str) -> Response:
 # ---- services and deployments ----------------------------------------------------------------
 
 
-@router.get("/services")
-def services_page(request: Request) -> HTMLResponse:
-    u = current(request)
+def _services(
+    request: Request, u: User, msg: str | None, error: str | None, token: str | None = None
+) -> HTMLResponse:
     st = store_of(request)
     with st.sessions() as s:
         svcs = list(s.scalars(select(Service)))
@@ -453,10 +478,16 @@ def services_page(request: Request) -> HTMLResponse:
         deployments=deps,
         healthy=healthy,
         hosts=hosts,
-        msg=request.query_params.get("msg"),
-        error=request.query_params.get("error"),
-        token=None,
+        msg=msg,
+        error=error,
+        token=token,
     )
+
+
+@router.get("/services")
+def services_page(request: Request) -> HTMLResponse:
+    q = request.query_params
+    return _services(request, current(request), q.get("msg"), q.get("error"))
 
 
 @router.post("/services/register")
@@ -466,28 +497,28 @@ def service_register(
     traffic_mode: str = Form(""),
     csrf: str = Form(""),
 ) -> Response:
-    u = current(request, "administrator")
-    check_csrf(u, csrf)
-    st = store_of(request)
-    try:
-        with st.sessions.begin() as s:
-            st.register_service(s, f"user:{u.name}", kind, traffic_mode or None)
-    except (ValueError, Conflict) as exc:
-        return back("/services", error=str(exc))
-    return back("/services", msg=f"{kind} protection registered")
+    return change(
+        request,
+        "administrator",
+        csrf,
+        lambda st, s, who: st.register_service(s, who, kind, traffic_mode or None),
+        (ValueError, Conflict),
+        "/services",
+        f"{kind} protection registered",
+    )
 
 
 @router.post("/services/unregister")
 def service_unregister(request: Request, kind: str = Form(...), csrf: str = Form("")) -> Response:
-    u = current(request, "administrator")
-    check_csrf(u, csrf)
-    st = store_of(request)
-    try:
-        with st.sessions.begin() as s:
-            st.unregister_service(s, f"user:{u.name}", kind)
-    except NotFound as exc:
-        return back("/services", error=str(exc))
-    return back("/services", msg=f"{kind} protection unregistered")
+    return change(
+        request,
+        "administrator",
+        csrf,
+        lambda st, s, who: st.unregister_service(s, who, kind),
+        (NotFound,),
+        "/services",
+        f"{kind} protection unregistered",
+    )
 
 
 @router.post("/deployments")
@@ -504,33 +535,20 @@ def deployment_create(
     except (ValueError, NotFound, Conflict) as exc:
         return back("/services", error=str(exc))
     # The token is shown once, on this page, never stored in clear.
-    with st.sessions() as s:
-        deps = list(s.scalars(select(Deployment).order_by(Deployment.id)))
-        return page(
-            request,
-            "services.html",
-            u,
-            services=list(s.scalars(select(Service))),
-            deployments=deps,
-            healthy={d.id: st.healthy(d) for d in deps},
-            hosts=st.hosts_status(s),
-            msg=f"deployment for {host} created",
-            error=None,
-            token=token,
-        )
+    return _services(request, u, f"deployment for {host} created", None, token)
 
 
 @router.post("/deployments/{dep_id}/revoke")
 def deployment_revoke(request: Request, dep_id: int, csrf: str = Form("")) -> Response:
-    u = current(request, "operator")
-    check_csrf(u, csrf)
-    st = store_of(request)
-    try:
-        with st.sessions.begin() as s:
-            st.revoke_deployment(s, f"user:{u.name}", dep_id)
-    except NotFound as exc:
-        return back("/services", error=str(exc))
-    return back("/services", msg=f"deployment {dep_id} revoked")
+    return change(
+        request,
+        "operator",
+        csrf,
+        lambda st, s, who: st.revoke_deployment(s, who, dep_id),
+        (NotFound,),
+        "/services",
+        f"deployment {dep_id} revoked",
+    )
 
 
 # ---- events, backup/quarantine, blocked addresses, audit -------------------------------------
@@ -699,14 +717,15 @@ def user_add(
     password: str = Form(...),
     csrf: str = Form(""),
 ) -> Response:
-    u = current(request, "administrator")
-    check_csrf(u, csrf)
-    try:
-        with store_of(request).sessions.begin() as s:
-            auth.add_user(s, name.strip(), password, role, f"user:{u.name}")
-    except ValueError as exc:
-        return back("/users", error=str(exc))
-    return back("/users", msg=f"user {name} added")
+    return change(
+        request,
+        "administrator",
+        csrf,
+        lambda _st, s, who: auth.add_user(s, name.strip(), password, role, who),
+        (ValueError,),
+        "/users",
+        f"user {name} added",
+    )
 
 
 @router.post("/tokens")

@@ -14,6 +14,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.fernet import Fernet
@@ -29,6 +30,26 @@ def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+
+
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: Any,
+    days: int,
+    serial: int | None = None,
+) -> x509.CertificateBuilder:
+    """Every certificate we issue: valid from five minutes ago (clock skew) for `days`."""
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number() if serial is None else serial)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -92,15 +113,8 @@ class CenterPKI:
                 ),
             ]
         )
-        now = dt.datetime.now(dt.UTC)
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+            _builder(name, name, key.public_key(), CA_DAYS)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -141,15 +155,9 @@ class CenterPKI:
             except ValueError:
                 sans.append(x509.DNSName(n))
         sans += [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        now = dt.datetime.now(dt.UTC)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vmshield center")])
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vmshield center")]))
-            .issuer_name(ca.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
+            _builder(subject, ca.subject, key.public_key(), LEAF_DAYS)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -190,23 +198,15 @@ class CenterPKI:
             if not (isinstance(pub, rsa.RSAPublicKey) and pub.key_size >= 2048):
                 raise ValueError("csr: key must be EC or RSA >= 2048 bits")
         ca, ca_key = self._load_ca()
-        now = dt.datetime.now(dt.UTC)
         serial = x509.random_serial_number()
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vmshield"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"svm-{deployment_id}"),
+            ]
+        )
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vmshield"),
-                        x509.NameAttribute(NameOID.COMMON_NAME, f"svm-{deployment_id}"),
-                    ]
-                )
-            )
-            .issuer_name(ca.subject)
-            .public_key(pub)
-            .serial_number(serial)
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=LEAF_DAYS))
+            _builder(subject, ca.subject, pub, LEAF_DAYS, serial)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256())

@@ -152,6 +152,13 @@ IDS_CATEGORIES = (
 URL_CATEGORIES = ("malicious", "phishing", "adware", "gambling", "adult", "social", "unknown")
 
 
+def _known(v: list[str], known: tuple[str, ...], what: str) -> list[str]:
+    bad = [c for c in v if c not in known]
+    if bad:
+        raise ValueError(f"unknown {what} categories {bad}; known: {', '.join(known)}")
+    return v
+
+
 class NetExclusion(_Strict):
     address: str | None = None  # an address or a subnet (CIDR)
     vlan: int | None = Field(default=None, ge=0, le=4095)
@@ -189,18 +196,12 @@ class NetworkPolicySpec(_Strict):
     @field_validator("ids_categories")
     @classmethod
     def _ids(cls, v: list[str]) -> list[str]:
-        bad = [c for c in v if c not in IDS_CATEGORIES]
-        if bad:
-            raise ValueError(f"unknown IDS categories {bad}; known: {', '.join(IDS_CATEGORIES)}")
-        return v
+        return _known(v, IDS_CATEGORIES, "IDS")
 
     @field_validator("url_block", "url_allow")
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
-        bad = [c for c in v if c not in URL_CATEGORIES]
-        if bad:
-            raise ValueError(f"unknown URL categories {bad}; known: {', '.join(URL_CATEGORIES)}")
-        return v
+        return _known(v, URL_CATEGORIES, "URL")
 
     def check(self) -> None:
         both = set(self.url_block) & set(self.url_allow)
