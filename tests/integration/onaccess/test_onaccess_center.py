@@ -211,6 +211,15 @@ def test_center_profile_events_and_spool(harness: Harness) -> None:
             "the spooled detection in the center after its restart",
         )
     _until(lambda: spooled() == 0, 30, "the spool to drain")
+    _stop_before_center(h, center)
+
+
+def _stop_before_center(h: Harness, center: Center) -> None:
+    # The SVM first: a center stopping waits for the SVM's configuration long-poll to end.
+    for proc in reversed(h.procs):
+        if proc is not center.proc:
+            proc.stop()
+    center.stop()
 
 
 def test_agent_mapped_to_inventory_vm_by_uuid(harness: Harness) -> None:
@@ -260,3 +269,4 @@ def test_agent_mapped_to_inventory_vm_by_uuid(harness: Harness) -> None:
         "the clone's refusal",
     )
     assert "vm1" not in h.health()["agents"]
+    _stop_before_center(h, center)
