@@ -303,7 +303,8 @@ class Matcher:
             lsig = self.db.logical[i]
             if lsig.container is not None and lsig.container != container:
                 continue
-            ex = exe() if any(sub.offset.needs_exe for sub in lsig.subsigs) else None
+            needs_exe = lsig.needs_exe or any(sub.offset.needs_exe for sub in lsig.subsigs)
+            ex = exe() if needs_exe else None
             if any(
                 self._logical(lsig, buf, v, types, len(v), deadline, ex) for v in views(lsig.target)
             ):
@@ -407,6 +408,16 @@ class Matcher:
         if lsig.target and lsig.target not in types:
             return False
         if lsig.filesize and not lsig.filesize[0] <= len(raw) <= lsig.filesize[1]:
+            return False
+        if lsig.entrypoint is not None and not (
+            exe is not None
+            and exe.entry is not None
+            and lsig.entrypoint[0] <= exe.entry <= lsig.entrypoint[1]
+        ):
+            return False
+        if lsig.nsections is not None and not (
+            exe is not None and lsig.nsections[0] <= len(exe.sections) <= lsig.nsections[1]
+        ):
             return False
         # Counting stops one past the largest number the expression compares with.
         limit = min(MAX_COUNT, _max_const(lsig.expr) + 1) if lsig.needs_counts else 1

@@ -251,6 +251,14 @@ class LogicalSig:
     subsigs: tuple[SubSig, ...]
     needs_counts: bool = field(default=False)
     container: str | None = None  # Container:CL_TYPE_X: only inside that kind of container
+    # EntryPoint / NumberOfSections: ranges the executable's entry point (file offset) and
+    # section count must fall in; a file that is no PE/ELF never matches such a signature.
+    entrypoint: tuple[int, int] | None = None
+    nsections: tuple[int, int] | None = None
+
+    @property
+    def needs_exe(self) -> bool:
+        return self.entrypoint is not None or self.nsections is not None
 
 
 # ClamAV container types we can tell apart (the container readers' format names, see
@@ -298,10 +306,20 @@ def _range(text: str, what: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _parse_tdb(tdb: str) -> tuple[int | None, tuple[int, int] | None, str | None]:
+@dataclass
+class _Tdb:
+    target: int | None = None
+    filesize: tuple[int, int] | None = None
+    container: str | None = None
+    entrypoint: tuple[int, int] | None = None
+    nsections: tuple[int, int] | None = None
+
+
+def _parse_tdb(tdb: str) -> _Tdb:
     target: int | None = None
     filesize = None
     container = None
+    entrypoint = nsections = None
     for item in tdb.split(","):
         if ":" not in item:
             raise SigError(f"target block item {item!r} is not Key:Value")
@@ -318,9 +336,15 @@ def _parse_tdb(tdb: str) -> tuple[int | None, tuple[int, int] | None, str | None
             container = CONTAINER_TYPES.get(val.strip())
             if container is None:
                 raise SigError(f"container type {val.strip()!r} is not supported")
+        elif key in ("EntryPoint", "NumberOfSections"):
+            # ClamAV takes only `x-y` here (a single number is a malformed database there).
+            if "-" not in val:
+                raise SigError(f"{key} needs a range x-y, got {val!r}")
+            if key == "EntryPoint":
+                entrypoint = _range(val, key)
+            else:
+                nsections = _range(val, key)
         elif key in (
-            "EntryPoint",
-            "NumberOfSections",
             "Intermediates",
             "IconGroup1",
             "IconGroup2",
@@ -329,7 +353,10 @@ def _parse_tdb(tdb: str) -> tuple[int | None, tuple[int, int] | None, str | None
             raise SigError(f"target block key {key} is not supported")
         else:
             raise SigError(f"unknown target block key {key!r}")
-    return target, filesize, container
+    if (entrypoint or nsections) and target not in (1, 6, 9):
+        # As clamscan: these describe an executable, so the signature must target one.
+        raise SigError("EntryPoint/NumberOfSections need Target:1 (PE), 6 (ELF) or 9 (Mach-O)")
+    return _Tdb(target, filesize, container, entrypoint, nsections)
 
 
 # Expression AST: int (subsig index) | ("&"|"|", [nodes]) | ("cmp", op, node, x, y|None)
@@ -505,7 +532,7 @@ def parse_ldb(line: str) -> LogicalSig:
     if len(parts) < 4:
         raise SigError("expected Name;TargetDescriptionBlock;LogicalExpression;Subsig0[;...]")
     name = _name(parts[0])
-    target, filesize, container = _parse_tdb(parts[1])
+    tdb = _parse_tdb(parts[1])
     subs_raw = parts[3:]
     if len(subs_raw) > MAX_SUBSIGS:
         raise SigError(f"more than {MAX_SUBSIGS} subsignatures")
@@ -516,4 +543,14 @@ def parse_ldb(line: str) -> LogicalSig:
             subsigs.append(_parse_subsig(raw.strip(), len(subs_raw)))
         except SigError as exc:
             raise SigError(f"subsignature {i}: {exc}") from None
-    return LogicalSig(name, target, filesize, expr, tuple(subsigs), counts, container)
+    return LogicalSig(
+        name,
+        tdb.target,
+        tdb.filesize,
+        expr,
+        tuple(subsigs),
+        counts,
+        tdb.container,
+        tdb.entrypoint,
+        tdb.nsections,
+    )
