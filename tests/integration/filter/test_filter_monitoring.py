@@ -107,7 +107,7 @@ def _kill_service(st) -> None:  # noqa: ANN001
     os.kill(st.service_pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(st.service_pid, 0)  # the lab started it from this process
-    needle = f"vmshield.filter.service --mode standard --bridge {st.bridge} "
+    needle = f"vmshield.filter.service --mode {st.protect} --bridge {st.bridge} "
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         alive = []
@@ -185,3 +185,15 @@ def test_killed_svm_fails_closed_when_configured(tmp_path: Path) -> None:
         assert not [e for e in events(st) if _state(e) == "bypass_active"]
         assert http(st, "vm1", "vm2", timeout=2)[0] != 0
         assert ns(st, "vm1", "ping", "-c", "1", "-W", "1", st.host("vm2").address).returncode != 0
+
+
+def test_killed_monitoring_svm_is_reported_at_once(tmp_path: Path) -> None:
+    with lab_up(tmp_path, vms=2, protect="monitoring") as st:
+        _kill_service(st)
+        active = wait_events(st, lambda e: _state(e) == "bypass_active", timeout=10)
+        assert active and active[0]["filter"]["mode"] == "monitoring"
+        assert active[0]["filter"]["traffic"] == "uninspected"
+        rc, body = http(st, "vm1", "vm2", timeout=3)  # the mirror never carried the traffic
+        assert rc == 0 and "lab VM vm2" in body
+        assert len(watchdog_pids(st.prefix)) == 1
+    assert not watchdog_pids(st.prefix)
