@@ -20,6 +20,7 @@ def TestOneInput(data: bytes) -> None:
     if not r.ok:
         assert r.reason.startswith("cannot be disinfected"), r.reason
         return
+    assert r.data is not None  # r.ok
     whole = [x for x in r.removed if not x.endswith("//...")]
     if whole:
         # Duplicate names are renamed by position ("a", "a~1"), so count members, not names.
@@ -29,7 +30,7 @@ def TestOneInput(data: bytes) -> None:
             )
             after = len(
                 list(open_container(r.data, "rebuilt", ScanBudget(Limits(max_scan_time=10))) or [])
-            )  # type: ignore[arg-type]
+            )
         except LimitExceeded:
             return
         assert after <= before - len(whole), (r.removed, before, after)

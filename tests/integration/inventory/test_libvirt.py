@@ -9,6 +9,7 @@ import uuid
 import libvirt
 import pytest
 
+from vmshield.integration.inventory import InventoryChange
 from vmshield.integration.provider import ProviderError, open_provider
 from vmshield.integration.sync import InventorySync
 
@@ -56,8 +57,9 @@ def test_snapshot_has_the_host_and_its_running_domain() -> None:
 
 def test_domain_events_drive_incremental_sync() -> None:
     provider = open_provider("libvirt", {"uri": URI})
-    conn = provider._conn  # the test driver's state lives in this connection only
-    applied = []
+    # The test driver's state lives in this connection only.
+    conn = provider._conn  # type: ignore[attr-defined]
+    applied: list[InventoryChange] = []
     sync = InventorySync(lambda: provider, applied.extend, wait_seconds=0.5)
     stop = threading.Event()
     thread = threading.Thread(target=sync.run, args=(stop,), daemon=True)
@@ -103,6 +105,6 @@ def test_libvirt_error_handler_is_quiet() -> None:
     provider = open_provider("libvirt", {"uri": URI})
     try:
         with pytest.raises(libvirt.libvirtError):
-            provider._conn.lookupByName("does-not-exist")
+            provider._conn.lookupByName("does-not-exist")  # type: ignore[attr-defined]
     finally:
         provider.close()

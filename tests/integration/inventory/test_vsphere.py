@@ -69,7 +69,7 @@ def test_snapshot_is_the_datacenter_cluster_host_vm_tree(vcsim) -> None:
     vms = [n for n in nodes.values() if n.kind == "vm"]
     assert {v.name for v in vms} >= {"DC0_H0_VM0", "DC0_C0_RP0_VM0"}
     for vm in vms:
-        assert nodes[vm.parent_key].kind == "host"
+        assert vm.parent_key is not None and nodes[vm.parent_key].kind == "host"
         assert vm.attrs["host"] == vm.parent_key
         assert len(vm.attrs["uuid"]) == 36 and len(vm.attrs["instance_uuid"]) == 36
         assert vm.attrs["power_state"] == "on"

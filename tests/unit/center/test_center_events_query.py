@@ -9,6 +9,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -26,7 +27,7 @@ T0 = 1_790_000_000.0
 def seed(center: CenterContext, n: int = 300) -> None:
     evs = []
     for i in range(n):
-        e = {
+        e: dict[str, Any] = {
             "event_id": f"e{i:05d}",
             "timestamp": format_timestamp(T0 + i * 60),
             "event_type": ("alert", "file", "attack")[i % 3],

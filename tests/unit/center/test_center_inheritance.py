@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -190,7 +192,7 @@ def test_profile_validation_names_the_problem(client: TestClient, world: dict) -
         )
         assert r.status_code == 422, settings
         assert needle in r.text, (needle, r.text)
-    net_cases = [
+    net_cases: list[tuple[dict[str, Any], str]] = [
         ({"exclusions": [{"address": "10.0.0.300"}]}, "10.0.0.300"),
         ({"url_block": ["phishing"], "url_allow": ["phishing"]}, "both blocked and allowed"),
         ({"attack_action": "nuke"}, "attack_action"),

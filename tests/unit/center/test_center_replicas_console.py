@@ -13,6 +13,13 @@ from vmshield.center.app import CenterContext, create_app, open_center
 
 
 @pytest.mark.postgres
+def _find(pattern: str, text: str) -> str:
+    """The first group of `pattern` in a page (the test fails if the page lacks it)."""
+    m = re.search(pattern, text)
+    assert m is not None, pattern
+    return m.group(1)
+
+
 def test_two_replicas_share_one_postgres(tmp_path: Path) -> None:
     from vmshield.center.testing import postgres_database
 
@@ -103,13 +110,13 @@ def test_console_roles_csrf_and_profile_form(center: CenterContext, client: Test
     _login(client, "view", "viewer-password")
     page = client.get("/profiles/file/new")
     assert page.status_code == 200
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    csrf = _find(r'name="csrf" value="([^"]+)"', page.text)
     r = client.post("/profiles/file/new", data={"csrf": csrf, "name": "x", "level": "high"})
     assert r.status_code == 403  # a viewer cannot change anything
     client.cookies.clear()
     _login(client, "op", "operator-password")
     page = client.get("/profiles/file/new")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    csrf = _find(r'name="csrf" value="([^"]+)"', page.text)
     form = {
         "csrf": csrf,
         "name": "Custom A",
@@ -141,6 +148,7 @@ def test_console_roles_csrf_and_profile_form(center: CenterContext, client: Test
         from vmshield.center.db import Profile
 
         p = s.scalar(select(Profile).where(Profile.name == "Custom A"))
+    assert p is not None
     own = p.settings["settings"]
     # Only what differs from the recommended preset is stored.
     assert (
@@ -210,7 +218,7 @@ def test_console_adds_a_connection(center: CenterContext, client: TestClient) ->
         auth.add_user(s, "root1", "admin-password", "administrator", "test")
     _login(client, "root1", "admin-password")
     page = client.get("/inventory")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    csrf = _find(r'name="csrf" value="([^"]+)"', page.text)
     r = client.post(
         "/connections",
         data={
@@ -322,7 +330,7 @@ def test_console_users_and_tokens(center: CenterContext, client: TestClient) -> 
     client.cookies.clear()
     _login(client, "boss", "admin-password")
     page = client.get("/users").text
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    csrf = _find(r'name="csrf" value="([^"]+)"', page)
     r = client.post(
         "/users",
         data={"csrf": csrf, "name": "newop", "role": "operator", "password": "new-op-password"},
@@ -336,8 +344,8 @@ def test_console_users_and_tokens(center: CenterContext, client: TestClient) -> 
     )
     assert "error=" in r.headers["location"] and "password" in r.headers["location"]
     r = client.post("/tokens", data={"csrf": csrf, "name": "prometheus", "role": "viewer"})
-    token = re.search(r'id="new-token">(vms_[^<]+)<', r.text).group(1)
+    token = _find(r'id="new-token">(vms_[^<]+)<', r.text)
     assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    tid = re.search(r"<tr><td>(\d+)</td><td>prometheus</td>", r.text).group(1)
+    tid = _find(r"<tr><td>(\d+)</td><td>prometheus</td>", r.text)
     client.post(f"/tokens/{tid}/revoke", data={"csrf": csrf})
     assert client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 401
