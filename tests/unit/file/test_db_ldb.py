@@ -125,5 +125,5 @@ def test_container_key_limits_a_signature_to_members_of_that_container() -> None
     ] == ["a.txt"]
     assert not s.scan_bytes(make_targz({"a.txt": b"kotek"}), "a.tgz").detections
     assert not s.scan_bytes(b"kotek on its own", "a.txt").detections
-    bad = db_of(t_ldb=f"X;Target:0,Container:CL_TYPE_OOXML_WORD;0;{KOTEK}\n")
-    assert "CL_TYPE_OOXML_WORD" in bad.rejected[0].reason
+    bad = db_of(t_ldb=f"X;Target:0,Container:CL_TYPE_AUTOIT;0;{KOTEK}\n")
+    assert "CL_TYPE_AUTOIT" in bad.rejected[0].reason

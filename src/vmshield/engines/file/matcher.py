@@ -236,11 +236,13 @@ class Matcher:
         self,
         data: bytes | memoryview,
         yara_timeout: float = YARA_TIMEOUT,
-        container: str | None = None,  # format of the enclosing container, for Container:
+        # Format(s) of the enclosing container, for Container: (an OOXML document is two).
+        container: str | frozenset[str] | None = None,
         deadline: float | None = None,  # time.monotonic() by which verification must end
     ) -> list[Hit]:
         if deadline is None:
             deadline = time.monotonic() + yara_timeout
+        within = frozenset((container,)) if isinstance(container, str) else container or frozenset()
         cand_body: set[int] = set(self.always_body)
         cand_logical: set[int] = set(self.always_logical)
         cand_yara: list[bool] = [self._yara_always]
@@ -301,7 +303,7 @@ class Matcher:
                 hits.append(Hit(sig.name, "body"))
         for i in sorted(cand_logical):
             lsig = self.db.logical[i]
-            if lsig.container is not None and lsig.container != container:
+            if lsig.container is not None and lsig.container not in within:
                 continue
             needs_exe = lsig.needs_exe or any(sub.offset.needs_exe for sub in lsig.subsigs)
             ex = exe() if needs_exe else None
@@ -446,7 +448,7 @@ class Matcher:
         *,
         want_sha: bool = True,
         time_left: float = YARA_TIMEOUT,
-        container: str | None = None,
+        container: str | frozenset[str] | None = None,
     ) -> tuple[dict[str, str], list[Hit], bool]:
         """Hash and search one buffer. Returns (digests, hits, allow-listed)."""
         md5 = hashlib.md5(data)

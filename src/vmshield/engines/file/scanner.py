@@ -8,8 +8,10 @@ per-file `ScanBudget` bounds depth, members, bytes and time, and every limit hit
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -108,7 +110,7 @@ class Scanner:
         depth: int,
         budget: ScanBudget,
         result: ScanResult,
-        container: str | None = None,  # format of the container holding this (Container:)
+        container: str | frozenset[str] | None = None,  # container holding this (Container:)
     ) -> None:
         budget.charge_file(len(data))
         digests, hits, allowed = self.matcher.match(
@@ -191,12 +193,38 @@ class Scanner:
         result.status = worst(result.status, Status.LIMITS_EXCEEDED)
 
 
-def _detect(data: bytes) -> str | None:
+def _detect(data: bytes) -> str | frozenset[str] | None:
     try:
         from vmshield.engines.file.containers import detect
     except ImportError:  # pragma: no cover
         return None
-    return detect(data)
+    kind = detect(data)
+    if kind == "zip":
+        ooxml = _ooxml_kind(data)
+        if ooxml is not None:
+            return frozenset(("zip", ooxml))
+    return kind
+
+
+_OOXML_PARTS = (("word/", "ooxml_word"), ("xl/", "ooxml_xl"), ("ppt/", "ooxml_ppt"))
+
+
+def _ooxml_kind(data: bytes) -> str | None:
+    """Word, Excel or PowerPoint OOXML: a zip with `[Content_Types].xml` and that application's
+    part folder (the central directory only is read)."""
+    if b"[Content_Types].xml" not in data:
+        return None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+    if "[Content_Types].xml" not in names:
+        return None
+    for prefix, kind in _OOXML_PARTS:
+        if any(n.startswith(prefix) for n in names):
+            return kind
+    return None
 
 
 def _is_speculative(mpath: str) -> bool:

@@ -262,9 +262,15 @@ class LogicalSig:
 
 
 # ClamAV container types we can tell apart (the container readers' format names, see
-# containers.detect). Others (CL_TYPE_OOXML_*, CL_TYPE_AUTOIT, …) are refused by name.
+# containers.detect; the OOXML kinds are told apart by the scanner, see scanner._detect). Others
+# (CL_TYPE_AUTOIT, …) are refused by name.
 CONTAINER_TYPES = {
     "CL_TYPE_ZIP": "zip",
+    # An OOXML document is both (checked with clamscan: Container:CL_TYPE_ZIP and
+    # Container:CL_TYPE_OOXML_WORD both match a member of a .docx).
+    "CL_TYPE_OOXML_WORD": "ooxml_word",
+    "CL_TYPE_OOXML_XL": "ooxml_xl",
+    "CL_TYPE_OOXML_PPT": "ooxml_ppt",
     "CL_TYPE_GZ": "gzip",
     "CL_TYPE_BZ": "bzip2",
     "CL_TYPE_XZ": "xz",
