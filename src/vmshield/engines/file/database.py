@@ -326,7 +326,7 @@ class Database:
 
     @property
     def uses_container(self) -> bool:
-        return any(s.container is not None for s in self.logical)
+        return any(s.container is not None or s.intermediates for s in self.logical)
 
     @property
     def needs_sha(self) -> bool:

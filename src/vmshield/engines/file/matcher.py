@@ -239,6 +239,7 @@ class Matcher:
         # Format(s) of the enclosing container, for Container: (an OOXML document is two).
         container: str | frozenset[str] | None = None,
         deadline: float | None = None,  # time.monotonic() by which verification must end
+        chain: tuple[str | frozenset[str] | None, ...] = (),  # all enclosing containers
     ) -> list[Hit]:
         if deadline is None:
             deadline = time.monotonic() + yara_timeout
@@ -304,6 +305,8 @@ class Matcher:
         for i in sorted(cand_logical):
             lsig = self.db.logical[i]
             if lsig.container is not None and lsig.container not in within:
+                continue
+            if lsig.intermediates and not _chain_ends_with(chain, lsig.intermediates):
                 continue
             needs_exe = lsig.needs_exe or any(sub.offset.needs_exe for sub in lsig.subsigs)
             ex = exe() if needs_exe else None
@@ -449,6 +452,7 @@ class Matcher:
         want_sha: bool = True,
         time_left: float = YARA_TIMEOUT,
         container: str | frozenset[str] | None = None,
+        chain: tuple[str | frozenset[str] | None, ...] = (),
     ) -> tuple[dict[str, str], list[Hit], bool]:
         """Hash and search one buffer. Returns (digests, hits, allow-listed)."""
         md5 = hashlib.md5(data)
@@ -461,8 +465,22 @@ class Matcher:
         if self.allow_listed(digests, size):
             return digests, [], True
         hits = self.hash_hits(digests, size) + self.section_hits(data)
-        hits += self.content_hits(data, container=container, deadline=deadline)
+        hits += self.content_hits(data, container=container, deadline=deadline, chain=chain)
         return digests, _dedupe(hits), False
+
+
+def _chain_ends_with(
+    chain: tuple[str | frozenset[str] | None, ...], want: tuple[str | None, ...]
+) -> bool:
+    """Intermediates: the innermost len(want) containers are these (None: any type)."""
+    if len(chain) < len(want):
+        return False
+    for have, w in zip(chain[len(chain) - len(want) :], want, strict=True):
+        if w is None:
+            continue
+        if have is None or (have != w if isinstance(have, str) else w not in have):
+            return False
+    return True
 
 
 def _max_const(node: object) -> int:

@@ -61,7 +61,8 @@ class ScanResult:
             "path": self.path,
             "status": self.status.value,
             "detections": [
-                {"name": d.name, "inner_path": d.inner_path, "engine": d.engine} for d in self.detections
+                {"name": d.name, "inner_path": d.inner_path, "engine": d.engine}
+                for d in self.detections
             ],
             "limit": self.limit,
             "limit_path": self.limit_path,

@@ -110,14 +110,16 @@ class Scanner:
         depth: int,
         budget: ScanBudget,
         result: ScanResult,
-        container: str | frozenset[str] | None = None,  # container holding this (Container:)
+        # Formats of the containers holding this, outermost first (Container:, Intermediates:).
+        chain: tuple[str | frozenset[str] | None, ...] = (),
     ) -> None:
         budget.charge_file(len(data))
         digests, hits, allowed = self.matcher.match(
             data,
             want_sha=depth == 0,
             time_left=budget.deadline - budget._clock(),
-            container=container,
+            container=chain[-1] if chain else None,
+            chain=chain,
         )
         if depth == 0:
             result.hashes = Hashes(digests["md5"], digests["sha1"], digests["sha256"])
@@ -172,7 +174,9 @@ class Scanner:
             if member.data is None:
                 continue
             try:
-                self._layer(member.data, member.name, mpath, depth + 1, budget, result, kind)
+                self._layer(
+                    member.data, member.name, mpath, depth + 1, budget, result, (*chain, kind)
+                )
             except LimitExceeded as exc:
                 if exc.limit not in _PER_MEMBER_LIMITS:
                     raise

@@ -255,6 +255,9 @@ class LogicalSig:
     # section count must fall in; a file that is no PE/ELF never matches such a signature.
     entrypoint: tuple[int, int] | None = None
     nsections: tuple[int, int] | None = None
+    # Intermediates:A>B>…: the innermost containers holding the file, outermost first (None:
+    # CL_TYPE_ANY). Checked with clamscan: a suffix of the chain from the scanned file down.
+    intermediates: tuple[str | None, ...] = ()
 
     @property
     def needs_exe(self) -> bool:
@@ -319,6 +322,25 @@ class _Tdb:
     container: str | None = None
     entrypoint: tuple[int, int] | None = None
     nsections: tuple[int, int] | None = None
+    intermediates: tuple[str | None, ...] = ()
+
+
+MAX_INTERMEDIATES = 16
+
+
+def _intermediates(val: str) -> tuple[str | None, ...]:
+    items = [v.strip() for v in val.split(">")]
+    if not items or len(items) > MAX_INTERMEDIATES:
+        raise SigError(f"Intermediates needs 1 to {MAX_INTERMEDIATES} container types")
+    out: list[str | None] = []
+    for v in items:
+        if v == "CL_TYPE_ANY":
+            out.append(None)
+        elif v in CONTAINER_TYPES:
+            out.append(CONTAINER_TYPES[v])
+        else:
+            raise SigError(f"Intermediates: container type {v!r} is not supported")
+    return tuple(out)
 
 
 def _parse_tdb(tdb: str) -> _Tdb:
@@ -326,6 +348,7 @@ def _parse_tdb(tdb: str) -> _Tdb:
     filesize = None
     container = None
     entrypoint = nsections = None
+    intermediates: tuple[str | None, ...] = ()
     for item in tdb.split(","):
         if ":" not in item:
             raise SigError(f"target block item {item!r} is not Key:Value")
@@ -350,8 +373,9 @@ def _parse_tdb(tdb: str) -> _Tdb:
                 entrypoint = _range(val, key)
             else:
                 nsections = _range(val, key)
+        elif key == "Intermediates":
+            intermediates = _intermediates(val)
         elif key in (
-            "Intermediates",
             "IconGroup1",
             "IconGroup2",
             "HandlerType",
@@ -362,7 +386,7 @@ def _parse_tdb(tdb: str) -> _Tdb:
     if (entrypoint or nsections) and target not in (1, 6, 9):
         # As clamscan: these describe an executable, so the signature must target one.
         raise SigError("EntryPoint/NumberOfSections need Target:1 (PE), 6 (ELF) or 9 (Mach-O)")
-    return _Tdb(target, filesize, container, entrypoint, nsections)
+    return _Tdb(target, filesize, container, entrypoint, nsections, intermediates)
 
 
 # Expression AST: int (subsig index) | ("&"|"|", [nodes]) | ("cmp", op, node, x, y|None)
@@ -559,4 +583,5 @@ def parse_ldb(line: str) -> LogicalSig:
         tdb.container,
         tdb.entrypoint,
         tdb.nsections,
+        tdb.intermediates,
     )
