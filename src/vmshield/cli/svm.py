@@ -185,7 +185,11 @@ def run(args: argparse.Namespace) -> int:
                 net.stop()
         if link is not None:
             center_client.wait_drained(spool, 5.0)  # type: ignore[arg-type]
-            link.stop()
+            # Not link.stop(): its configuration thread may sit in a 25 s long-poll; all three
+            # are daemon threads that go with the process, and the spool is durable anyway.
+            link.stop_event.set()
+            for t in link._threads:
+                t.join(timeout=0.5)
         return 0
 
     return asyncio.run(main())

@@ -59,8 +59,12 @@ class Authenticator:
     def identity(info: p.VmInfo) -> str:
         return (info.dmi_uuid or info.machine_id).lower()
 
-    def authenticate(self, hello: p.Hello, cert_cn: str | None) -> str:
-        """The VM this connection belongs to; AuthError otherwise."""
+    def authenticate(self, hello: p.Hello, cert_cn: str | None, bind: bool = True) -> str:
+        """The VM this connection belongs to; AuthError otherwise.
+
+        With `bind=False` a first use of an unbound token does not bind it yet: the caller checks
+        more (the inventory) and calls `bind` — a refused clone must not capture the token.
+        """
         ident = self.identity(hello.info)
         if cert_cn is not None and self.allow_certificates:
             return cert_cn  # the CA vouched for it; TLS already verified the chain
@@ -75,6 +79,15 @@ class Authenticator:
                     )
                 if bound and not hmac.compare_digest(bound.encode(), ident.encode()):
                     raise AuthError(f"token for {e.vm} is bound to another machine identity")
-                self.bindings.setdefault(e.vm, ident)
+                if bind:
+                    self.bindings.setdefault(e.vm, ident)
                 return e.vm
         raise AuthError("unknown enrolment token")
+
+    def bind(self, hello: p.Hello, cert_cn: str | None, vm: str) -> None:
+        """Bind a token used for the first time to the identity its agent reported."""
+        if cert_cn is not None and self.allow_certificates:
+            return
+        ident = self.identity(hello.info)
+        if ident and any(e.vm == vm for e in self.tokens):
+            self.bindings.setdefault(vm, ident)

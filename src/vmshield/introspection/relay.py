@@ -321,8 +321,9 @@ class Relay:
             version = p.negotiate(hello.versions)
             cn = peer_common_name(conn.peer_certificate())
             try:
-                vm = self.auth.authenticate(hello, cn)
-                vm = self.inventory_vm(vm, hello.info)
+                claimed = self.auth.authenticate(hello, cn, bind=False)
+                vm = self.inventory_vm(claimed, hello.info)
+                self.auth.bind(hello, cn, claimed)
             except AuthError as exc:
                 self.rejected += 1
                 self.emit_agent(None, "rejected", SEVERITY_MEDIUM, reason=str(exc), peer=conn.peer)
