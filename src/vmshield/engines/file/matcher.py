@@ -400,6 +400,33 @@ class Matcher:
             raise _out_of_time("signature verification") from None
         return n
 
+    def _starts(
+        self,
+        rx: regex.Pattern[bytes],
+        offset: Offset,
+        data: bytes,
+        size: int,
+        deadline: float,
+        exe: ExeInfo | None,
+    ) -> list[int]:
+        """Start positions of a subsignature's matches (up to MAX_COUNT), for byte-compare."""
+        win = offset.window(size, exe)
+        if win is None:
+            return []
+        lo, hi = win
+        out: list[int] = []
+        pos = lo
+        try:
+            while pos <= min(hi, size) and len(out) < MAX_COUNT:
+                m = rx.search(data, pos, timeout=_left(deadline))
+                if m is None or m.start() > hi:
+                    break
+                out.append(m.start())
+                pos = m.start() + 1
+        except TimeoutError:
+            raise _out_of_time("byte-compare") from None
+        return out
+
     def _logical(
         self,
         lsig: LogicalSig,
@@ -428,12 +455,25 @@ class Matcher:
         limit = min(MAX_COUNT, _max_const(lsig.expr) + 1) if lsig.needs_counts else 1
         counts = [0] * len(lsig.subsigs)
         pcre: list[tuple[int, SubSig]] = []
+        bcomp: list[tuple[int, SubSig]] = []
         for k, sub in enumerate(lsig.subsigs):
+            if sub.bcomp is not None:
+                bcomp.append((k, sub))
+                continue
             if sub.hex is None:
                 pcre.append((k, sub))
                 continue
             rx = self._re(sub.hex.regex)
             counts[k] = self._count(rx, sub.offset, data, size, limit, deadline, exe)
+        for k, sub in bcomp:
+            bc = sub.bcomp
+            assert bc is not None
+            if not counts[bc.ref]:
+                continue
+            ref = lsig.subsigs[bc.ref]
+            assert ref.hex is not None
+            starts = self._starts(self._re(ref.hex.regex), ref.offset, data, size, deadline, exe)
+            counts[k] = sum(1 for s in starts if bc.holds(data, s))
         for k, sub in pcre:
             if sub.trigger is not None and not eval_expr(sub.trigger, counts)[0]:
                 continue

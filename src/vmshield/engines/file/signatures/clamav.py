@@ -240,6 +240,88 @@ class SubSig:
     pcre: bytes | None = None  # Python `re` source
     pcre_flags: int = 0
     trigger: object = None  # expression AST over the other subsignatures (PCRE only)
+    bcomp: ByteCompare | None = None  # a byte-compare subsignature (hex and pcre None)
+
+
+@dataclass(frozen=True)
+class ByteCompare:
+    """`N(>>off#[hdi][lbe]len#cmp[,cmp])`: read `length` bytes `shift` bytes from the start of
+    each match of subsignature `ref` (negative: before it) and compare them as a number."""
+
+    ref: int
+    shift: int
+    base: str  # h: hex text, d: decimal text, i: binary integer
+    little: bool
+    exact: bool
+    length: int
+    comparisons: tuple[tuple[str, int], ...]
+
+    def holds(self, data: bytes, start: int) -> bool:
+        pos = start + self.shift
+        if pos < 0 or pos + self.length > len(data):
+            return False
+        raw = data[pos : pos + self.length]
+        if self.base == "i":
+            value = int.from_bytes(raw, "little" if self.little else "big")
+        else:
+            digits = b"0123456789abcdefABCDEF" if self.base == "h" else b"0123456789"
+            n = 0
+            while n < len(raw) and raw[n] in digits:
+                n += 1
+            if n == 0 or (self.exact and n != len(raw)):
+                return False
+            value = int(raw[:n], 16 if self.base == "h" else 10)
+        for op, x in self.comparisons:
+            if not (value < x if op == "<" else value > x if op == ">" else value == x):
+                return False
+        return True
+
+
+_BCOMP = re.compile(r"^([0-9]{1,2})\((<<|>>)([0-9]{1,9})#([a-z]+?)([0-9]{1,2})#([^)]*)\)$")
+_BCOMP_CMP = re.compile(r"^([<>=])([0-9]{1,19})$")
+
+
+def _parse_bcomp(text: str, nsub: int, me: int) -> SubSig:
+    m = _BCOMP.match(text)
+    if not m:
+        raise SigError(f"bad byte-compare subsignature {text[:60]!r}")
+    ref, direction, shift_s, opts, len_s, cmps = m.groups()
+    if int(ref) >= nsub or int(ref) == me:
+        raise SigError(f"byte-compare refers to subsignature {ref}, which is not another one")
+    base, flags = opts[0], opts[1:]
+    if base not in "hdi" or set(flags) - set("lbe") or len(set(flags)) != len(flags):
+        # `a` (automatic base) and little-endian hex text disagree with clamscan here: refused.
+        raise SigError(f"byte-compare options {opts!r} are not supported (h, d, i with l/b/e)")
+    if "l" in flags and "b" in flags:
+        raise SigError("byte-compare cannot be both little and big endian")
+    length = int(len_s)
+    if base == "i" and length not in (1, 2, 4, 8):
+        raise SigError(f"binary byte-compare reads 1, 2, 4 or 8 bytes, not {length}")
+    if base == "i" and not set(flags) & {"l", "b"}:
+        raise SigError("binary byte-compare needs l (little) or b (big endian)")
+    if base == "h" and "b" not in flags:
+        raise SigError("hex byte-compare needs big endian (b): little-endian text is not supported")
+    if not 1 <= length <= 18:
+        raise SigError(f"byte-compare length {length} (1-18)")
+    comparisons = []
+    for c in cmps.split(","):
+        cm = _BCOMP_CMP.match(c.strip())
+        if not cm:
+            raise SigError(f"bad byte-compare comparison {c!r}")
+        comparisons.append((cm.group(1), int(cm.group(2))))
+    if len(comparisons) > 2:
+        raise SigError("at most two byte-compare comparisons")
+    shift = int(shift_s) * (-1 if direction == "<<" else 1)
+    bc = ByteCompare(
+        int(ref),
+        shift,
+        base,
+        "l" in flags,
+        "e" in flags,
+        length,
+        tuple(comparisons),
+    )
+    return SubSig(Offset("any"), None, bcomp=bc)
 
 
 @dataclass(frozen=True)
@@ -528,9 +610,11 @@ def _parse_pcre(text: str, nsub: int) -> SubSig:
     return SubSig(offset, None, rx, flags, trigger)
 
 
-def _parse_subsig(text: str, nsub: int) -> SubSig:
-    if text.startswith("${") or (text.startswith("(") and "#" in text):
-        raise SigError("macro and byte-compare subsignatures are not supported")
+def _parse_subsig(text: str, nsub: int, me: int = -1) -> SubSig:
+    if text.startswith("${"):
+        raise SigError("macro subsignatures are not supported")
+    if "#" in text and "(" in text and text.endswith(")") and text[:1].isdigit():
+        return _parse_bcomp(text, nsub, me)
     mods = ""
     if "::" in text:
         text, mods = text.split("::", 1)
@@ -570,9 +654,12 @@ def parse_ldb(line: str) -> LogicalSig:
     subsigs = []
     for i, raw in enumerate(subs_raw):
         try:
-            subsigs.append(_parse_subsig(raw.strip(), len(subs_raw)))
+            subsigs.append(_parse_subsig(raw.strip(), len(subs_raw), i))
         except SigError as exc:
             raise SigError(f"subsignature {i}: {exc}") from None
+    for i, sub in enumerate(subsigs):
+        if sub.bcomp is not None and subsigs[sub.bcomp.ref].hex is None:
+            raise SigError(f"subsignature {i}: byte-compare must refer to a hex subsignature")
     return LogicalSig(
         name,
         tdb.target,
