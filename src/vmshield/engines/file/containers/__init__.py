@@ -16,9 +16,10 @@ Formats (detected by content):
   ARJ: own reader (methods 0-4)
   carriers: MIME mail (base64, quoted-printable, uuencode), BinHex 4.0, HTML data: URIs, RTF
       objdata (OLE1 / Package), OLE2 (streams, Ole10Native, VBA source via olevba), PDF
-      (attachments, decoded streams; encrypted ones reported), TNEF, SZDD/KWAJ
+      (attachments, decoded streams; encrypted ones reported), TNEF, SZDD/KWAJ, CHM (both
+      sections; the LZX one by our own decoder, lzx.py)
   executables: archives carved past the header (zip, 7z, rar, cab); UPX-packed PE (NRV2B/2D/2E)
-Not handled: CHM content in the LZX section (reported as an error member), UPX LZMA / filters /
+Not handled: UPX LZMA / filters /
 ELF, zip64 rebuild in disinfection, RAR/7z/ISO encryption beyond "encrypted" flags.
 """
 
