@@ -672,6 +672,7 @@ def make_chm(
     lzx: dict[str, int] | None = None,
     lzx_files: dict[str, bytes] | None = None,
     reset_frames: int = 2,
+    **lzx_opts: int,
 ) -> bytes:
     """A CHM (ITSF v3) with `files` stored uncompressed in section 0, `lzx_files` compressed in
     section 1 by `lzx_compress` (with the ControlData, ResetTable, SpanInfo and NameList a CHM
@@ -687,7 +688,7 @@ def make_chm(
         for name, data in sorted(lzx_files.items()):
             entries.append((("/" + name).encode(), 1, len(plain), len(data)))
             plain += data
-        comp, offsets = lzx_compress(bytes(plain), reset_frames=reset_frames)
+        comp, offsets = lzx_compress(bytes(plain), reset_frames=reset_frames, **lzx_opts)
         sec0[_MSC + "Content"] = comp
         sec0[_MSC + "ControlData"] = struct.pack("<I4sIIIII", 6, b"LZXC", 2, reset_frames, 2, 2, 0)
         sec0[_MSC + "SpanInfo"] = struct.pack("<Q", len(plain))
@@ -817,17 +818,26 @@ def _write_lens(w: _LzxBitWriter, prev: list[int], new: list[int]) -> None:
 
 
 def lzx_compress(
-    data: bytes, window_bits: int = 16, reset_frames: int = 2, stored_every: int = 3
+    data: bytes,
+    window_bits: int = 16,
+    reset_frames: int = 2,
+    stored_every: int = 3,
+    aligned_every: int = 0,
+    e8_size: int = 0,
 ) -> tuple[bytes, list[int]]:
     """A CHM-style LZX stream of `data` and the compressed offset of each 32 KiB frame (the
     reset table). No real LZX compressor runs here, so this one is simple but genuine: verbatim
     blocks with a fixed complete main tree (all codes 9 bits), literals and greedy matches of 2-8
     bytes (so the length tree stays empty, as the format allows), and every `stored_every`-th
     frame (when even-sized) an uncompressed block. The decoder state resets every
-    `reset_frames` frames and no match reaches back before a reset point."""
+    `reset_frames` frames and no match reaches back before a reset point. `aligned_every`: every
+    so many frames an aligned-offset block instead (a complete 3-bit aligned tree); `e8_size`:
+    the Intel E8 translation with that file size (CALL targets made absolute, per frame)."""
     from vmshield.engines.file.containers.lzx import EXTRA_BITS, POSITION_BASE, POSITION_SLOTS
 
     frame = 0x8000
+    if e8_size:
+        data = _e8_forward(data, e8_size)
     main_syms = 256 + 8 * POSITION_SLOTS[window_bits]
     assert main_syms == 512, "the fixed 9-bit main tree needs exactly 512 symbols"
     main_lens = [9] * main_syms
@@ -842,7 +852,12 @@ def lzx_compress(
         if k % reset_frames == 0:
             prev_main = [0] * main_syms
             group_start = fs
-            w.write(1, 0)  # no Intel E8 translation
+            if e8_size:
+                w.write(1, 1)
+                w.write(16, e8_size >> 16)
+                w.write(16, e8_size & 0xFFFF)
+            else:
+                w.write(1, 0)  # no Intel E8 translation
         if k % stored_every == stored_every - 1 and len(chunk) % 2 == 0:
             w.write(3, 3)
             w.write(16, len(chunk) >> 8)
@@ -851,9 +866,13 @@ def lzx_compress(
             w.raw(struct.pack("<III", 1, 1, 1))
             w.raw(chunk)
             continue
-        w.write(3, 1)
+        aligned = bool(aligned_every) and k % aligned_every == 0
+        w.write(3, 2 if aligned else 1)
         w.write(16, len(chunk) >> 8)
         w.write(8, len(chunk) & 0xFF)
+        if aligned:
+            for _ in range(8):
+                w.write(3, 3)  # eight codes of 3 bits: complete
         _write_lens(w, prev_main[:256], main_lens[:256])
         _write_lens(w, prev_main[256:], main_lens[256:])
         _write_lens(w, [0] * 249, [0] * 249)
@@ -872,7 +891,12 @@ def lzx_compress(
                 fo = i - j + 2
                 slot = max(s for s, b in enumerate(POSITION_BASE) if b <= fo)
                 w.write(*main[256 + slot * 8 + best - 2])
-                w.write(EXTRA_BITS[slot], fo - POSITION_BASE[slot])
+                extra, value = EXTRA_BITS[slot], fo - POSITION_BASE[slot]
+                if aligned and extra >= 3:
+                    w.write(extra - 3, value >> 3)
+                    w.write(3, value & 7)  # the aligned symbol: its code is itself here
+                else:
+                    w.write(extra, value)
             else:
                 best = 1
                 w.write(*main[data[i]])
@@ -881,3 +905,23 @@ def lzx_compress(
             i += best
         w.align()
     return w.getvalue(), offsets
+
+
+def _e8_forward(data: bytes, size: int) -> bytes:
+    """The encoder side of LZX's E8 translation (the decoder's `_e8` undoes it), per frame."""
+    out = bytearray(data)
+    for fs in range(0, len(out), 0x8000):
+        end = min(fs + 0x8000, len(out))
+        if end - fs <= 10 or fs // 0x8000 >= 32768:
+            continue
+        i = fs
+        while i < end - 10:
+            if out[i] != 0xE8:
+                i += 1
+                continue
+            rel = int.from_bytes(out[i + 1 : i + 5], "little", signed=True)
+            if -i <= rel < size:
+                absolute = rel + i if rel < size - i else rel - size
+                out[i + 1 : i + 5] = (absolute & 0xFFFFFFFF).to_bytes(4, "little")
+            i += 5
+    return bytes(out)

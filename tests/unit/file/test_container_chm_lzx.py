@@ -127,3 +127,25 @@ def test_lzx_section_beyond_the_size_limit_is_refused_before_decoding() -> None:
     blob = make_chm({"small.html": b"<html>ok</html>"}, lzx_files={"a.html": text})
     res = find_eicar(blob, "h.chm", Limits(max_file_size=100_000))
     assert res["limit"] == ["max_file_size"]
+
+
+def test_aligned_offset_blocks_and_e8_translation_round_trip() -> None:
+    # x86-like code: CALL (E8) with small relative targets, which the E8 translation rewrites.
+    rnd = random.Random(5)
+    code = b"".join(
+        b"\x55\x89\xe5\xe8"
+        + rnd.randrange(-5000, 5000).to_bytes(4, "little", signed=True)
+        + b"\xc9\xc3 help "
+        for _ in range(9000)
+    )
+    plain, _ = lzx_compress(code)
+    for aligned_every, e8 in ((1, 0), (2, len(code)), (0, len(code) + 4096)):
+        comp, _ = lzx_compress(code, aligned_every=aligned_every, e8_size=e8)
+        if e8:
+            assert comp != plain  # the translation really changed the compressed stream
+        assert decompress(comp, len(code), 16, 2) == code
+    # Inside a CHM, EICAR after E8-translated, aligned-block content is still found.
+    blob = make_chm(
+        {}, lzx_files={"a.exe": code, "z/e.com": EICAR}, aligned_every=1, e8_size=len(code) + 68
+    )
+    assert find_eicar(blob, "h.chm")["found"] == ["z/e.com"]
