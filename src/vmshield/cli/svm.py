@@ -164,14 +164,21 @@ def run(args: argparse.Namespace) -> int:
                 },
             )
             link.start()
-        net = None
+        net = forwarder = None
         if args.network_mode != "none":
+            # Enrolled: the network protection writes its own EVE file, forwarded to the center.
+            net_eve = _network_eve(cfg.eve) if spool is not None else cfg.eve
             try:
-                net = await asyncio.to_thread(_start_network, args, cfg)
+                net = await asyncio.to_thread(_start_network, args, cfg, net_eve)
             except Exception as exc:
                 print(f"vmshield svm: network protection: {exc}", file=sys.stderr)
                 host.svm.close()
                 return 2
+        if net is not None and spool is not None:
+            from vmshield.svm.evetail import EveForwarder
+
+            forwarder = EveForwarder(net_eve, spool.put_many)
+            forwarder.start()
         ready = asyncio.Event()
         task = asyncio.create_task(host.run(stop, ready))
         await asyncio.wait(
@@ -183,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         if net is not None:
             with contextlib.suppress(Exception):
                 net.stop()
+        if forwarder is not None:
+            forwarder.stop()
         if link is not None:
             center_client.wait_drained(spool, 5.0)  # type: ignore[arg-type]
             # Not link.stop(): its configuration thread may sit in a 25 s long-poll; all three
@@ -195,7 +204,12 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _start_network(args: argparse.Namespace, cfg: SvmConfig):  # type: ignore[no-untyped-def]
+def _network_eve(eve: str) -> str:
+    p = Path(eve)
+    return str(p.with_name(p.stem + "-network" + (p.suffix or ".json")))
+
+
+def _start_network(args: argparse.Namespace, cfg: SvmConfig, eve: str):  # type: ignore[no-untyped-def]
     """G's network protection (`vmshield.filter.service.NetworkProtection`) in this process."""
     from vmshield.filter.service import NetworkProtection, ProtectionConfig, load_config_file
 
@@ -208,7 +222,7 @@ def _start_network(args: argparse.Namespace, cfg: SvmConfig):  # type: ignore[no
         mode=args.network_mode,
         workers=args.network_workers,
         fail_closed=args.network_fail_closed,
-        eve=cfg.eve,
+        eve=eve,
         host=cfg.host,
     )
     if args.network_config:
