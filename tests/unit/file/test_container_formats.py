@@ -162,6 +162,26 @@ def test_arj_methods(tmp_path: Path, method: str) -> None:
     assert ms["eicar.com"].data == EICAR
 
 
+def test_arj_header_too_short_is_an_error_member_not_a_crash() -> None:
+    """A basic header shorter than ARJ's fixed part (found by fuzzing: it raised IndexError)."""
+    import struct
+    import zlib
+
+    def header(body: bytes) -> bytes:
+        return (
+            b"\x60\xea"
+            + struct.pack("<H", len(body))
+            + body
+            + struct.pack("<I", zlib.crc32(body))
+            + b"\0\0"
+        )
+
+    main = header(bytes([30]) + bytes(29) + b"a.arj\0\0")
+    short = header(b"\x04\x00\xff\xff\xff\xff\xff")
+    ms = list(open_container(main + short, "a.arj", ScanBudget(Limits())) or [])
+    assert ms and ms[-1].data is None and "malformed ARJ header" in (ms[-1].error or "")
+
+
 @pytest.mark.skipif(not have("xorriso"), reason="xorriso")
 def test_iso9660(tmp_path: Path) -> None:
     blob = make_iso(FILES, tmp_path)

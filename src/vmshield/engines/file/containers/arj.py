@@ -12,6 +12,7 @@ from ._base import Member, check_declared, sanitize_name, unique_names
 
 MAGIC = b"\x60\xea"
 MAX_HEADER = 2600  # ARJ's own limit on a basic header
+MIN_HEADER = 30  # the fixed part of a basic header (first_hdr_size), before the names
 
 
 def _headers(data: bytes, pos: int) -> tuple[bytes | None, int, str | None]:
@@ -25,6 +26,8 @@ def _headers(data: bytes, pos: int) -> tuple[bytes | None, int, str | None]:
         return b"", pos + 4, None  # end of archive
     if size > MAX_HEADER:
         return None, pos, f"ARJ header of {size} bytes"
+    if size < MIN_HEADER or data[pos + 4] < MIN_HEADER or data[pos + 4] > size:
+        return None, pos, f"malformed ARJ header at offset {pos} ({size} bytes)"
     hdr = data[pos + 4 : pos + 4 + size]
     if len(hdr) < size or pos + 8 + size > len(data):
         return None, pos, "truncated ARJ header"
