@@ -40,30 +40,42 @@ class LzxError(Exception):
     pass
 
 
-def _table(lens: list[int], what: str) -> tuple[list[int], int] | None:
-    """Canonical Huffman decoding table: index by the next `maxlen` bits, entry symbol<<5|len.
-    None for a tree with no symbols (allowed while unused, as libmspack allows it)."""
+# Codes up to this length decode with one table lookup; longer ones (rare) through a dict. The
+# table stays 2^10 entries, so a hostile stream of many tiny blocks with 16-bit codes cannot make
+# each tree cost a 65 536-entry build.
+FAST_BITS = 10
+
+Tree = tuple[list[int], int, dict[tuple[int, int], int], int]  # table, its bits, long codes, max
+
+
+def _table(lens: list[int], what: str) -> Tree | None:
+    """Canonical Huffman decoding table: index by the next `bits` bits, entry symbol<<5|len, or
+    -1 when the code is longer (looked up in the dict by (length, code)). None for a tree with no
+    symbols (allowed while unused, as libmspack allows it)."""
     maxlen = max(lens, default=0)
     if maxlen == 0:
         return None
     if maxlen > MAX_CODE_LEN:
         raise LzxError(f"{what} tree: code length {maxlen}")
-    table = [-1] * (1 << maxlen)
+    if sum(1 << (maxlen - ln) for ln in lens if ln) != 1 << maxlen:
+        raise LzxError(f"{what} tree is incomplete or over-subscribed")
+    bits = min(maxlen, FAST_BITS)
+    table = [-1] * (1 << bits)
+    long: dict[tuple[int, int], int] = {}
     code = 0
     for length in range(1, maxlen + 1):
         for sym, ln in enumerate(lens):
             if ln != length:
                 continue
-            span = 1 << (maxlen - length)
-            start = code << (maxlen - length)
-            if start + span > len(table):
-                raise LzxError(f"{what} tree is over-subscribed")
-            table[start : start + span] = [sym << 5 | length] * span
+            if length <= bits:
+                span = 1 << (bits - length)
+                start = code << (bits - length)
+                table[start : start + span] = [sym << 5 | length] * span
+            else:
+                long[(length, code)] = sym
             code += 1
         code <<= 1
-    if -1 in table:
-        raise LzxError(f"{what} tree is incomplete")
-    return table, maxlen
+    return table, bits, long, maxlen
 
 
 class _Bits:
@@ -90,15 +102,22 @@ class _Bits:
         self.pos = p + n
         return (word >> (32 - (p & 7) - n)) & ((1 << n) - 1)
 
-    def sym(self, tab: tuple[list[int], int] | None, what: str) -> int:
+    def sym(self, tab: Tree | None, what: str) -> int:
         if tab is None:
             raise LzxError(f"{what} tree used but empty")
-        table, maxlen = tab
+        table, bits, long, maxlen = tab
         p = self.pos
         word = int.from_bytes(self.sw[p >> 3 : (p >> 3) + 4], "big")
-        e = table[(word >> (32 - (p & 7) - maxlen)) & ((1 << maxlen) - 1)]
-        self.pos = p + (e & 31)
-        return e >> 5
+        e = table[(word >> (32 - (p & 7) - bits)) & ((1 << bits) - 1)]
+        if e >= 0:
+            self.pos = p + (e & 31)
+            return e >> 5
+        for length in range(bits + 1, maxlen + 1):
+            sym = long.get((length, (word >> (32 - (p & 7) - length)) & ((1 << length) - 1)))
+            if sym is not None:
+                self.pos = p + length
+                return sym
+        raise LzxError(f"{what} tree: no code matches")  # unreachable for a complete tree
 
     def align(self) -> None:
         self.pos = (self.pos + 15) & ~15
@@ -123,9 +142,9 @@ def decompress(
     frame = 0
     main_lens = [0] * main_syms
     len_lens = [0] * LENGTH_SYMS
-    main_t: tuple[list[int], int] | None = None
-    len_t: tuple[list[int], int] | None = None
-    aligned_t: tuple[list[int], int] | None = None
+    main_t: Tree | None = None
+    len_t: Tree | None = None
+    aligned_t: Tree | None = None
     r0 = r1 = r2 = 1
     header_read = False
     intel_size = 0
@@ -169,6 +188,7 @@ def decompress(
         frame_end = min(frame_start + FRAME, out_len)
         while len(out) < frame_end:
             if remaining == 0:
+                tick()  # per block too: a stream of tiny blocks must not outrun the budget
                 if block_type == UNCOMPRESSED and block_len & 1:
                     bits.pos += 8  # an odd-length stored block is padded to a word
                 block_type = bits.read(3)
