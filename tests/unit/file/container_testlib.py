@@ -824,6 +824,7 @@ def lzx_compress(
     stored_every: int = 3,
     aligned_every: int = 0,
     e8_size: int = 0,
+    block_size: int = 0x8000,
 ) -> tuple[bytes, list[int]]:
     """A CHM-style LZX stream of `data` and the compressed offset of each 32 KiB frame (the
     reset table). No real LZX compressor runs here, so this one is simple but genuine: verbatim
@@ -832,7 +833,8 @@ def lzx_compress(
     frame (when even-sized) an uncompressed block. The decoder state resets every
     `reset_frames` frames and no match reaches back before a reset point. `aligned_every`: every
     so many frames an aligned-offset block instead (a complete 3-bit aligned tree); `e8_size`:
-    the Intel E8 translation with that file size (CALL targets made absolute, per frame)."""
+    the Intel E8 translation with that file size (CALL targets made absolute, per frame);
+    `block_size`: compressed blocks of that many bytes (several per frame, trees resent)."""
     from vmshield.engines.file.containers.lzx import EXTRA_BITS, POSITION_BASE, POSITION_SLOTS
 
     frame = 0x8000
@@ -867,42 +869,45 @@ def lzx_compress(
             w.raw(chunk)
             continue
         aligned = bool(aligned_every) and k % aligned_every == 0
-        w.write(3, 2 if aligned else 1)
-        w.write(16, len(chunk) >> 8)
-        w.write(8, len(chunk) & 0xFF)
-        if aligned:
-            for _ in range(8):
-                w.write(3, 3)  # eight codes of 3 bits: complete
-        _write_lens(w, prev_main[:256], main_lens[:256])
-        _write_lens(w, prev_main[256:], main_lens[256:])
-        _write_lens(w, [0] * 249, [0] * 249)
-        prev_main = list(main_lens)
         last: dict[bytes, int] = {}
-        i = fs
-        end = fs + len(chunk)
-        while i < end:
-            key = data[i : i + 3]
-            j = last.get(key, -1)
-            best = 0
-            if len(key) == 3 and j >= group_start and i - j <= (1 << window_bits) - 3:
-                while best < 8 and i + best < end and data[j + best] == data[i + best]:
-                    best += 1
-            if best >= 3:
-                fo = i - j + 2
-                slot = max(s for s, b in enumerate(POSITION_BASE) if b <= fo)
-                w.write(*main[256 + slot * 8 + best - 2])
-                extra, value = EXTRA_BITS[slot], fo - POSITION_BASE[slot]
-                if aligned and extra >= 3:
-                    w.write(extra - 3, value >> 3)
-                    w.write(3, value & 7)  # the aligned symbol: its code is itself here
+        for bs in range(fs, fs + len(chunk), block_size):
+            end = min(bs + block_size, fs + len(chunk))
+            w.write(3, 2 if aligned else 1)
+            w.write(16, (end - bs) >> 8)
+            w.write(8, (end - bs) & 0xFF)
+            if aligned:
+                for _ in range(8):
+                    w.write(3, 3)  # eight codes of 3 bits: complete
+            # Lengths are sent as deltas from the previous block's: after the first block of a
+            # reset interval every delta is 0.
+            _write_lens(w, prev_main[:256], main_lens[:256])
+            _write_lens(w, prev_main[256:], main_lens[256:])
+            _write_lens(w, [0] * 249, [0] * 249)
+            prev_main = list(main_lens)
+            i = bs
+            while i < end:
+                key = data[i : i + 3]
+                j = last.get(key, -1)
+                best = 0
+                if len(key) == 3 and j >= group_start and i - j <= (1 << window_bits) - 3:
+                    while best < 8 and i + best < end and data[j + best] == data[i + best]:
+                        best += 1
+                if best >= 3:
+                    fo = i - j + 2
+                    slot = max(s for s, b in enumerate(POSITION_BASE) if b <= fo)
+                    w.write(*main[256 + slot * 8 + best - 2])
+                    extra, value = EXTRA_BITS[slot], fo - POSITION_BASE[slot]
+                    if aligned and extra >= 3:
+                        w.write(extra - 3, value >> 3)
+                        w.write(3, value & 7)  # the aligned symbol: its code is itself here
+                    else:
+                        w.write(extra, value)
                 else:
-                    w.write(extra, value)
-            else:
-                best = 1
-                w.write(*main[data[i]])
-            for t in range(i, i + best):
-                last[data[t : t + 3]] = t
-            i += best
+                    best = 1
+                    w.write(*main[data[i]])
+                for t in range(i, i + best):
+                    last[data[t : t + 3]] = t
+                i += best
         w.align()
     return w.getvalue(), offsets
 

@@ -18,7 +18,7 @@ from container_testlib import EICAR, find_eicar, have, lzx_compress, make_chm
 from vmshield.engines.file.containers import open_container
 from vmshield.engines.file.containers.lzx import LzxError, decompress
 from vmshield.engines.file.database import Database
-from vmshield.engines.file.limits import Limits, ScanBudget
+from vmshield.engines.file.limits import LimitExceeded, Limits, ScanBudget
 from vmshield.engines.file.results import Status
 from vmshield.engines.file.scanner import Scanner
 
@@ -149,3 +149,23 @@ def test_aligned_offset_blocks_and_e8_translation_round_trip() -> None:
         {}, lzx_files={"a.exe": code, "z/e.com": EICAR}, aligned_every=1, e8_size=len(code) + 68
     )
     assert find_eicar(blob, "h.chm")["found"] == ["z/e.com"]
+
+
+def test_many_blocks_per_frame_and_the_budget_is_checked_per_block() -> None:
+    text = b"".join(b"<p>line %d of the help</p>\n" % i for i in range(3000))
+    comp, _ = lzx_compress(text, block_size=1000, aligned_every=2)
+    assert decompress(comp, len(text), 16, 2) == text
+    blocks = -(-0x8000 // 1000) * (len(text) // 0x8000) + 1
+    ticks: list[int] = []
+    decompress(comp, len(text), 16, 2, lambda: ticks.append(1))
+    assert len(ticks) >= blocks  # once per block at least, not only once per frame
+
+    # Out of time in the middle of a frame: the budget's exception ends the decoding.
+    def tick() -> None:
+        ticks.append(1)
+        if len(ticks) > 5:
+            raise LimitExceeded("max_scan_time", "test")
+
+    ticks.clear()
+    with pytest.raises(LimitExceeded):
+        decompress(comp, len(text), 16, 2, tick)
