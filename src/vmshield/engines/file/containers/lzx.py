@@ -288,10 +288,10 @@ def decompress(
 def _e8(piece: bytearray, curpos: int, size: int) -> bytearray:
     """Undo the encoder's translation of x86 CALL targets to absolute offsets."""
     i, end = 0, len(piece) - 10
-    while i < end:
-        if piece[i] != 0xE8:
-            i += 1
-            continue
+    while True:
+        i = piece.find(0xE8, i, end)  # jump between E8 bytes: the bytes in between stay
+        if i < 0:
+            break
         absolute = int.from_bytes(piece[i + 1 : i + 5], "little", signed=True)
         pos = curpos + i
         if -pos <= absolute < size:
