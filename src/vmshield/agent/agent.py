@@ -34,7 +34,8 @@ log = logging.getLogger("vmshield.agent")
 PREFETCH_MAX_SIZE = 1024 * 1024  # read-ahead only for files this small
 PREFETCH_INFLIGHT = 4  # read-ahead requests in flight (the window keeps room for real ones)
 PREFETCH_QUEUE = 256  # read-ahead tasks waiting, all directories
-PREFETCH_LISTING = 100_000  # names of one directory kept for read-ahead
+PREFETCH_LISTING = 20_000  # names of one directory kept for read-ahead (the first, sorted)
+PREFETCH_DIRS = 8  # directories whose listing is kept (memory: at most 160 000 names)
 INLINE_HASH = 256 * 1024  # smaller files are hashed on the event loop (cheaper than a thread hop)
 MAX_PENDING_EVENTS = 4096
 MAX_RESCAN = 10_000
@@ -564,7 +565,7 @@ class Agent:
             except OSError:
                 return
             entry = self._ahead[directory] = (names[:PREFETCH_LISTING], set())
-            while len(self._ahead) > 64:
+            while len(self._ahead) > PREFETCH_DIRS:
                 self._ahead.popitem(last=False)
         else:
             self._ahead.move_to_end(directory)
