@@ -590,9 +590,7 @@ class Agent:
                     return
                 if self.db_version and self.cache.get(file_key(st)) == self.db_version:
                     return
-                fd = await asyncio.to_thread(
-                    os.open, path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-                )
+                fd = await asyncio.to_thread(_open_quietly, path)
             except OSError:
                 return
             try:
@@ -748,6 +746,15 @@ class Agent:
                     loop.remove_reader(self.in_fd)
                 os.close(self.in_fd)
                 self.in_fd = -1
+
+
+def _open_quietly(path: str) -> int:
+    """Open for read-ahead without touching the file's access time (a guest did not read it)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        return os.open(path, flags | getattr(os, "O_NOATIME", 0))
+    except PermissionError:  # O_NOATIME needs the owner or CAP_FOWNER
+        return os.open(path, flags)
 
 
 def _hash_fd(fd: int) -> str:

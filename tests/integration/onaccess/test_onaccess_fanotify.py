@@ -669,6 +669,7 @@ def test_read_ahead_of_a_directory_walk(harness: Harness) -> None:
     for i in range(30):
         (g / f"f{i:02d}").write_bytes(b"EICAR-like? no: clean file %d\n" % i)
     (g / "f15").write_bytes(EICAR)
+    atime = (g / "f10").stat().st_atime_ns
     harness.start_agent("vm1")
     assert guest_cat(g / "f00").returncode == 0
     deadline = time.monotonic() + 20
@@ -676,6 +677,7 @@ def test_read_ahead_of_a_directory_walk(harness: Harness) -> None:
         assert time.monotonic() < deadline, harness.health()
         time.sleep(0.05)
     assert harness.requests("vm1") == 1
+    assert (g / "f10").stat().st_atime_ns == atime  # read ahead, not read: access time kept
     assert (g / "f15").exists()
     assert not [e for e in harness.events() if e["event_type"] == "file"]
     for i in range(1, 15):
