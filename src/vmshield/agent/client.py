@@ -230,6 +230,14 @@ class AgentClient:
                             f"replacement content for {msg.id} out of order or too large"
                         )
                     entry.replacement += msg.data
+                elif isinstance(msg, p.Welcome):
+                    # The VM's profile changed on the service's side (e.g. in the center): apply
+                    # it on this connection. The window and version agreed at connect stay.
+                    if self.welcome is not None and msg.version != self.welcome.version:
+                        raise p.ProtocolError("a profile update may not change the version")
+                    self.welcome = msg
+                    if self.hooks.on_welcome:
+                        await self.hooks.on_welcome(msg)
                 elif isinstance(msg, p.DbVersion):
                     if self.hooks.on_db:
                         self.hooks.on_db(msg.db_version)

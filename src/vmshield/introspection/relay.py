@@ -73,6 +73,8 @@ class AgentSession:
         self.tasks: set[asyncio.Task[None]] = set()
         self.orders: dict[int, _Order] = {}
         self.connected_at = time.time()
+        self.version = 1
+        self.welcome: p.Welcome | None = None  # the profile last sent
 
     async def run(self) -> None:
         while True:
@@ -274,6 +276,31 @@ class Relay:
             )
         return found.name
 
+    def welcome(self, vm: str, version: int, profile: Any) -> p.Welcome:
+        return p.Welcome(
+            version=version,
+            vm=vm,
+            db_version=self.svm.db_version,
+            max_inflight=self.max_inflight,
+            failure_mode=profile.failure_mode,
+            deadline=profile.deadline,
+            on_access=list(profile.on_access),
+            exclude_paths=list(profile.exclude_paths),
+            exclude_processes=list(profile.exclude_processes),
+            max_size=MAX_ONACCESS_SIZE,
+            inline_max=p.INLINE_MAX,
+        )
+
+    def push_profiles(self) -> None:
+        """A new configuration (the center's): agents whose profile changed get it at once, on
+        their connection (no reconnect, so no failure-mode window)."""
+        for vm, sess in list(self.sessions.items()):
+            w = self.welcome(vm, sess.version, self.svm.profile(vm))
+            if sess.welcome is not None and w != sess.welcome:
+                sess.welcome = w
+                asyncio.ensure_future(self._send_quiet(sess.conn, w))
+                self.emit_agent(vm, "profile", on_access=w.on_access, failure_mode=w.failure_mode)
+
     def counters(self, vm: str) -> VmCounters:
         c = self._counters.get(vm)
         if c is None:
@@ -334,26 +361,15 @@ class Relay:
                 ids[vm] = Authenticator.identity(hello.info)
             profile = await self._profile(vm)
             session = AgentSession(self, conn, vm, hello.info, self.max_inflight)
+            session.version = version
             old = self.sessions.get(vm)
             if old is not None:  # a reconnecting agent replaces its stale connection
                 await old.conn.close()
             self.sessions[vm] = session
             self.counters(vm).connections += 1
-            await conn.send(
-                p.Welcome(
-                    version=version,
-                    vm=vm,
-                    db_version=self.svm.db_version,
-                    max_inflight=self.max_inflight,
-                    failure_mode=profile.failure_mode,  # type: ignore[arg-type]
-                    deadline=profile.deadline,
-                    on_access=list(profile.on_access),
-                    exclude_paths=list(profile.exclude_paths),
-                    exclude_processes=list(profile.exclude_processes),
-                    max_size=MAX_ONACCESS_SIZE,
-                    inline_max=p.INLINE_MAX,
-                )
-            )
+            welcome = self.welcome(vm, version, profile)
+            session.welcome = welcome
+            await conn.send(welcome)
             self.emit_agent(vm, "connected", info=msgspec_to_dict(hello.info), peer=conn.peer)
             await session.run()
         except p.ProtocolError as exc:

@@ -66,6 +66,7 @@ class HostService:
         self.svm = ScanService(config, self._emit, opts.scanner_factory)
         self.relay = Relay(self.svm, auth, opts.max_inflight)
         self.servers: list[asyncio.AbstractServer] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _emit(self, event: Event) -> None:
         self.events(event)  # the local EVE log always has it
@@ -77,6 +78,9 @@ class HostService:
         base = self.config.profiles.get("default") or Profile()
         self.config.center_profiles = profiles_from_center(cfg, base)
         self.config.center_inventory = inventory_from_center(cfg)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.relay.push_profiles)
         self.config.center_version = int(cfg.get("version", 0))
         log.info(
             "center configuration version %s: %d VM profiles",
@@ -114,6 +118,7 @@ class HostService:
                 pool.close()
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         try:
             for ep in self.opts.listen:
                 self.servers.append(await start_server(ep, self.relay.handle, self.opts.tls))

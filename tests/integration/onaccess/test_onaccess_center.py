@@ -143,9 +143,10 @@ def test_center_profile_events_and_spool(harness: Harness) -> None:
             },
         )
         assert r.status_code == 201, r.text
+        profile_id = r.json()["id"]
         r = api.put(
             f"/api/v1/inventory/nodes/{cluster['id']}/assignment/file",
-            json={"mode": "profile", "profile_id": r.json()["id"]},
+            json={"mode": "profile", "profile_id": profile_id},
         )
         assert r.status_code == 200, r.text
         eff = api.get("/api/v1/vms/vm1/effective").json()
@@ -211,6 +212,34 @@ def test_center_profile_events_and_spool(harness: Harness) -> None:
             "the spooled detection in the center after its restart",
         )
     _until(lambda: spooled() == 0, 30, "the spool to drain")
+
+    # A profile change in the center reaches the connected agent without a reconnect: *.com
+    # files are now excluded from scanning.
+    with center.api() as api:
+        r = api.put(
+            f"/api/v1/profiles/file/{profile_id}",
+            json={
+                "name": "strict",
+                "settings": {
+                    "level": "custom",
+                    "settings": {"action": "delete", "exclusions": {"extensions": ["com"]}},
+                },
+            },
+        )
+        assert r.status_code == 200, r.text
+    _until(
+        lambda: [
+            e for e in h.events() if e["event_type"] == "agent" and e["agent"]["state"] == "profile"
+        ],
+        60,
+        "the new profile at the agent",
+    )
+    time.sleep(0.5)  # the agent applies it on receipt; give the message time to arrive
+    (g1 / "eicar3.com").write_bytes(EICAR)
+    assert guest_cat(g1 / "eicar3.com").returncode == 0
+    (g1 / "eicar4.exe").write_bytes(EICAR)
+    assert guest_cat(g1 / "eicar4.exe").returncode != 0
+    assert h.health()["vms"]["vm1"]["connections"] == 1
     _stop_before_center(h, center)
 
 
