@@ -10,7 +10,11 @@ bootstrap:
 run: bootstrap
 	@scripts/run
 
+# Lint and types first (seconds), then every test.
 test: bootstrap
+	$(VENV)/ruff check src tests bench
+	$(VENV)/ruff format --check src tests bench
+	$(VENV)/mypy
 	$(VENV)/pytest $(PYTEST_ARGS)
 
 lint: bootstrap
