@@ -416,21 +416,27 @@ class AttackDetector:
         return sum(
             len(t)
             for t in (
-                self._tcp_ports,
-                self._tcp_sweep,
-                self._udp_sweep,
-                self._udp_ports,
-                self._icmp_hosts,
-                self._arp_hosts,
-                self._syn,
-                self._syn_target,
-                self._udp,
-                self._icmp,
+                *self._windowed_tables(),
                 self._conns,
                 self._udp_pairs,
                 self._arp,
                 self._episodes,
             )
+        )
+
+    def _windowed_tables(self) -> tuple[dict[Any, Any], ...]:
+        """The detectors' per-window counters, oldest entry first: what the sweep expires."""
+        return (
+            self._tcp_ports,
+            self._tcp_sweep,
+            self._udp_sweep,
+            self._udp_ports,
+            self._icmp_hosts,
+            self._arp_hosts,
+            self._syn,
+            self._syn_target,
+            self._udp,
+            self._icmp,
         )
 
     # -- detectors -------------------------------------------------------------------------------
@@ -882,18 +888,7 @@ class AttackDetector:
             for d in (getattr(cfg, f.name) for f in fields(cfg))
             if isinstance(d, DetectorConfig)
         )
-        for table in (
-            self._tcp_ports,
-            self._tcp_sweep,
-            self._udp_sweep,
-            self._udp_ports,
-            self._icmp_hosts,
-            self._arp_hosts,
-            self._syn,
-            self._syn_target,
-            self._udp,
-            self._icmp,
-        ):
+        for table in self._windowed_tables():
             while table:
                 k, v = next(iter(table.items()))
                 if now - v.last <= horizon:
