@@ -573,7 +573,9 @@ class Store:
                 f"host {host.name!r} already has deployment {active.id} ({active.state}); "
                 "revoke it first"
             )
-        secret = secrets.token_urlsafe(24)
+        secret = secrets.token_hex(
+            24
+        )  # hex: never starts with "-", which argv parsers take for an option
         dep = Deployment(
             host_node_id=host.id,
             host_name=host.name,

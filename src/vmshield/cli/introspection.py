@@ -201,7 +201,7 @@ def _token(args: argparse.Namespace) -> int:
     if any(e.get("vm") == args.vm for e in existing.get("agent", [])):
         print(f"vmshield introspection: {path} already has a token for {args.vm}", file=sys.stderr)
         return 2
-    token = secrets.token_urlsafe(32)
+    token = secrets.token_hex(32)  # hex: never starts with "-" on a command line
     entry = f"\n[[agent]]\nvm = {json.dumps(args.vm)}\ntoken = {json.dumps(token)}\n"
     if args.uuid:
         entry += f"uuid = {json.dumps(args.uuid)}\n"

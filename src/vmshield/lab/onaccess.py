@@ -67,7 +67,7 @@ def setup(st: LabState) -> dict[str, Any]:
     (root / "db").mkdir()
     db = root / "db" / "lab.ndb"
     db.write_text("Eicar-Test-Signature:0:*:" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE".hex() + "\n")
-    tokens = {vm.name: secrets.token_urlsafe(24) for vm in st.vms}
+    tokens = {vm.name: secrets.token_hex(24) for vm in st.vms}
     (root / "tokens.toml").write_text(
         "".join(f'[[agent]]\nvm = "{vm}"\ntoken = "{tok}"\n\n' for vm, tok in tokens.items())
     )
@@ -143,8 +143,7 @@ def setup(st: LabState) -> dict[str, Any]:
                 "agent",
                 "--endpoint",
                 f"unix:{root / 'agents.sock'}",
-                "--token",
-                tokens[vm.name],
+                f"--token={tokens[vm.name]}",
                 "--machine-id",
                 f"lab-{st.prefix}-{vm.name}",
                 "--hostname",

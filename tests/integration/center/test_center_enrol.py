@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -43,6 +44,9 @@ def build(rc: RunningCenter, h: dict) -> dict:
 def test_enrol_then_mutual_tls_only(live: RunningCenter, admin: dict, tmp_path: Path) -> None:
     w = build(live, admin)
     api = w["api"]
+    # The token is typed on a command line (`vmshield svm --enroll URL TOKEN`): a leading "-"
+    # would be taken for an option, so tokens are hex, secret and CA fingerprint alike.
+    assert re.fullmatch(r"[0-9a-f]{48}\.[0-9a-f]{64}", w["token"]), w["token"]
     # A wrong secret with the right fingerprint: refused by the center.
     fp = w["token"].split(".")[1]
     with pytest.raises(EnrolError, match="refused enrolment \\(403\\)"):
