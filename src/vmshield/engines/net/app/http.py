@@ -464,18 +464,7 @@ class HttpParser:
         if b"chunked" in te:
             d.state = S_BODY_CHUNK_SIZE
         elif cl:
-            try:
-                n = int(cl)
-                if n < 0:
-                    raise ValueError
-            except ValueError:
-                self.events.append(EV_CL)
-                n = 0
-            if n:
-                d.remaining = n
-                d.state = S_BODY_CL
-            else:
-                self._msg_done(d, True, touched)
+            self._length_body(d, cl, True, touched)
         else:
             self._msg_done(d, True, touched)
         if tx.method == b"CONNECT":
@@ -522,18 +511,7 @@ class HttpParser:
         elif b"chunked" in te:
             d.state = S_BODY_CHUNK_SIZE
         elif cl:
-            try:
-                n = int(cl)
-                if n < 0:
-                    raise ValueError
-            except ValueError:
-                self.events.append(EV_CL_RESP)
-                n = 0
-            if n:
-                d.remaining = n
-                d.state = S_BODY_CL
-            else:
-                self._msg_done(d, False, touched)
+            self._length_body(d, cl, False, touched)
         else:
             d.state = S_BODY_CLOSE  # ends when the connection closes
         return True
@@ -554,6 +532,21 @@ class HttpParser:
                 # The inspection limit is reached: inspect the body now, not at message end
                 # (which may be far away, or never come for a body delimited by close).
                 touched.append(tx)
+
+    def _length_body(self, d: _Dir, cl: bytes, request: bool, touched: list[HttpTx]) -> None:
+        """A body framed by Content-Length; an unusable value is an event and an empty body."""
+        try:
+            n = int(cl)
+            if n < 0:
+                raise ValueError
+        except ValueError:
+            self.events.append(EV_CL if request else EV_CL_RESP)
+            n = 0
+        if n:
+            d.remaining = n
+            d.state = S_BODY_CL
+        else:
+            self._msg_done(d, request, touched)
 
     def _msg_done(self, d: _Dir, toserver: bool, touched: list[HttpTx]) -> None:
         tx = d.tx
