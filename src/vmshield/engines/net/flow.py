@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import struct
 import zlib
 from typing import Any
@@ -363,23 +364,31 @@ class FlowTable:
         return out
 
     def _make_room(self, now: float) -> None:
+        # Bounded work per call: a scan of the whole table for every new flow made a full table
+        # (a busy host, a SYN flood) quadratic. Dict order is creation order, so the oldest
+        # flows come first: look at a window of them, free the idle ones and, if that is not
+        # enough, the oldest of the window, so that room for a batch of new flows is made at once.
         if not self.emergency:
             self.emergency = True
             self.emergency_entered += 1
         table = self.emergency_timeouts
+        batch = max(1, self.max_flows // 100)
+        window = list(itertools.islice(self.flows.values(), 8 * batch))
         freed = []
-        for f in list(self.flows.values()):
+        kept = []
+        for f in window:
             if now - f.last >= self._timeout(f, table):
                 freed.append(f)
                 del self.flows[f.key]
-        if not freed:
-            # Nothing idle enough: evict the oldest-created 1 % (dict order is creation order).
-            n = max(1, self.max_flows // 100)
-            for key in list(self.flows.keys())[:n]:
-                f = self.flows.pop(key)
+            else:
+                kept.append(f)
+        self.timed_out += len(freed)
+        if len(freed) < batch:
+            # Nothing idle enough: evict the oldest-created flows.
+            forced = kept[: batch - len(freed)]
+            for f in forced:
+                del self.flows[f.key]
                 f.end_reason = "forced"
-                freed.append(f)
-            self.evicted += len(freed)
-        else:
-            self.timed_out += len(freed)
+            self.evicted += len(forced)
+            freed.extend(forced)
         self.pending_ended.extend(freed)
