@@ -172,6 +172,36 @@ def test_bad_options_rejected(opts: str, keyword: str, reason: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("opts", "keyword", "value"),
+    [
+        ('content:"abc"; depth:1x;', "depth", "'1x'"),
+        ('http.uri; xor:"zz"; content:"a";', "xor", "'zz'"),
+        ('content:"a"; byte_test:2,=,1,0,bitmask zz;', "byte_test", "'zz'"),
+        ("byte_test:2z,=,1,0;", "byte_test", "'2z'"),
+        ("http.uri; bsize:abc;", "bsize", "'abc'"),
+        ("urilen:abc;", "urilen", "'abc'"),
+        ("http.user_agent; dataset:isset,ua,type string,load /nonexistent/x;", "dataset", "x'"),
+        ("flags:Q;", "flags", "'Q'"),
+        ("dsize:5<>2;", "dsize", "'5<>2'"),
+        ("fragbits:Z;", "fragbits", "'Z'"),
+        ("flow.pkts:abc;", "flow.pkts", "'abc'"),
+        ("tls.version:9.9;", "tls.version", "'9.9'"),
+    ],
+)
+def test_bad_keyword_values_name_file_line_sid_keyword_and_value(
+    tmp_path: Path, opts: str, keyword: str, value: str
+) -> None:
+    # Handlers let the value's ValueError through; the keyword dispatcher makes it the rejection.
+    f = tmp_path / "local.rules"
+    f.write_text(f"# header\nalert tcp any any -> any any ({opts} sid:77;)\n")
+    rs = RuleSet.load(paths=[f])
+    (e,) = rs.rejected
+    assert (e.keyword, e.sid, e.line) == (keyword, 77, 2)
+    assert e.reason.startswith("bad value: ") and value in e.reason
+    assert str(e).startswith(f"{f}:2: sid 77 keyword '{keyword}': bad value: ")
+
+
+@pytest.mark.parametrize(
     ("rule", "reason"),
     [
         ('alert tcp any any -> any any (msg:"x";)', "no sid"),

@@ -375,10 +375,7 @@ class _Builder:
             if s not in self.names:
                 raise RuleReject(kw, f"unknown variable '{s}' (no byte_extract/byte_math sets it)")
             return s
-        try:
-            n = parse_int(s, kw)
-        except ValueError as e:
-            raise RuleReject(kw, str(e)) from None
+        n = parse_int(s, kw)
         if (n < 0 and not allow_neg) or abs(n) > 0xFFFFFFFF:
             raise RuleReject(kw, f"value out of range '{s}'")
         return n
@@ -445,7 +442,8 @@ def parse_rule(text: str, variables: Variables, classification: Classification,
                 raise RuleReject(k, "unsupported keyword")
             handler(b, k, v)
         except (ValueError, TypeError, IndexError, KeyError) as e:
-            # a value the handler could not convert: name the keyword, never crash the load
+            # Handlers let a value's ValueError through: the rejection names the keyword here,
+            # once, and the loader adds file, line and sid. Never crash the load.
             raise RuleReject(k, f"bad value: {e}") from None
     _finish(b)
     return r
@@ -801,10 +799,7 @@ def _transform(b: _Builder, k: str, v: str | None) -> None:
         raise RuleReject(k, "transforms need a sticky buffer before them")
     if any(key == b.key() for key, _ in b.items):
         raise RuleReject(k, "transforms must come before the buffer's match keywords")
-    try:
-        b.transforms.append(parse_transform(k, v))
-    except ValueError as e:
-        raise RuleReject(k, str(e)) from None
+    b.transforms.append(parse_transform(k, v))
 
 
 _PCRE_FLAGS = set("ismxAERUIPQHDMCSYBOVWZG")
@@ -960,20 +955,14 @@ def _byte_common(b: _Builder, k: str, opts: ByteOpts, tok: str, rest: list[str])
         opts.string_base = {"hex": 16, "dec": 10, "oct": 8}[t]
     elif t.startswith("bitmask"):
         val = t[7:].strip() or (rest.pop(0) if rest else "")
-        try:
-            opts.bitmask = parse_int(val, "bitmask")
-        except ValueError as e:
-            raise RuleReject(k, str(e)) from None
+        opts.bitmask = parse_int(val, "bitmask")
     else:
         return False
     return True
 
 
 def _nbytes(k: str, s: str, string: bool) -> int:
-    try:
-        n = parse_int(s, "byte count")
-    except ValueError as e:
-        raise RuleReject(k, str(e)) from None
+    n = parse_int(s, "byte count")
     if not 1 <= n <= (23 if string else 8):
         raise RuleReject(k, f"number of bytes {n} out of range")
     return n
@@ -1166,10 +1155,7 @@ def _base64_data(b: _Builder, k: str, v: str | None) -> None:
 def _bsize(b: _Builder, k: str, v: str | None) -> None:
     if b.sticky is None:
         raise RuleReject(k, "needs a sticky buffer")
-    try:
-        b.add(BufSize(parse_uint(unquote(v, k), 0xFFFFFFFF, k)))
-    except ValueError as e:
-        raise RuleReject(k, str(e)) from None
+    b.add(BufSize(parse_uint(unquote(v, k), 0xFFFFFFFF, k)))
 
 
 @kw("urilen")
@@ -1180,10 +1166,7 @@ def _urilen(b: _Builder, k: str, v: str | None) -> None:
         if a[1] not in ("norm", "raw"):
             raise RuleReject(k, f"expected norm or raw, got '{a[1]}'")
         buf = "http.uri" if a[1] == "norm" else "http.uri.raw"
-    try:
-        b.add(BufSize(parse_uint(a[0], 0xFFFF, k)), (buf, ()))
-    except ValueError as e:
-        raise RuleReject(k, str(e)) from None
+    b.add(BufSize(parse_uint(a[0], 0xFFFF, k)), (buf, ()))
 
 
 @kw("dataset")
@@ -1206,10 +1189,7 @@ def _dataset(b: _Builder, k: str, v: str | None) -> None:
         raise RuleReject(k, f"unknown dataset type '{dtype}'")
     if b.ds is None:
         raise RuleReject(k, "datasets are not available here")
-    try:
-        b.ds(name, dtype, opts.get("load") or opts.get("state"), "state" in opts)
-    except ValueError as e:
-        raise RuleReject(k, str(e)) from None
+    b.ds(name, dtype, opts.get("load") or opts.get("state"), "state" in opts)
     b.add(DatasetOp(op, name))
 
 
@@ -1259,19 +1239,13 @@ def _check(b: _Builder, f: Callable[[Any], bool]) -> None:
 @kw("flags")
 def _flags(b: _Builder, k: str, v: str | None) -> None:
     _once(b, k)
-    try:
-        _check(b, checks.flags(unquote(v, k)))
-    except ValueError as e:
-        raise RuleReject(k, str(e)) from None
+    _check(b, checks.flags(unquote(v, k)))
 
 
 @kw("dsize", "ttl", "itype", "icode", "icmp_id", "icmp_seq", "id", "ip_proto", "stream_size",
     "tcp.mss", "tcp.window", "tos", "ack", "seq", "window")  # fmt: skip
 def _numeric(b: _Builder, k: str, v: str | None) -> None:
-    try:
-        f = checks.numeric(k, unquote(v, k))
-    except ValueError as e:
-        raise RuleReject(k, str(e)) from None
+    f = checks.numeric(k, unquote(v, k))
     if k == "dsize" and b.r.stream_mode is None:
         b.r.stream_mode = "no_stream"  # dsize only applies to packets
     if k == "itype":
@@ -1304,19 +1278,13 @@ def _event(b: _Builder, k: str, v: str | None) -> None:
 
 @kw("fragbits", "fragoffset", "ipopts")
 def _ipv4_bits(b: _Builder, k: str, v: str | None) -> None:
-    try:
-        _check(b, getattr(checks, k)(unquote(v, k)))
-    except ValueError as e:
-        raise RuleReject(k, str(e)) from None
+    _check(b, getattr(checks, k)(unquote(v, k)))
 
 
 @kw("flow.pkts", "flow.bytes", "flow.age", "flow.pkts_toserver", "flow.pkts_toclient",
     "flow.bytes_toserver", "flow.bytes_toclient")  # fmt: skip
 def _flow_counter(b: _Builder, k: str, v: str | None) -> None:
-    try:
-        _check(b, checks.flow_counter(k, unquote(v, k)))
-    except ValueError as e:
-        raise RuleReject(k, str(e)) from None
+    _check(b, checks.flow_counter(k, unquote(v, k)))
 
 
 @kw("sameip")
@@ -1340,10 +1308,7 @@ def _alp(b: _Builder, k: str, v: str | None) -> None:
 
 @kw("tls.version", "ssl_version")
 def _tls_version(b: _Builder, k: str, v: str | None) -> None:
-    try:
-        _check(b, checks.tls_version(k, unquote(v, k)))
-    except ValueError as e:
-        raise RuleReject(k, str(e)) from None
+    _check(b, checks.tls_version(k, unquote(v, k)))
 
 
 @kw("flowbits")
