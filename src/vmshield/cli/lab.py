@@ -77,6 +77,7 @@ def _up(args: argparse.Namespace) -> int:
             config=args.config,
             exclude=args.exclude,
             block_seconds=args.block_seconds,
+            onaccess=args.onaccess,
         )
     except LabError as exc:
         print(f"vmshield lab: {exc}", file=sys.stderr)
