@@ -23,11 +23,14 @@ profile = "strict"
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("vmshield.svm")
 
 ACTIONS = ("disinfect", "quarantine", "delete", "deny", "report")
 ACCESS_KINDS = ("open", "exec", "close_write")
@@ -48,6 +51,13 @@ class Profile:
     fallback: str = "quarantine"  # when disinfection is impossible
     exclude_paths: tuple[str, ...] = ()  # globs or re:REGEX, sent to the agent
     exclude_processes: tuple[str, ...] = ()
+    # "protected", or why the center does not protect this VM ("excluded", "unprotected"): its
+    # accesses are then allowed unscanned (and never cached as clean).
+    protection: str = "protected"
+
+    @property
+    def protected(self) -> bool:
+        return self.protection == "protected"
 
     @classmethod
     def from_dict(cls, name: str, obj: dict[str, Any], where: str) -> Profile:
@@ -221,17 +231,43 @@ _CENTER_ACTIONS = {
 }
 
 
+# The center's file protection statuses (center.store.Store.effective).
+CENTER_NOT_PROTECTED = ("excluded", "unprotected")
+
+
 def profiles_from_center(cfg: dict[str, Any], base: Profile) -> dict[str, Profile]:
     """The center's effective file profile of each VM of this host, as the scan service's Profile.
 
     A VM is known by its inventory name, key and BIOS/instance UUIDs (an agent's certificate or
     token names one of them). Settings the center does not have (failure mode, deadline) keep the
-    local profile's values.
+    local profile's values. A VM the center excludes, or protects with no profile, gets a
+    not-protected profile: the center said so, the local default must not apply to it.
     """
     out: dict[str, Profile] = {}
     for vm in cfg.get("vms") or []:
+        status = (vm.get("file") or {}).get("status")
         f = (vm.get("file") or {}).get("settings") or {}
-        if (vm.get("file") or {}).get("status") == "disabled":
+        if status in CENTER_NOT_PROTECTED:
+            prof = Profile(
+                name=f"center:{vm.get('name')}",
+                failure_mode=base.failure_mode,
+                deadline=base.deadline,
+                on_access=base.on_access,
+                protection=str(status),
+            )
+            for key in ("name", "key", "uuid", "instance_uuid"):
+                if vm.get(key):
+                    out[str(vm[key])] = prof
+            continue
+        if status not in (None, "protected"):
+            # A status this SVM does not know (a newer center): scan with the local profile.
+            log.warning(
+                "center configuration: VM %r has file status %r (expected protected, %s); "
+                "its files are scanned with the local profile",
+                vm.get("name"),
+                status,
+                " or ".join(CENTER_NOT_PROTECTED),
+            )
             continue
         kinds = tuple(
             k

@@ -32,6 +32,7 @@ log = logging.getLogger("vmshield.svm")
 FetchContent = Callable[[], Awaitable[bytes]]
 EventSink = Callable[[Event], None]
 MAX_ONACCESS_SIZE = 100 * 1024 * 1024  # the engine's max_file_size: larger files are not fetched
+UNPROTECTED = "unprotected"  # verdict status for a VM the center does not protect
 
 
 class ContentMismatch(Exception):
@@ -48,6 +49,7 @@ class Decision:
 class Stats:
     requests: Counter[str] = field(default_factory=Counter)  # per VM: accesses, scans ordered
     prefetches: Counter[str] = field(default_factory=Counter)  # per VM: agents' read-ahead
+    unprotected: Counter[str] = field(default_factory=Counter)  # per VM: allowed unscanned
     scans: int = 0
     scanned_bytes: int = 0
     cache_hits: int = 0
@@ -110,6 +112,19 @@ class ScanService:
         else:
             self.stats.requests[vm] += 1
         profile = self.profile(vm)
+        if not profile.protected:
+            # The center does not protect this VM: allowed at once, unscanned. Not "clean": the
+            # agent caches only clean (and too-big) verdicts, and nothing goes in our cache.
+            self.stats.unprotected[vm] += 1
+            return Decision(
+                p.Verdict(
+                    id=req.id,
+                    status=UNPROTECTED,
+                    action="allow",
+                    db_version=self.db_version,
+                    reason=f"file protection: {profile.protection} by the center",
+                )
+            )
         db = self.db_version
         content: bytes | None = None
         if not req.sha256:  # not hashed by the agent: only allowed for a file over the limit
@@ -316,6 +331,7 @@ class ScanService:
             "content_mismatch": self.stats.content_mismatch,
             "requests_per_vm": dict(self.stats.requests),
             "prefetches_per_vm": dict(self.stats.prefetches),
+            "unprotected_per_vm": dict(self.stats.unprotected),
             "mean_decide_ms": round(1000 * self.stats.decide_s / max(self.stats.decided, 1), 3),
             "mean_worker_ms": round(1000 * self.stats.worker_s / max(self.stats.scans, 1), 3),
             "center_version": self.config.center_version,

@@ -307,3 +307,93 @@ def test_agent_mapped_to_inventory_vm_by_uuid(harness: Harness) -> None:
     assert isinstance(m, p.Welcome) and m.vm == "vm1"
     assert "vm1" not in h.health()["agents"]
     _stop_before_center(h, center)
+
+
+def test_vms_the_center_does_not_protect_are_not_scanned(harness: Harness) -> None:
+    """vm1 has the center's profile, vm2 is excluded, vm3 has nothing assigned (unprotected):
+    the SVM's local default (deny) must not apply to vm2 and vm3; their files are not scanned,
+    and nothing is remembered as clean once the center protects them."""
+    h = harness
+    center = Center(h)
+    center.start()
+    uuids = {vm: str(uuid.uuid4()) for vm in ("vm1", "vm2", "vm3")}
+    inv = h.root / "inventory.toml"
+    inv.write_text(
+        '[[host]]\nname = "esx-test"\n\n'
+        + "".join(
+            f'[[vm]]\nname = "{vm}"\nhost = "esx-test"\nuuid = "{u}"\n\n' for vm, u in uuids.items()
+        )
+    )
+    with center.api() as api:
+        r = api.post("/api/v1/connections", json={"name": "lab", "kind": "static", "url": str(inv)})
+        assert r.status_code == 201, r.text
+        tree = _until(
+            lambda: (t := api.get("/api/v1/inventory").json()) and _find(t, "vm", "vm3") and t,
+            60,
+            "the static inventory in the center",
+        )
+        node = {vm: _find(tree, "vm", vm)["id"] for vm in ("vm1", "vm2", "vm3")}  # type: ignore[index]
+        r = api.post(
+            "/api/v1/profiles/file",
+            json={"name": "std", "settings": {"level": "custom", "settings": {"action": "delete"}}},
+        )
+        assert r.status_code == 201, r.text
+        profile_id = r.json()["id"]
+        for vm, body in (
+            ("vm1", {"mode": "profile", "profile_id": profile_id}),
+            ("vm2", {"mode": "exclude"}),
+        ):
+            r = api.put(f"/api/v1/inventory/nodes/{node[vm]}/assignment/file", json=body)
+            assert r.status_code == 200, r.text
+        statuses = {
+            vm: api.get(f"/api/v1/vms/{vm}/effective").json()["file"]["status"]
+            for vm in ("vm1", "vm2", "vm3")
+        }
+        assert statuses == {"vm1": "protected", "vm2": "excluded", "vm3": "unprotected"}
+        host = _find(tree, "host", "esx-test")
+        assert host
+        r = api.post("/api/v1/deployments", json={"host_node_id": host["id"]})
+        assert r.status_code == 201, r.text
+        enrol_token = r.json()["enrolment_token"]
+
+    guests = {vm: h.guest(vm) for vm in ("vm1", "vm2", "vm3")}
+    for g in guests.values():
+        (g / "eicar.com").write_bytes(EICAR)
+    h.start_svm(
+        action="deny",  # the local default: what vm2 and vm3 got before (scanned, refused)
+        vms=("vm1", "vm2", "vm3"),
+        host="esx-test",
+        extra_args=["--enroll", center.url, enrol_token, "--data-dir", str(h.root / "svm-data")],
+    )
+    _until(lambda: h.health()["svm"]["center_vms"] >= 3, 60, "the center's configuration")
+    for vm in guests:
+        h.start_agent(vm, extra=["--dmi-uuid", uuids[vm]])
+
+    for vm in ("vm2", "vm3"):
+        for _ in range(2):  # asked again each time: an unscanned answer is never cached
+            r = guest_cat(guests[vm] / "eicar.com")
+            assert r.returncode == 0 and r.stdout == EICAR, (vm, r.stderr)
+    r = guest_cat(guests["vm1"] / "eicar.com")
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+    _until(lambda: not (guests["vm1"] / "eicar.com").exists(), 15, "the center's action (delete)")
+    svm = h.health()["svm"]
+    assert svm["unprotected_per_vm"] == {"vm2": 2, "vm3": 2}
+    assert svm["scans"] == 1 and svm["detections"] == 1  # vm1's file only
+    assert (guests["vm2"] / "eicar.com").exists() and (guests["vm3"] / "eicar.com").exists()
+
+    # The center now protects vm2: the file it read unscanned a moment ago is refused.
+    version = h.health()["svm"]["center_version"]
+    with center.api() as api:
+        r = api.put(
+            f"/api/v1/inventory/nodes/{node['vm2']}/assignment/file",
+            json={"mode": "profile", "profile_id": profile_id},
+        )
+        assert r.status_code == 200, r.text
+    _until(lambda: h.health()["svm"]["center_version"] > version, 60, "the new configuration")
+    r = guest_cat(guests["vm2"] / "eicar.com")
+    assert r.returncode != 0 and b"Operation not permitted" in r.stderr
+    _until(lambda: not (guests["vm2"] / "eicar.com").exists(), 15, "delete in vm2")
+    with center.api() as api:
+        _until(lambda: _events(api, "vm2"), 60, "vm2's detection in the center")
+        assert _events(api, "vm3") == []
+    _stop_before_center(h, center)

@@ -302,7 +302,7 @@ def test_center_profiles_map_to_scan_profiles() -> None:
                 "key": "vm-17",
                 "uuid": "4210-aa",
                 "file": {
-                    "status": "on",
+                    "status": "protected",
                     "settings": {
                         "action": "block",
                         "fallback": "delete",
@@ -318,11 +318,17 @@ def test_center_profiles_map_to_scan_profiles() -> None:
                     },
                 },
             },
-            {"name": "off1", "file": {"status": "disabled", "settings": {}}},
+            {"name": "off1", "uuid": "4210-bb", "file": {"status": "excluded", "source": {}}},
+            {"name": "bare", "file": {"status": "unprotected", "source": None}},
+            {"name": "future", "file": {"status": "paused", "settings": {}}},
         ],
     }
     got = profiles_from_center(cfg, Profile(failure_mode="closed", deadline=4.0))
-    assert set(got) == {"web1", "vm-17", "4210-aa"}
+    # A status this SVM does not know: left to the local profile (scanned), not guessed.
+    assert set(got) == {"web1", "vm-17", "4210-aa", "off1", "4210-bb", "bare"}
+    assert got["web1"].protected
+    assert got["off1"].protection == "excluded" and not got["4210-bb"].protected
+    assert got["bare"].protection == "unprotected" and got["bare"].failure_mode == "closed"
     p = got["web1"]
     assert p.action == "deny" and p.fallback == "delete" and p.on_access == ("exec", "close_write")
     assert p.failure_mode == "closed" and p.deadline == 4.0
@@ -357,6 +363,48 @@ def test_a_crashing_worker_is_replaced_and_the_scan_reported(tmp_path: Path) -> 
         )  # errors not cached
     finally:
         pool.close()
+
+
+def test_vm_the_center_does_not_protect_is_allowed_unscanned_and_not_cached(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    from vmshield.svm.config import Profile, profiles_from_center
+
+    svc, events = make_service(tmp_path, pool)
+    fetches = 0
+
+    async def fetch() -> bytes:
+        nonlocal fetches
+        fetches += 1
+        return EICAR
+
+    def center(status: str) -> None:
+        file: dict = {"status": status}  # type: ignore[type-arg]
+        if status == "protected":
+            file["settings"] = {"action": "block"}
+        svc.config.center_profiles = profiles_from_center(
+            {"vms": [{"name": "vm1", "file": file}]}, Profile()
+        )
+
+    for status in ("excluded", "unprotected"):
+        center(status)
+        for kind in ("open", "exec", "prefetch"):
+            r = p.ScanRequest(
+                id=1, path="/e.com", sha256=hashlib.sha256(EICAR).hexdigest(), size=len(EICAR),
+                kind=kind,  # type: ignore[arg-type]
+            )  # fmt: skip
+            v = asyncio.run(svc.decide("vm1", r, fetch)).verdict
+            assert (v.action, v.status) == ("allow", "unprotected"), (status, kind, v)
+            assert status in v.reason
+    assert fetches == 0 and svc.stats.scans == 0 and len(svc.cache) == 0 and events == []
+    assert svc.health()["unprotected_per_vm"] == {"vm1": 6}
+    # Another VM of the host, unknown to the center, keeps the local default profile.
+    v = asyncio.run(svc.decide("vm2", req(EICAR), fetch)).verdict
+    assert v.status == "infected" and v.action == "deny"
+    # Protected again: the same content is now refused (nothing was remembered as clean).
+    center("protected")
+    v = asyncio.run(svc.decide("vm1", req(EICAR), fetch)).verdict
+    assert v.status == "infected" and v.action == "deny" and events[-1].vm == "vm1"
 
 
 def test_center_profile_found_by_the_identity_the_agent_reports() -> None:
