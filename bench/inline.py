@@ -10,6 +10,11 @@ For each mode (a fresh lab of 2 VMs each, prefix vmsB<random>, removed at the en
   - 64-byte UDP frames (iperf3 -u -l 18): the highest offered rate, stepping up, that arrives
     with <= 0.1 % loss, every packet through the engine in standard mode. The UDP flood detector
     is switched off for this run (it would rightly block the sender); everything else inspects.
+With --worker-loop: the capacity of the inline worker loop, measured on its CPU time while it
+drains a queue filled beforehand (so the sender's speed and the machine's other load do not
+bound it): (a) the NFQUEUE client alone (receive, parse, batched accept), (b) the service's real
+worker (the lab's policy, the engine, every packet inspected; the worker is stopped with SIGSTOP
+while the queue fills, then continued).
 Needs root. Prints a table; figures go to BENCHMARKS.md by hand.
 """
 
@@ -20,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -246,6 +252,121 @@ def small_packets_fast(st: LabState, seconds: float, rates: list[int]) -> dict[s
     return best
 
 
+def _queue_line(qnum: int) -> list[int]:
+    for line in Path("/proc/net/netfilter/nfnetlink_queue").read_text().splitlines():
+        f = line.split()
+        if len(f) >= 8 and f[0].isdigit() and int(f[0]) == qnum:
+            return [int(x) for x in f[:9]]
+    raise RuntimeError(f"queue {qnum} has no listener")
+
+
+def _cpu_seconds(pid: int) -> float:
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _fill(st: LabState, n: int) -> None:
+    """Send n 64-byte UDP frames vm1 -> vm2 (paced over ~0.3 s) while nobody reads the queue."""
+    out = ns(
+        st, "vm1", sys.executable, "-c", _BLAST, st.host("vm2").address, str(int(n / 0.3)), "0.3"
+    )
+    if not out.stdout.strip():
+        raise RuntimeError(f"sender failed: {out.stderr[-300:]}")
+
+
+def worker_loop(args: argparse.Namespace, tmp: Path, n: int = 6000) -> dict[str, Any]:
+    """CPU per packet of the NFQUEUE client alone and of the service's worker with the engine."""
+    from vmshield.filter import rules as R
+    from vmshield.filter.nfqueue import NfQueue
+
+    os.environ["VMSHIELD_LAB_DIR"] = str(tmp / "labs")
+    prefix = "vmsB" + secrets.token_hex(2)
+    conf = tmp / "bench.toml"
+    conf.write_text("[attacks.udp_flood]\nenabled = false\n")
+    lab = Lab(prefix)
+    res: dict[str, Any] = {"mode": "worker-loop", "packets": n}
+    sink = None
+    try:
+        st = lab.up(vms=2, protect="none", onaccess=False)
+        sink = subprocess.Popen(
+            ["ip", "netns", "exec", st.host("vm2").netns, sys.executable, "-c", _SINK]
+        )
+        # (a) the client alone, in this process: receive + parse + one batched accept per burst.
+        qnum = 1000 + (zlib.crc32(prefix.encode()) % 4000) * 8
+        nfq = NfQueue(qnum, maxlen=n * 2)
+        ports = [h.port for h in st.hosts]
+        rules = R.InlineRules(prefix, ports, qnum, 1)
+        rules.install()
+        client = []
+        try:
+            for _ in range(args.rounds):
+                _fill(st, n)
+                time.sleep(0.2)
+                queued = _queue_line(qnum)[2]
+                c0 = time.process_time()
+                got = 0
+                while True:
+                    pkts = nfq.receive(1024, timeout=0)
+                    if not pkts:
+                        break
+                    got += len(pkts)
+                    nfq.batch_accept(pkts[-1].packet_id)
+                    nfq.flush()
+                cpu = time.process_time() - c0
+                client.append({"queued": queued, "handled": got, "cpu_us": cpu / max(got, 1) * 1e6})
+        finally:
+            rules.remove()
+            nfq.close()
+        res["client"] = client
+        lab.down()
+        # (b) the service's worker, one queue, the lab's policy.
+        lab = Lab(prefix)
+        st = lab.up(vms=2, protect="standard", workers=1, config=str(conf), onaccess=False)
+        sink.kill()
+        sink.wait()
+        sink = subprocess.Popen(
+            ["ip", "netns", "exec", st.host("vm2").netns, sys.executable, "-c", _SINK]
+        )
+        qbase = 1000 + (zlib.crc32(prefix.encode()) % 4000) * 8
+        wpid = _queue_line(qbase)[1]  # the listener's netlink port id: the worker's PID
+        worker = []
+        for _ in range(args.rounds):
+            os.kill(wpid, signal.SIGSTOP)
+            try:
+                before = _queue_line(qbase)
+                _fill(st, n)
+                time.sleep(0.2)
+                queued = _queue_line(qbase)[2]
+                c0 = _cpu_seconds(wpid)
+                t0 = time.monotonic()
+            finally:
+                os.kill(wpid, signal.SIGCONT)
+            while _queue_line(qbase)[2] > 0 and time.monotonic() - t0 < 30:
+                time.sleep(0.01)
+            wall = time.monotonic() - t0
+            cpu = _cpu_seconds(wpid) - c0
+            handled = _queue_line(qbase)[7] - before[7]
+            worker.append(
+                {
+                    "queued": queued,
+                    "handled": handled,
+                    "cpu_us": cpu / max(handled, 1) * 1e6,
+                    "wall_us": wall / max(handled, 1) * 1e6,
+                }
+            )
+        res["worker"] = worker
+    finally:
+        if sink is not None:
+            sink.kill()
+            sink.wait()
+        lab.down()
+    for key in ("client", "worker"):
+        best = min(r["cpu_us"] for r in res[key])
+        res[f"{key}_cpu_us_per_packet"] = round(best, 2)
+        res[f"{key}_packets_per_cpu_second"] = round(1e6 / best)
+    return res
+
+
 def run_mode(mode: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     os.environ["VMSHIELD_LAB_DIR"] = str(tmp / "labs")
     prefix = "vmsB" + secrets.token_hex(2)
@@ -283,6 +404,10 @@ def main() -> int:
     ap.add_argument("--json")
     ap.add_argument("--modes", default="none,standard,monitoring")
     ap.add_argument("--small-only", action="store_true", help="only the 64-byte packet test")
+    ap.add_argument(
+        "--worker-loop", action="store_true", help="only the worker loop's CPU per packet"
+    )
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     args.seconds = 3 if args.quick else 5
     args.udp_seconds = 2 if args.quick else 3
@@ -291,6 +416,17 @@ def main() -> int:
         print("bench/inline.py needs root (namespaces, iptables)", file=sys.stderr)
         return 2
     results = []
+    if args.worker_loop:
+        with tempfile.TemporaryDirectory(prefix="vmshield-bench-inline-") as d:
+            r = worker_loop(args, Path(d))
+        print(json.dumps(r), flush=True)
+        print(
+            f"NFQUEUE client alone: {r['client_cpu_us_per_packet']} us CPU/packet "
+            f"({r['client_packets_per_cpu_second']} packets per CPU second); service worker "
+            f"with the engine: {r['worker_cpu_us_per_packet']} us "
+            f"({r['worker_packets_per_cpu_second']} per CPU second)"
+        )
+        return 0
     with tempfile.TemporaryDirectory(prefix="vmshield-bench-inline-") as d:
         for mode in args.modes.split(","):
             r = run_mode(mode, args, Path(d))
