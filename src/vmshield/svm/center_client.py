@@ -210,6 +210,11 @@ class CenterLink:
     """Background threads of an enrolled SVM: ship the spool, heartbeat, watch the config.
 
     `on_config(cfg)` is called with every new configuration version.
+
+    While the center is down each loop keeps its own pace (shipping and the configuration poll
+    back off up to `max_backoff`, the heartbeat keeps its period), so a down center gets a few
+    requests a minute. The first request it answers again, whichever loop made it, wakes the
+    others: spooled events go at once instead of at the end of the shipper's backoff.
     """
 
     def __init__(
@@ -220,6 +225,8 @@ class CenterLink:
         status: Callable[[], dict[str, Any]] | None = None,
         heartbeat_every: float = 30.0,
         batch: int = 1000,
+        min_backoff: float = 0.5,
+        max_backoff: float = MAX_BACKOFF,
     ) -> None:
         self.client = CenterClient(data_dir)
         self.spool = spool
@@ -227,9 +234,14 @@ class CenterLink:
         self.status = status
         self.heartbeat_every = heartbeat_every
         self.batch = batch
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
         self.stop_event = threading.Event()
         self.config_version = 0
         self.connected = False
+        self.ship_backoff = 0.0  # the shipper's current wait after a failure (0: none)
+        self._ship_wake = threading.Event()  # set when the center answers after a failure
+        self._config_wake = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -244,25 +256,42 @@ class CenterLink:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self._ship_wake.set()
+        self._config_wake.set()
         for t in self._threads:
             t.join(timeout=5)
         self.client.close()
 
+    def _answered(self) -> None:
+        """A request got an answer: if the center was down, loops in a backoff retry now."""
+        if not self.connected:
+            self.connected = True
+            self._ship_wake.set()
+            self._config_wake.set()
+
+    def _backoff(self, wake: threading.Event, seconds: float) -> None:
+        """Wait out a backoff; cut short by stop, or by the center answering another loop."""
+        if not self.stop_event.is_set():
+            wake.wait(seconds)
+
     def _ship_loop(self) -> None:
-        backoff = 0.5
+        backoff = self.min_backoff
         while not self.stop_event.is_set():
+            self._ship_wake.clear()  # only an answer to a later request may end the next wait
             try:
                 n = self.client.ship_once(self.spool, self.batch)
-                self.connected = True
-                backoff = 0.5
+                self._answered()
+                backoff = self.min_backoff
+                self.ship_backoff = 0.0
                 if n < self.batch:
                     self.stop_event.wait(0.2)
             except (httpx.HTTPError, OSError) as exc:
                 self.connected = False
                 self.client.stats.errors += 1
+                self.ship_backoff = backoff
                 log.warning("shipping events failed (%s); retrying in %.1fs", exc, backoff)
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                self._backoff(self._ship_wake, backoff)
+                backoff = min(backoff * 2, self.max_backoff)
 
     def _heartbeat_loop(self) -> None:
         while not self.stop_event.is_set():
@@ -273,24 +302,33 @@ class CenterLink:
                     health=st.get("health", "ok"),
                     detail=st.get("detail"),
                 )
+                self._answered()
             except (httpx.HTTPError, OSError) as exc:
+                self.connected = False
                 log.warning("heartbeat failed: %s", exc)
             self.stop_event.wait(self.heartbeat_every)
 
     def _config_loop(self) -> None:
-        backoff = 1.0
+        backoff = max(self.min_backoff, 1.0)
         while not self.stop_event.is_set():
+            self._config_wake.clear()
             try:
                 cfg = self.client.fetch_config(since=self.config_version, wait=25.0)
-                backoff = 1.0
+                self._answered()
+                backoff = max(self.min_backoff, 1.0)
                 if int(cfg["version"]) != self.config_version:
                     self.config_version = int(cfg["version"])
                     if self.on_config is not None:
                         self.on_config(cfg)
-            except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
+            except (httpx.HTTPError, OSError) as exc:
+                self.connected = False
                 log.warning("config fetch failed (%s); retrying in %.0fs", exc, backoff)
+                self._backoff(self._config_wake, backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            except (KeyError, ValueError) as exc:  # answered, but not a configuration we can use
+                log.error("center configuration not applied (%s); retrying in %.0fs", exc, backoff)
                 self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                backoff = min(backoff * 2, self.max_backoff)
 
 
 def wait_drained(spool: Spool, timeout: float) -> bool:

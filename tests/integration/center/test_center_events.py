@@ -126,3 +126,44 @@ def test_svm_cannot_write_events_as_another_host(
     assert r.status_code == 422  # invalid UTF-8 (found by fuzzing): refused, not a 500
     api.close()
     client.close()
+
+
+def test_spool_sent_as_soon_as_the_center_answers_again(
+    tmp_path: Path, db_url: str | None, admin_factory
+) -> None:
+    """While the center is down the shipper backs off (few requests); once the center is back,
+    the first answered heartbeat sends the spool at once, not at the end of the shipper's wait."""
+    center_dir = tmp_path / "center"
+    svm_dir = tmp_path / "svm"
+    spool = Spool(svm_dir / "spool.db")
+    with running_center(center_dir, db_url) as rc:
+        port = rc.port
+        _setup(rc, admin_factory(rc), svm_dir)
+        # A long first backoff, so that "at once" and "after the backoff" cannot be confused.
+        link = CenterLink(
+            svm_dir, spool, heartbeat_every=0.5, batch=200, min_backoff=4.0, max_backoff=60.0
+        )
+        link.start()
+        spool.put_many(_events(0, 10))
+        assert wait_drained(spool, 30)
+    try:
+        spool.put_many(_events(10, 300))
+        # Down: the shipper fails, waits 4 s, fails again and starts waiting 8 s.
+        deadline = time.monotonic() + 30
+        while link.client.stats.errors < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert link.client.stats.errors == 2 and link.ship_backoff == 8.0
+        t_restart = time.monotonic()
+        with running_center(center_dir, db_url, port=port) as rc:
+            up = time.monotonic()
+            assert wait_drained(spool, 30)
+            drained = time.monotonic()
+            assert _count(rc) == (310, 310)
+        # At once (a heartbeat every 0.5 s), well before the shipper's own retry 8 s after its
+        # second failure; and no request from the shipper in between.
+        assert drained - up < 3.0, (up - t_restart, drained - up)
+        assert drained - t_restart < 7.0
+        assert link.client.stats.errors == 2
+    finally:
+        link.stop()
+        spool.close()
