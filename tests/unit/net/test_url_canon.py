@@ -9,11 +9,17 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vmshield.engines.net.urls.canon import (
+    MAX_URL_LENGTH,
     UrlError,
+    _canonical_host,
+    canonical_host,
     canonicalize,
     host_expressions,
+    split_url,
     url_expressions,
 )
 
@@ -144,3 +150,42 @@ def test_host_expressions_for_dns_and_sni() -> None:
 def test_google_hash_example() -> None:
     # The specification's example: the SHA-256 of "abc" starts with ba7816bf.
     assert hashlib.sha256(b"abc").digest()[:4].hex() == "ba7816bf"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # Names that look plain but end in a hex or decimal IPv4 part are addresses.
+        ("http://0xff/", "http://0.0.0.255/"),
+        ("http://1.0xab/", "http://1.0.0.171/"),
+        ("http://10.0x1/x", "http://10.0.0.1/x"),
+        ("http://a.0x1f/", "http://a.0x1f/"),  # "a" is no IPv4 part: a name
+        ("http://my_host.example/", "http://my_host.example/"),
+    ],
+)
+def test_plain_looking_hosts(url: str, expected: str) -> None:
+    assert canonicalize(url) == expected
+    assert canonicalize(url.encode()) == expected
+
+
+_host_label = st.text(alphabet="abcXYZ019_-", min_size=1, max_size=6) | st.sampled_from(
+    ["0x1f", "0xff", "0", "017", "255", "1a", "x"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(labels=st.lists(_host_label, min_size=1, max_size=6), escape=st.booleans())
+def test_canonical_host_fast_path_is_the_full_algorithm(labels: list[str], escape: bool) -> None:
+    raw = ".".join(labels)
+    if escape:  # the same host, escaped: the full algorithm only
+        raw = "".join(f"%{ord(c):02x}" if c in "ab." else c for c in raw)
+    assert canonical_host(raw) == _canonical_host(raw)
+    assert canonical_host(raw.lower()) == _canonical_host(raw.lower())
+
+
+def test_long_url_is_cut_like_bytes() -> None:
+    # The str fast path must cut at MAX_URL_LENGTH as the full algorithm does for bytes.
+    url = "http://" + "a" * (MAX_URL_LENGTH - 10) + "bcdefghijklmnop.com/x"
+    assert split_url(url) == split_url(url.encode())
+    assert canonicalize(url).startswith("http://" + "a" * 100)
+    assert canonicalize(url) == canonicalize(url.encode())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +17,18 @@ from vmshield.engines.net.urls import (
     build_database,
     url_event,
 )
-from vmshield.engines.net.urls.canon import _SIMPLE, canonicalize, split_url
-from vmshield.engines.net.urls.db import HEADER_SIZE, DatabaseBuilder
+from vmshield.engines.net.urls import db as url_db_module
+from vmshield.engines.net.urls.canon import (
+    _SIMPLE,
+    UrlError,
+    _canonical_host,
+    canonicalize,
+    host_suffixes,
+    split_url,
+    to_latin1,
+    url_expressions,
+)
+from vmshield.engines.net.urls.db import HEADER_SIZE, TRUSTED, DatabaseBuilder, category_names
 from vmshield.engines.net.urls.feeds import FeedError
 
 URLHAUS_WITH_LAST_ONLINE = """\
@@ -314,3 +326,194 @@ def test_host_memo_fast_path_agrees_with_full_lookup(
             full.categories,
             full.trusted,
         )
+
+
+# -- hosts never seen before: the crc32 filters against Google's algorithm ---------------------
+
+_LABELS = ["a", "b", "c", "ab", "x-y", "k_9", "co", "uk", "www", "0x1f", "7"]
+_PATHS = ["/", "/p/", "/p/q.html", "/p/q.html?x=1", "/r/"]
+
+
+def _random_host(rng: random.Random) -> str:
+    return ".".join(rng.choice(_LABELS) for _ in range(rng.randint(1, 7)))
+
+
+def _filter_db(path: Path, bits_per_key: int) -> UrlDatabase:
+    """Entries on hosts made of few labels, so that lookups share suffixes with them; with one
+    bit per key the filters answer "maybe" most of the time and the exact stage is exercised."""
+    rng = random.Random(3)
+    b = DatabaseBuilder()
+    for _ in range(300):
+        bits = rng.choice([0x01, 0x02, 0x08, 0x80])
+        b.add_expression(_random_host(rng) + rng.choice(_PATHS), bits)
+    b.add_expression("co.uk/", 0x01)  # a two-label host with entries below it too
+    saved = url_db_module.FILTER_BITS_PER_KEY
+    url_db_module.FILTER_BITS_PER_KEY = bits_per_key
+    try:
+        b.write(path)
+    finally:
+        url_db_module.FILTER_BITS_PER_KEY = saved
+    return UrlDatabase(path)
+
+
+@pytest.fixture(scope="module", params=[32, 1], ids=["sparse-filter", "dense-filter"])
+def filter_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    db = _filter_db(tmp_path_factory.mktemp("filters") / "u.db", request.param)
+    yield db
+    db.close()
+
+
+def _reference(db: UrlDatabase, expressions: list[str]) -> tuple[str, tuple[str, ...], bool] | None:
+    """Google's algorithm with no shortcut: every expression hashed and looked up."""
+    found = None
+    for e in expressions:
+        bits = db.lookup_expression(e)
+        if bits & TRUSTED:
+            return (e, (), True)
+        if bits and found is None:
+            found = (e, tuple(category_names(bits)), False)
+    return found
+
+
+def _outcome(fn: Any, *args: Any) -> Any:
+    try:
+        v = fn(*args)
+    except UrlError:
+        return "error"
+    return None if v is None else (v.expression, v.categories, v.trusted)
+
+
+def _ref_url(db: UrlDatabase, url: str) -> Any:
+    try:
+        return _reference(db, url_expressions(url.encode("utf-8")))  # bytes: the full algorithm
+    except UrlError:
+        return "error"
+
+
+def _listed(outcome: Any) -> Any:
+    return outcome if outcome in (None, "error") or not outcome[2] else None
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    scheme=st.sampled_from(["http://", "https://", "HTTP://", "", "ftp://"]),
+    user=st.sampled_from(["", "", "", "u:p@"]),
+    port=st.sampled_from(["", "", "", ":8080", ":"]),
+    tail=st.sampled_from(["", ".", ".."]),
+    path=st.sampled_from(["", *_PATHS, "/p/./q.html", "/P/", "/p/q.html#f", "?x=1"]),
+    case=st.sampled_from(["lower", "upper", "title"]),
+    escape=st.sampled_from(["", "", "", "%2e", "%61"]),
+)
+def test_fast_paths_agree_with_full_algorithm(
+    filter_db: UrlDatabase,
+    seed: int,
+    scheme: str,
+    user: str,
+    port: str,
+    tail: str,
+    path: str,
+    case: str,
+    escape: str,
+) -> None:
+    db = filter_db
+    host = _random_host(random.Random(seed))
+    host = getattr(host, case)() + tail
+    if escape == "%2e":
+        host = host.replace(".", "%2e", 1)
+    elif escape == "%61":
+        host = host.replace("a", "%61")
+    url = f"{scheme}{user}{host}{port}{path}"
+    expected = _ref_url(db, url)
+    assert _outcome(db.verdict_url, url) == expected, url
+    assert _outcome(db.verdict_url, url.encode()) == expected, url
+    assert _outcome(db.check_url, url) == _listed(expected), url
+    # DNS query names and TLS SNI: the host alone, every suffix with path "/".
+    name = f"{host}"
+    canon = _canonical_host(to_latin1(name).strip().rstrip("."))
+    expected_host = (
+        "error" if not canon else _reference(db, [h + "/" for h in host_suffixes(canon)])
+    )
+    assert _outcome(db.verdict_host, name) == expected_host, name
+    assert _outcome(db.check_host, name) == _listed(expected_host), name
+    # HTTP requests as the engine passes them: raw Host header and origin-form target.
+    if not user and path.startswith("/"):
+        authority = f"{host}{port}"
+        expected_http = _listed(_ref_url(db, f"http://{authority}{path}"))
+        assert _outcome(db.check_http, authority.encode(), path.encode()) == expected_http
+        assert _outcome(db.check_http, authority, path) == expected_http
+
+
+def test_every_listed_host_is_found_through_the_filters(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    hosts = {_random_host(rng) + f".h{i}.example" for i in range(3000)}
+    b = DatabaseBuilder()
+    for h in hosts:
+        b.add_expression(f"{h}/", 0x04)
+    b.write(tmp_path / "u.db")
+    with UrlDatabase(tmp_path / "u.db") as db:
+        for h in hosts:
+            assert db.check_host(h) is not None, h
+            if h.count(".") < 5:  # a parent domain counts up to five labels
+                v = db.check_host("deep.er." + h)
+                assert v is not None and v.expression == f"{h}/", h
+            else:
+                assert db.check_host("deep.er." + h) is None, h
+            assert db.check_url(f"http://{h}/any/path") is not None, h
+            assert db.check_http(h.encode(), b"/x") is not None, h
+
+
+def test_new_hosts_are_answered_without_sha256(tmp_path: Path) -> None:
+    # The point of the filters: a host that shares nothing with the entries costs no SHA-256.
+    rng = random.Random(5)
+    b = DatabaseBuilder()
+    for i in range(20000):
+        b.add_expression(f"www.listed{i}.{rng.choice(['com', 'net', 'co.uk'])}/x/", 0x01)
+    b.write(tmp_path / "u.db")
+    with UrlDatabase(tmp_path / "u.db") as db:
+        exact_checks = []
+        real = db._is_host_key
+        db._is_host_key = lambda key: exact_checks.append(key) or real(key)  # type: ignore[method-assign]
+        hosts = [f"www.new{i}.{rng.choice(['com', 'net', 'co.uk'])}" for i in range(5000)]
+        assert not any(db.check_url(f"http://{h}/login.php") for h in hosts)
+        assert not any(db.check_host(h) for h in hosts)
+        assert len(exact_checks) < 0.02 * 2 * len(hosts)
+        assert (
+            db.check_url("http://www.listed7.com/x/") is not None
+            or db.check_url("http://www.listed7.net/x/")
+            or db.check_url("http://www.listed7.co.uk/x/")
+        )
+
+
+def test_old_format_version_is_a_clear_error(small_db: Path) -> None:
+    data = bytearray(small_db.read_bytes())
+    data[8:10] = (1).to_bytes(2, "little")
+    small_db.write_bytes(bytes(data))
+    with pytest.raises(
+        UrlDatabaseError, match=r"format version 1, this vmshield reads 2 \(rebuild"
+    ):
+        UrlDatabase(small_db)
+    small_db.write_bytes(bytes(data[:80]))  # a whole version 1 header is shorter than ours
+    with pytest.raises(UrlDatabaseError, match="format version 1"):
+        UrlDatabase(small_db)
+
+
+@pytest.mark.parametrize("field_offset", [12, 13])  # chain filter bits, host filter bits
+@pytest.mark.parametrize("value", [0, 2, 27, 255])
+def test_filter_sizes_out_of_range_are_corrupt(
+    small_db: Path, field_offset: int, value: int
+) -> None:
+    data = bytearray(small_db.read_bytes())
+    data[field_offset] = value
+    small_db.write_bytes(bytes(data))
+    with pytest.raises(UrlDatabaseError, match="corrupt URL database header"):
+        UrlDatabase(small_db)
+
+
+def test_flipped_filter_bit_is_a_checksum_error(small_db: Path) -> None:
+    data = bytearray(small_db.read_bytes())
+    meta_len = int.from_bytes(data[16:20], "little")
+    data[len(data) - meta_len - 1] ^= 0x01  # last byte of the host filter
+    small_db.write_bytes(bytes(data))
+    with pytest.raises(UrlDatabaseError, match="checksum mismatch"):
+        UrlDatabase(small_db)

@@ -123,7 +123,9 @@ def _escape_host(host: str) -> str:
     return host
 
 
-_PLAIN_HOST = re.compile(r"[a-z0-9\-]+(?:\.[a-z0-9\-]+)*").fullmatch
+# Lower-case LDH labels (and "_"), the last not starting with a digit: "0xff" and "1.0x1f" are
+# IPv4 addresses in hex, not names.
+_PLAIN_HOST = re.compile(r"(?:[a-z0-9_\-]+\.)*[a-z_\-][a-z0-9_\-]*").fullmatch
 _HOST_DELIMS = re.compile(r"[\[\]:@/?]")
 _HOST_DELIMS_TABLE = {ord(c): f"%{ord(c):02X}" for c in "[]:@/?"}
 _host_cache: dict[str, str] = {}
@@ -134,7 +136,7 @@ def canonical_host(raw: str) -> str:
     cached = _host_cache.get(raw)
     if cached is not None:
         return cached
-    if _PLAIN_HOST(raw) is not None and not raw[-1].isdigit():
+    if _PLAIN_HOST(raw) is not None:
         result = raw  # already canonical: lower-case name, nothing to unescape or escape
     else:
         result = _canonical_host(raw)
@@ -188,7 +190,7 @@ _SIMPLE = re.compile(
 
 def split_url(url: str | bytes) -> tuple[str, str, str, str | None]:
     """(scheme, canonical host, canonical path, canonical query or None)."""
-    if type(url) is str:
+    if type(url) is str and len(url) <= MAX_URL_LENGTH:  # the full algorithm cuts longer ones
         m = _SIMPLE.fullmatch(url)
         if m is not None:
             scheme, host, path, query = m.groups()

@@ -2,9 +2,10 @@
 
 One file, memory-mapped at load, nothing parsed into Python objects:
 
-    header   80 bytes  "<8sHBBIQQQQ32s": magic, version, index bits, host index bits, metadata
-                       length, entries, trusted entries, host keys, build time, SHA-256 of
-                       everything after the header
+    header   96 bytes  "<8sHBBBB2xIQQQQQ32s4x": magic, version, index bits, host index bits,
+                       chain filter bits, host filter bits, metadata length, entries, trusted
+                       entries, host keys, chain keys, build time, SHA-256 of everything after
+                       the header
     index    (2**bits + 1) little-endian u32: first entry whose prefix >> (32 - bits) is >= i
     prefixes entries x little-endian u32: the first 4 bytes of each full hash (big-endian value),
              sorted
@@ -14,10 +15,20 @@ One file, memory-mapped at load, nothing parsed into Python objects:
     hostkeys host keys x little-endian u32, sorted: 4-byte SHA-256 prefixes of the host part of
              every expression. A host none of whose suffixes is here has no entry at all, so the
              path expressions of its URLs are never hashed (the answer is cached per host).
+    chain    2**chain filter bits bits: a one-hash Bloom filter (bit crc32(key) & mask, bit i
+             at byte i >> 3, bit i & 7) over every entry host and its suffixes of 2 to 5 labels
+    hosts    2**host filter bits bits: the same over the entry hosts alone, bit crc32(key) >>
+             (32 - host filter bits)
     metadata JSON (sources, counts per category)
 
 A lookup takes the 4-byte prefix, reads the index bucket (about one entry per bucket), compares
 prefixes, then the full hash. Trusted entries win over every listed category.
+
+A host never seen before is answered without SHA-256 when its name is plain (letters, digits,
+"-", "_", the last label not numeric): its suffixes are tried shortest first (2 labels, ..., 5
+labels, the host itself) against the chain filter with crc32, and the first one absent ends the
+search, because every suffix of an entry host is in the chain. A suffix in both filters is
+confirmed against the host keys (SHA-256) before its path expressions are hashed.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import re
 import struct
 import sys
 import time
+import zlib
 from array import array
 from bisect import bisect_left
 from collections import Counter
@@ -39,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from vmshield.engines.net.urls.canon import (
+    MAX_HOST_SUFFIXES,
+    MAX_URL_LENGTH,
     UrlError,
     canonical_host,
     host_suffixes,
@@ -48,8 +62,8 @@ from vmshield.engines.net.urls.canon import (
 )
 
 MAGIC = b"VMSURLDB"
-VERSION = 1
-_HEADER = struct.Struct("<8sHBBIQQQQ32s")
+VERSION = 2  # 1: no crc32 filters (read by vmshield before the new-host fast path)
+_HEADER = struct.Struct("<8sHBBBB2xIQQQQQ32s4x")
 HEADER_SIZE = _HEADER.size
 
 # Category bits. The order is part of the file format (VERSION).
@@ -64,8 +78,28 @@ CATEGORIES: dict[str, int] = {
 }
 TRUSTED = 0x80
 _MEMO_MAX = 65536
-_PLAIN_AUTHORITY = re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*(?::[0-9]{1,5})?").fullmatch
-_AUTHORITY_END = re.compile(r"[/?#]")
+# A plain host name: labels of letters, digits, "-" and "_", the last one not starting with a
+# digit (so no IPv4 form, "0x1f" included). Its canonical form is its ASCII lower case: nothing to
+# unescape, escape, or normalise. Anything else takes the full algorithm.
+_NAME = r"((?:[A-Za-z0-9_\-]+\.)*[A-Za-z_\-][A-Za-z0-9_\-]*)"
+_PLAIN_URL = re.compile(rf"https?://{_NAME}(?::[0-9]{{1,5}})?(?:[/?#]|\Z)").match
+_PLAIN_AUTHORITY = re.compile(rf"{_NAME}(?::[0-9]{{1,5}})?").fullmatch
+_PLAIN_DNS_NAME = re.compile(rf"{_NAME}\.?").fullmatch
+_PLAIN_HOST = re.compile(_NAME.replace("A-Z", "")).fullmatch  # canonical: lower case only
+# The same in lower case, group 2 the last two labels: the first key of the chain walk, and for
+# most hosts never seen before the only one (matching it is cheaper than splitting the host).
+_L, _LAST = r"[a-z0-9_\-]+", r"[a-z_\-][a-z0-9_\-]*"
+_FAST_URL = re.compile(
+    rf"https?://((?:{_L}\.)*({_L}\.{_LAST}))(?::[0-9]{{1,5}})?(?:[/?#]|\Z)"
+).match
+_FAST_NAME = re.compile(rf"((?:{_L}\.)*({_L}\.{_LAST}))\.?").fullmatch
+_FAST_AUTHORITY_BYTES = re.compile(
+    rf"(?:{_L}\.)*({_L}\.{_LAST})(?::[0-9]{{1,5}})?".encode()
+).fullmatch
+_crc32 = zlib.crc32
+FILTER_BITS_PER_KEY = 32  # about 2-3 % false positives per probe with one hash
+MAX_FILTER_BITS = 26  # 8 MB: keeps 1 M entries within 64 MB whatever the hosts
+_MAX_PLAIN_NAME = 1024  # longer names take the full algorithm (it cuts URLs at MAX_URL_LENGTH)
 MAX_ENTRIES = 1 << 28  # 10 GB of hashes: anything larger is a corrupt header, not a database
 
 
@@ -118,26 +152,70 @@ class UrlDatabase:
         try:
             size = os.fstat(fd).st_size
             if size < HEADER_SIZE:
+                if size >= 10 and os.pread(fd, 8, 0) == MAGIC:
+                    self._check_version(struct.unpack("<H", os.pread(fd, 2, 8))[0])
                 raise UrlDatabaseError(
                     f"{self.path}: truncated URL database ({size} bytes, header is {HEADER_SIZE})"
                 )
             self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         finally:
             os.close(fd)
-        (magic, version, bits, hbits, meta_len, n, n_trusted, n_hosts, built, digest) = (
-            _HEADER.unpack_from(self._mm, 0)
-        )
+        try:
+            self._open_body(size)
+        except BaseException:
+            self._mm.close()
+            raise
+
+    def _check_version(self, version: int) -> None:
+        if version != VERSION:
+            hint = " (rebuild it with `vmshield url build`)" if version < VERSION else ""
+            raise UrlDatabaseError(
+                f"{self.path}: URL database format version {version}, this vmshield reads "
+                f"{VERSION}{hint}"
+            )
+
+    def _open_body(self, size: int) -> None:
+        magic, version = self._mm[:8], int.from_bytes(self._mm[8:10], "little")
         if magic != MAGIC:
             raise UrlDatabaseError(f"{self.path}: not a vmshield URL database (bad magic)")
-        if version != VERSION:
-            raise UrlDatabaseError(
-                f"{self.path}: URL database format version {version}, this vmshield reads {VERSION}"
-            )
-        if not 1 <= bits <= 24 or not 1 <= hbits <= 24 or n > MAX_ENTRIES or n_hosts > n:
+        self._check_version(version)
+        (
+            _,
+            _,
+            bits,
+            hbits,
+            cbits,
+            fbits,
+            meta_len,
+            n,
+            n_trusted,
+            n_hosts,
+            n_chain,
+            built,
+            digest,
+        ) = _HEADER.unpack_from(self._mm, 0)
+        if (
+            not 1 <= bits <= 24
+            or not 1 <= hbits <= 24
+            or not 3 <= cbits <= MAX_FILTER_BITS
+            or not 3 <= fbits <= MAX_FILTER_BITS
+            or n > MAX_ENTRIES
+            or n_hosts > n
+            or n_chain > 5 * n
+        ):
             raise UrlDatabaseError(f"{self.path}: corrupt URL database header")
         nidx = (1 << bits) + 1
         nhidx = (1 << hbits) + 1
-        expected = HEADER_SIZE + 4 * nidx + 37 * n + 4 * nhidx + 4 * n_hosts + meta_len
+        expected = (
+            HEADER_SIZE
+            + 4 * nidx
+            + 37 * n
+            + 4 * nhidx
+            + 4 * n_hosts
+            + (1 << cbits) // 8
+            + (1 << fbits) // 8
+            + meta_len
+        )
         if size != expected:
             raise UrlDatabaseError(
                 f"{self.path}: truncated or corrupt URL database: header announces {expected} "
@@ -160,6 +238,13 @@ class UrlDatabase:
         off += 4 * nhidx
         self._hostkeys: Sequence[int] = _u32(body[off : off + 4 * n_hosts])
         off += 4 * n_hosts
+        self._chain = body[off : off + (1 << cbits) // 8]
+        off += (1 << cbits) // 8
+        self._hostfilter = body[off : off + (1 << fbits) // 8]
+        off += (1 << fbits) // 8
+        self._chain_mask = (1 << cbits) - 1
+        self._chain_byte_mask = self._chain_mask >> 3  # bit c & mask is at byte (c >> 3) & this
+        self._hostfilter_shift = 32 - fbits
         self._hshift = 32 - hbits
         try:
             self.metadata: dict[str, Any] = json.loads(bytes(body[off : off + meta_len]) or b"{}")
@@ -172,8 +257,11 @@ class UrlDatabase:
         self.trusted_entries = n_trusted
         self.built = built
         self.version = digest.hex()[:16]  # changes with content: keys any verdict cache
+        # Bounded memos: listed suffixes of canonical hosts that are not plain (IP addresses,
+        # escapes; plain ones go through the filters, about as fast as a memo), and the exact
+        # host-key answers behind filter hits.
         self._host_memo: dict[str, tuple[str, ...]] = {}
-        self._auth_memo: dict[str, tuple[str, ...]] = {}
+        self._host_key_memo: dict[bytes, bool] = {}
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -196,31 +284,86 @@ class UrlDatabase:
             lo += 1
         return 0
 
+    def _is_host_key(self, host: bytes) -> bool:
+        """Exact (SHA-256 prefix) test: is `host` the host part of some entry? Memoised: the
+        filters send only entry hosts and their rare false positives here."""
+        hit = self._host_key_memo.get(host)
+        if hit is not None:
+            return hit
+        k = int.from_bytes(hashlib.sha256(host).digest()[:4], "big")
+        keys, hidx = self._hostkeys, self._hostindex
+        b = k >> self._hshift
+        lo, hi = hidx[b], hidx[b + 1]
+        if hi - lo > 8:
+            lo = bisect_left(keys, k, lo, hi)
+        result = False
+        while lo < hi:
+            q = keys[lo]
+            if q >= k:
+                result = q == k
+                break
+            lo += 1
+        if len(self._host_key_memo) >= _MEMO_MAX:
+            self._host_key_memo.clear()
+        self._host_key_memo[host] = result
+        return result
+
     def _listed_suffixes(self, host: str) -> tuple[str, ...]:
         """The suffixes of a canonical host that appear as the host part of some entry."""
+        if _PLAIN_HOST(host) is not None:
+            return self._plain_suffixes(host, 0, len(host))
         memo = self._host_memo.get(host)
         if memo is not None:
             return memo
-        keys, hidx, shift = self._hostkeys, self._hostindex, self._hshift
-        found = []
-        for h in host_suffixes(host):
-            k = int.from_bytes(hashlib.sha256(h.encode("latin-1")).digest()[:4], "big")
-            b = k >> shift
-            lo, hi = hidx[b], hidx[b + 1]
-            if hi - lo > 8:
-                lo = bisect_left(keys, k, lo, hi)
-            while lo < hi:
-                q = keys[lo]
-                if q >= k:
-                    if q == k:
-                        found.append(h)
-                    break
-                lo += 1
-        result = tuple(found)
+        result = tuple(h for h in host_suffixes(host) if self._is_host_key(h.encode("latin-1")))
         if len(self._host_memo) >= _MEMO_MAX:
             self._host_memo.clear()
         self._host_memo[host] = result
         return result
+
+    def _plain_suffixes(self, s: str, start: int, end: int) -> tuple[str, ...]:
+        """`_listed_suffixes` of the plain lower-case host s[start:end] (a URL is not copied):
+        its suffixes shortest first through the chain filter, then the host filter; most hosts
+        end at the first probe, with one crc32 and no SHA-256."""
+        crc = _crc32
+        chain, cmask = self._chain, self._chain_mask
+        hostfilter, fshift = self._hostfilter, self._hostfilter_shift
+        found: list[str] = []
+        dot = s.rfind(".", start, end)
+        for _ in range(MAX_HOST_SUFFIXES - 1):  # proper suffixes of 2 to 5 labels
+            if dot < 0:
+                break
+            dot = s.rfind(".", start, dot)
+            if dot < 0:
+                break
+            key = s[dot + 1 : end].encode("ascii")
+            c = crc(key)
+            i = c & cmask
+            if not chain[i >> 3] >> (i & 7) & 1:
+                return tuple(reversed(found)) if found else ()
+            i = c >> fshift
+            if hostfilter[i >> 3] >> (i & 7) & 1 and self._is_host_key(key):
+                found.append(key.decode("ascii"))
+        key = s[start:end].encode("ascii")
+        c = crc(key)
+        i = c & cmask
+        if chain[i >> 3] >> (i & 7) & 1:
+            i = c >> fshift
+            if hostfilter[i >> 3] >> (i & 7) & 1 and self._is_host_key(key):
+                found.append(key.decode("ascii"))
+        return tuple(reversed(found)) if found else ()
+
+    def _url_unlisted(self, url: str) -> bool:
+        """True when a plain http(s) URL's host has no listed suffix: the answer is None whatever
+        the path. False when it has one, or when the URL is not plain (full algorithm)."""
+        m = _FAST_URL(url)
+        if m is not None and m.end() <= MAX_URL_LENGTH:  # the full algorithm cuts long URLs
+            return not self._plain_suffixes(url, m.start(1), m.end(1))
+        m = _PLAIN_URL(url)
+        if m is None or m.end() > MAX_URL_LENGTH:
+            return False
+        host = m[1].lower()
+        return not self._plain_suffixes(host, 0, len(host))
 
     def lookup_expression(self, expression: str) -> int:
         return self.lookup_hash(hashlib.sha256(expression.encode("latin-1")).digest())
@@ -238,32 +381,13 @@ class UrlDatabase:
                 found = UrlVerdict(target, expr, tuple(category_names(bits)))
         return found
 
-    def _authority_suffixes(self, authority: str) -> tuple[str, ...] | None:
-        """Listed suffixes for a plain "host[:port]" as written in a URL (memoised); None when
-        the authority is not plain and needs the full algorithm."""
-        hit = self._auth_memo.get(authority)
-        if hit is not None:
-            return hit
-        if _PLAIN_AUTHORITY(authority) is None:
-            return None
-        host = canonical_host(authority.partition(":")[0])
-        if not host:
-            return None
-        result = self._listed_suffixes(host)
-        if len(self._auth_memo) >= _MEMO_MAX:
-            self._auth_memo.clear()
-        self._auth_memo[authority] = result
-        return result
-
     def verdict_url(self, url: str | bytes) -> UrlVerdict | None:
         """Listed or trusted verdict (the CLI shows both); None when the URL is unknown."""
-        if type(url) is str and url.startswith(("http://", "https://")):
-            # Most hosts have no entry at all: answer those from the host alone.
-            start = 7 if url[4] == ":" else 8
-            m = _AUTHORITY_END.search(url, start)
-            hosts = self._authority_suffixes(url[start : m.start() if m else len(url)])
-            if hosts == ():
-                return None
+        if type(url) is str and self._url_unlisted(url):
+            return None
+        return self._verdict_url_full(url)
+
+    def _verdict_url_full(self, url: str | bytes) -> UrlVerdict | None:
         _, host, path, query = split_url(url)
         hosts = self._listed_suffixes(host)
         if not hosts:
@@ -272,8 +396,26 @@ class UrlDatabase:
         target = url if isinstance(url, str) else url.decode("latin-1")
         return self._match(target, (h + p for h in hosts for p in paths))
 
+    def _name_unlisted(self, name: str) -> bool:
+        """`_url_unlisted` for a DNS query name or TLS SNI (one trailing dot allowed)."""
+        if len(name) > _MAX_PLAIN_NAME:
+            return False
+        m = _FAST_NAME(name)
+        if m is not None:
+            c = _crc32(m[2].encode())
+            if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
+                return True
+            return not self._plain_suffixes(name, 0, m.end(1))
+        m = _PLAIN_DNS_NAME(name)
+        if m is None:
+            return False
+        host = m[1].lower()
+        return not self._plain_suffixes(host, 0, len(host))
+
     def verdict_host(self, host: str | bytes) -> UrlVerdict | None:
         raw = host if isinstance(host, str) else bytes(host).decode("latin-1")
+        if self._name_unlisted(raw):
+            return None
         canon = canonical_host(to_latin1(host).strip().rstrip("."))
         if not canon:
             raise UrlError(f"empty host name {raw!r:.200}")
@@ -284,11 +426,33 @@ class UrlDatabase:
 
     def check_url(self, url: str | bytes) -> UrlVerdict | None:
         """The verdict for a listed URL; None when unknown or trusted. Raises UrlError on no host."""
-        v = self.verdict_url(url)
+        if type(url) is str and len(url) <= MAX_URL_LENGTH:
+            # The common case inline (this runs per HTTP request): a plain URL whose host's last
+            # two labels are in no entry's chain; one crc32, no SHA-256, no memo.
+            m = _FAST_URL(url)
+            if m is not None:
+                c = _crc32(m[2].encode())
+                if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
+                    return None
+                if not self._plain_suffixes(url, m.start(1), m.end(1)):
+                    return None
+            elif self._url_unlisted(url):
+                return None
+        v = self._verdict_url_full(url)
         return v if v is not None and v.listed else None
 
     def check_host(self, host: str | bytes) -> UrlVerdict | None:
         """For a DNS query name or TLS SNI: is the host (or a parent domain) listed?"""
+        if type(host) is str and len(host) <= _MAX_PLAIN_NAME:
+            m = _FAST_NAME(host)  # inline as in check_url: this runs per DNS query and TLS SNI
+            if m is not None:
+                c = _crc32(m[2].encode())
+                if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
+                    return None
+                if not self._plain_suffixes(host, 0, m.end(1)):
+                    return None
+            elif self._name_unlisted(host):
+                return None
         v = self.verdict_host(host)
         return v if v is not None and v.listed else None
 
@@ -296,6 +460,13 @@ class UrlDatabase:
         """An HTTP request: the Host header and the request target (origin form "/path",
         absolute form "http://host/path" of proxies, authority form "host:443" of CONNECT, or
         "*")."""
+        if type(host) is bytes and uri[:1] in (b"/", "/") and len(host) <= _MAX_PLAIN_NAME:
+            # The common request as the engine passes it (raw bytes, origin form).
+            fast = _FAST_AUTHORITY_BYTES(host)
+            if fast is not None:
+                c = _crc32(fast[1])
+                if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
+                    return None
         if isinstance(uri, bytes | bytearray | memoryview):
             uri = bytes(uri).decode("latin-1")
         if isinstance(host, bytes | bytearray | memoryview):
@@ -304,18 +475,21 @@ class UrlDatabase:
             return self.check_url(uri)
         if uri and not uri.startswith("/") and "/" not in uri and uri != "*":
             return self.check_url(f"http://{uri}/")  # CONNECT: the tunnel's host
-        if self._authority_suffixes(host) == ():
-            return None
+        plain = _PLAIN_AUTHORITY(host) if len(host) <= _MAX_PLAIN_NAME else None
+        if plain is not None:
+            name = plain[1].lower()
+            if not self._plain_suffixes(name, 0, len(name)):
+                return None
         if not uri.startswith("/"):
             uri = "/"  # "*" or empty: the host alone
         return self.check_url(f"http://{host}{uri}")
 
     def close(self) -> None:
-        for view in ("_hashes", "_cats"):
+        for view in ("_hashes", "_cats", "_chain", "_hostfilter"):
             getattr(self, view).release()
         self._index = self._prefixes = self._hostkeys = self._hostindex = ()
         self._host_memo.clear()
-        self._auth_memo.clear()
+        self._host_key_memo.clear()
         self._mm.close()
 
     def __enter__(self) -> UrlDatabase:
@@ -351,6 +525,35 @@ def _u32(view: memoryview) -> Sequence[int]:
     return arr
 
 
+def chain_keys(host: bytes) -> list[bytes]:
+    """An entry host and its proper suffixes of 2 to 5 labels: the keys `_plain_suffixes` may
+    probe on its way to this host, shortest first, so they all go in the chain filter."""
+    keys = [host]
+    end = host.rfind(b".")
+    for _ in range(MAX_HOST_SUFFIXES - 1):
+        if end < 0:
+            break
+        end = host.rfind(b".", 0, end)
+        if end < 0:
+            break
+        keys.append(host[end + 1 :])
+    return keys
+
+
+def _filter_bits(keys: int) -> int:
+    return max(10, min(MAX_FILTER_BITS, (max(keys, 1) * FILTER_BITS_PER_KEY - 1).bit_length()))
+
+
+def _bloom(keys: Iterable[int], bits: int, shift: int) -> bytearray:
+    """One-hash Bloom filter: bit (key >> shift) & (2**bits - 1) is set for every key."""
+    out = bytearray(1 << bits >> 3)
+    mask = (1 << bits) - 1
+    for k in keys:
+        i = (k >> shift) & mask
+        out[i >> 3] |= 1 << (i & 7)
+    return out
+
+
 @dataclass
 class BuildStats:
     entries: int = 0
@@ -364,6 +567,9 @@ class DatabaseBuilder:
     def __init__(self) -> None:
         self._entries: dict[bytes, int] = {}
         self._hostkeys: set[int] = set()
+        self._host_crcs: set[int] = set()
+        self._chain_crcs: set[int] = set()
+        self._last_host = b""
         self.sources: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
@@ -376,7 +582,13 @@ class DatabaseBuilder:
             raise ValueError(f"not a lookup expression (host/path): {expression!r:.100}")
         h = full_hash(expression)
         self._entries[h] = self._entries.get(h, 0) | bits
-        self._hostkeys.add(int.from_bytes(full_hash(expression[:slash])[:4], "big"))
+        host = expression[:slash].encode("latin-1")
+        if host == self._last_host:
+            return  # feeds often list many URLs of one host in a row
+        self._last_host = host
+        self._hostkeys.add(int.from_bytes(hashlib.sha256(host).digest()[:4], "big"))
+        self._host_crcs.add(zlib.crc32(host))
+        self._chain_crcs.update(zlib.crc32(k) for k in chain_keys(host))
 
     def write(self, path: str | os.PathLike[str]) -> BuildStats:
         # Sorted keys only (no list of pairs): a 1 M entry build stays a few hundred MB.
@@ -389,6 +601,10 @@ class DatabaseBuilder:
         hostkeys = array("I", sorted(self._hostkeys))
         hbits = _index_bits(len(hostkeys))
         hostindex = _bucket_index(hostkeys, hbits)
+        cbits = _filter_bits(len(self._chain_crcs))
+        fbits = _filter_bits(len(self._host_crcs))
+        chain = _bloom(self._chain_crcs, cbits, 0)
+        hostfilter = _bloom(self._host_crcs, fbits, 32 - fbits)
         stats = BuildStats(entries=n)
         cats = bytearray(n)
         for i, h in enumerate(keys):
@@ -409,13 +625,15 @@ class DatabaseBuilder:
                 arr.byteswap()
         digest = hashlib.sha256()
         hashes = b"".join(keys)
-        parts = [
+        parts: list[bytes | bytearray] = [
             index.tobytes(),
             prefixes.tobytes(),
             hashes,
             bytes(cats),
             hostindex.tobytes(),
             hostkeys.tobytes(),
+            chain,
+            hostfilter,
             meta,
         ]
         for part in parts:
@@ -425,10 +643,13 @@ class DatabaseBuilder:
             VERSION,
             bits,
             hbits,
+            cbits,
+            fbits,
             len(meta),
             n,
             stats.trusted,
             len(hostkeys),
+            len(self._chain_crcs),
             int(time.time()),
             digest.digest(),
         )
