@@ -12,13 +12,15 @@ values big-endian).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
-import select
 import socket
 import struct
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from operator import itemgetter
+from typing import NamedTuple
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
@@ -79,8 +81,10 @@ class NfqueueError(OSError):
     pass
 
 
-@dataclass(slots=True)
-class QueuedPacket:
+class QueuedPacket(NamedTuple):
+    """One queued packet. A tuple: the receive path builds it in one C call (no per-field
+    Python assignments)."""
+
     packet_id: int
     payload: bytes  # the IP datagram (a GSO super-packet when large)
     mark: int = 0
@@ -137,12 +141,11 @@ class NfQueue:
         except BaseException:
             self.sock.close()
             raise
-        # One receive may carry many packet messages (the kernel fills a datagram up to the
-        # buffer size): fewer system calls per packet.
-        self._buf = bytearray(1 << 20)
-        self._view = memoryview(self._buf)
-        self._poll = select.poll()
-        self._poll.register(self.sock.fileno(), select.POLLIN)
+        # One system call receives up to RECV_BATCH messages (recvmmsg, each netlink message is
+        # its own datagram), blocking until the first and taking the rest that are already
+        # there (MSG_WAITFORONE); the timeout is the socket's SO_RCVTIMEO.
+        self._rx = _RecvBatch(self.sock.fileno())
+        self._timeout: float | None = -1.0  # SO_RCVTIMEO currently set (-1: not yet)
         self._out: list[bytes] = []
 
     # ------------------------------------------------------------------ messages
@@ -191,32 +194,42 @@ class NfQueue:
 
     # ------------------------------------------------------------------ receive
     def receive(self, max_packets: int = 256, timeout: float | None = None) -> list[QueuedPacket]:
-        """Packets available now; waits up to `timeout` (None: forever) for the first one."""
+        """Packets available now; waits up to `timeout` (None: forever, 0: not at all) for the
+        first one. One system call per burst: a packet arriving on an idle queue is returned as
+        soon as the process wakes."""
+        if timeout != 0 and timeout != self._timeout:
+            self._set_timeout(timeout)
+        rx = self._rx
+        n = rx.receive(min(max_packets, RECV_BATCH), timeout == 0)
         out: list[QueuedPacket] = []
-        if not self._poll.poll(None if timeout is None else int(timeout * 1000)):
+        if n <= 0:
             return out
-        while len(out) < max_packets:
-            try:
-                n = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    continue
-                raise
-            # Walk the datagram's messages by offset (no per-message slices).
-            buf = self._view
-            pos = 0
-            while pos + 16 <= n:
+        buf = rx.view
+        lens = rx.lengths(n)
+        slot = RECV_SLOT
+        for i in range(n):
+            base = i * slot
+            end = base + lens[i]
+            pos = base
+            # One datagram normally holds one message; walk in case the kernel packed more.
+            while pos + 16 <= end:
                 ln, mtype = _NLMSG_HEAD(buf, pos)
-                if ln < 16 or pos + ln > n:
+                if ln < 16 or pos + ln > end:
                     break
                 if mtype == _PACKET_TYPE:
-                    pkt = _parse_at(buf, pos + 16, pos + ln)
+                    pkt = _parse_msg(buf, pos + 16, pos + ln)
                     if pkt is not None:
                         out.append(pkt)
                 pos += (ln + 3) & ~3
         return out
+
+    def _set_timeout(self, timeout: float | None) -> None:
+        t = 0.0 if timeout is None else max(timeout, 0.001)
+        sec = int(t)
+        self.sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("=qq", sec, int((t - sec) * 1e6))
+        )
+        self._timeout = timeout
 
     # ------------------------------------------------------------------ verdicts
     def verdict(
@@ -278,34 +291,159 @@ def _split(data: bytes | memoryview) -> Iterator[tuple[int, int, memoryview]]:
 
 def _parse_packet(body: memoryview | bytes) -> QueuedPacket | None:
     """One NFQNL_MSG_PACKET body (nfgenmsg + attributes)."""
-    return _parse_at(body, 0, len(body))
+    return _parse_msg(body, 0, len(body))
 
 
 _U32 = struct.Struct("!I").unpack_from
 _U16 = struct.Struct("!H").unpack_from
 _AHDR = _ATTR.unpack_from
+_LEN = struct.Struct("=H").unpack_from
+_new_packet = tuple.__new__
+_DEFAULTS = (0, b"", 0, False, True)  # appended to a layout's values (after the payload)
+# Canonical positions in `QueuedPacket`, and the u32 attributes read straight into them.
+_U32_FIELD = {
+    NFQA_MARK: 2,
+    NFQA_IFINDEX_INDEV: 3,
+    NFQA_IFINDEX_OUTDEV: 4,
+    NFQA_IFINDEX_PHYSINDEV: 5,
+    NFQA_IFINDEX_PHYSOUTDEV: 6,
+    NFQA_CAP_LEN: 10,
+}
+MAX_LAYOUTS = 8
 
 
-def _parse_at(buf: memoryview | bytes, start: int, end: int) -> QueuedPacket | None:
-    """Parse the packet message body at buf[start:end]. The hot path: offsets into the receive
-    buffer, locals, one object per packet (no per-attribute slices)."""
+class _Layout:
+    """The attribute layout of a packet message, learnt from one the kernel sent.
+
+    The kernel writes the same attributes in the same order for every packet of a kind (the
+    payload last), so a message whose attribute headers all equal a known layout's is read with
+    two struct calls at fixed offsets instead of a walk; anything else is walked (and its layout
+    learnt). `matches` compares every attribute header, so a hit reads exactly what the walk
+    would have read."""
+
+    __slots__ = ("heads", "expect", "values", "pick", "pick_gso", "payload_at", "size", "skb_info")
+
+    def __init__(self, attrs: list[tuple[int, int, int, int]]) -> None:
+        # attrs: (offset from the first attribute, length, type, HWADDR address length)
+        head_fmt = ["="]
+        expect: list[int] = []
+        val_fmt = ["!"]
+        at = 0
+        vat = 0
+        where: dict[int, int] = {}  # canonical field -> index in the values tuple
+        nval = 0
+        self.skb_info = -1
+        for off, ln, atype, alen in attrs[:-1]:
+            head_fmt.append(f"{off - at}xHH" if off > at else "HH")
+            expect += [ln, atype]
+            at = off + 4
+            t = atype & 0x3FFF
+            field = (
+                0 if t == NFQA_PACKET_HDR else _U32_FIELD.get(t, 9 if t == NFQA_SKB_INFO else -1)
+            )
+            if t == NFQA_HWADDR:
+                val_fmt.append(f"{off + 8 - vat}x{min(alen, 8)}s")
+                vat = off + 8 + min(alen, 8)
+                head_fmt.append("H")  # the address length is part of the layout (read natively)
+                expect.append(int.from_bytes(alen.to_bytes(2, "big"), sys.byteorder))
+                at += 2
+                where[7] = nval
+                nval += 1
+            elif field >= 0:
+                val_fmt.append(f"{off + 4 - vat}xI" if off + 4 > vat else "I")
+                vat = off + 8
+                if field == 9:
+                    self.skb_info = nval
+                where[field] = nval
+                nval += 1
+        off, _ln, atype, _alen = attrs[-1]  # the payload
+        head_fmt.append(f"{off + 2 - at}xH" if off + 2 > at else "H")
+        expect.append(atype)
+        self.heads = struct.Struct("".join(head_fmt)).unpack_from
+        self.size = struct.calcsize("".join(head_fmt))
+        self.expect = tuple(expect)
+        self.values = struct.Struct("".join(val_fmt)).unpack_from
+        self.payload_at = off
+        # values + (payload, 0, b"", 0, False, True) -> QueuedPacket order; absent fields take
+        # defaults; `gso` is a flag of NFQA_SKB_INFO: False, or True with `pick_gso`.
+        payload_i, zero_i, empty_i, false_i, true_i = nval, nval + 1, nval + 2, nval + 4, nval + 5
+        order = [where.get(0, zero_i), payload_i]
+        for f in range(2, 11):
+            default = empty_i if f == 7 else false_i if f == 9 else zero_i
+            order.append(default if f == 9 else where.get(f, default))
+        self.pick = itemgetter(*order)
+        order[9] = true_i
+        self.pick_gso = itemgetter(*order)
+
+
+_layouts: list[_Layout] = []
+
+
+def _parse_msg(buf: memoryview | bytes, start: int, end: int) -> QueuedPacket | None:
+    """The packet message body at buf[start:end]. The hot path: a known layout, read at fixed
+    offsets; otherwise the generic walk."""
+    a = start + 4  # attributes after nfgenmsg
+    for i, lay in enumerate(_layouts):
+        if a + lay.size > end or lay.heads(buf, a) != lay.expect:
+            continue
+        if i:
+            _layouts.insert(0, _layouts.pop(i))  # the most recent kind first
+        p = a + lay.payload_at
+        pend = p + _LEN(buf, p)[0]
+        if pend > end or end - pend > 3 or pend < p + 4:
+            break  # the payload is not the message's last attribute here: walk
+        vals = lay.values(buf, a) + (bytes(buf[p + 4 : pend]), *_DEFAULTS)
+        if lay.skb_info >= 0 and vals[lay.skb_info] & NFQA_SKB_GSO:
+            return _new_packet(QueuedPacket, lay.pick_gso(vals))  # type: ignore[no-any-return]
+        return _new_packet(QueuedPacket, lay.pick(vals))  # type: ignore[no-any-return]
+    return _parse_at(buf, start, end, learn=True)
+
+
+def _parse_at(
+    buf: memoryview | bytes, start: int, end: int, learn: bool = False
+) -> QueuedPacket | None:
+    """Walk the attributes of the packet message body at buf[start:end] (offsets into the
+    receive buffer, no per-attribute slices), and learn its layout for the next ones."""
     pos = start + 4  # nfgenmsg
+    first = pos
     pid = -1
     payload = b""
     mark = indev = outdev = physin = physout = vlan = cap = 0
     hw = b""
     gso = False
+    attrs: list[tuple[int, int, int, int]] = []
+    learnable = learn
+    seen = 0
     while pos + 4 <= end:
         ln, atype = _AHDR(buf, pos)
         if ln < 4 or pos + ln > end:
+            learnable = False
             break
+        raw = atype
         atype &= 0x3FFF
         v = pos + 4
         vend = pos + ln
-        pos += (ln + 3) & ~3
+        alen = 0
+        if atype < 32:
+            if seen & (1 << atype):
+                learnable = False  # a repeated attribute: walk those
+            seen |= 1 << atype
         if atype == NFQA_PAYLOAD:
             payload = bytes(buf[v:vend])
         elif ln < 8:
+            learnable = (
+                learnable
+                and atype not in _U32_FIELD
+                and atype
+                not in (
+                    NFQA_PACKET_HDR,
+                    NFQA_HWADDR,
+                    NFQA_SKB_INFO,
+                    NFQA_VLAN,
+                )
+            )
+            attrs.append((pos - first, ln, raw, 0))
+            pos += (ln + 3) & ~3
             continue  # every other attribute we read holds at least a u32: malformed, skip
         elif atype == NFQA_PACKET_HDR:
             pid = _U32(buf, v)[0]
@@ -322,11 +460,13 @@ def _parse_at(buf: memoryview | bytes, start: int, end: int) -> QueuedPacket | N
         elif atype == NFQA_HWADDR:
             alen = _U16(buf, v)[0]
             hw = bytes(buf[v + 4 : min(v + 4 + min(alen, 8), vend)])
+            learnable = learnable and v + 4 + min(alen, 8) <= vend
         elif atype == NFQA_CAP_LEN:
             cap = _U32(buf, v)[0]
         elif atype == NFQA_SKB_INFO:
             gso = bool(_U32(buf, v)[0] & NFQA_SKB_GSO)
         elif atype == NFQA_VLAN:
+            learnable = False  # nested: walked every time (bridge-family queues only)
             # nested: NFQA_VLAN_PROTO (1), NFQA_VLAN_TCI (2)
             p = v
             while p + 4 <= vend:
@@ -336,6 +476,98 @@ def _parse_at(buf: memoryview | bytes, start: int, end: int) -> QueuedPacket | N
                 if st & 0x3FFF == 2 and sl >= 6 and p + 6 <= vend:
                     vlan = _U16(buf, p + 4)[0] & 0x0FFF
                 p += (sl + 3) & ~3
+        attrs.append((pos - first, ln, raw, alen))
+        pos += (ln + 3) & ~3
     if pid < 0:
         return None
+    if (
+        learnable
+        and attrs
+        and attrs[-1][2] & 0x3FFF == NFQA_PAYLOAD
+        and attrs[0][2] & 0x3FFF == NFQA_PACKET_HDR
+        and pos >= end
+        and len(_layouts) < MAX_LAYOUTS  # bounded: messages of yet other kinds are walked
+    ):
+        _layouts.insert(0, _Layout(attrs))
     return QueuedPacket(pid, payload, mark, indev, outdev, physin, physout, hw, vlan, gso, cap)
+
+
+# ---------------------------------------------------------------------------- batched receive
+
+RECV_BATCH = 64  # messages per system call
+RECV_SLOT = 0x10000 + 4096  # one message: a payload of up to copy_range (64 KB) + attributes
+_MSG_WAITFORONE = 0x10000
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = [
+        ("name", ctypes.c_void_p),
+        ("namelen", ctypes.c_uint32),
+        ("iov", ctypes.POINTER(_IoVec)),
+        ("iovlen", ctypes.c_size_t),
+        ("control", ctypes.c_void_p),
+        ("controllen", ctypes.c_size_t),
+        ("flags", ctypes.c_int),
+    ]
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_recvmmsg = _libc.recvmmsg
+_recvmmsg.argtypes = [
+    ctypes.c_int,
+    ctypes.c_void_p,
+    ctypes.c_uint,
+    ctypes.c_int,
+    ctypes.c_void_p,
+]
+_recvmmsg.restype = ctypes.c_int
+
+
+class _RecvBatch:
+    """recvmmsg(2) into RECV_BATCH fixed slots of one buffer (a slot always holds a whole
+    message: copy_range is at most 64 KB)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = bytearray(RECV_BATCH * RECV_SLOT)
+        self.view = memoryview(self.buf)
+        self._cbuf = (ctypes.c_char * len(self.buf)).from_buffer(self.buf)
+        base = ctypes.addressof(self._cbuf)
+        self._iov = (_IoVec * RECV_BATCH)()
+        self._hdrs = (_MMsgHdr * RECV_BATCH)()
+        for i in range(RECV_BATCH):
+            self._iov[i].base = base + i * RECV_SLOT
+            self._iov[i].len = RECV_SLOT
+            self._hdrs[i].hdr.iov = ctypes.pointer(self._iov[i])
+            self._hdrs[i].hdr.iovlen = 1
+        self._hdr_addr = ctypes.addressof(self._hdrs)
+        self._hdr_mem = memoryview(self._hdrs).cast("B")
+        self._lens: dict[int, struct.Struct] = {}
+
+    def receive(self, vlen: int, nowait: bool) -> int:
+        """Messages received (0: none before the timeout, or interrupted by a signal)."""
+        flags = socket.MSG_DONTWAIT if nowait else _MSG_WAITFORONE
+        n: int = _recvmmsg(self.fd, self._hdr_addr, max(1, vlen), flags, None)
+        if n >= 0:
+            return n
+        err = ctypes.get_errno()
+        if err in (errno.EAGAIN, errno.EINTR, errno.ENOBUFS):
+            return 0
+        raise OSError(err, f"NFQUEUE receive failed: {os.strerror(err)}")
+
+    def lengths(self, n: int) -> tuple[int, ...]:
+        lens = self._lens.get(n)
+        if lens is None:
+            stride = ctypes.sizeof(_MMsgHdr)
+            first = ctypes.sizeof(_MsgHdr)
+            fmt = "=" + f"{first}xI" + f"{stride - 4}xI" * (n - 1)
+            lens = self._lens[n] = struct.Struct(fmt)
+        return lens.unpack_from(self._hdr_mem, 0)

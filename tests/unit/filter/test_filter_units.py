@@ -158,3 +158,86 @@ def test_service_config_errors_name_the_key(tmp_path: Path) -> None:
         ProtectionConfig(name="x", bridge="no-such-br0", ports=["lo"]).validate()
     with pytest.raises(ProtectionError, match="standard or monitoring"):
         ProtectionConfig(name="x", bridge="lo", ports=["lo"], mode="inline").validate()
+
+
+def _kernel_msg(
+    pid: int,
+    payload: bytes,
+    *,
+    mark: int = 0,
+    gso: bool | None = None,
+    cap: int = 0,
+    physin: int = 7,
+    hw: bytes = b"\x02\x11\x22\x33\x44\x55",
+) -> bytes:
+    """A packet message with the attributes in the order nfqnl_build_packet_message writes them."""
+    body = struct.pack("=BBH", socket.AF_INET, 0, socket.htons(3))
+    body += _attr(nfq.NFQA_PACKET_HDR, struct.pack("!IHB", pid, 0x0800, 2))
+    body += _attr(nfq.NFQA_IFINDEX_INDEV, struct.pack("!I", 28))
+    body += _attr(nfq.NFQA_IFINDEX_PHYSINDEV, struct.pack("!I", physin))
+    body += _attr(nfq.NFQA_IFINDEX_OUTDEV, struct.pack("!I", 28))
+    body += _attr(nfq.NFQA_IFINDEX_PHYSOUTDEV, struct.pack("!I", 32))
+    if mark:
+        body += _attr(nfq.NFQA_MARK, struct.pack("!I", mark))
+    body += _attr(nfq.NFQA_HWADDR, struct.pack("!HH", len(hw), 0) + hw.ljust(8, b"\0"))
+    body += _attr(nfq.NFQA_TIMESTAMP, struct.pack("!QQ", 1_700_000_000, pid))
+    if gso is not None:
+        flags = nfq.NFQA_SKB_CSUMNOTREADY | (nfq.NFQA_SKB_GSO if gso else 0)
+        body += _attr(nfq.NFQA_SKB_INFO, struct.pack("!I", flags))
+    if cap:
+        body += _attr(nfq.NFQA_CAP_LEN, struct.pack("!I", cap))
+    body += _attr(nfq.NFQA_PAYLOAD, payload)
+    return struct.pack("=IHHII", 16 + len(body), 3 << 8, 0, 0, 0) + body
+
+
+def test_known_layouts_read_at_fixed_offsets_give_what_the_walk_gives() -> None:
+    nfq._layouts.clear()
+    kinds = [
+        {},
+        {"mark": 0x40000000},
+        {"gso": False},
+        {"gso": True, "mark": 0x2000_0064},
+        {"cap": 9000, "gso": True},
+        {"hw": b"\x02\x01\x02\x03\x04\x05\x06\x07"},
+    ]
+    for round_ in range(3):  # the first message of a kind is walked, the next read by layout
+        for i, kind in enumerate(kinds):
+            pid = 100 * round_ + i
+            ip = tcp_packet(b"\x0a\xe7\x01\x02", b"\x0a\xe7\x01\x03", 1000 + pid, 80, pid, 0, 0x10)
+            ip += bytes(pid % 7)  # payload lengths differ within a kind
+            msg = memoryview(bytearray(_kernel_msg(pid, ip, physin=pid + 1, **kind)))  # type: ignore[arg-type]
+            fast = nfq._parse_msg(msg, 16, len(msg))
+            walked = nfq._parse_at(msg, 16, len(msg))
+            assert fast == walked
+            assert fast is not None and fast.packet_id == pid and fast.payload == ip
+            assert fast.physindev == pid + 1
+            assert fast.mark == kind.get("mark", 0) and fast.gso == kind.get("gso", False)
+            assert fast.cap_len == kind.get("cap", 0)
+    assert 0 < len(nfq._layouts) <= len(kinds)
+
+
+def test_an_attribute_after_the_payload_is_not_lost_to_a_known_layout() -> None:
+    nfq._layouts.clear()
+    ip = tcp_packet(b"\x0a\xe7\x01\x02", b"\x0a\xe7\x01\x03", 1234, 80, 1, 0, 0x02)
+    plain = _kernel_msg(1, ip)
+    assert nfq._parse_msg(memoryview(plain), 16, len(plain)) is not None  # layout learnt
+    # Same attributes, then one more after the payload: the fixed offsets must not be trusted.
+    extra = _attr(nfq.NFQA_CAP_LEN, struct.pack("!I", 4000))
+    body = plain[16:] + extra
+    msg = struct.pack("=IHHII", 16 + len(body), 3 << 8, 0, 0, 0) + body
+    pkt = nfq._parse_msg(memoryview(msg), 16, len(msg))
+    assert pkt is not None and pkt.payload == ip and pkt.cap_len == 4000
+
+
+def test_layout_cache_is_bounded_whatever_arrives() -> None:
+    nfq._layouts.clear()
+    ip = b"\x45" + bytes(39)
+    for n in range(40):  # forty different kinds: unknown attribute types of growing sizes
+        body = struct.pack("=BBH", socket.AF_INET, 0, 0)
+        body += _attr(nfq.NFQA_PACKET_HDR, struct.pack("!IHB", n, 0x0800, 2))
+        body += _attr(20 + n % 10, bytes(n))
+        body += _attr(nfq.NFQA_PAYLOAD, ip)
+        msg = struct.pack("=IHHII", 16 + len(body), 3 << 8, 0, 0, 0) + body
+        pkt = nfq._parse_msg(memoryview(msg), 16, len(msg))
+        assert pkt is not None and pkt.packet_id == n and pkt.payload == ip
+    assert len(nfq._layouts) == nfq.MAX_LAYOUTS
