@@ -152,11 +152,22 @@ def run(args: argparse.Namespace) -> int:
         except Exception as exc:
             print(f"vmshield svm: cannot start the scan service: {exc}", file=sys.stderr)
             return 2
+        follower = None
         if spool is not None:
+            if args.network_mode != "none":  # the center's network policy, applied live
+                from vmshield.svm.netpolicy import NetworkPolicyFollower
+
+                follower = NetworkPolicyFollower(host.svm.emit, cfg.host)
+
+            def on_config(c: dict) -> None:  # type: ignore[type-arg]
+                host.apply_center_config(c)
+                if follower is not None:
+                    follower.on_center_config(c)
+
             link = center_client.CenterLink(
                 data_dir,
                 spool,
-                on_config=host.apply_center_config,
+                on_config=on_config,
                 status=lambda: {
                     "db_versions": {"file": host.svm.db_version},
                     "health": "ok",
@@ -174,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"vmshield svm: network protection: {exc}", file=sys.stderr)
                 host.svm.close()
                 return 2
+        if net is not None and follower is not None:
+            await asyncio.to_thread(follower.attach, net)
         if net is not None and spool is not None:
             from vmshield.svm.evetail import EveForwarder
 

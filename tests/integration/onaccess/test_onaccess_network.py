@@ -92,3 +92,128 @@ def test_svm_runs_network_protection_of_the_bridge(tmp_path: Path, harness: Harn
         assert harness.svm.popen.returncode == 0, harness.svm.tail()
         center.stop()
         # Stopped with the SVM: lab_up checks that no rule, set or chain of it is left.
+
+
+def test_svm_follows_the_centers_network_policy_without_restart(
+    tmp_path: Path, harness: Harness
+) -> None:
+    """The network policy assigned in the center drives the running SVM's engine: attack
+    detection off, then on, then a VM excluded; each change applied live and reported."""
+    with lab_up(tmp_path / "lab", vms=2, protect="none", onaccess=False) as st:
+        attacker = st.host("attacker").address
+        vm_addr = {h: st.host(h).address for h in ("vm1", "vm2")}
+        center = Center(harness)
+        center.start()
+        inv = harness.root / "inventory.toml"
+        inv.write_text(
+            '[[host]]\nname = "testhost"\n\n'
+            + "".join(
+                f'[[vm]]\nname = "{vm}"\nhost = "testhost"\nip_addresses = ["{a}"]\n\n'
+                for vm, a in vm_addr.items()
+            )
+        )
+        with center.api() as api:
+            api.post("/api/v1/connections", json={"name": "lab", "kind": "static", "url": str(inv)})
+            _until(lambda: len(api.get("/api/v1/vms").json()) >= 2, 60, "the inventory")
+            hosts = {x["name"]: x["node_id"] for x in api.get("/api/v1/hosts").json()}
+            off = {"attack_detection": False, "block_minutes": 1}
+            r = api.post("/api/v1/profiles/network", json={"name": "lab-net", "settings": off})
+            assert r.status_code == 201, r.text
+            policy_id = r.json()["id"]
+            r = api.put(
+                f"/api/v1/inventory/nodes/{hosts['testhost']}/assignment/network",
+                json={"mode": "profile", "profile_id": policy_id},
+            )
+            assert r.status_code == 200, r.text
+            r = api.post("/api/v1/deployments", json={"host_node_id": hosts["testhost"]})
+            token = r.json()["enrolment_token"]
+        svm = harness.start_svm(
+            extra_args=[
+                "--enroll",
+                center.url,
+                token,
+                "--network-mode",
+                "standard",
+                "--bridge",
+                st.bridge,
+                "--ports",
+                ",".join(h.port for h in st.hosts),
+                "--network-name",
+                st.prefix,
+                "--data-dir",
+                str(harness.root / "svm-data"),
+            ]
+        )
+        net_eve = harness.root / "eve-network.json"
+
+        def policies() -> list[dict]:  # type: ignore[type-arg]
+            return [
+                e["svm"]
+                for e in harness.events()
+                if e.get("event_type") == "svm" and e["svm"].get("event", "").startswith("network")
+            ]
+
+        def net_events(kind: str) -> list[dict]:  # type: ignore[type-arg]
+            if not net_eve.exists():
+                return []
+            evs = [json.loads(x) for x in net_eve.read_text().splitlines() if x.strip()]
+            return [e for e in evs if e.get("event_type") == kind]
+
+        first = _until(policies, 60, "the center's network policy applied")[0]
+        assert first["event"] == "network_policy", first
+        assert first["policy"]["id"] == policy_id and first["policy"]["revision"] == 1
+        assert first["applied"]["attack_detection"] is False
+        assert sorted(first["vms"]) == ["vm1", "vm2"] and first["not_applied"] == []
+        assert net_events("filter")[-1]["filter"]["state"] == "reloaded"
+        # Detection off: a port scan goes unnoticed and the attacker keeps its access.
+        run_attack(st, "portscan", "attacker", "vm1", wait_events=1.0)
+        assert not [e for e in net_events("attack") if e.get("src_ip") == attacker]
+        assert http(st, "attacker", "vm1")[0] == 0
+
+        # The operator turns detection on: the running SVM follows (same process).
+        with center.api() as api:
+            on = {"attack_detection": True, "block_minutes": 1}
+            r = api.put(
+                f"/api/v1/profiles/network/{policy_id}",
+                json={"name": "lab-net", "settings": on},
+            )
+            assert r.status_code == 200, r.text
+        second = _until(
+            lambda: [p for p in policies() if p["config_version"] > first["config_version"]],
+            60,
+            "the new policy applied",
+        )[0]
+        assert second["policy"]["revision"] == 2 and second["applied"]["attack_detection"]
+        run_attack(st, "portscan", "attacker", "vm1", wait_events=0)
+        blocks = _until(
+            lambda: [e for e in net_events("block") if e.get("src_ip") == attacker],
+            15,
+            "the attacker blocked",
+        )
+        assert blocks[0]["block"]["seconds"] == 60  # the policy's block minutes
+        assert http(st, "attacker", "vm1", timeout=2)[0] != 0
+
+        # vm2 excluded from network protection in the center: its traffic is no longer
+        # inspected (a scan from it goes unnoticed), vm1's still is.
+        with center.api() as api:
+            vm2 = next(v for v in api.get("/api/v1/vms").json() if v["name"] == "vm2")
+            r = api.put(
+                f"/api/v1/inventory/nodes/{vm2['id']}/assignment/network",
+                json={"mode": "exclude"},
+            )
+            assert r.status_code == 200, r.text
+        third = _until(
+            lambda: [p for p in policies() if p["config_version"] > second["config_version"]],
+            60,
+            "the exclusion applied",
+        )[0]
+        assert third["not_inspected"] == {"vm2": [vm_addr["vm2"]]}
+        assert f"no_scan {vm_addr['vm2']}/32" in third["applied"]["exclusions"]
+        before = len(net_events("attack"))
+        run_attack(st, "portscan", "vm2", "vm1", wait_events=1.0)
+        assert len(net_events("attack")) == before
+        assert http(st, "vm2", "vm1")[0] == 0
+        assert svm.popen.poll() is None  # never restarted
+        svm.stop()
+        assert svm.popen.returncode == 0, svm.tail()
+        center.stop()
