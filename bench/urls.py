@@ -18,7 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -78,13 +80,13 @@ def _fresh_process_memory(db_path: Path) -> dict[str, float]:
     }
 
 
-def _best_rate(fn: object, items: list[str], repeat: int = 3) -> float:
+def _best_rate(fn: Any, items: Sequence[Any], repeat: int = 3) -> float:
     """Calls per CPU second, best of `repeat` passes (the machine is shared)."""
     best = 0.0
     for _ in range(repeat):
         t0 = time.process_time()
         for x in items:
-            fn(x)  # type: ignore[operator]
+            fn(x)
         best = max(best, len(items) / max(time.process_time() - t0, 1e-9))
     return best
 
@@ -152,18 +154,30 @@ def run(entries: int = 1_000_000, lookups: int = 300_000, seed: int = 1) -> dict
 
         url_hits = sum(1 for u in urls if check(u))
         out["url_hits"] = url_hits
-        # Worst case: every URL on a host never seen before (no per-host memo).
-        fresh = [_url(rng) for _ in range(nurl)]
+        # Worst case: every URL on a host never seen before. Three passes, each on its own new
+        # hosts, best one kept (the machine is shared).
+        fresh_sets = [[_url(rng) for _ in range(nurl)] for _ in range(3)]
         _host_cache.clear()
         _suffix_cache.clear()
-        t0 = time.process_time()
-        for u in fresh:
-            check(u)
-        out["url_lookups_new_hosts_per_s"] = nurl / (time.process_time() - t0)
+        out["url_lookups_new_hosts_per_s"] = max(_best_rate(check, f, repeat=1) for f in fresh_sets)
+        # The engine's HTTP call: raw Host header and origin-form target, bytes, new hosts.
+        http = db.check_http
+        requests = [
+            [(u.split("/")[2].encode(), ("/" + u.split("/", 3)[3]).encode()) for u in f]
+            for f in fresh_sets
+        ]
+        out["http_lookups_new_hosts_per_s"] = max(
+            _best_rate(lambda r: http(*r), r, repeat=1) for r in requests
+        )
 
         names = [f"www.{rng.choice(hosts)}" for _ in range(nurl)]
         check_host = db.check_host
         out["host_lookups_per_s"] = _best_rate(check_host, names)
+        # DNS query names and TLS SNI never seen before.
+        new_names = [[f"www.{_domain(rng)}" for _ in range(nurl)] for _ in range(3)]
+        out["host_lookups_new_names_per_s"] = max(
+            _best_rate(check_host, n, repeat=1) for n in new_names
+        )
         db.close()
     return out
 

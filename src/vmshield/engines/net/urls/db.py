@@ -257,9 +257,8 @@ class UrlDatabase:
         self.trusted_entries = n_trusted
         self.built = built
         self.version = digest.hex()[:16]  # changes with content: keys any verdict cache
-        # Bounded memos: listed suffixes of canonical hosts that are not plain (IP addresses,
-        # escapes; plain ones go through the filters, about as fast as a memo), and the exact
-        # host-key answers behind filter hits.
+        # Bounded memos: listed suffixes of canonical hosts that the first filter probe did not
+        # settle (most hosts never get here), and the exact host-key answers behind filter hits.
         self._host_memo: dict[str, tuple[str, ...]] = {}
         self._host_key_memo: dict[bytes, bool] = {}
 
@@ -310,33 +309,46 @@ class UrlDatabase:
 
     def _listed_suffixes(self, host: str) -> tuple[str, ...]:
         """The suffixes of a canonical host that appear as the host part of some entry."""
-        if _PLAIN_HOST(host) is not None:
-            return self._plain_suffixes(host, 0, len(host))
         memo = self._host_memo.get(host)
         if memo is not None:
             return memo
-        result = tuple(h for h in host_suffixes(host) if self._is_host_key(h.encode("latin-1")))
+        if _PLAIN_HOST(host) is not None:
+            result = self._walk(host)
+        else:
+            result = tuple(h for h in host_suffixes(host) if self._is_host_key(h.encode("latin-1")))
         if len(self._host_memo) >= _MEMO_MAX:
             self._host_memo.clear()
         self._host_memo[host] = result
         return result
 
-    def _plain_suffixes(self, s: str, start: int, end: int) -> tuple[str, ...]:
-        """`_listed_suffixes` of the plain lower-case host s[start:end] (a URL is not copied):
-        its suffixes shortest first through the chain filter, then the host filter; most hosts
-        end at the first probe, with one crc32 and no SHA-256."""
+    def _plain_suffixes(self, host: str) -> tuple[str, ...]:
+        """`_listed_suffixes` of a plain lower-case host. Memoised: the hosts that get here
+        mostly share their last two labels with entries (pages of popular sites, a public
+        suffix such as co.uk), so they come back."""
+        memo = self._host_memo.get(host)
+        if memo is not None:
+            return memo
+        result = self._walk(host)
+        if len(self._host_memo) >= _MEMO_MAX:
+            self._host_memo.clear()
+        self._host_memo[host] = result
+        return result
+
+    def _walk(self, host: str) -> tuple[str, ...]:
+        """The suffixes of a plain lower-case host, shortest first, through the chain filter,
+        then the host filter, then the exact host keys; most hosts end at the first probe."""
         crc = _crc32
         chain, cmask = self._chain, self._chain_mask
         hostfilter, fshift = self._hostfilter, self._hostfilter_shift
         found: list[str] = []
-        dot = s.rfind(".", start, end)
+        dot = host.rfind(".")
         for _ in range(MAX_HOST_SUFFIXES - 1):  # proper suffixes of 2 to 5 labels
             if dot < 0:
                 break
-            dot = s.rfind(".", start, dot)
+            dot = host.rfind(".", 0, dot)
             if dot < 0:
                 break
-            key = s[dot + 1 : end].encode("ascii")
+            key = host[dot + 1 :].encode("ascii")
             c = crc(key)
             i = c & cmask
             if not chain[i >> 3] >> (i & 7) & 1:
@@ -344,7 +356,7 @@ class UrlDatabase:
             i = c >> fshift
             if hostfilter[i >> 3] >> (i & 7) & 1 and self._is_host_key(key):
                 found.append(key.decode("ascii"))
-        key = s[start:end].encode("ascii")
+        key = host.encode("ascii")
         c = crc(key)
         i = c & cmask
         if chain[i >> 3] >> (i & 7) & 1:
@@ -358,12 +370,12 @@ class UrlDatabase:
         the path. False when it has one, or when the URL is not plain (full algorithm)."""
         m = _FAST_URL(url)
         if m is not None and m.end() <= MAX_URL_LENGTH:  # the full algorithm cuts long URLs
-            return not self._plain_suffixes(url, m.start(1), m.end(1))
+            return not self._plain_suffixes(m[1])
         m = _PLAIN_URL(url)
         if m is None or m.end() > MAX_URL_LENGTH:
             return False
         host = m[1].lower()
-        return not self._plain_suffixes(host, 0, len(host))
+        return not self._plain_suffixes(host)
 
     def lookup_expression(self, expression: str) -> int:
         return self.lookup_hash(hashlib.sha256(expression.encode("latin-1")).digest())
@@ -405,12 +417,12 @@ class UrlDatabase:
             c = _crc32(m[2].encode())
             if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
                 return True
-            return not self._plain_suffixes(name, 0, m.end(1))
+            return not self._plain_suffixes(m[1])
         m = _PLAIN_DNS_NAME(name)
         if m is None:
             return False
         host = m[1].lower()
-        return not self._plain_suffixes(host, 0, len(host))
+        return not self._plain_suffixes(host)
 
     def verdict_host(self, host: str | bytes) -> UrlVerdict | None:
         raw = host if isinstance(host, str) else bytes(host).decode("latin-1")
@@ -434,7 +446,7 @@ class UrlDatabase:
                 c = _crc32(m[2].encode())
                 if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
                     return None
-                if not self._plain_suffixes(url, m.start(1), m.end(1)):
+                if not self._plain_suffixes(m[1]):
                     return None
             elif self._url_unlisted(url):
                 return None
@@ -449,7 +461,7 @@ class UrlDatabase:
                 c = _crc32(m[2].encode())
                 if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
                     return None
-                if not self._plain_suffixes(host, 0, m.end(1)):
+                if not self._plain_suffixes(m[1]):
                     return None
             elif self._name_unlisted(host):
                 return None
@@ -478,7 +490,7 @@ class UrlDatabase:
         plain = _PLAIN_AUTHORITY(host) if len(host) <= _MAX_PLAIN_NAME else None
         if plain is not None:
             name = plain[1].lower()
-            if not self._plain_suffixes(name, 0, len(name)):
+            if not self._plain_suffixes(name):
                 return None
         if not uri.startswith("/"):
             uri = "/"  # "*" or empty: the host alone
