@@ -11,11 +11,14 @@ What the policy sets, and how:
 - attack detection on/off, attack action (ignore, terminate, terminate and block: the most any
   detector may do; detectors that only ever report keep doing so) and block minutes: the attack
   detectors' settings; thresholds stay local;
-- IDS on/off: the local rule files are loaded or not; URL filtering on/off: the local URL
-  database is used or not;
+- IDS on/off: the local rule files are loaded or not; IDS categories: rules whose classtype
+  belongs to a category the policy leaves out are commented out (`CLASSTYPE_CATEGORY`; rules of
+  other classtypes, or none, stay); IDS action `report`: drop/reject rules become alert rules
+  (written to `work_dir`, same file names and line numbers as the local files);
+- URL filtering on/off: the local URL database is used or not;
 - exclusions (address or subnet, or VLAN; do not scan / do not block): the filter's exclusions,
   before the local ones.
-Settings the running service cannot take (failure mode, IDS categories and action, URL
+Settings the running service cannot take (failure mode, IDS action terminate_and_block, URL
 categories, trusted URLs) are named in the event's `not_applied`, never silently dropped.
 
 `plan_from_center` and `protection_config` are pure; `NetworkPolicyFollower` applies them to a
@@ -28,9 +31,12 @@ from __future__ import annotations
 import copy
 import ipaddress
 import logging
+import re
+import shutil
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmshield.events import SEVERITY_INFO, SEVERITY_MEDIUM, Event
@@ -45,8 +51,6 @@ log = logging.getLogger("vmshield.svm.netpolicy")
 
 # The center's defaults (center.profiles.NetworkPolicySpec) for what the service cannot apply live.
 _LIVE_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
-    "ids_categories": None,  # None: every category (the center's default list)
-    "ids_action": "terminate",
     "url_block": ["malicious", "phishing"],
     "url_allow": [],
     "trusted_urls": [],
@@ -54,6 +58,38 @@ _LIVE_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
 _ACTION_RANK = {"ignore": 0, "terminate": 1, "block": 2}
 _POLICY_CAP = {"ignore": 0, "terminate": 1, "terminate_and_block": 2}
 _RANK_ACTION = {v: k for k, v in _ACTION_RANK.items()}
+
+# Suricata classtypes (rules/classification.config) -> the center's IDS categories
+# (center.profiles.IDS_CATEGORIES). Classtypes not listed are in no category: such rules stay.
+CLASSTYPE_CATEGORY = {
+    **dict.fromkeys(
+        (
+            "attempted-user", "unsuccessful-user", "successful-user", "attempted-admin",
+            "successful-admin", "shellcode-detect", "rpc-portmap-decode", "system-call-detect",
+            "exploit-kit", "default-login-attempt", "suspicious-login",
+        ),
+        "exploit",
+    ),
+    **dict.fromkeys(("pup-activity", "coin-mining", "suspicious-filename-detect"), "malware"),
+    **dict.fromkeys(
+        ("attempted-recon", "successful-recon-limited", "successful-recon-largescale",
+         "network-scan"),
+        "scan",
+    ),
+    **dict.fromkeys(("attempted-dos", "successful-dos", "denial-of-service"), "dos"),
+    **dict.fromkeys(("web-application-attack", "web-application-activity"), "web-attack"),
+    **dict.fromkeys(
+        ("policy-violation", "inappropriate-content", "external-ip-check",
+         "non-standard-protocol", "unusual-client-port-connection"),
+        "policy",
+    ),
+    "trojan-activity": "trojan",
+    **dict.fromkeys(("command-and-control", "domain-c2"), "botnet"),
+    **dict.fromkeys(("social-engineering", "credential-theft"), "phishing"),
+}  # fmt: skip
+_CLASSTYPE = re.compile(r"\bclasstype\s*:\s*([^;\s]+)\s*;")
+_BLOCKING_ACTION = re.compile(r"^(\s*)(drop|reject|rejectsrc|rejectdst|rejectboth)(\s)", re.I)
+MAX_RULE_FILE = 256 * 1024 * 1024  # a local rule file larger than this is not rewritten
 
 
 @dataclass(frozen=True)
@@ -142,15 +178,60 @@ def _exclusion(item: dict[str, Any], where: str) -> tuple[Exclusion | None, str]
     return None, f"{where}: neither an address nor a VLAN 1-4094"
 
 
+def rewrite_rules(
+    paths: list[str], left_out: set[str], report_only: bool, out: Path
+) -> tuple[list[str], Counter[str]]:
+    """Copies of the rule files without the rules of the `left_out` IDS categories (commented
+    out, so that line numbers stay) and, `report_only`, with drop/reject rules made alert rules.
+    Each copy keeps its file name (under `out/<n>/`)."""
+    counts: Counter[str] = Counter()
+    written = []
+    for n, name in enumerate(paths):
+        src = Path(name)
+        if src.stat().st_size > MAX_RULE_FILE:
+            raise ValueError(f"{src}: rule file larger than {MAX_RULE_FILE} bytes")
+        lines = src.read_text(encoding="utf-8", errors="surrogateescape").splitlines(True)
+        result: list[str] = []
+        i = 0
+        while i < len(lines):
+            j = i  # a rule may go on over lines ending with a backslash
+            while j + 1 < len(lines) and lines[j].rstrip("\r\n").endswith("\\"):
+                j += 1
+            block, i = lines[i : j + 1], j + 1
+            text = "".join(block)
+            if not text.strip() or text.lstrip().startswith("#"):
+                result += block
+                continue
+            m = _CLASSTYPE.search(text)
+            category = CLASSTYPE_CATEGORY.get(m.group(1).lower()) if m else None
+            if category in left_out:
+                counts["left_out"] += 1
+                counts[f"left_out:{category}"] += 1
+                result += [f"# left out (IDS category {category}): {ln}" for ln in block]
+                continue
+            if report_only and _BLOCKING_ACTION.match(block[0]):
+                counts["report_only"] += 1
+                block = [_BLOCKING_ACTION.sub(r"\1alert\3", block[0], count=1), *block[1:]]
+            result += block
+        dest = out / str(n) / src.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text("".join(result), encoding="utf-8", errors="surrogateescape")
+        written.append(str(dest))
+    return written, counts
+
+
 def protection_config(
-    base: ProtectionConfig, plan: NetworkPlan
-) -> tuple[ProtectionConfig, list[str]]:
-    """The service configuration for `plan`, from the local one; and what was not applied."""
+    base: ProtectionConfig, plan: NetworkPlan, rules_dir: Path | None = None
+) -> tuple[ProtectionConfig, list[str], dict[str, Any]]:
+    """The service configuration for `plan`, from the local one; what was not applied; and
+    notes for the event. Pure, except the rewritten rule files written under `rules_dir`."""
+    from vmshield.center.profiles import IDS_CATEGORIES
     from vmshield.engines.net.attacks import AttackConfig, DetectorConfig
     from vmshield.filter.exclusions import Exclusion
 
     new = copy.deepcopy(base)
     not_applied: list[str] = []
+    notes: dict[str, Any] = {}
     exclusions: list[Exclusion] = []
     for vm, addrs in sorted(plan.not_inspected.items()):
         if not addrs:
@@ -189,8 +270,28 @@ def protection_config(
             attacks[f.name] = mine
         new.inspector.extra["attacks"] = attacks
         new.block_seconds = minutes * 60
+        cats = s.get("ids_categories")
+        left_out = set(IDS_CATEGORIES) - set(cats) if cats is not None else set()
+        report_only = s.get("ids_action") == "report"
+        if s.get("ids_action") == "terminate_and_block":
+            not_applied.append(
+                "ids_action terminate_and_block: rules act as written (drop, reject); the "
+                "network service blocks sources for attacks only"
+            )
         if not s.get("ids_enabled", True):
             new.inspector.rules = []
+        elif (left_out or report_only) and base.inspector.rules:
+            if rules_dir is None:
+                not_applied.append("ids_categories, ids_action: no directory for the rule files")
+            else:
+                new.inspector.rules, counts = rewrite_rules(
+                    list(base.inspector.rules), left_out, report_only, rules_dir
+                )
+                notes["ids"] = {
+                    "categories_left_out": sorted(left_out),
+                    "rules_left_out": counts["left_out"],
+                    "rules_report_only": counts["report_only"],
+                }
         if not s.get("url_filtering", True):
             new.inspector.url_db = []
         fail_closed = s.get("failure_mode", "fail_open") == "fail_closed"
@@ -201,25 +302,25 @@ def protection_config(
             )
         for key, default in _LIVE_UNSUPPORTED_DEFAULTS.items():
             value = s.get(key)
-            if key == "ids_categories":
-                from vmshield.center.profiles import IDS_CATEGORIES
-
-                if value is None or sorted(value) == sorted(IDS_CATEGORIES):
-                    continue
-            elif value is None or value == default:
-                continue
-            not_applied.append(f"{key} {value!r}: not supported by the network service")
+            if value is not None and value != default:
+                not_applied.append(f"{key} {value!r}: not supported by the network service")
     new.exclusions = exclusions + list(base.exclusions)
     new.vm_names = {**plan.vm_names, **base.vm_names}
-    return new, not_applied
+    return new, not_applied, notes
 
 
 class NetworkPolicyFollower:
     """Applies each new center configuration to the running network protection."""
 
-    def __init__(self, emit: Callable[[Event], None], host: str | None = None) -> None:
+    def __init__(
+        self,
+        emit: Callable[[Event], None],
+        host: str | None = None,
+        work_dir: str | Path | None = None,
+    ) -> None:
         self.emit = emit
         self.host = host
+        self.work_dir = Path(work_dir) if work_dir is not None else None  # rewritten rules
         self._lock = threading.Lock()
         self._net: NetworkProtection | None = None
         self._base: ProtectionConfig | None = None
@@ -246,10 +347,13 @@ class NetworkPolicyFollower:
         plan = plan_from_center(cfg)
         if plan.same_as(self.applied) or (self.applied is None and plan.empty):
             return
+        rules_dir = self.work_dir / f"rules-{plan.version}" if self.work_dir else None
         try:
-            new, not_applied = protection_config(self._base, plan)
+            new, not_applied, notes = protection_config(self._base, plan, rules_dir)
             gap = self._net.reload(new)
         except Exception as exc:  # the running configuration stays; say why
+            if rules_dir is not None:
+                shutil.rmtree(rules_dir, ignore_errors=True)
             log.error("center network policy (version %s) not applied: %s", plan.version, exc)
             self._event(
                 "network_policy_failed",
@@ -260,6 +364,10 @@ class NetworkPolicyFollower:
             )
             return
         self.applied, self.applied_config = plan, new
+        if self.work_dir is not None:  # the engine has read its rules: older copies can go
+            for old in self.work_dir.glob("rules-*"):
+                if old != rules_dir:
+                    shutil.rmtree(old, ignore_errors=True)
         s = plan.settings
         applied: dict[str, Any] = {"exclusions": [e.text() for e in new.exclusions]}
         if plan.policy is not None:
@@ -291,6 +399,7 @@ class NetworkPolicyFollower:
             other_policy=plan.other_policy,
             not_applied=not_applied,
             reload_seconds=round(gap, 3),
+            **notes,
         )
 
     def _event(self, kind: str, severity: int, **data: Any) -> None:

@@ -116,7 +116,9 @@ def test_svm_follows_the_centers_network_policy_without_restart(
             api.post("/api/v1/connections", json={"name": "lab", "kind": "static", "url": str(inv)})
             _until(lambda: len(api.get("/api/v1/vms").json()) >= 2, 60, "the inventory")
             hosts = {x["name"]: x["node_id"] for x in api.get("/api/v1/hosts").json()}
-            off = {"attack_detection": False, "block_minutes": 1}
+            # Attack detection off, and web attacks left out of the IDS categories.
+            cats = ["exploit", "malware", "scan", "dos", "policy", "trojan", "botnet", "phishing"]
+            off = {"attack_detection": False, "block_minutes": 1, "ids_categories": cats}
             r = api.post("/api/v1/profiles/network", json={"name": "lab-net", "settings": off})
             assert r.status_code == 201, r.text
             policy_id = r.json()["id"]
@@ -127,11 +129,20 @@ def test_svm_follows_the_centers_network_policy_without_restart(
             assert r.status_code == 200, r.text
             r = api.post("/api/v1/deployments", json={"host_node_id": hosts["testhost"]})
             token = r.json()["enrolment_token"]
+        rules = harness.root / "local.rules"
+        rules.write_text(
+            'alert http any any -> any any (msg:"hs probe"; http.uri; content:"/hs-probe"; '
+            "classtype:web-application-attack; sid:9100001; rev:1;)\n"
+        )
+        net_toml = harness.root / "network.toml"
+        net_toml.write_text(f'rules = ["{rules}"]\n')
         svm = harness.start_svm(
             extra_args=[
                 "--enroll",
                 center.url,
                 token,
+                "--network-config",
+                str(net_toml),
                 "--network-mode",
                 "standard",
                 "--bridge",
@@ -164,7 +175,16 @@ def test_svm_follows_the_centers_network_policy_without_restart(
         assert first["policy"]["id"] == policy_id and first["policy"]["revision"] == 1
         assert first["applied"]["attack_detection"] is False
         assert sorted(first["vms"]) == ["vm1", "vm2"] and first["not_applied"] == []
+        assert first["ids"]["categories_left_out"] == ["web-attack"]
+        assert first["ids"]["rules_left_out"] == 1
         assert net_events("filter")[-1]["filter"]["state"] == "reloaded"
+
+        def probe_alerts() -> list[dict]:  # type: ignore[type-arg]
+            return [e for e in net_events("alert") if e["alert"]["signature_id"] == 9100001]
+
+        http(st, "vm2", "vm1", path="/hs-probe")
+        time.sleep(1.0)
+        assert probe_alerts() == []
         # Detection off: a port scan goes unnoticed and the attacker keeps its access.
         run_attack(st, "portscan", "attacker", "vm1", wait_events=1.0)
         assert not [e for e in net_events("attack") if e.get("src_ip") == attacker]
@@ -184,6 +204,9 @@ def test_svm_follows_the_centers_network_policy_without_restart(
             "the new policy applied",
         )[0]
         assert second["policy"]["revision"] == 2 and second["applied"]["attack_detection"]
+        assert "ids" not in second  # every category again: the local rules as they are
+        http(st, "vm2", "vm1", path="/hs-probe")
+        _until(probe_alerts, 15, "the IDS rule back in force")
         run_attack(st, "portscan", "attacker", "vm1", wait_events=0)
         blocks = _until(
             lambda: [e for e in net_events("block") if e.get("src_ip") == attacker],
