@@ -271,8 +271,12 @@ class CenterLink:
 
     def _backoff(self, wake: threading.Event, seconds: float) -> None:
         """Wait out a backoff; cut short by stop, or by the center answering another loop."""
-        if not self.stop_event.is_set():
-            wake.wait(seconds)
+        end = time.monotonic() + seconds
+        while not self.stop_event.is_set() and not wake.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            wake.wait(min(left, 0.5))  # stop_event may be set alone (vmshield svm's shutdown)
 
     def _ship_loop(self) -> None:
         backoff = self.min_backoff
