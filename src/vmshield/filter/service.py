@@ -78,6 +78,8 @@ class ProtectionConfig:
     inspector: I.InspectorSettings = field(default_factory=I.InspectorSettings)
     # A separate process that reports at once when the service dies (filter/watchdog.py).
     watchdog: bool = True
+    # Monitoring: the kernel stops copying the flows the engine is done with (filter/bpf.py).
+    mirror_bypass: bool = True
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -102,6 +104,7 @@ class ProtectionConfig:
             if e.action == "no_block" and e.network is not None
         ]
         self.inspector.block_seconds = self.block_seconds
+        self.inspector.extra["report_bypass"] = self.mode == "monitoring" and self.mirror_bypass
 
     @property
     def queues(self) -> list[int]:
@@ -272,6 +275,7 @@ def _excluded(
 def _worker_stats(
     events: Any, cfg: ProtectionConfig, key: int, insp: Any, verdicts: dict[str, int]
 ) -> None:
+    # (mirror workers: frames read, and flows handed to the kernel filter, in `verdicts`)
     """Counters of a worker at stop: packets, verdicts, the engine's own counters."""
     engine = getattr(insp, "engine", None)
     data = {
@@ -444,24 +448,50 @@ def _mirror_worker(
     events: Any,
     ready: Any,
     stop: Any,
+    bypass: Any = None,
 ) -> None:
     from vmshield.filter.mirror import RingReader
 
     _die_with_parent()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from vmshield.filter.bpf import flow_keys
+
     sink = _EventSink(events, cfg)
     reader = RingReader(ifname, fanout_group=group, fanout_members=cfg.workers)
+    if bypass is not None:
+        bypass.known = set()  # this worker's own flows (a restarted worker starts empty)
+        bypass.added = 0
+        try:
+            bypass.attach(reader.sock)
+        except OSError:
+            bypass = None  # reported by the service at start; this worker reads everything
     ready.put(key)
     excl_cache: dict[bytes, str | None] = {}
+    has_exclusions = bool(cfg.exclusions)
+    bypass_action = I.BYPASS
     try:
         while not stop.is_set():
             for ts, frame, vlan in reader.read(timeout=0.25):
-                ip = frame[14:] if len(frame) > 14 and frame[12:14] == b"\x08\x00" else b""
-                if ip and _excluded(cfg, excl_cache, ip, vlan) == "no_scan":
-                    continue
+                if has_exclusions:
+                    ip = frame[14:] if len(frame) > 14 and frame[12:14] == b"\x08\x00" else b""
+                    if ip and _excluded(cfg, excl_cache, ip, vlan) == "no_scan":
+                        continue
+                if bypass is not None and bypass.known and len(frame) > 47 and frame[23] == 6:
+                    fk = flow_keys(frame)
+                    if fk is not None and fk[2] & 0x07:
+                        # SYN, FIN or RST (always passed by the kernel filter): the flow ends,
+                        # or a new connection reuses the ports: read it again from now on.
+                        bypass.remove(fk[0])
+                        bypass.remove(fk[1])
                 try:
                     d = insp.inspect(frame, ts, iface=ifname, vlan=vlan, linktype=1)
+                    if d.action == bypass_action and bypass is not None and not vlan:
+                        # The engine is done with this flow: the kernel stops copying it.
+                        fk = flow_keys(frame)
+                        if fk is not None and not fk[2] & 0x07:
+                            bypass.add(fk[0])
+                            bypass.add(fk[1])
                 except Exception as exc:
                     d = I.Decision(
                         events=[
@@ -481,6 +511,10 @@ def _mirror_worker(
                 for ev in d.events:
                     sink.emit(ev)
     finally:
+        counts = {"frames": reader.frames, "kernel_bypass": int(bypass is not None)}
+        if bypass is not None:
+            counts["bypass_flows_added"] = bypass.added
+        _worker_stats(events, cfg, key, insp, counts)
         reader.close()
 
 
@@ -587,6 +621,8 @@ class NetworkProtection:
         self._lock = threading.Lock()
         self._workers_lock = threading.Lock()  # worker restarts and reloads, one at a time
         self._mirror_if = ""
+        self._mirror_bypass: Any = None  # bpf.MirrorBypass in monitoring mode, when it loads
+        self._mirror_bypass_error = ""
         self.state_dir = Path(config.state_dir) if config.state_dir else None
         self.restarts = 0
         self._queue_counts: dict[int, tuple[int, int]] = {}
@@ -660,7 +696,12 @@ class NetworkProtection:
         if self.cfg.mode == "standard":
             extra = {"queues": self.cfg.queues, "set": R.set_name(self.cfg.name)}
         else:
-            extra = {"mirror": self._mirror_if}
+            extra = {
+                "mirror": self._mirror_if,
+                "kernel_bypass": self._mirror_bypass is not None,
+            }
+            if self._mirror_bypass_error:
+                extra["kernel_bypass_error"] = self._mirror_bypass_error
         for err in self.load_errors:
             self._state_event("rule_rejected", SEVERITY_MEDIUM, error=err)
         self._state_event("started", exclusions=[e.text() for e in self.cfg.exclusions], **extra)
@@ -704,6 +745,7 @@ class NetworkProtection:
                     self._events,
                     ready,
                     self._stop,
+                    self._mirror_bypass,
                 ),
                 name=f"vmshield-mirror-{key}",
                 daemon=True,
@@ -755,6 +797,13 @@ class NetworkProtection:
 
         try:
             self._mirror_if = install_mirror(self.cfg.name, self.cfg.ports)
+            if self.cfg.mirror_bypass:
+                from vmshield.filter.bpf import MirrorBypass
+
+                try:
+                    self._mirror_bypass = MirrorBypass()
+                except OSError as exc:  # reported in the started event; workers read it all
+                    self._mirror_bypass_error = str(exc)[:300]
             ready = self._ctx.Queue()
             keys = list(range(self.cfg.workers))
             for k in keys:
@@ -958,6 +1007,9 @@ class NetworkProtection:
                 p.kill()
                 p.join(timeout=2.0)
         self._workers.clear()
+        if self._mirror_bypass is not None:
+            self._mirror_bypass.close()
+            self._mirror_bypass = None
         if self._writer is not None:
             self._writer.join(timeout=3.0)
             self._writer = None

@@ -197,3 +197,40 @@ def test_killed_monitoring_svm_is_reported_at_once(tmp_path: Path) -> None:
         assert rc == 0 and "lab VM vm2" in body
         assert len(watchdog_pids(st.prefix)) == 1
     assert not watchdog_pids(st.prefix)
+
+
+def test_monitoring_stops_reading_a_bulk_flow_the_engine_is_done_with(tmp_path: Path) -> None:
+    with lab_up(tmp_path, vms=2, protect="monitoring") as st:
+        started = wait_events(st, lambda e: e.get("filter", {}).get("state") == "started")
+        assert started and started[0]["filter"]["kernel_bypass"] is True
+        vm2 = st.host("vm2")
+        server = subprocess.Popen(
+            sysnet.in_ns(vm2.netns, "iperf3", "-s", "-1", "-p", "5212"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.5)
+            rx0 = int(ns(st, "vm2", "cat", "/sys/class/net/eth0/statistics/rx_packets").stdout)
+            p = ns(st, "vm1", "iperf3", "-c", vm2.address, "-p", "5212", "-t", "2", timeout=30)
+            assert p.returncode == 0, p.stderr
+            rx = int(ns(st, "vm2", "cat", "/sys/class/net/eth0/statistics/rx_packets").stdout)
+        finally:
+            server.kill()
+            server.wait()
+        # A port scan afterwards is still seen: new flows are read from their first packet.
+        run_attack(st, "portscan", "attacker", "vm1", wait_events=0)
+        assert wait_events(st, lambda e: e.get("event_type") == "attack")
+    stats = [
+        e["filter"]
+        for e in events(st)
+        if e.get("filter", {}).get("state") == "worker_stats"
+        and "frames" in e["filter"]["verdicts"]
+    ]
+    assert stats, "mirror workers reported no counters at stop"
+    frames = sum(s["verdicts"]["frames"] for s in stats)
+    added = sum(s["verdicts"].get("bypass_flows_added", 0) for s in stats)
+    # Every frame of both directions is mirrored; without the kernel filter the workers would
+    # read at least as many frames as vm2 received. With it, the bulk flow stops after its
+    # first megabyte (a few dozen frames), and the scan's few thousand probes are read.
+    assert added >= 2 and (rx - rx0) > 2_000 and frames < (rx - rx0) / 2, (frames, rx - rx0)
