@@ -131,25 +131,29 @@ def run(entries: int = 1_000_000, lookups: int = 300_000, seed: int = 1) -> dict
 
         # Full URLs: canonicalize + up to 30 expressions + hash + search; distinct URLs.
         nurl = lookups // 3
-        hosts = [_domain(rng) for _ in range(max(1, nurl // 20))]  # pages share hosts
-        urls = [_url(rng, rng.choice(hosts)) for _ in range(nurl)]
-        for i in range(0, nurl, 100):  # 1 % listed, as full URLs or pages on listed domains
-            item = listed[(i // 100) % len(listed)]
-            urls[i] = item if "://" in item else _url(rng, item)
-        exprs_per_url = 0
+
+        def page_list(hosts: list[str]) -> list[str]:
+            urls = [_url(rng, rng.choice(hosts)) for _ in range(nurl)]
+            for i in range(0, nurl, 100):  # 1 % listed, as full URLs or pages on listed domains
+                item = listed[(i // 100) % len(listed)]
+                urls[i] = item if "://" in item else _url(rng, item)
+            return urls
+
         from vmshield.engines.net.urls.canon import url_expressions
 
-        for u in urls[:1000]:
-            exprs_per_url += len(url_expressions(u))
-        _host_cache.clear()
-        _suffix_cache.clear()
         check = db.check_url
-        t0 = time.process_time()
-        for u in urls:
-            check(u)
-        dt = time.process_time() - t0
-        out["url_lookups_per_s_first_pass"] = nurl / dt  # 1 URL in 20 on a host not yet seen
-        out["url_lookups_per_s"] = _best_rate(check, urls)  # hosts seen before
+        # First pass over pages of hosts not seen yet (1 URL in 20 is the first on its host);
+        # three lists with their own hosts, best pass kept.
+        first_pass = 0.0
+        for _ in range(3):
+            hosts = [_domain(rng) for _ in range(max(1, nurl // 20))]  # pages share hosts
+            urls = page_list(hosts)
+            _host_cache.clear()
+            _suffix_cache.clear()
+            first_pass = max(first_pass, _best_rate(check, urls, repeat=1))
+        out["url_lookups_per_s_first_pass"] = first_pass
+        out["url_lookups_per_s"] = _best_rate(check, urls)  # the last list again: hosts seen
+        exprs_per_url = sum(len(url_expressions(u)) for u in urls[:1000])
         out["expressions_per_url"] = exprs_per_url / 1000
 
         url_hits = sum(1 for u in urls if check(u))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -517,3 +518,47 @@ def test_flipped_filter_bit_is_a_checksum_error(small_db: Path) -> None:
     small_db.write_bytes(bytes(data))
     with pytest.raises(UrlDatabaseError, match="checksum mismatch"):
         UrlDatabase(small_db)
+
+
+def _resealed(data: bytearray) -> bytes:
+    """A crafted file: the body changed and its checksum recomputed (the header's last 36 bytes
+    are the SHA-256 and padding)."""
+    digest = hashlib.sha256(bytes(data[HEADER_SIZE:])).digest()
+    data[HEADER_SIZE - 36 : HEADER_SIZE - 4] = digest
+    return bytes(data)
+
+
+def test_crafted_index_and_metadata_are_clear_errors(small_db: Path) -> None:
+    good = small_db.read_bytes()
+    bad_index = bytearray(good)
+    bad_index[HEADER_SIZE : HEADER_SIZE + 4] = (7).to_bytes(4, "little")  # fine so far
+    bits = bad_index[10]
+    last = HEADER_SIZE + 4 * (1 << bits)
+    bad_index[last : last + 4] = (123456).to_bytes(4, "little")  # total != entries
+    small_db.write_bytes(_resealed(bad_index))
+    with pytest.raises(UrlDatabaseError, match="corrupt URL database index"):
+        UrlDatabase(small_db)
+    meta_len = int.from_bytes(good[16:20], "little")
+    for meta in (b"[" * meta_len, (b"[1" + b" " * meta_len)[:meta_len]):
+        data = bytearray(good)
+        data[len(data) - meta_len :] = meta
+        small_db.write_bytes(_resealed(data))
+        with pytest.raises(UrlDatabaseError, match="corrupt URL database metadata"):
+            UrlDatabase(small_db)
+
+
+def test_crafted_index_out_of_bounds_does_not_break_lookups(tmp_path: Path) -> None:
+    b = DatabaseBuilder()
+    for i in range(300):
+        b.add_expression(f"h{i}.example/", 0x01)
+    b.write(tmp_path / "u.db")
+    data = bytearray((tmp_path / "u.db").read_bytes())
+    bits = data[10]
+    for bucket in range(1 << bits):  # every bucket claims entries up to 0xFFFFFF00
+        at = HEADER_SIZE + 4 * bucket
+        data[at : at + 4] = (0xFFFFFF00 if bucket % 2 else 0).to_bytes(4, "little")
+    (tmp_path / "u.db").write_bytes(_resealed(data))
+    with UrlDatabase(tmp_path / "u.db") as db:
+        for i in range(300):
+            db.check_url(f"http://h{i}.example/")  # answers may be wrong, never an IndexError
+            db.lookup_expression(f"x{i}.example/")

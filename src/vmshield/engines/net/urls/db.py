@@ -120,6 +120,9 @@ def category_bits(name: str) -> int:
         ) from None
 
 
+_CATEGORY_TUPLES = tuple(tuple(category_names(bits)) for bits in range(256))
+
+
 def full_hash(expression: str) -> bytes:
     return hashlib.sha256(expression.encode("latin-1")).digest()
 
@@ -221,10 +224,29 @@ class UrlDatabase:
                 f"{self.path}: truncated or corrupt URL database: header announces {expected} "
                 f"bytes, file has {size}"
             )
-        body = memoryview(self._mm)[HEADER_SIZE:]
-        if hashlib.sha256(body).digest() != digest:
-            body.release()
+        # Every check before any view of the mapping is kept: a refused file leaves none behind,
+        # so the mapping closes at once.
+        with memoryview(self._mm) as whole:
+            checksum_ok = hashlib.sha256(whole[HEADER_SIZE:]).digest() == digest
+        if not checksum_ok:
             raise UrlDatabaseError(f"{self.path}: corrupt URL database (checksum mismatch)")
+        idx_at = HEADER_SIZE
+        hidx_at = idx_at + 4 * nidx + 37 * n
+        meta_at = size - meta_len
+        last_index = int.from_bytes(self._mm[hidx_at - 37 * n - 4 : hidx_at - 37 * n], "little")
+        last_hostindex = int.from_bytes(
+            self._mm[hidx_at + 4 * nhidx - 4 : hidx_at + 4 * nhidx], "little"
+        )
+        if last_index != n or last_hostindex != n_hosts:
+            raise UrlDatabaseError(f"{self.path}: corrupt URL database index")
+        try:
+            metadata = json.loads(self._mm[meta_at:size] or b"{}")
+        except (ValueError, RecursionError):
+            metadata = None
+        if not isinstance(metadata, dict):
+            raise UrlDatabaseError(f"{self.path}: corrupt URL database metadata")
+        self.metadata: dict[str, Any] = metadata
+        body = memoryview(self._mm)[HEADER_SIZE:]
         off = 0
         self._index: Sequence[int] = _u32(body[off : off + 4 * nidx])
         off += 4 * nidx
@@ -241,17 +263,11 @@ class UrlDatabase:
         self._chain = body[off : off + (1 << cbits) // 8]
         off += (1 << cbits) // 8
         self._hostfilter = body[off : off + (1 << fbits) // 8]
-        off += (1 << fbits) // 8
+        body.release()  # the slices keep the mapping; close() releases them
         self._chain_mask = (1 << cbits) - 1
         self._chain_byte_mask = self._chain_mask >> 3  # bit c & mask is at byte (c >> 3) & this
         self._hostfilter_shift = 32 - fbits
         self._hshift = 32 - hbits
-        try:
-            self.metadata: dict[str, Any] = json.loads(bytes(body[off : off + meta_len]) or b"{}")
-        except ValueError:
-            raise UrlDatabaseError(f"{self.path}: corrupt URL database metadata") from None
-        if self._index[nidx - 1] != n or self._hostindex[nhidx - 1] != n_hosts:
-            raise UrlDatabaseError(f"{self.path}: corrupt URL database index")
         self._shift = 32 - bits
         self.entries = n
         self.trusted_entries = n_trusted
@@ -270,6 +286,8 @@ class UrlDatabase:
         b = p >> self._shift
         lo = self._index[b]
         hi = self._index[b + 1]
+        if hi > self.entries:  # only a crafted file (the checksum matched): stay in bounds
+            hi = self.entries
         if hi - lo > 8:
             lo = bisect_left(self._prefixes, p, lo, hi)
         prefixes = self._prefixes
@@ -292,7 +310,7 @@ class UrlDatabase:
         k = int.from_bytes(hashlib.sha256(host).digest()[:4], "big")
         keys, hidx = self._hostkeys, self._hostindex
         b = k >> self._hshift
-        lo, hi = hidx[b], hidx[b + 1]
+        lo, hi = hidx[b], min(hidx[b + 1], len(keys))  # in bounds even in a crafted file
         if hi - lo > 8:
             lo = bisect_left(keys, k, lo, hi)
         result = False
@@ -313,7 +331,7 @@ class UrlDatabase:
         if memo is not None:
             return memo
         if _PLAIN_HOST(host) is not None:
-            result = self._walk(host)
+            result = self._walk(host) or ()
         else:
             result = tuple(h for h in host_suffixes(host) if self._is_host_key(h.encode("latin-1")))
         if len(self._host_memo) >= _MEMO_MAX:
@@ -329,18 +347,22 @@ class UrlDatabase:
         if memo is not None:
             return memo
         result = self._walk(host)
+        if result is None:
+            return ()  # settled by the first probe: as cheap as the memo, so not kept
         if len(self._host_memo) >= _MEMO_MAX:
             self._host_memo.clear()
         self._host_memo[host] = result
         return result
 
-    def _walk(self, host: str) -> tuple[str, ...]:
+    def _walk(self, host: str) -> tuple[str, ...] | None:
         """The suffixes of a plain lower-case host, shortest first, through the chain filter,
-        then the host filter, then the exact host keys; most hosts end at the first probe."""
+        then the host filter, then the exact host keys. The listed ones in `host_suffixes`
+        order; None when the first probe settles it (most hosts: nothing listed)."""
         crc = _crc32
         chain, cmask = self._chain, self._chain_mask
         hostfilter, fshift = self._hostfilter, self._hostfilter_shift
         found: list[str] = []
+        first = True
         dot = host.rfind(".")
         for _ in range(MAX_HOST_SUFFIXES - 1):  # proper suffixes of 2 to 5 labels
             if dot < 0:
@@ -352,7 +374,10 @@ class UrlDatabase:
             c = crc(key)
             i = c & cmask
             if not chain[i >> 3] >> (i & 7) & 1:
-                return tuple(reversed(found)) if found else ()
+                if found:
+                    return tuple(reversed(found))
+                return None if first else ()
+            first = False
             i = c >> fshift
             if hostfilter[i >> 3] >> (i & 7) & 1 and self._is_host_key(key):
                 found.append(key.decode("ascii"))
@@ -362,7 +387,9 @@ class UrlDatabase:
         if chain[i >> 3] >> (i & 7) & 1:
             i = c >> fshift
             if hostfilter[i >> 3] >> (i & 7) & 1 and self._is_host_key(key):
-                found.append(key.decode("ascii"))
+                found.append(host)
+        elif first:
+            return None
         return tuple(reversed(found)) if found else ()
 
     def _url_unlisted(self, url: str) -> bool:
@@ -390,7 +417,7 @@ class UrlDatabase:
             if bits & TRUSTED:
                 return UrlVerdict(target, expr, (), trusted=True)
             if found is None:
-                found = UrlVerdict(target, expr, tuple(category_names(bits)))
+                found = UrlVerdict(target, expr, _CATEGORY_TUPLES[bits])
         return found
 
     def verdict_url(self, url: str | bytes) -> UrlVerdict | None:
