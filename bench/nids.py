@@ -12,7 +12,6 @@ The URL database figures come from bench/urls.py (`run()`), unless --no-urls.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import random
 import struct
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from vmshield.engines.net import native
 from vmshield.engines.net.config import EngineConfig
 from vmshield.engines.net.engine import Engine
 from vmshield.engines.net.pcap import read_packets
@@ -291,7 +291,7 @@ def run_engine(
     rss0 = proc.memory_info().rss
     events = 0
     n = nbytes = 0
-    gc.collect()
+    native.tune_gc()  # as `vmshield nids` does before its packet loop
     process = engine.process
     if profile:
         import cProfile
@@ -341,6 +341,7 @@ def main() -> int:
 
     path = capture(args.packets)
     print(f"capture: {path} ({path.stat().st_size / 1e6:.0f} MB)")
+    print(f"engine: {native.describe()}")
 
     from vmshield.engines.net.rules import Classification, RuleSet, Variables
     from vmshield.engines.net.rules.gen import generate as gen_rules

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from vmshield.engines.net import native
 from vmshield.engines.net.config import ConfigError, EngineConfig
 from vmshield.engines.net.engine import Action, Engine
 from vmshield.engines.net.pcap import CaptureError, CaptureTruncated, read_packets
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     verdicts = {a: 0 for a in Action}
     counts: dict[str, int] = {}
     error = ""
+    native.tune_gc()
     t0 = time.perf_counter()
     try:
         for rec in read_packets(cap, name=args.pcap):
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         print("limits: " + ", ".join(hit), file=summary)
     if st.get("last_internal_error"):
         _err(f"last internal error: {st['last_internal_error']}")
-    print(f"time: {elapsed:.2f} s ({pps:,.0f} packets/s)", file=summary)
+    print(f"time: {elapsed:.2f} s ({pps:,.0f} packets/s), engine {native.describe()}", file=summary)
     if error:
         _err(error)
         return 2

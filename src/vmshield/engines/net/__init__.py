@@ -1,1 +1,6 @@
 """Network threat detection engine: sans-IO packet pipeline."""
+
+from vmshield.engines.net import native
+
+# The compiled build of the hot modules, when there is an up-to-date one (see native.py).
+native.extend(__path__, __name__)

@@ -56,6 +56,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from vmshield.engines.net.packet import (
     ACK,
     FIN,
@@ -211,6 +213,9 @@ class AttackVerdict:
         return self.event
 
 
+# A dict subclass stays a Python class when compiled (mypyc's native subclasses of dict crash
+# the garbage collector).
+@mypyc_attr(native_class=False)
 class _Bounded(OrderedDict[Any, Any]):
     """Insertion/recency ordered table with a size cap: the least recently used goes first."""
 
@@ -375,7 +380,8 @@ class AttackDetector:
             self._icmp_packet(p, out)
         return out
 
-    inspect = process
+    def inspect(self, p: Packet) -> list[AttackVerdict]:
+        return self.process(p)
 
     def flush(self) -> list[AttackVerdict]:
         """End every open episode (end of a capture, shutdown): their summaries when

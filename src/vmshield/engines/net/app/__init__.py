@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from vmshield.engines.net import native
+
+native.extend(__path__, __name__)  # compiled modules first (native.py)
+
 HTTP_METHODS = (
     b"GET ",
     b"POST ",

@@ -60,8 +60,12 @@ thread-safe, like the rest of the sans-IO engine.
 
 from __future__ import annotations
 
-from .classification import Classification
-from .model import (
+from vmshield.engines.net import native
+
+native.extend(__path__, __name__)  # compiled modules first (native.py)
+
+from .classification import Classification  # noqa: E402 - after native.extend
+from .model import (  # noqa: E402 - after native.extend
     BUFFER_NAMES,
     Alert,
     FlowDetectState,
@@ -69,8 +73,8 @@ from .model import (
     LoadStats,
     RuleError,
 )
-from .ruleset import RuleSet
-from .variables import Variables
+from .ruleset import RuleSet  # noqa: E402 - after native.extend
+from .variables import Variables  # noqa: E402 - after native.extend
 
 __all__ = [
     "BUFFER_NAMES",

@@ -227,17 +227,29 @@ class RuleSet:
         return rs
 
     @classmethod
-    def from_suricata_yaml(cls, path: str | Path, **kw: Any) -> RuleSet:
+    def from_suricata_yaml(
+        cls,
+        path: str | Path,
+        *,
+        dataset_dirs: Iterable[str | Path] = (),
+        threshold_config: str | Path | None = None,
+        datasets_config: dict[str, tuple[str | None, str | None, bool]] | None = None,
+    ) -> RuleSet:
         """Rule files, classification and variables named by a suricata.yaml. Rule files it
         names but that do not exist are reported in `rejected`, as Suricata warns of them."""
         from .config import load_suricata_config
 
         cfg = load_suricata_config(path)
         classification = Classification.load(cfg.classification) if cfg.classification else None
-        kw.setdefault("threshold_config", cfg.threshold_file)
-        kw.setdefault("datasets_config", cfg.datasets)
+        # Keywords spelled out, not forwarded as **kw: the compiled engine (mypyc) mis-passes
+        # a forwarded keyword dictionary to a classmethod.
         rs = cls.load(
-            paths=cfg.rule_paths, variables=cfg.variables, classification=classification, **kw
+            paths=cfg.rule_paths,
+            variables=cfg.variables,
+            classification=classification,
+            dataset_dirs=dataset_dirs,
+            threshold_config=cfg.threshold_file if threshold_config is None else threshold_config,
+            datasets_config=cfg.datasets if datasets_config is None else datasets_config,
         )
         for m in cfg.missing:
             rs.rejected.append(
@@ -247,8 +259,24 @@ class RuleSet:
         return rs
 
     @classmethod
-    def from_text(cls, text: str, **kw: Any) -> RuleSet:
-        return cls.load(texts=[("<text>", text)], **kw)
+    def from_text(
+        cls,
+        text: str,
+        *,
+        variables: Variables | None = None,
+        classification: Classification | None = None,
+        dataset_dirs: Iterable[str | Path] = (),
+        threshold_config: str | Path | None = None,
+        datasets_config: dict[str, tuple[str | None, str | None, bool]] | None = None,
+    ) -> RuleSet:
+        return cls.load(
+            texts=[("<text>", text)],
+            variables=variables,
+            classification=classification,
+            dataset_dirs=dataset_dirs,
+            threshold_config=threshold_config,
+            datasets_config=datasets_config,
+        )
 
     def summary(self) -> str:
         s = self.stats
@@ -399,14 +427,57 @@ class RuleSet:
         return bool(grp.always_itype) and p.icmp_type in grp.always_itype
 
     def match(self, ctx: InspectContext) -> list[Alert]:
+        cands: list[int] | None = None
+        if not ctx.buffers:
+            cands = self._packet_candidates(ctx)
+            if cands is not None and not cands:
+                return []
         env = Env(ctx, self.datasets)
         try:
-            return self._match(ctx, env)
+            return self._match(ctx, env, cands)
         finally:
             if env.pcre_timeouts:
                 self.pcre_timeouts += env.pcre_timeouts
 
-    def _match(self, ctx: InspectContext, env: Env) -> list[Alert]:
+    def _packet_candidates(self, ctx: InspectContext) -> list[int] | None:
+        """Candidates of a packet without app-layer buffers whose group has only payload/stream
+        prefilters and no rule without a fast pattern for it: most packets. Answered without
+        the per-packet Env (empty: nothing to verify); None when the general path must decide.
+        Scans exactly what `_candidates` scans."""
+        p = ctx.packet
+        grp = self._groups[_GROUP_OF.get(p.proto, "other")]
+        if grp.always or grp.hdr_prefilter:
+            return None
+        if grp.always_dport and p.dport in grp.always_dport:
+            return None
+        if grp.always_sport and p.sport in grp.always_sport:
+            return None
+        if grp.always_itype and p.icmp_type in grp.always_itype:
+            return None
+        found: list[tuple[_Prefilter, int]] = []
+
+        def on(pid: int, _f: int, _t: int, _fl: int, pf_: Any) -> None:
+            found.append((pf_, pid))
+
+        stream = ctx.stream
+        payload: bytes | None = None
+        for _key, _kind, pf in grp.scan_plan_packet:
+            if stream is None or pf.raw_payload:
+                if payload is None:
+                    pl = p.payload[4:] if p.proto in (1, 58) else p.payload  # as Env.payload
+                    payload = bytes(pl)
+                if payload:
+                    pf.db.scan(payload, match_event_handler=on, context=pf)
+            if stream:
+                pf.db.scan(stream, match_event_handler=on, context=pf)
+        if not found:
+            return []
+        hits: set[int] = set()
+        for pf, pid in found:
+            hits.update(pf.rules_of[pid])
+        return sorted(hits)
+
+    def _match(self, ctx: InspectContext, env: Env, cands: list[int] | None = None) -> list[Alert]:
         out: list[Alert] = []
         rules = self.rules
         fs = ctx.flow_state
@@ -414,7 +485,7 @@ class RuleSet:
         if fs is not None and ctx.direction is not None:
             iponly = ctx.direction not in fs.iponly_done
             fs.iponly_done.add(ctx.direction)
-        for idx in self._candidates(env):
+        for idx in self._candidates(env) if cands is None else cands:
             r = rules[idx]
             if r.ip_only and not iponly:
                 continue
