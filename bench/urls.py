@@ -170,9 +170,13 @@ def run(entries: int = 1_000_000, lookups: int = 300_000, seed: int = 1) -> dict
             [(u.split("/")[2].encode(), ("/" + u.split("/", 3)[3]).encode()) for u in f]
             for f in fresh_sets
         ]
-        out["http_lookups_new_hosts_per_s"] = max(
-            _best_rate(lambda r: http(*r), r, repeat=1) for r in requests
-        )
+        http_rate = 0.0
+        for r in requests:
+            t0 = time.process_time()
+            for host, target in r:
+                http(host, target)
+            http_rate = max(http_rate, len(r) / max(time.process_time() - t0, 1e-9))
+        out["http_lookups_new_hosts_per_s"] = http_rate
 
         names = [f"www.{rng.choice(hosts)}" for _ in range(nurl)]
         check_host = db.check_host

@@ -94,7 +94,7 @@ _FAST_URL = re.compile(
 ).match
 _FAST_NAME = re.compile(rf"((?:{_L}\.)*({_L}\.{_LAST}))\.?").fullmatch
 _FAST_AUTHORITY_BYTES = re.compile(
-    rf"(?:{_L}\.)*({_L}\.{_LAST})(?::[0-9]{{1,5}})?".encode()
+    rf"((?:{_L}\.)*({_L}\.{_LAST}))(?::[0-9]{{1,5}})?".encode()
 ).fullmatch
 _crc32 = zlib.crc32
 FILTER_BITS_PER_KEY = 32  # about 2-3 % false positives per probe with one hash
@@ -503,8 +503,10 @@ class UrlDatabase:
             # The common request as the engine passes it (raw bytes, origin form).
             fast = _FAST_AUTHORITY_BYTES(host)
             if fast is not None:
-                c = _crc32(fast[1])
+                c = _crc32(fast[2])
                 if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
+                    return None
+                if not self._plain_suffixes(fast[1].decode("ascii")):
                     return None
         if isinstance(uri, bytes | bytearray | memoryview):
             uri = bytes(uri).decode("latin-1")
