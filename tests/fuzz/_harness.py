@@ -8,10 +8,16 @@ its `TestOneInput`; `main` here is only for a direct run from the repository roo
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+# Coverage guidance needs the interpreted engine: atheris instruments Python code, not the mypyc
+# build (VMSHIELD_NATIVE=1 fuzzes the compiled modules instead, blind but for crashes). Set here,
+# before any target imports vmshield: every target imports this module first.
+os.environ.setdefault("VMSHIELD_NATIVE", "0")
 
 
 def main(

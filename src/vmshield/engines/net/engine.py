@@ -208,6 +208,12 @@ class Engine:
 
     # -- public API ------------------------------------------------------------------------
 
+    def report_bypass(self) -> None:
+        """Give BYPASS verdicts (and stop inspecting those flows) outside IPS mode too, for a
+        host that can act on them for a copy of the traffic: the monitoring reader's kernel-side
+        filter stops copying flows the engine is done with. Needs `config.bypass`."""
+        self._bypass_ok = self.config.bypass
+
     def process(
         self, frame: bytes, ts: float, *, linktype: int = 1, iface: str = "", vlan: int = 0
     ) -> PacketResult:
