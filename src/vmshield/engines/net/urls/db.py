@@ -84,7 +84,6 @@ _MEMO_MAX = 65536
 _NAME = r"((?:[A-Za-z0-9_\-]+\.)*[A-Za-z_\-][A-Za-z0-9_\-]*)"
 _PLAIN_URL = re.compile(rf"https?://{_NAME}(?::[0-9]{{1,5}})?(?:[/?#]|\Z)").match
 _PLAIN_AUTHORITY = re.compile(rf"{_NAME}(?::[0-9]{{1,5}})?").fullmatch
-_PLAIN_DNS_NAME = re.compile(rf"{_NAME}\.?").fullmatch
 _PLAIN_HOST = re.compile(_NAME.replace("A-Z", "")).fullmatch  # canonical: lower case only
 # The same in lower case, group 2 the last two labels: the first key of the chain walk, and for
 # most hosts never seen before the only one (matching it is cheaper than splitting the host).
@@ -440,16 +439,16 @@ class UrlDatabase:
         if len(name) > _MAX_PLAIN_NAME:
             return False
         m = _FAST_NAME(name)
-        if m is not None:
-            c = _crc32(m[2].encode())
-            if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
-                return True
-            return not self._plain_suffixes(m[1])
-        m = _PLAIN_DNS_NAME(name)
+        if m is None and name.isascii():
+            # Mixed case, as resolvers randomise it (DNS 0x20): lower case is the canonical form
+            # of an ASCII name (str.lower() of anything else would change its bytes).
+            m = _FAST_NAME(name.lower())
         if m is None:
             return False
-        host = m[1].lower()
-        return not self._plain_suffixes(host)
+        c = _crc32(m[2].encode())
+        if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
+            return True
+        return not self._plain_suffixes(m[1])
 
     def verdict_host(self, host: str | bytes) -> UrlVerdict | None:
         raw = host if isinstance(host, str) else bytes(host).decode("latin-1")
