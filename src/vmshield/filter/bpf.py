@@ -206,9 +206,8 @@ class MirrorBypass:
             self.known.clear()  # the LRU map forgot most of these anyway
 
     def remove(self, key: bytes) -> None:
-        """Read this direction again (a connection ends, or new one reuses its ports)."""
-        if key not in self.known:
-            return
+        """Read this direction again (a connection ends, or new one reuses its ports). Also
+        for keys another process added (a worker that died): the map is the truth."""
         self.known.discard(key)
         ctypes.memmove(self._key, key, 12)
         try:

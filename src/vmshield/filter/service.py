@@ -477,13 +477,16 @@ def _mirror_worker(
                     ip = frame[14:] if len(frame) > 14 and frame[12:14] == b"\x08\x00" else b""
                     if ip and _excluded(cfg, excl_cache, ip, vlan) == "no_scan":
                         continue
-                if bypass is not None and bypass.known and len(frame) > 47 and frame[23] == 6:
-                    fk = flow_keys(frame)
-                    if fk is not None and fk[2] & 0x07:
+                if bypass is not None and frame[23:24] == b"\x06" and frame[12:14] == b"\x08\x00":
+                    flags_at = 27 + (frame[14] & 0x0F) * 4
+                    if len(frame) > flags_at and frame[flags_at] & 0x07:
                         # SYN, FIN or RST (always passed by the kernel filter): the flow ends,
-                        # or a new connection reuses the ports: read it again from now on.
-                        bypass.remove(fk[0])
-                        bypass.remove(fk[1])
+                        # or a new connection reuses the ports: read it again from now on. Not
+                        # only for this worker's own entries: a worker that died left its own.
+                        fk = flow_keys(frame)
+                        if fk is not None:
+                            bypass.remove(fk[0])
+                            bypass.remove(fk[1])
                 try:
                     d = insp.inspect(frame, ts, iface=ifname, vlan=vlan, linktype=1)
                     if d.action == bypass_action and bypass is not None and not vlan:
