@@ -353,6 +353,25 @@ class UrlDatabase:
         self._host_memo[host] = result
         return result
 
+    def _unlisted_after_first_probe(self, host: str, last_two: int, c: int) -> bool:
+        """A plain lower-case host whose last two labels (`last_two` characters, crc32 `c`) are
+        in the chain filter: True when nothing is listed for it. Seen hosts come from the memo;
+        for a new one the next longer suffix usually settles it (x.co.uk when co.uk only has
+        entries below it) before the whole walk."""
+        hit = self._host_memo.get(host)
+        if hit is None:
+            if len(host) > last_two:
+                i = c >> self._hostfilter_shift
+                if not self._hostfilter[i >> 3] >> (i & 7) & 1:
+                    # The last two labels are no entry host; the next suffix (or the host itself,
+                    # for three labels) absent from the chain means no entry at or above it.
+                    dot = host.rfind(".", 0, len(host) - last_two - 1)
+                    c = _crc32(host[dot + 1 :].encode())
+                    if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
+                        return True
+            hit = self._plain_suffixes(host)
+        return not hit
+
     def _walk(self, host: str) -> tuple[str, ...] | None:
         """The suffixes of a plain lower-case host, shortest first, through the chain filter,
         then the host filter, then the exact host keys. The listed ones in `host_suffixes`
@@ -396,7 +415,10 @@ class UrlDatabase:
         the path. False when it has one, or when the URL is not plain (full algorithm)."""
         m = _FAST_URL(url)
         if m is not None and m.end() <= MAX_URL_LENGTH:  # the full algorithm cuts long URLs
-            return not self._plain_suffixes(m[1])
+            c = _crc32(m[2].encode())
+            if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
+                return True
+            return self._unlisted_after_first_probe(m[1], m.end(2) - m.start(2), c)
         m = _PLAIN_URL(url)
         if m is None or m.end() > MAX_URL_LENGTH:
             return False
@@ -448,7 +470,7 @@ class UrlDatabase:
         c = _crc32(m[2].encode())
         if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
             return True
-        return not self._plain_suffixes(m[1])
+        return self._unlisted_after_first_probe(m[1], m.end(2) - m.start(2), c)
 
     def verdict_host(self, host: str | bytes) -> UrlVerdict | None:
         raw = host if isinstance(host, str) else bytes(host).decode("latin-1")
@@ -472,7 +494,7 @@ class UrlDatabase:
                 c = _crc32(m[2].encode())
                 if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
                     return None
-                if not self._plain_suffixes(m[1]):
+                if self._unlisted_after_first_probe(m[1], m.end(2) - m.start(2), c):
                     return None
             elif self._url_unlisted(url):
                 return None
@@ -487,7 +509,7 @@ class UrlDatabase:
                 c = _crc32(m[2].encode())
                 if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
                     return None
-                if not self._plain_suffixes(m[1]):
+                if self._unlisted_after_first_probe(m[1], m.end(2) - m.start(2), c):
                     return None
             elif self._name_unlisted(host):
                 return None
@@ -505,7 +527,8 @@ class UrlDatabase:
                 c = _crc32(fast[2])
                 if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
                     return None
-                if not self._plain_suffixes(fast[1].decode("ascii")):
+                name = fast[1].decode("ascii")
+                if self._unlisted_after_first_probe(name, fast.end(2) - fast.start(2), c):
                     return None
         if isinstance(uri, bytes | bytearray | memoryview):
             uri = bytes(uri).decode("latin-1")
