@@ -32,16 +32,11 @@ class EngineInspector:
             raise RuntimeError("the network engine (vmshield.engines.net.engine) is not installed")
         self.load_errors: list[str] = []
         self.engine: Any = _build_engine(cls, settings, self.load_errors)
-        # Monitoring: the engine hands BYPASS only in IPS mode (`Engine._bypass_ok`), but the
-        # mirror's kernel filter (filter/bpf.py) needs the same "done with this flow" to stop
-        # copying it. The flow logic is the standard mode's (same events in both modes).
-        # TODO(engine): a public switch for this; until then the one attribute, if present.
-        if (
-            settings.extra.get("report_bypass")
-            and not getattr(self.engine, "ips", True)
-            and hasattr(self.engine, "_bypass_ok")
-        ):
-            self.engine._bypass_ok = bool(self.engine.config.bypass)
+        # Monitoring: the engine hands BYPASS only in IPS mode, but the mirror's kernel filter
+        # (filter/bpf.py) needs the same "done with this flow" to stop copying it. The flow
+        # logic is the standard mode's (same events in both modes).
+        if settings.extra.get("report_bypass") and not self.engine.ips:
+            self.engine.report_bypass()
 
     def inspect(
         self, ip_packet: bytes, ts: float, iface: str = "", vlan: int = 0, linktype: int = 228

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmshield.engines.net import native
 from vmshield.events import SEVERITY_HIGH, SEVERITY_INFO, SEVERITY_MEDIUM, Event, eve_line
 from vmshield.filter import inspect as I  # noqa: N812
 from vmshield.filter import rules as R  # noqa: N812
@@ -306,6 +307,7 @@ def _nfq_worker(
     blocker = _Blocker(cfg, sink)
     inj = Injector()
     nfq = NfQueue(qnum, maxlen=QUEUE_MAXLEN, fail_open=not cfg.fail_closed)
+    native.tune_gc()  # the inherited engine frozen out of the collector; fewer passes
     ready.put(qnum)
     names: dict[int, str] = {}
     excl_cache: dict[bytes, str | None] = {}
@@ -466,6 +468,7 @@ def _mirror_worker(
             bypass.attach(reader.sock)
         except OSError:
             bypass = None  # reported by the service at start; this worker reads everything
+    native.tune_gc()
     ready.put(key)
     excl_cache: dict[bytes, str | None] = {}
     has_exclusions = bool(cfg.exclusions)

@@ -37,14 +37,13 @@ from vmshield.engines.net.flow import (
     FlowTable,
 )
 from vmshield.engines.net.packet import PROTO_TCP, PROTO_UDP, Packet
+
+# Imported by module, not from the package: typed names let the compiled build (mypyc) call
+# them directly.
+from vmshield.engines.net.rules.model import FlowDetectState, InspectContext
+from vmshield.engines.net.rules.ruleset import RuleSet
 from vmshield.engines.net.stream import EV_RETRANS, StreamMemory, TcpStreams
 from vmshield.events import Event, format_timestamp
-
-try:  # the rule engine (optional until it lands; the engine runs without rules)
-    from vmshield.engines.net.rules import FlowDetectState, InspectContext
-except ImportError:  # pragma: no cover - only while the rules package is incomplete
-    FlowDetectState = None  # type: ignore[assignment,misc]
-    InspectContext = None  # type: ignore[assignment,misc]
 
 
 class Action(enum.IntEnum):
@@ -139,7 +138,7 @@ class _FlowApp:
         self.parser: Any = None  # HttpParser | TlsState
         self.ts = _DirInspect()
         self.tc = _DirInspect()
-        self.detect: Any = None  # the rule engine's FlowDetectState, made on first use
+        self.detect: FlowDetectState | None = None  # made on first use
         self.dns_tx = 0
         self.dns_tcp_ts: DnsTcpParser | None = None
         self.dns_tcp_tc: DnsTcpParser | None = None
@@ -151,7 +150,7 @@ class Engine:
         self,
         config: EngineConfig | None = None,
         *,
-        rules: Any = None,
+        rules: RuleSet | None = None,
         url_db: Any = None,
         attacks: Any = None,
     ) -> None:
@@ -309,7 +308,7 @@ class Engine:
         if f.action and self.ips:
             return self._result(self._merge(verdict, DROP_FLOW), events)
 
-        app = f.app
+        app: _FlowApp | None = f.app  # typed: the compiled build then reads it natively
         if app is None:
             app = f.app = _FlowApp()
         chunk = b""
@@ -808,7 +807,7 @@ class Engine:
             verdict = self._merge(verdict, self._pending_verdict)
             self._pending_verdict = None
         rules = self.rules
-        if rules is None or InspectContext is None:
+        if rules is None:
             return verdict, events
         d = app.ts if toserver else app.tc
         # TCP payload rules see the reassembled stream, never the raw segment (an out-of-order
@@ -836,7 +835,7 @@ class Engine:
             # this packet's protocol and ports: most packets of a connection end here.
             return verdict, events
         streams = f.streams
-        if app.detect is None and FlowDetectState is not None:
+        if app.detect is None:
             app.detect = FlowDetectState()
         state = f.state
         established = state == STATE_ESTABLISHED or (state == STATE_CLOSED and f.tcp_state > 0)
@@ -973,6 +972,8 @@ class Engine:
         if f.action:
             return False
         s = f.streams
+        if s is None:
+            return False
         ts_done = s.ts.done
         tc_done = s.tc.done
         if ts_done and tc_done:
@@ -998,7 +999,7 @@ class Engine:
         return False
 
     def _close_app(self, f: Flow, events: list[Event] | None) -> list[Event] | None:
-        app = f.app
+        app: _FlowApp = f.app
         cfg = self.config
         if isinstance(app.parser, HttpParser):
             for tx in app.parser.close():

@@ -25,6 +25,7 @@ from vmshield.engines.net.packet import (
     SYN,
     Packet,
 )
+from vmshield.engines.net.stream import TcpStreams
 
 # TCP connection states (the subset that matters for timeouts and `flow:established`).
 TCP_NONE, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_CLOSING, TCP_CLOSED = range(6)
@@ -154,7 +155,7 @@ class Flow:
         self.app_proto = ""  # "http", "dns", "tls", "failed" …, "" while undetermined
         self.app_proto_ts = self.app_proto_tc = ""
         self.app: Any = None  # the app-layer parser state
-        self.streams: Any = None  # (to_server, to_client) TCP reassembly, TCP flows only
+        self.streams: TcpStreams | None = None  # TCP reassembly, both ways; TCP flows only
         self.alerted = False
         self.bypassed = False
         self.action = ""  # "drop" once a drop rule fired: every later packet is dropped too

@@ -2,7 +2,7 @@
 
 One model for every stage. Fields a layer did not have stay at their defaults (`proto` 0 for a
 non-IP frame, `sport`/`dport` 0 without ports). `payload` is the L4 payload (or the IP payload for
-other protocols) as a memoryview into the original frame, so nothing is copied on the fast path.
+other protocols), as bytes.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Packet:
     tcp_options: dict[int, bytes] = field(default_factory=dict)
     icmp_type: int = -1
     icmp_code: int = -1
-    payload: bytes | memoryview = b""
+    payload: bytes = b""
     # Decoder anomalies, Suricata's names where it has one (e.g. "ipv4.trunc_pkt").
     anomalies: list[str] = field(default_factory=list)
 
