@@ -368,6 +368,9 @@ class UrlDatabase:
                     dot = host.rfind(".", 0, len(host) - last_two - 1)
                     c = _crc32(host[dot + 1 :].encode())
                     if not self._chain[(c >> 3) & self._chain_byte_mask] >> (c & 7) & 1:
+                        if len(self._host_memo) >= _MEMO_MAX:
+                            self._host_memo.clear()
+                        self._host_memo[host] = ()  # it comes back: the memo is cheaper still
                         return True
             hit = self._plain_suffixes(host)
         return not hit
