@@ -87,10 +87,19 @@ BYPASS = Verdict(Action.BYPASS)
 DROP_FLOW = Verdict(Action.DROP, reason="flow dropped earlier")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class PacketResult:
     verdict: Verdict
     events: Sequence[Event] = field(default_factory=tuple)
+
+    def __init__(
+        self,
+        verdict: Verdict,
+        events: Sequence[Event] | None = None,
+    ) -> None:
+        # Written out for the compiled build: see Packet.__init__.
+        self.verdict = verdict
+        self.events = () if events is None else events
 
 
 _ACCEPT_RESULT = PacketResult(ACCEPT, ())

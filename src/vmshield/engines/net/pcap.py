@@ -35,13 +35,28 @@ class CaptureTruncated(CaptureError):
     """The capture ends in the middle of a record; the records before it were delivered."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class CaptureRecord:
     ts: float
     data: bytes
     linktype: int
     iface: str = ""
     orig_len: int = 0
+
+    def __init__(
+        self,
+        ts: float,
+        data: bytes,
+        linktype: int,
+        iface: str = "",
+        orig_len: int = 0,
+    ) -> None:
+        # Written out for the compiled build: see Packet.__init__.
+        self.ts = ts
+        self.data = data
+        self.linktype = linktype
+        self.iface = iface
+        self.orig_len = orig_len
 
 
 def read_packets(src: BinaryIO | bytes, *, name: str = "capture") -> Iterator[CaptureRecord]:

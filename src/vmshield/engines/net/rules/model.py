@@ -161,7 +161,7 @@ class FlowDetectState:
         return True
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class InspectContext:
     """Everything detection may look at for one packet."""
 
@@ -186,3 +186,40 @@ class InspectContext:
     # ("stream.pkt_retransmission", "http.request_field_too_long"), for stream-event and
     # app-layer-event rules. Decoder events come from Packet.anomalies.
     events: Sequence[str] = ()
+
+    def __init__(
+        self,
+        packet: Packet,
+        direction: str | None = None,
+        established: bool = False,
+        flow_state: FlowDetectState | None = None,
+        stream: bytes | memoryview | None = None,
+        buffers: Mapping[str, bytes | Sequence[bytes]] | None = None,
+        app_proto: str | None = None,
+        tx_id: int | None = None,
+        stream_bytes_toserver: int = 0,
+        stream_bytes_toclient: int = 0,
+        flow_pkts_toserver: int | None = None,
+        flow_pkts_toclient: int | None = None,
+        flow_bytes_toserver: int | None = None,
+        flow_bytes_toclient: int | None = None,
+        flow_start: float | None = None,
+        events: Sequence[str] = (),
+    ) -> None:
+        # Written out for the compiled build: see Packet.__init__.
+        self.packet = packet
+        self.direction = direction
+        self.established = established
+        self.flow_state = flow_state
+        self.stream = stream
+        self.buffers = {} if buffers is None else buffers
+        self.app_proto = app_proto
+        self.tx_id = tx_id
+        self.stream_bytes_toserver = stream_bytes_toserver
+        self.stream_bytes_toclient = stream_bytes_toclient
+        self.flow_pkts_toserver = flow_pkts_toserver
+        self.flow_pkts_toclient = flow_pkts_toclient
+        self.flow_bytes_toserver = flow_bytes_toserver
+        self.flow_bytes_toclient = flow_bytes_toclient
+        self.flow_start = flow_start
+        self.events = events
