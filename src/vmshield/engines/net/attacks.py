@@ -196,7 +196,7 @@ class AttackConfig:
                     ) from None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class AttackVerdict:
     """What was detected and what to do. `block_minutes` is 0 unless `action == "block"`."""
 
@@ -208,6 +208,27 @@ class AttackVerdict:
     event: Event | None  # only on the packet that starts the episode; None on later packets
     vlan: int = 0  # blocking is scoped to the VLAN the attack was seen on
     iface: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        target: str,
+        action: str,
+        block_minutes: int,
+        event: Event | None,
+        vlan: int = 0,
+        iface: str = "",
+    ) -> None:
+        # Written out for the compiled build: see Packet.__init__.
+        self.name = name
+        self.source = source
+        self.target = target
+        self.action = action
+        self.block_minutes = block_minutes
+        self.event = event
+        self.vlan = vlan
+        self.iface = iface
 
     def to_event(self) -> Event | None:
         return self.event

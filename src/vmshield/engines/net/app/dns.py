@@ -56,7 +56,7 @@ class DnsError(ValueError):
     pass
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class DnsRecord:
     rrname: str
     rrtype: int
@@ -64,12 +64,27 @@ class DnsRecord:
     ttl: int = 0
     rdata: str = ""
 
+    def __init__(
+        self,
+        rrname: str,
+        rrtype: int,
+        rrclass: int = 1,
+        ttl: int = 0,
+        rdata: str = "",
+    ) -> None:
+        # Written out for the compiled build: see Packet.__init__.
+        self.rrname = rrname
+        self.rrtype = rrtype
+        self.rrclass = rrclass
+        self.ttl = ttl
+        self.rdata = rdata
+
     @property
     def type_name(self) -> str:
         return RRTYPES.get(self.rrtype, str(self.rrtype))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class DnsMessage:
     id: int
     flags: int
@@ -77,6 +92,23 @@ class DnsMessage:
     answers: list[DnsRecord] = field(default_factory=list)
     authorities: list[DnsRecord] = field(default_factory=list)
     truncated_sections: bool = False
+
+    def __init__(
+        self,
+        id: int,
+        flags: int,
+        queries: list[DnsRecord] | None = None,
+        answers: list[DnsRecord] | None = None,
+        authorities: list[DnsRecord] | None = None,
+        truncated_sections: bool = False,
+    ) -> None:
+        # Written out for the compiled build: see Packet.__init__.
+        self.id = id
+        self.flags = flags
+        self.queries = [] if queries is None else queries
+        self.answers = [] if answers is None else answers
+        self.authorities = [] if authorities is None else authorities
+        self.truncated_sections = truncated_sections
 
     @property
     def is_response(self) -> bool:

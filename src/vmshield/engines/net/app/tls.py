@@ -45,7 +45,7 @@ class TlsError(ValueError):
     pass
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Hello:
     """A parsed ClientHello or ServerHello."""
 
@@ -60,6 +60,33 @@ class Hello:
     versions: list[int] = field(default_factory=list)  # supported_versions
     sni: str = ""
     session_id: bytes = b""
+
+    def __init__(
+        self,
+        kind: int,
+        version: int,
+        ciphers: list[int] | None = None,
+        extensions: list[int] | None = None,
+        groups: list[int] | None = None,
+        point_formats: list[int] | None = None,
+        sig_algs: list[int] | None = None,
+        alpn: list[bytes] | None = None,
+        versions: list[int] | None = None,
+        sni: str = "",
+        session_id: bytes = b"",
+    ) -> None:
+        # Written out for the compiled build: see Packet.__init__.
+        self.kind = kind
+        self.version = version
+        self.ciphers = [] if ciphers is None else ciphers
+        self.extensions = [] if extensions is None else extensions
+        self.groups = [] if groups is None else groups
+        self.point_formats = [] if point_formats is None else point_formats
+        self.sig_algs = [] if sig_algs is None else sig_algs
+        self.alpn = [] if alpn is None else alpn
+        self.versions = [] if versions is None else versions
+        self.sni = sni
+        self.session_id = session_id
 
     @property
     def negotiated_version(self) -> int:

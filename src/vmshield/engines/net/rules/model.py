@@ -88,7 +88,7 @@ class LoadStats:
     duplicates: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Alert:
     """One signature that matched (after thresholds)."""
 
@@ -110,6 +110,39 @@ class Alert:
     # The transaction this alert belongs to (app-layer rules): already reported once per
     # transaction by the rule engine, so stream-level de-duplication must not drop it.
     tx_id: int | None = None
+
+    def __init__(
+        self,
+        sid: int,
+        gid: int,
+        rev: int,
+        msg: str,
+        action: str,
+        classtype: str | None,
+        category: str,
+        severity: int,
+        metadata: dict[str, list[str]] | None = None,
+        references: list[str] | None = None,
+        target: str | None = None,
+        rule: str = "",
+        silent: bool = False,
+        tx_id: int | None = None,
+    ) -> None:
+        # Written out for the compiled build: see Packet.__init__.
+        self.sid = sid
+        self.gid = gid
+        self.rev = rev
+        self.msg = msg
+        self.action = action
+        self.classtype = classtype
+        self.category = category
+        self.severity = severity
+        self.metadata = {} if metadata is None else metadata
+        self.references = [] if references is None else references
+        self.target = target
+        self.rule = rule
+        self.silent = silent
+        self.tx_id = tx_id
 
     def eve_alert(self) -> dict[str, Any]:
         """The EVE `alert` object (Suricata's field names)."""
