@@ -276,6 +276,7 @@ class UrlDatabase:
         # settle (most hosts never get here), and the exact host-key answers behind filter hits.
         self._host_memo: dict[str, tuple[str, ...]] = {}
         self._host_key_memo: dict[bytes, bool] = {}
+        self.exact_host_checks = 0  # calls of the exact host test (stats; the filters' cost)
 
     # -- lookups -------------------------------------------------------------------------------
 
@@ -303,6 +304,7 @@ class UrlDatabase:
     def _is_host_key(self, host: bytes) -> bool:
         """Exact (SHA-256 prefix) test: is `host` the host part of some entry? Memoised: the
         filters send only entry hosts and their rare false positives here."""
+        self.exact_host_checks += 1
         hit = self._host_key_memo.get(host)
         if hit is not None:
             return hit
