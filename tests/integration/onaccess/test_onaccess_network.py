@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,25 @@ from test_onaccess_center import Center, _until  # noqa: E402
 from vmshield.lab.attacks import run_attack  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+
+def _enrolled_svm_args(harness: Any, st: Any, center_url: str, token: str) -> list[str]:
+    """An SVM enrolled with the center, protecting the lab's bridge in standard mode."""
+    return [
+        "--enroll",
+        center_url,
+        token,
+        "--network-mode",
+        "standard",
+        "--bridge",
+        st.bridge,
+        "--ports",
+        ",".join(h.port for h in st.hosts),
+        "--network-name",
+        st.prefix,
+        "--data-dir",
+        str(harness.root / "svm-data"),
+    ]
 
 
 def test_svm_runs_network_protection_of_the_bridge(tmp_path: Path, harness: Harness) -> None:
@@ -40,23 +60,7 @@ def test_svm_runs_network_protection_of_the_bridge(tmp_path: Path, harness: Harn
             )
             r = api.post("/api/v1/deployments", json={"host_node_id": hosts["testhost"]})
             token = r.json()["enrolment_token"]
-        harness.start_svm(
-            extra_args=[
-                "--enroll",
-                center.url,
-                token,
-                "--network-mode",
-                "standard",
-                "--bridge",
-                st.bridge,
-                "--ports",
-                ",".join(h.port for h in st.hosts),
-                "--network-name",
-                st.prefix,
-                "--data-dir",
-                str(harness.root / "svm-data"),
-            ]
-        )
+        harness.start_svm(extra_args=_enrolled_svm_args(harness, st, center.url, token))
         run_attack(st, "portscan", "attacker", "vm1", wait_events=0)
         deadline = time.monotonic() + 15
         net_eve = harness.root / "eve-network.json"  # enrolled: its own file, forwarded
@@ -138,21 +142,9 @@ def test_svm_follows_the_centers_network_policy_without_restart(
         net_toml.write_text(f'rules = ["{rules}"]\n')
         svm = harness.start_svm(
             extra_args=[
-                "--enroll",
-                center.url,
-                token,
+                *_enrolled_svm_args(harness, st, center.url, token),
                 "--network-config",
                 str(net_toml),
-                "--network-mode",
-                "standard",
-                "--bridge",
-                st.bridge,
-                "--ports",
-                ",".join(h.port for h in st.hosts),
-                "--network-name",
-                st.prefix,
-                "--data-dir",
-                str(harness.root / "svm-data"),
             ]
         )
         net_eve = harness.root / "eve-network.json"
