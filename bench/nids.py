@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from vmshield.engines.net import native
+from vmshield import native
 from vmshield.engines.net.config import EngineConfig
 from vmshield.engines.net.engine import Engine
 from vmshield.engines.net.pcap import read_packets

@@ -1,5 +1,5 @@
 """Compile the network engine's hot modules with mypyc into build/native/ (see
-src/vmshield/engines/net/native.py). Quick when the build is up to date; `--force` rebuilds.
+src/vmshield/native.py). Quick when the build is up to date; `--force` rebuilds.
 
     .venv/bin/python scripts/build_native.py [--force]
 
@@ -26,7 +26,7 @@ SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 os.environ["VMSHIELD_NATIVE"] = "0"  # importing native.py must not pick up the old build
 
-from vmshield.engines.net import native  # noqa: E402
+from vmshield import native  # noqa: E402
 
 _SETUP = """
 import sys

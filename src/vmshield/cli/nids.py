@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from vmshield.engines.net import native
+from vmshield import native
 from vmshield.engines.net.config import ConfigError, EngineConfig
 from vmshield.engines.net.engine import Action, Engine
 from vmshield.engines.net.pcap import CaptureError, CaptureTruncated, read_packets

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vmshield.engines.net import native
+from vmshield import native
 from vmshield.events import SEVERITY_HIGH, SEVERITY_INFO, SEVERITY_MEDIUM, Event, eve_line
 from vmshield.filter import inspect as I  # noqa: N812
 from vmshield.filter import rules as R  # noqa: N812

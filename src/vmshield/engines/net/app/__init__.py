@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from vmshield.engines.net import native
+from vmshield import native
 
-native.extend(__path__, __name__)  # compiled modules first (native.py)
+native.extend(__path__, __name__)  # compiled modules first (vmshield/native.py)
 
 HTTP_METHODS = (
     b"GET ",

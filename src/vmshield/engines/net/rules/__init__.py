@@ -60,9 +60,9 @@ thread-safe, like the rest of the sans-IO engine.
 
 from __future__ import annotations
 
-from vmshield.engines.net import native
+from vmshield import native
 
-native.extend(__path__, __name__)  # compiled modules first (native.py)
+native.extend(__path__, __name__)  # compiled modules first (vmshield/native.py)
 
 from .classification import Classification  # noqa: E402 - after native.extend
 from .model import (  # noqa: E402 - after native.extend

@@ -1,4 +1,8 @@
-"""The engine's hot modules compiled to C with mypyc, used when present and up to date.
+"""Process-level speed settings: the network engine's hot modules compiled to C with mypyc
+(used when present and up to date), and the garbage collector of packet loops.
+
+Kept outside `vmshield.engines`: reading the build and hashing the sources is I/O at import,
+which the sans-IO engines do not do themselves; their packages only call `extend`.
 
 The per-packet pipeline (decode, flows, streams, app-layer parsers, rule matching, attack
 detection) is plain typed Python; `scripts/build_native.py` (run by `scripts/bootstrap`) compiles
@@ -43,7 +47,7 @@ MODULES = (
 )
 STAMP = "native-stamp.json"
 
-SRC_ROOT = Path(__file__).resolve().parents[3]  # .../src
+SRC_ROOT = Path(__file__).resolve().parents[1]  # .../src
 
 
 def build_dir() -> Path:
