@@ -7,6 +7,7 @@ import binascii
 import re
 from typing import Any
 
+from ..packet import Packet
 from .items import (
     Base64Decode,
     BufSize,
@@ -31,6 +32,12 @@ _PER_LINE = {"http.request_header", "http.response_header"}
 PCRE_TIMEOUT = 0.05
 
 
+def rule_payload(p: Packet) -> bytes:
+    """The payload rules inspect: the decoder's ICMP payload starts at ICMP byte 4, Suricata's
+    after the 8-byte header."""
+    return bytes(p.payload[4:]) if p.proto in (1, 58) else bytes(p.payload)
+
+
 class Env:
     """Per-packet cache shared by every rule evaluated on it."""
 
@@ -40,10 +47,7 @@ class Env:
     def __init__(self, ctx: InspectContext, datasets: Any = None) -> None:
         self.ctx = ctx
         p = self.p = ctx.packet
-        pl = p.payload
-        if p.proto in (1, 58):
-            pl = pl[4:]  # decoder payload starts at ICMP byte 4; Suricata's after the 8-byte header
-        self.payload: bytes = bytes(pl)
+        self.payload: bytes = rule_payload(p)
         self.src_int = int.from_bytes(p.src_bytes, "big") if p.src_bytes else -1
         self.dst_int = int.from_bytes(p.dst_bytes, "big") if p.dst_bytes else -1
         self.bufcache: dict[Any, list[bytes] | None] = {}

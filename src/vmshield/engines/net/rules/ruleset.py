@@ -12,7 +12,7 @@ import hyperscan
 
 from .classification import Classification
 from .datasets import Datasets
-from .detect import Env, flow_conditions, header_match, payload_match
+from .detect import Env, flow_conditions, header_match, payload_match, rule_payload
 from .model import Alert, FlowDetectState, InspectContext, LoadStats, RuleError
 from .parser import PACKET_BUFFERS, BufKey, Rule, RuleReject, parse_rule
 from .threshold_config import RateFilter, Suppress, parse_threshold_config
@@ -100,6 +100,24 @@ def iter_rules(text: str) -> Iterable[tuple[int, str]]:
         buf = []
     if buf:
         yield start, " ".join(x.strip() for x in buf).strip()
+
+
+def _scan_payload(
+    pf: _Prefilter, payload: bytes, stream: bytes | memoryview | None, on: Any
+) -> None:
+    """A payload prefilter: the packet payload (when there is no stream, or some rule inspects
+    the raw payload), and the stream bytes when there are some."""
+    if payload and (stream is None or pf.raw_payload):
+        pf.db.scan(payload, match_event_handler=on, context=pf)
+    if stream:
+        pf.db.scan(stream, match_event_handler=on, context=pf)
+
+
+def _hit_rules(found: list[tuple[_Prefilter, int]], hits: set[int]) -> list[int]:
+    """The rules behind the prefilters' pattern hits, added to `hits`, in rule order."""
+    for pf, pid in found:
+        hits.update(pf.rules_of[pid])
+    return sorted(hits)
 
 
 class RuleSet:
@@ -362,11 +380,8 @@ class RuleSet:
 
         # Without app-layer buffers (most packets) only payload/stream and header buffers apply.
         for key, kind, pf in grp.scan_plan if bufs else grp.scan_plan_packet:
-            if kind == 0:  # packet payload, and the stream when there is one
-                if env.payload and (ctx.stream is None or pf.raw_payload):
-                    pf.db.scan(env.payload, match_event_handler=on, context=pf)
-                if ctx.stream:
-                    pf.db.scan(ctx.stream, match_event_handler=on, context=pf)
+            if kind == 0:
+                _scan_payload(pf, env.payload, ctx.stream, on)
                 continue
             if kind == 2:  # app-layer buffer without transforms: straight from the mapping
                 v = bufs.get(key[0])
@@ -398,9 +413,7 @@ class RuleSet:
                         pf.db.scan(d, match_event_handler=on, context=pf)
             elif v:
                 pf.db.scan(v, match_event_handler=on, context=pf)
-        for pf, pid in found:
-            hits.update(pf.rules_of[pid])
-        return sorted(hits)
+        return _hit_rules(found, hits)
 
     # -- detection -----------------------------------------------------------------------------
     def header_candidates(
@@ -459,23 +472,12 @@ class RuleSet:
         def on(pid: int, _f: int, _t: int, _fl: int, pf_: Any) -> None:
             found.append((pf_, pid))
 
-        stream = ctx.stream
-        payload: bytes | None = None
+        payload = rule_payload(p)
         for _key, _kind, pf in grp.scan_plan_packet:
-            if stream is None or pf.raw_payload:
-                if payload is None:
-                    pl = p.payload[4:] if p.proto in (1, 58) else p.payload  # as Env.payload
-                    payload = bytes(pl)
-                if payload:
-                    pf.db.scan(payload, match_event_handler=on, context=pf)
-            if stream:
-                pf.db.scan(stream, match_event_handler=on, context=pf)
+            _scan_payload(pf, payload, ctx.stream, on)
         if not found:
             return []
-        hits: set[int] = set()
-        for pf, pid in found:
-            hits.update(pf.rules_of[pid])
-        return sorted(hits)
+        return _hit_rules(found, set())
 
     def _match(self, ctx: InspectContext, env: Env, cands: list[int] | None = None) -> list[Alert]:
         out: list[Alert] = []
