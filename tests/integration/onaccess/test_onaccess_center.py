@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -110,6 +111,17 @@ def _events(api: httpx.Client, vm: str) -> list[dict[str, Any]]:
     return list(r.json()["events"])
 
 
+def _static_inventory(api: Any, inv: Path) -> dict[str, Any]:
+    """Register the TOML inventory `inv` with the center; its inventory tree once vm3 is in."""
+    r = api.post("/api/v1/connections", json={"name": "lab", "kind": "static", "url": str(inv)})
+    assert r.status_code == 201, r.text
+    return _until(
+        lambda: (t := api.get("/api/v1/inventory").json()) and _find(t, "vm", "vm3") and t,
+        60,
+        "the static inventory in the center",
+    )
+
+
 def test_center_profile_events_and_spool(harness: Harness) -> None:
     h = harness
     center = Center(h)
@@ -124,13 +136,7 @@ def test_center_profile_events_and_spool(harness: Harness) -> None:
         f'[[vm]]\nname = "vm3"\nhost = "esx-test"\nuuid = "{u3}"\n'
     )
     with center.api() as api:
-        r = api.post("/api/v1/connections", json={"name": "lab", "kind": "static", "url": str(inv)})
-        assert r.status_code == 201, r.text
-        tree = _until(
-            lambda: (t := api.get("/api/v1/inventory").json()) and _find(t, "vm", "vm3") and t,
-            60,
-            "the static inventory in the center",
-        )
+        tree = _static_inventory(api, inv)
         cluster = _find(tree, "cluster", "c1")
         host = _find(tree, "host", "esx-test")
         assert cluster and host
@@ -325,13 +331,7 @@ def test_vms_the_center_does_not_protect_are_not_scanned(harness: Harness) -> No
         )
     )
     with center.api() as api:
-        r = api.post("/api/v1/connections", json={"name": "lab", "kind": "static", "url": str(inv)})
-        assert r.status_code == 201, r.text
-        tree = _until(
-            lambda: (t := api.get("/api/v1/inventory").json()) and _find(t, "vm", "vm3") and t,
-            60,
-            "the static inventory in the center",
-        )
+        tree = _static_inventory(api, inv)
         node = {vm: _find(tree, "vm", vm)["id"] for vm in ("vm1", "vm2", "vm3")}  # type: ignore[index]
         r = api.post(
             "/api/v1/profiles/file",

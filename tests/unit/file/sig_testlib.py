@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -49,3 +51,27 @@ def write_db(dirpath: Path, files: dict[str, str]) -> Path:
     for n, content in files.items():
         (dirpath / n).write_text(content)
     return dirpath
+
+
+def clamscan(db: Path, files: list[Path]) -> dict[str, set[str]]:
+    """What ClamAV's clamscan reports for each file (by name): every match, bytecode off,
+    the `.UNOFFICIAL` suffix of unsigned databases removed."""
+    proc = subprocess.run(
+        [
+            "clamscan",
+            "--no-summary",
+            "--allmatch",
+            "--bytecode=no",
+            "-d",
+            str(db),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    found: dict[str, set[str]] = {f.name: set() for f in files}
+    for m in re.finditer(r"^(.*): (\S+) FOUND$", proc.stdout, re.M):
+        found[Path(m.group(1)).name].add(m.group(2).removesuffix(".UNOFFICIAL"))
+    return found

@@ -8,13 +8,11 @@ Files are longer than 5 bytes: clamscan does not match anything in files of 5 by
 
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from sig_testlib import EICAR, EICAR_MD5, write_db
+from sig_testlib import EICAR, EICAR_MD5, clamscan, write_db
 
 from vmshield.engines.file.database import Database
 from vmshield.engines.file.scanner import Scanner
@@ -90,30 +88,6 @@ FILES = {
 }
 
 
-def _clamscan(db: Path, files: list[Path]) -> dict[str, set[str]]:
-    proc = subprocess.run(
-        [
-            "clamscan",
-            "--no-summary",
-            "--allmatch",
-            "--bytecode=no",
-            "-d",
-            str(db),
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode in (0, 1), proc.stderr
-    found: dict[str, set[str]] = {f.name: set() for f in files}
-    for line in proc.stdout.splitlines():
-        m = re.match(r"^(.*): (\S+) FOUND$", line)
-        if m:
-            found[Path(m.group(1)).name].add(m.group(2).removesuffix(".UNOFFICIAL"))
-    return found
-
-
 def test_detections_agree_with_clamscan(tmp_path: Path) -> None:
     db_dir = write_db(
         tmp_path / "db",
@@ -129,7 +103,7 @@ def test_detections_agree_with_clamscan(tmp_path: Path) -> None:
     assert not db.rejected
     scanner = Scanner(db)
     ours = {p.name: {d.name for d in scanner.scan_path(p).detections} for p in files}
-    theirs = _clamscan(db_dir, files)
+    theirs = clamscan(db_dir, files)
     assert ours == theirs
     # And the test is not vacuous: most files are detected, the *_no ones are not.
     assert sum(1 for v in ours.values() if v) >= 18
@@ -177,7 +151,7 @@ def test_word_boundary_bytes_agree_with_clamscan(tmp_path: Path) -> None:
     )
     scanner = Scanner(Database.load(db_dir))
     ours = {p.name: {d.name for d in scanner.scan_path(p).detections} for p in files}
-    assert ours == _clamscan(db_dir, files)
+    assert ours == clamscan(db_dir, files)
     assert "T.Before" in ours["p032"] and "T.Before" not in ours["p001"]
 
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sig_testlib import db_of, names
+from sig_testlib import clamscan, db_of, names
 
 from vmshield.engines.file.signatures.execinfo import elf_info, pe_info
 
@@ -79,17 +79,7 @@ def test_elf_entry_point_agrees_with_clamscan(tmp_path: Path) -> None:
     db_dir = tmp_path / "db"
     db_dir.mkdir()
     (db_dir / "t.ndb").write_text(f"Elf.AtEP:6:EP+0:{at_ep}\nElf.NotAtEP:6:EP+0:{off_by_one}\n")
-    proc = subprocess.run(
-        ["clamscan", "--no-summary", "--allmatch", "-d", str(db_dir), str(binary)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    theirs = {
-        ln.split(": ")[1].split()[0].removesuffix(".UNOFFICIAL")
-        for ln in proc.stdout.splitlines()
-        if ln.endswith("FOUND")
-    }
+    theirs = clamscan(db_dir, [binary])[binary.name]
     from vmshield.engines.file.database import Database
 
     ours = names(Database.load(db_dir), data)
