@@ -149,6 +149,42 @@ IDS_CATEGORIES = (
     "botnet",
     "phishing",
 )
+# Suricata classtypes (rules/classification.config) -> the IDS categories above. A policy that
+# leaves a category out leaves out the rules of its classtypes (`ids_classtypes`); classtypes
+# not listed are in no category, so their rules (and rules without classtype) always load.
+CLASSTYPE_CATEGORY = {
+    **dict.fromkeys(
+        (
+            "attempted-user", "unsuccessful-user", "successful-user", "attempted-admin",
+            "successful-admin", "shellcode-detect", "rpc-portmap-decode", "system-call-detect",
+            "exploit-kit", "default-login-attempt", "suspicious-login",
+        ),
+        "exploit",
+    ),
+    **dict.fromkeys(("pup-activity", "coin-mining", "suspicious-filename-detect"), "malware"),
+    **dict.fromkeys(
+        ("attempted-recon", "successful-recon-limited", "successful-recon-largescale",
+         "network-scan"),
+        "scan",
+    ),
+    **dict.fromkeys(("attempted-dos", "successful-dos", "denial-of-service"), "dos"),
+    **dict.fromkeys(("web-application-attack", "web-application-activity"), "web-attack"),
+    **dict.fromkeys(
+        ("policy-violation", "inappropriate-content", "external-ip-check",
+         "non-standard-protocol", "unusual-client-port-connection"),
+        "policy",
+    ),
+    "trojan-activity": "trojan",
+    **dict.fromkeys(("command-and-control", "domain-c2"), "botnet"),
+    **dict.fromkeys(("social-engineering", "credential-theft"), "phishing"),
+}  # fmt: skip
+
+
+def ids_classtypes(categories: set[str] | frozenset[str]) -> frozenset[str]:
+    """The classtypes of the IDS `categories`."""
+    return frozenset(ct for ct, cat in CLASSTYPE_CATEGORY.items() if cat in categories)
+
+
 URL_CATEGORIES = ("malicious", "phishing", "adware", "gambling", "adult", "social", "unknown")
 
 

@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             if args.network_mode != "none":  # the center's network policy, applied live
                 from vmshield.svm.netpolicy import NetworkPolicyFollower
 
-                follower = NetworkPolicyFollower(host.svm.emit, cfg.host, data_dir / "netpolicy")
+                follower = NetworkPolicyFollower(host.svm.emit, cfg.host)
 
             def on_config(c: dict) -> None:  # type: ignore[type-arg]
                 host.apply_center_config(c)

@@ -32,6 +32,9 @@ class EngineInspector:
             raise RuntimeError("the network engine (vmshield.engines.net.engine) is not installed")
         self.load_errors: list[str] = []
         self.engine: Any = _build_engine(cls, settings, self.load_errors)
+        # The rule load's counts (loaded, rejected, left out by policy, made report-only).
+        rules = getattr(self.engine, "rules", None)
+        self.rule_stats: Any = getattr(rules, "stats", None)
         # Monitoring: the engine hands BYPASS only in IPS mode, but the mirror's kernel filter
         # (filter/bpf.py) needs the same "done with this flow" to stop copying it. The flow
         # logic is the standard mode's (same events in both modes).
@@ -58,7 +61,7 @@ def _build_engine(cls: Any, settings: I.InspectorSettings, errors: list[str]) ->
     if settings.rules:
         from vmshield.engines.net.rules import RuleSet
 
-        rs = RuleSet.load(paths=list(settings.rules))
+        rs = RuleSet.load(paths=list(settings.rules), selection=settings.rule_selection)
         for r in getattr(rs, "rejected", []):
             errors.append(
                 f"{getattr(r, 'file', '?')}:{getattr(r, 'line', '?')}: {getattr(r, 'reason', r)}"

@@ -8,9 +8,12 @@ network engine (`vmshield.engines.net.engine.Engine`, sans-IO) to that.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vmshield.events import Event
+
+if TYPE_CHECKING:
+    from vmshield.engines.net.rules.select import RuleSelection
 
 ACCEPT = "accept"
 DROP = "drop"
@@ -45,6 +48,8 @@ class InspectorSettings:
     mode: str = "ips"  # ips (standard) | ids (monitoring)
     engine_config: str | None = None  # EngineConfig TOML
     rules: list[str] = field(default_factory=list)  # Suricata rule files
+    # Rules a policy leaves out or makes report-only, applied as they load (None: as written).
+    rule_selection: RuleSelection | None = None
     url_db: list[str] = field(default_factory=list)  # URL database/feed files
     block_seconds: int = 600
     extra: dict[str, Any] = field(default_factory=dict)

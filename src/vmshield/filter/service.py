@@ -641,6 +641,7 @@ class NetworkProtection:
         except Exception as exc:
             raise ProtectionError(f"cannot load the network engine: {exc}") from exc
         self.load_errors: list[str] = list(getattr(self._inspector, "load_errors", []))
+        self.rule_stats: Any = getattr(self._inspector, "rule_stats", None)  # rules.LoadStats
 
     # -- events
     def emit(self, ev: Event) -> None:
@@ -884,6 +885,7 @@ class NetworkProtection:
             old_stop, old = self._stop, list(self._workers.values())
             self.cfg, self._inspector = config, inspector
             self.load_errors = list(getattr(inspector, "load_errors", []))
+            self.rule_stats = getattr(inspector, "rule_stats", None)
             if self._running:
                 t0 = time.monotonic()
                 self._stop = self._ctx.Event()  # the new workers' own; the old ones stop now

@@ -11,10 +11,12 @@ What the policy sets, and how:
 - attack detection on/off, attack action (ignore, terminate, terminate and block: the most any
   detector may do; detectors that only ever report keep doing so) and block minutes: the attack
   detectors' settings; thresholds stay local;
-- IDS on/off: the local rule files are loaded or not; IDS categories: rules whose classtype
-  belongs to a category the policy leaves out are commented out (`CLASSTYPE_CATEGORY`; rules of
-  other classtypes, or none, stay); IDS action `report`: drop/reject rules become alert rules
-  (written to `work_dir`, same file names and line numbers as the local files);
+- IDS on/off: the local rule files are loaded or not; IDS categories and IDS action `report`:
+  a `RuleSelection` the engine applies as it loads the local rule files (never copied or
+  rewritten): rules whose classtype belongs to a category the policy leaves out are not loaded
+  (`center.profiles.CLASSTYPE_CATEGORY`; rules of other classtypes, or none, and rules that
+  cannot alert stay), and with `report` drop/reject rules load as alert rules. The event gives
+  the counts of the load (`ids`: `rules_left_out`, `rules_report_only`);
 - URL filtering on/off: the local URL database is used or not;
 - exclusions (address or subnet, or VLAN; do not scan / do not block): the filter's exclusions,
   before the local ones.
@@ -31,12 +33,9 @@ from __future__ import annotations
 import copy
 import ipaddress
 import logging
-import re
-import shutil
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vmshield.events import SEVERITY_INFO, SEVERITY_MEDIUM, Event
@@ -58,38 +57,6 @@ _LIVE_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
 _ACTION_RANK = {"ignore": 0, "terminate": 1, "block": 2}
 _POLICY_CAP = {"ignore": 0, "terminate": 1, "terminate_and_block": 2}
 _RANK_ACTION = {v: k for k, v in _ACTION_RANK.items()}
-
-# Suricata classtypes (rules/classification.config) -> the center's IDS categories
-# (center.profiles.IDS_CATEGORIES). Classtypes not listed are in no category: such rules stay.
-CLASSTYPE_CATEGORY = {
-    **dict.fromkeys(
-        (
-            "attempted-user", "unsuccessful-user", "successful-user", "attempted-admin",
-            "successful-admin", "shellcode-detect", "rpc-portmap-decode", "system-call-detect",
-            "exploit-kit", "default-login-attempt", "suspicious-login",
-        ),
-        "exploit",
-    ),
-    **dict.fromkeys(("pup-activity", "coin-mining", "suspicious-filename-detect"), "malware"),
-    **dict.fromkeys(
-        ("attempted-recon", "successful-recon-limited", "successful-recon-largescale",
-         "network-scan"),
-        "scan",
-    ),
-    **dict.fromkeys(("attempted-dos", "successful-dos", "denial-of-service"), "dos"),
-    **dict.fromkeys(("web-application-attack", "web-application-activity"), "web-attack"),
-    **dict.fromkeys(
-        ("policy-violation", "inappropriate-content", "external-ip-check",
-         "non-standard-protocol", "unusual-client-port-connection"),
-        "policy",
-    ),
-    "trojan-activity": "trojan",
-    **dict.fromkeys(("command-and-control", "domain-c2"), "botnet"),
-    **dict.fromkeys(("social-engineering", "credential-theft"), "phishing"),
-}  # fmt: skip
-_CLASSTYPE = re.compile(r"\bclasstype\s*:\s*([^;\s]+)\s*;")
-_BLOCKING_ACTION = re.compile(r"^(\s*)(drop|reject|rejectsrc|rejectdst|rejectboth)(\s)", re.I)
-MAX_RULE_FILE = 256 * 1024 * 1024  # a local rule file larger than this is not rewritten
 
 
 @dataclass(frozen=True)
@@ -178,55 +145,14 @@ def _exclusion(item: dict[str, Any], where: str) -> tuple[Exclusion | None, str]
     return None, f"{where}: neither an address nor a VLAN 1-4094"
 
 
-def rewrite_rules(
-    paths: list[str], left_out: set[str], report_only: bool, out: Path
-) -> tuple[list[str], Counter[str]]:
-    """Copies of the rule files without the rules of the `left_out` IDS categories (commented
-    out, so that line numbers stay) and, `report_only`, with drop/reject rules made alert rules.
-    Each copy keeps its file name (under `out/<n>/`)."""
-    counts: Counter[str] = Counter()
-    written = []
-    for n, name in enumerate(paths):
-        src = Path(name)
-        if src.stat().st_size > MAX_RULE_FILE:
-            raise ValueError(f"{src}: rule file larger than {MAX_RULE_FILE} bytes")
-        lines = src.read_text(encoding="utf-8", errors="surrogateescape").splitlines(True)
-        result: list[str] = []
-        i = 0
-        while i < len(lines):
-            j = i  # a rule may go on over lines ending with a backslash
-            while j + 1 < len(lines) and lines[j].rstrip("\r\n").endswith("\\"):
-                j += 1
-            block, i = lines[i : j + 1], j + 1
-            text = "".join(block)
-            if not text.strip() or text.lstrip().startswith("#"):
-                result += block
-                continue
-            m = _CLASSTYPE.search(text)
-            category = CLASSTYPE_CATEGORY.get(m.group(1).lower()) if m else None
-            if category in left_out:
-                counts["left_out"] += 1
-                counts[f"left_out:{category}"] += 1
-                result += [f"# left out (IDS category {category}): {ln}" for ln in block]
-                continue
-            if report_only and _BLOCKING_ACTION.match(block[0]):
-                counts["report_only"] += 1
-                block = [_BLOCKING_ACTION.sub(r"\1alert\3", block[0], count=1), *block[1:]]
-            result += block
-        dest = out / str(n) / src.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text("".join(result), encoding="utf-8", errors="surrogateescape")
-        written.append(str(dest))
-    return written, counts
-
-
 def protection_config(
-    base: ProtectionConfig, plan: NetworkPlan, rules_dir: Path | None = None
+    base: ProtectionConfig, plan: NetworkPlan
 ) -> tuple[ProtectionConfig, list[str], dict[str, Any]]:
     """The service configuration for `plan`, from the local one; what was not applied; and
-    notes for the event. Pure, except the rewritten rule files written under `rules_dir`."""
-    from vmshield.center.profiles import IDS_CATEGORIES
+    notes for the event."""
+    from vmshield.center.profiles import IDS_CATEGORIES, ids_classtypes
     from vmshield.engines.net.attacks import AttackConfig, DetectorConfig
+    from vmshield.engines.net.rules.select import RuleSelection
     from vmshield.filter.exclusions import Exclusion
 
     new = copy.deepcopy(base)
@@ -281,17 +207,9 @@ def protection_config(
         if not s.get("ids_enabled", True):
             new.inspector.rules = []
         elif (left_out or report_only) and base.inspector.rules:
-            if rules_dir is None:
-                not_applied.append("ids_categories, ids_action: no directory for the rule files")
-            else:
-                new.inspector.rules, counts = rewrite_rules(
-                    list(base.inspector.rules), left_out, report_only, rules_dir
-                )
-                notes["ids"] = {
-                    "categories_left_out": sorted(left_out),
-                    "rules_left_out": counts["left_out"],
-                    "rules_report_only": counts["report_only"],
-                }
+            new.inspector.rule_selection = RuleSelection(ids_classtypes(left_out), report_only)
+            # the rule counts are the load's: NetworkPolicyFollower adds them
+            notes["ids"] = {"categories_left_out": sorted(left_out), "report_only": report_only}
         if not s.get("url_filtering", True):
             new.inspector.url_db = []
         fail_closed = s.get("failure_mode", "fail_open") == "fail_closed"
@@ -312,15 +230,9 @@ def protection_config(
 class NetworkPolicyFollower:
     """Applies each new center configuration to the running network protection."""
 
-    def __init__(
-        self,
-        emit: Callable[[Event], None],
-        host: str | None = None,
-        work_dir: str | Path | None = None,
-    ) -> None:
+    def __init__(self, emit: Callable[[Event], None], host: str | None = None) -> None:
         self.emit = emit
         self.host = host
-        self.work_dir = Path(work_dir) if work_dir is not None else None  # rewritten rules
         self._lock = threading.Lock()
         self._net: NetworkProtection | None = None
         self._base: ProtectionConfig | None = None
@@ -347,13 +259,10 @@ class NetworkPolicyFollower:
         plan = plan_from_center(cfg)
         if plan.same_as(self.applied) or (self.applied is None and plan.empty):
             return
-        rules_dir = self.work_dir / f"rules-{plan.version}" if self.work_dir else None
         try:
-            new, not_applied, notes = protection_config(self._base, plan, rules_dir)
+            new, not_applied, notes = protection_config(self._base, plan)
             gap = self._net.reload(new)
         except Exception as exc:  # the running configuration stays; say why
-            if rules_dir is not None:
-                shutil.rmtree(rules_dir, ignore_errors=True)
             log.error("center network policy (version %s) not applied: %s", plan.version, exc)
             self._event(
                 "network_policy_failed",
@@ -364,10 +273,10 @@ class NetworkPolicyFollower:
             )
             return
         self.applied, self.applied_config = plan, new
-        if self.work_dir is not None:  # the engine has read its rules: older copies can go
-            for old in self.work_dir.glob("rules-*"):
-                if old != rules_dir:
-                    shutil.rmtree(old, ignore_errors=True)
+        stats = getattr(self._net, "rule_stats", None)  # the load that just happened
+        if "ids" in notes:
+            notes["ids"]["rules_left_out"] = getattr(stats, "left_out", 0)
+            notes["ids"]["rules_report_only"] = getattr(stats, "report_only", 0)
         s = plan.settings
         applied: dict[str, Any] = {"exclusions": [e.text() for e in new.exclusions]}
         if plan.policy is not None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vmshield.center.profiles import NetworkPolicySpec
+from vmshield.center.profiles import CLASSTYPE_CATEGORY, IDS_CATEGORIES, NetworkPolicySpec
 from vmshield.engines.net.attacks import AttackConfig
-from vmshield.engines.net.rules import RuleSet
+from vmshield.engines.net.rules import Classification, RuleSet
+from vmshield.events import Event
 from vmshield.filter.exclusions import parse_exclusion
 from vmshield.filter.inspect import InspectorSettings
-from vmshield.filter.service import ProtectionConfig
-from vmshield.svm.netpolicy import plan_from_center, protection_config
+from vmshield.filter.service import NetworkProtection, ProtectionConfig
+from vmshield.svm.netpolicy import NetworkPolicyFollower, plan_from_center, protection_config
 
 
 def _vm(name: str, addr: str, status: str, pid: int = 0, **settings: Any) -> dict[str, Any]:
@@ -123,34 +124,78 @@ alert tcp any any -> any 6667 (msg:"c2"; content:"NICK"; classtype:command-and-c
 drop tcp any any -> any 22 (msg:"no classtype"; content:"SSH-1."; sid:4;)
 alert tcp any any -> any any (msg:"broken"; nosuchkeyword; classtype:trojan-activity; sid:5;)
 """
+# every IDS category but scan and botnet
+CATS = ["exploit", "malware", "dos", "web-attack", "policy", "trojan", "phishing"]
 
 
-def test_ids_categories_and_report_only_rewrite_the_local_rules(tmp_path: Path) -> None:
+def test_every_classtype_maps_to_a_known_ids_category() -> None:
+    assert set(CLASSTYPE_CATEGORY.values()) == set(IDS_CATEGORIES)
+    known = set(Classification.default().types)
+    assert set(CLASSTYPE_CATEGORY) <= known, set(CLASSTYPE_CATEGORY) - known
+
+
+def test_ids_categories_and_report_only_select_the_local_rules_as_they_load(
+    tmp_path: Path,
+) -> None:
     local = tmp_path / "local.rules"
     local.write_text(RULES)
     base = _base()
     base.inspector.rules = [str(local)]
-    cats = ["exploit", "malware", "dos", "web-attack", "policy", "trojan", "phishing"]
     cfg = {
         "version": 7,
-        "vms": [_vm("a", "10.1.0.1", "protected", 1, ids_categories=cats, ids_action="report")],
+        "vms": [_vm("a", "10.1.0.1", "protected", 1, ids_categories=CATS, ids_action="report")],
     }
-    new, not_applied, notes = protection_config(base, plan_from_center(cfg), tmp_path / "out")
+    new, not_applied, notes = protection_config(base, plan_from_center(cfg))
     assert not_applied == []
-    assert notes["ids"] == {
+    assert notes["ids"] == {"categories_left_out": ["botnet", "scan"], "report_only": True}
+    assert new.inspector.rules == [str(local)]  # the local file itself, never a copy
+    sel = new.inspector.rule_selection
+    assert sel is not None and sel.report_only
+    assert {"attempted-recon", "command-and-control"} <= sel.exclude_classtypes
+    rs = RuleSet.load(paths=new.inspector.rules, selection=sel)
+    assert {r.sid: r.action for r in rs.rules} == {1: "alert", 4: "alert"}
+    assert (rs.stats.left_out, rs.stats.report_only) == (2, 2)
+    (bad,) = rs.rejected  # a rule the engine refuses: reported with its file and line
+    assert (bad.sid, bad.line, bad.file) == (5, 7, str(local))
+    assert local.read_text() == RULES
+    # Every category and the default action: the rules as written.
+    cfg["vms"] = [_vm("a", "10.1.0.1", "protected", 1)]
+    new, _, notes = protection_config(base, plan_from_center(cfg))
+    assert new.inspector.rule_selection is None and "ids" not in notes
+    assert base.inspector.rule_selection is None  # the local configuration untouched
+
+
+def test_follower_reports_the_counts_of_the_rule_load(tmp_path: Path) -> None:
+    """The follower applies the policy to a real (not started) network service on loopback;
+    the event's counts are those of the engine's rule load."""
+    local = tmp_path / "local.rules"
+    local.write_text(RULES)
+    base = ProtectionConfig(
+        name="np1", bridge="lo", ports=["lo"], inspector=InspectorSettings(rules=[str(local)])
+    )
+    net = NetworkProtection(base)
+    assert net.rule_stats.loaded == 4 and net.rule_stats.left_out == 0
+    events: list[Event] = []
+    follower = NetworkPolicyFollower(events.append, host="esx1")
+    follower.attach(net)
+    follower.on_center_config(
+        {
+            "version": 3,
+            "vms": [_vm("a", "10.1.0.1", "protected", 1, ids_categories=CATS, ids_action="report")],
+        }
+    )
+    (ev,) = events
+    svm = ev.data["svm"]
+    assert svm["event"] == "network_policy" and svm["config_version"] == 3
+    assert svm["ids"] == {
         "categories_left_out": ["botnet", "scan"],
+        "report_only": True,
         "rules_left_out": 2,
         "rules_report_only": 2,
     }
-    (path,) = new.inspector.rules
-    assert path.endswith("/local.rules") and path != str(local)
-    rs = RuleSet.load(paths=[path])
-    assert {r.sid: r.action for r in rs.rules} == {1: "alert", 4: "alert"}
-    # A rule the engine refuses is still reported with its file name and original line.
-    (bad,) = rs.rejected
-    assert (bad.sid, bad.line, Path(bad.file).name) == (5, 7, "local.rules")
-    assert local.read_text() == RULES  # the local file is never touched
-    # Every category and the default action: the local files themselves.
-    cfg["vms"] = [_vm("a", "10.1.0.1", "protected", 1)]
-    new, _, notes = protection_config(base, plan_from_center(cfg), tmp_path / "out2")
-    assert new.inspector.rules == [str(local)] and "ids" not in notes
+    assert net.rule_stats.loaded == 2 and net.rule_stats.rejected == 1
+    assert {r.sid: r.action for r in net._inspector.engine.rules.rules} == {1: "alert", 4: "alert"}
+    assert not list(tmp_path.glob("**/rules-*"))  # no rule file written anywhere
+    # Back to every category: the rules load as written again.
+    follower.on_center_config({"version": 4, "vms": [_vm("a", "10.1.0.1", "protected", 1)]})
+    assert "ids" not in events[-1].data["svm"] and net.rule_stats.loaded == 4

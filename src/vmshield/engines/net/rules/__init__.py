@@ -9,6 +9,8 @@ Loading::
     rs.stats      -> LoadStats(loaded, rejected, files)   (the load summary)
     rs.rejected   -> [RuleError(file, line, sid, keyword, reason)]  (never half-loaded)
     RuleSet.load(..., threshold_config=PATH)   global suppress / threshold / rate_filter
+    RuleSet.load(..., selection=RuleSelection(exclude_classtypes=..., report_only=...))
+                                               a policy's choice (rs.stats.left_out, .report_only)
     RuleSet.from_suricata_yaml(PATH)           rule-files, classification, threshold-file, vars
     rs.warnings, rs.pcre_timeouts, rs.datasets.snapshot(name)   (for logs, stats, state files)
 
@@ -74,6 +76,7 @@ from .model import (  # noqa: E402 - after native.extend
     RuleError,
 )
 from .ruleset import RuleSet  # noqa: E402 - after native.extend
+from .select import RuleSelection  # noqa: E402 - after native.extend
 from .variables import Variables  # noqa: E402 - after native.extend
 
 __all__ = [
@@ -84,6 +87,7 @@ __all__ = [
     "InspectContext",
     "LoadStats",
     "RuleError",
+    "RuleSelection",
     "RuleSet",
     "Variables",
 ]

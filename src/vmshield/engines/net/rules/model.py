@@ -86,6 +86,8 @@ class LoadStats:
     rejected: int = 0
     files: int = 0
     duplicates: int = 0
+    left_out: int = 0  # parsed, not loaded: a RuleSelection (policy) leaves their classtype out
+    report_only: int = 0  # drop/reject rules loaded as alert rules by a RuleSelection
 
 
 @dataclass(slots=True, init=False)

@@ -15,6 +15,7 @@ from .datasets import Datasets
 from .detect import Env, flow_conditions, header_match, payload_match, rule_payload
 from .model import Alert, FlowDetectState, InspectContext, LoadStats, RuleError
 from .parser import PACKET_BUFFERS, BufKey, Rule, RuleReject, parse_rule
+from .select import AS_WRITTEN, LEFT_OUT, MADE_ALERT, RuleSelection
 from .threshold_config import RateFilter, Suppress, parse_threshold_config
 from .transforms import apply_all
 from .variables import Variables
@@ -162,7 +163,9 @@ class RuleSet:
         dataset_dirs: Iterable[str | Path] = (),
         threshold_config: str | Path | None = None,
         datasets_config: dict[str, tuple[str | None, str | None, bool]] | None = None,
+        selection: RuleSelection | None = None,
     ) -> RuleSet:
+        """`selection`: rules a policy leaves out or makes report-only (rules/select.py)."""
         variables = variables or Variables.default()
         classification = classification or Classification.default()
         datasets = Datasets([Path(d) for d in dataset_dirs])
@@ -175,6 +178,7 @@ class RuleSet:
                 rejected.append(RuleError("<datasets>", 0, None, "dataset", str(e)))
         stats = LoadStats()
         seen: dict[tuple[int, int], tuple[str, int]] = {}
+        made_alert: dict[tuple[int, int], bool] = {}  # gid:sid -> a blocking rule made alert
         sources: list[tuple[str, str, Path | None]] = []
         for p in paths:
             path = Path(p)
@@ -206,6 +210,10 @@ class RuleSet:
                     rejected.append(RuleError(name, line, int(m.group(1)) if m else None, None, f"cannot parse rule ({type(e).__name__}: {e})"))  # fmt: skip
                     continue
                 key = (r.gid, r.sid)
+                chosen = selection.apply(r) if selection is not None else AS_WRITTEN
+                if chosen == LEFT_OUT:
+                    stats.left_out += 1
+                    continue
                 if key in seen:
                     # Suricata keeps the higher revision of a duplicated gid:sid
                     stats.duplicates += 1
@@ -214,6 +222,7 @@ class RuleSet:
                     if r.rev > old.rev:
                         rules[pos] = r
                         seen[key] = (f"{name}:{line}", pos)
+                        made_alert[key] = chosen == MADE_ALERT
                         oname, _, oline = where.rpartition(":")
                         rejected.append(RuleError(oname, int(oline), r.sid, "sid", f"duplicate sid {r.sid}: rev {old.rev} replaced by rev {r.rev} at {name}:{line}"))  # fmt: skip
                     else:
@@ -221,6 +230,7 @@ class RuleSet:
                     continue
                 seen[key] = (f"{name}:{line}", len(rules))
                 rules.append(r)
+                made_alert[key] = chosen == MADE_ALERT
         tcfg = None
         if threshold_config is not None:
             tpath = Path(threshold_config)
@@ -238,6 +248,7 @@ class RuleSet:
                         known[key].threshold = th  # a global threshold replaces the rule's own
         stats.loaded = len(rules)
         stats.rejected = len(rejected)
+        stats.report_only = sum(made_alert.values())  # of the revision kept for each sid
         rs = cls(rules, rejected, stats, datasets, classification)
         if tcfg is not None:
             rs._suppress = tcfg.suppress
