@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     k.set_defaults(func=_check)
 
     b = sub.add_parser("build", help="build a database from feed files")
-    b.add_argument("--feed", required=True, choices=FEEDS, help="format of the FILEs")
+    b.add_argument("--feed", choices=FEEDS, default="plain", help="format of the FILEs")
     b.add_argument(
         "--category",
         choices=sorted(CATEGORIES),
@@ -66,10 +66,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     b.add_argument(
         "--trusted", action="append", default=[], metavar="FILE", help="plain list that wins"
     )
+    b.add_argument(
+        "--list",
+        action="append",
+        default=[],
+        metavar="CATEGORY:FILE",
+        help="a plain list of one category (e.g. gambling:ut1/gambling/domains), repeatable; "
+        f"categories: {', '.join(CATEGORIES)}",
+    )
     b.add_argument("-o", "--output", required=True, metavar="DB")
     b.add_argument(
         "files",
-        nargs="+",
+        nargs="*",
         metavar="FILE",
         help="feed files in the --feed format; FORMAT:FILE (e.g. phishtank:online-valid.json) "
         "mixes formats in one database",
@@ -155,11 +163,20 @@ def _check(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
+        lists = []
+        for item in args.list:
+            cat, sep, path = item.partition(":")
+            if not sep or not path:
+                raise ValueError(f"--list {item!r}: expected CATEGORY:FILE")
+            lists.append((cat, path))
+        if not args.files and not lists:
+            raise ValueError("nothing to build: give feed FILEs or --list CATEGORY:FILE")
         report = build_database(
             [_feed_and_file(args.feed, f) for f in args.files],
             args.output,
             category=args.category,
             trusted=args.trusted,
+            lists=lists,
         )
     except (FeedError, OSError, ValueError) as exc:
         print(f"vmshield url: {exc}", file=sys.stderr)

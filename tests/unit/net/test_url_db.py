@@ -29,7 +29,15 @@ from vmshield.engines.net.urls.canon import (
     to_latin1,
     url_expressions,
 )
-from vmshield.engines.net.urls.db import HEADER_SIZE, TRUSTED, DatabaseBuilder, category_names
+from vmshield.engines.net.urls.db import (
+    CATEGORIES,
+    CONTENT_CATEGORIES,
+    HEADER_SIZE,
+    THREAT_CATEGORIES,
+    TRUSTED,
+    DatabaseBuilder,
+    category_names,
+)
 from vmshield.engines.net.urls.feeds import FeedError
 
 URLHAUS_WITH_LAST_ONLINE = """\
@@ -193,6 +201,40 @@ def test_categories_merge_for_the_same_expression(tmp_path: Path) -> None:
     b.write(tmp_path / "u.db")
     with UrlDatabase(tmp_path / "u.db") as db:
         assert db.check_host("multi.example").categories == ("phishing", "malware")
+
+
+def test_content_category_lists_with_threat_feeds(tmp_path: Path) -> None:
+    """Category lists as users have them (UT1: one domain per line per category) built into one
+    database with a threat feed; every category of the one vocabulary survives the file."""
+    gambling = _write(tmp_path, "gambling", "casino.example\npoker.example\n")
+    adult = _write(tmp_path, "adult", "adult.example\ncasino.example\n")
+    threats = _write(tmp_path, "bad.txt", "casino.example/payload.exe\nevil.example\n")
+    out = tmp_path / "u.db"
+    report = build_database(
+        [("plain", threats)], out, lists=[("gambling", gambling), ("adult", adult)]
+    )
+    assert report.stats.per_category["gambling"] == 2 and report.stats.per_category["adult"] == 2
+    assert report.stats.per_category["malicious"] == 2
+    with pytest.raises(ValueError, match="unknown URL category 'casino'"):
+        build_database([], tmp_path / "x.db", lists=[("casino", gambling)])
+    with UrlDatabase(out) as db:
+        assert db.check_host("www.poker.example").categories == ("gambling",)
+        assert db.check_url("http://casino.example/").categories == ("adult", "gambling")
+        # a URL listed under a categorised host: its own (most specific) expression answers
+        v = db.check_url("http://casino.example/payload.exe")
+        assert v is not None and v.expression == "casino.example/payload.exe"
+        assert v.categories == ("malicious",)
+        assert db.check_host("evil.example").categories == ("malicious",)
+    # Every category bit round-trips (the high byte included).
+    b = DatabaseBuilder()
+    for name, bit in CATEGORIES.items():
+        b.add_expression(f"{name}.example/", bit)
+    b.write(out)
+    with UrlDatabase(out) as db:
+        assert {n: db.check_host(f"{n}.example").categories for n in CATEGORIES} == {
+            n: (n,) for n in CATEGORIES
+        }
+    assert set(CATEGORIES) == set(THREAT_CATEGORIES) | set(CONTENT_CATEGORIES)
 
 
 @pytest.fixture
@@ -484,16 +526,17 @@ def test_new_hosts_are_answered_without_sha256(tmp_path: Path) -> None:
         )
 
 
-def test_old_format_version_is_a_clear_error(small_db: Path) -> None:
+@pytest.mark.parametrize("old", [1, 2])  # 2: one category byte, before content categories
+def test_old_format_version_is_a_clear_error(small_db: Path, old: int) -> None:
     data = bytearray(small_db.read_bytes())
-    data[8:10] = (1).to_bytes(2, "little")
+    data[8:10] = old.to_bytes(2, "little")
     small_db.write_bytes(bytes(data))
     with pytest.raises(
-        UrlDatabaseError, match=r"format version 1, this vmshield reads 2 \(rebuild"
+        UrlDatabaseError, match=rf"format version {old}, this vmshield reads 3 \(rebuild"
     ):
         UrlDatabase(small_db)
     small_db.write_bytes(bytes(data[:80]))  # a whole version 1 header is shorter than ours
-    with pytest.raises(UrlDatabaseError, match="format version 1"):
+    with pytest.raises(UrlDatabaseError, match=f"format version {old}"):
         UrlDatabase(small_db)
 
 

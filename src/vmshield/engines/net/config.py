@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from vmshield.engines.net.urls.db import CATEGORIES, THREAT_CATEGORIES
+
 # Suricata's default HOME_NET: the private ranges.
 DEFAULT_HOME_NET = ("192.168.0.0/16", "10.0.0.0/8", "172.16.0.0/12")
 
@@ -57,6 +59,10 @@ class EngineConfig:
     url_action: str = "block-page"  # "alert" | "drop" | "block-page" for a malicious HTTP URL
     url_tls_action: str = "reset"  # "alert" | "drop" | "reset" for a malicious SNI
     url_dns_action: str = "alert"  # "alert" | "drop" for a malicious DNS query name
+    # URL categories (urls.CATEGORIES): a hit in a blocked one gets the action above; a hit only
+    # in allowed ones passes without an event (counted: url_allowed); any other hit alerts.
+    url_block: list[str] = field(default_factory=lambda: list(THREAT_CATEGORIES))
+    url_allow: list[str] = field(default_factory=list)
     # outputs
     out_alert: bool = True
     out_http: bool = True
@@ -75,6 +81,15 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def url_policy(self, categories: tuple[str, ...]) -> str:
+        """What a URL hit of these categories gets: "block" (any blocked category: the
+        configured action), "allow" (allowed categories only) or "alert"."""
+        if any(c in self.url_block for c in categories):
+            return "block"
+        if categories and all(c in self.url_allow for c in categories):
+            return "allow"
+        return "alert"
 
     def validate(self) -> None:
         if self.mode not in ("ips", "ids"):
@@ -117,6 +132,15 @@ class EngineConfig:
             raise ConfigError(f"url.tls-action: bad value {self.url_tls_action!r}")
         if self.url_dns_action not in ("alert", "drop"):
             raise ConfigError(f"url.dns-action: bad value {self.url_dns_action!r}")
+        for attr in ("url_block", "url_allow"):
+            bad = [c for c in getattr(self, attr) if c not in CATEGORIES]
+            if bad:
+                raise ConfigError(
+                    f"{_key(attr)}: unknown URL categories {bad}; known: {', '.join(CATEGORIES)}"
+                )
+        both = set(self.url_block) & set(self.url_allow)
+        if both:
+            raise ConfigError(f"URL categories both blocked and allowed: {sorted(both)}")
         for proto, vals in self.flow_timeouts.items():
             if proto not in ("tcp", "udp", "icmp", "default"):
                 raise ConfigError(f"flow.timeouts: unknown protocol {proto!r}")
@@ -172,6 +196,10 @@ class EngineConfig:
                     value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise ConfigError(f"{source}: {key}: expected a list of CIDRs")
+            if attr in ("url_block", "url_allow") and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            ):
+                raise ConfigError(f"{source}: {key}: expected a list of URL category names")
             if attr == "attacks":
                 if not isinstance(value, dict):
                     raise ConfigError(f"{source}: attacks: expected a table")
@@ -224,6 +252,8 @@ _TOML_KEYS = {
     "url.http-action": "url_action",
     "url.tls-action": "url_tls_action",
     "url.dns-action": "url_dns_action",
+    "url.block-categories": "url_block",
+    "url.allow-categories": "url_allow",
     "outputs.alert": "out_alert",
     "outputs.http": "out_http",
     "outputs.dns": "out_dns",

@@ -730,8 +730,13 @@ class Engine:
             return events
         if v is None:
             return events
-        self.counters["url_hits"] += 1
-        act = self.config.url_action if self.ips else "alert"
+        c = self.counters
+        c["url_hits"] += 1
+        policy = self.config.url_policy(v.categories)
+        if policy == "allow":  # only in categories the policy allows: passes, no event
+            c["url_allowed"] = c.get("url_allowed", 0) + 1
+            return events
+        act = self.config.url_action if self.ips and policy == "block" else "alert"
         events = events or []
         events.append(self._url_event(v, p, f, "http", act != "alert", tx.host.decode("latin-1")))
         if act == "block-page":
@@ -762,9 +767,14 @@ class Engine:
             return events
         if v is None:
             return events
-        self.counters["url_hits"] += 1
+        c = self.counters
+        c["url_hits"] += 1
+        policy = self.config.url_policy(v.categories)
+        if policy == "allow":  # only in categories the policy allows: passes, no event
+            c["url_allowed"] = c.get("url_allowed", 0) + 1
+            return events
         act = self.config.url_tls_action if source == "tls.sni" else self.config.url_dns_action
-        if not self.ips:
+        if not self.ips or policy != "block":
             act = "alert"
         events = events or []
         events.append(self._url_event(v, p, f, source, act != "alert", host))

@@ -13,6 +13,8 @@ from vmshield.engines.net.urls.canon import (
 )
 from vmshield.engines.net.urls.db import (
     CATEGORIES,
+    CONTENT_CATEGORIES,
+    THREAT_CATEGORIES,
     DatabaseBuilder,
     UrlDatabase,
     UrlDatabaseError,
@@ -23,6 +25,8 @@ from vmshield.engines.net.urls.feeds import FeedError, Rejected, build_database
 
 __all__ = [
     "CATEGORIES",
+    "CONTENT_CATEGORIES",
+    "THREAT_CATEGORIES",
     "DatabaseBuilder",
     "FeedError",
     "Rejected",

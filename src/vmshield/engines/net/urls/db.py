@@ -10,7 +10,7 @@ One file, memory-mapped at load, nothing parsed into Python objects:
     prefixes entries x little-endian u32: the first 4 bytes of each full hash (big-endian value),
              sorted
     hashes   entries x 32 bytes, in the same order
-    cats     entries x 1 byte: category bits (`CATEGORIES`; 0x80 = trusted)
+    cats     entries x little-endian u16: category bits (`CATEGORIES`; 0x80 = trusted)
     hostidx  (2**host index bits + 1) little-endian u32, as index, over the host keys
     hostkeys host keys x little-endian u32, sorted: 4-byte SHA-256 prefixes of the host part of
              every expression. A host none of whose suffixes is here has no entry at all, so the
@@ -62,11 +62,27 @@ from vmshield.engines.net.urls.canon import (
 )
 
 MAGIC = b"VMSURLDB"
-VERSION = 2  # 1: no crc32 filters (read by vmshield before the new-host fast path)
+# 1: no crc32 filters (read by vmshield before the new-host fast path); 2: one category byte
+# (threat categories only); 3: two bytes, with content categories.
+VERSION = 3
 _HEADER = struct.Struct("<8sHBBBB2xIQQQQQ32s4x")
 HEADER_SIZE = _HEADER.size
 
-# Category bits. The order is part of the file format (VERSION).
+# The URL categories: the one vocabulary of vmshield (the center's policies use it). The bits
+# are part of the file format (VERSION). Threat categories are what the feeds report (plain
+# lists: malicious, URLhaus: malware, PhishTank and OpenPhish: phishing) or what `--category`
+# says; content categories come from category lists users have (UT1 / Toulouse blacklists: one
+# domain per line per category, built with `vmshield url build --feed plain --category adult`).
+THREAT_CATEGORIES = (
+    "malicious",
+    "phishing",
+    "adware",
+    "malware",
+    "unwanted",
+    "riskware",
+    "suspicious",
+)
+CONTENT_CATEGORIES = ("adult", "gambling", "social", "games", "dating", "drugs")
 CATEGORIES: dict[str, int] = {
     "malicious": 0x01,
     "phishing": 0x02,
@@ -75,8 +91,17 @@ CATEGORIES: dict[str, int] = {
     "unwanted": 0x10,
     "riskware": 0x20,
     "suspicious": 0x40,
+    # 0x80: TRUSTED
+    "adult": 0x100,
+    "gambling": 0x200,
+    "social": 0x400,
+    "games": 0x800,
+    "dating": 0x1000,
+    "drugs": 0x2000,
+    # 0x4000, 0x8000: free
 }
 TRUSTED = 0x80
+_ENTRY_BYTES = 4 + 32 + 2  # prefix, full hash, category bits
 _MEMO_MAX = 65536
 # A plain host name: labels of letters, digits, "-" and "_", the last one not starting with a
 # digit (so no IPv4 form, "0x1f" included). Its canonical form is its ASCII lower case: nothing to
@@ -119,7 +144,14 @@ def category_bits(name: str) -> int:
         ) from None
 
 
-_CATEGORY_TUPLES = tuple(tuple(category_names(bits)) for bits in range(256))
+_CATEGORY_TUPLES: dict[int, tuple[str, ...]] = {}  # bits -> names (at most 2**16 entries)
+
+
+def _category_tuple(bits: int) -> tuple[str, ...]:
+    names = _CATEGORY_TUPLES.get(bits)
+    if names is None:
+        names = _CATEGORY_TUPLES[bits] = tuple(category_names(bits))
+    return names
 
 
 def full_hash(expression: str) -> bytes:
@@ -211,7 +243,7 @@ class UrlDatabase:
         expected = (
             HEADER_SIZE
             + 4 * nidx
-            + 37 * n
+            + _ENTRY_BYTES * n
             + 4 * nhidx
             + 4 * n_hosts
             + (1 << cbits) // 8
@@ -230,9 +262,10 @@ class UrlDatabase:
         if not checksum_ok:
             raise UrlDatabaseError(f"{self.path}: corrupt URL database (checksum mismatch)")
         idx_at = HEADER_SIZE
-        hidx_at = idx_at + 4 * nidx + 37 * n
+        hidx_at = idx_at + 4 * nidx + _ENTRY_BYTES * n
         meta_at = size - meta_len
-        last_index = int.from_bytes(self._mm[hidx_at - 37 * n - 4 : hidx_at - 37 * n], "little")
+        cats_end = hidx_at - _ENTRY_BYTES * n
+        last_index = int.from_bytes(self._mm[cats_end - 4 : cats_end], "little")
         last_hostindex = int.from_bytes(
             self._mm[hidx_at + 4 * nhidx - 4 : hidx_at + 4 * nhidx], "little"
         )
@@ -253,8 +286,8 @@ class UrlDatabase:
         off += 4 * n
         self._hashes = body[off : off + 32 * n]
         off += 32 * n
-        self._cats = body[off : off + n]
-        off += n
+        self._cats: Sequence[int] = _u16(body[off : off + 2 * n])
+        off += 2 * n
         self._hostindex: Sequence[int] = _u32(body[off : off + 4 * nhidx])
         off += 4 * nhidx
         self._hostkeys: Sequence[int] = _u32(body[off : off + 4 * n_hosts])
@@ -443,7 +476,7 @@ class UrlDatabase:
             if bits & TRUSTED:
                 return UrlVerdict(target, expr, (), trusted=True)
             if found is None:
-                found = UrlVerdict(target, expr, _CATEGORY_TUPLES[bits])
+                found = UrlVerdict(target, expr, _category_tuple(bits))
         return found
 
     def verdict_url(self, url: str | bytes) -> UrlVerdict | None:
@@ -553,9 +586,9 @@ class UrlDatabase:
         return self.check_url(f"http://{host}{uri}")
 
     def close(self) -> None:
-        for view in ("_hashes", "_cats", "_chain", "_hostfilter"):
+        self._index = self._prefixes = self._hostkeys = self._hostindex = self._cats = ()
+        for view in ("_hashes", "_chain", "_hostfilter"):
             getattr(self, view).release()
-        self._index = self._prefixes = self._hostkeys = self._hostindex = ()
         self._host_memo.clear()
         self._host_key_memo.clear()
         self._mm.close()
@@ -589,6 +622,14 @@ def _u32(view: memoryview) -> Sequence[int]:
     if sys.byteorder == "little":
         return view.cast("I")
     arr = array("I", bytes(view))  # big-endian host: one copy, then native order
+    arr.byteswap()
+    return arr
+
+
+def _u16(view: memoryview) -> Sequence[int]:
+    if sys.byteorder == "little":
+        return view.cast("H")
+    arr = array("H", bytes(view))
     arr.byteswap()
     return arr
 
@@ -674,7 +715,7 @@ class DatabaseBuilder:
         chain = _bloom(self._chain_crcs, cbits, 0)
         hostfilter = _bloom(self._host_crcs, fbits, 32 - fbits)
         stats = BuildStats(entries=n)
-        cats = bytearray(n)
+        cats = array("H", bytes(2 * n))
         for i, h in enumerate(keys):
             b = entries[h]
             if b & TRUSTED:
@@ -689,7 +730,7 @@ class DatabaseBuilder:
             sort_keys=True,
         ).encode()
         if sys.byteorder != "little":
-            for arr in (index, prefixes, hostindex, hostkeys):
+            for arr in (index, prefixes, hostindex, hostkeys, cats):
                 arr.byteswap()
         digest = hashlib.sha256()
         hashes = b"".join(keys)
@@ -697,7 +738,7 @@ class DatabaseBuilder:
             index.tobytes(),
             prefixes.tobytes(),
             hashes,
-            bytes(cats),
+            cats.tobytes(),
             hostindex.tobytes(),
             hostkeys.tobytes(),
             chain,

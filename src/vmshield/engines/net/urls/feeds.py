@@ -336,16 +336,22 @@ def build_database(
     *,
     category: str | None = None,
     trusted: Sequence[str | os.PathLike[str]] = (),
+    lists: Sequence[tuple[str, str | os.PathLike[str]]] = (),
 ) -> BuildReport:
-    """Build a database file from (feed format, path) pairs plus trusted plain lists."""
+    """Build a database file from (feed format, path) pairs, (category, path) plain category
+    lists (UT1 / Toulouse blacklists: one domain per line, e.g. ("gambling", ".../domains")),
+    and trusted plain lists. An expression in several gets every category."""
     builder = DatabaseBuilder()
     report = BuildReport(stats=BuildStats())
     forced = category_bits(category) if category else None
+    listed = [(category_bits(cat), path) for cat, path in lists]  # unknown names: before reading
     for feed, path in feeds:
         bits = (
             forced if forced is not None else category_bits(DEFAULT_CATEGORY.get(feed, "malicious"))
         )
         add_feed(builder, feed, path, bits, report)
+    for bits, path in listed:
+        add_feed(builder, "plain", path, bits, report)
     for path in trusted:
         add_feed(builder, "plain", path, TRUSTED, report)
     report.stats = builder.write(output)
