@@ -38,6 +38,7 @@ from vmshield.center.profiles import (
     NetworkPolicySpec,
 )
 from vmshield.center.store import Conflict, NotFound, Store
+from vmshield.engines.net.urls.db import CONTENT_CATEGORIES
 
 COOKIE = "vms_session"
 templates = Jinja2Templates(
@@ -429,6 +430,7 @@ def profile_edit(request: Request, kind: str, pid: str) -> HTMLResponse:
         detect=DETECT,
         ids_categories=IDS_CATEGORIES,
         url_categories=URL_CATEGORIES,
+        url_content=CONTENT_CATEGORIES,
         error=request.query_params.get("error"),
     )
 

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from vmshield.engines.net.urls.db import CONTENT_CATEGORIES, THREAT_CATEGORIES
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -185,7 +187,9 @@ def ids_classtypes(categories: set[str] | frozenset[str]) -> frozenset[str]:
     return frozenset(ct for ct, cat in CLASSTYPE_CATEGORY.items() if cat in categories)
 
 
-URL_CATEGORIES = ("malicious", "phishing", "adware", "gambling", "adult", "social", "unknown")
+# The URL database's categories (one vocabulary, defined by the URL package): threat categories,
+# then content categories (built from category lists such as UT1's).
+URL_CATEGORIES = (*THREAT_CATEGORIES, *CONTENT_CATEGORIES)
 
 
 def _known(v: list[str], known: tuple[str, ...], what: str) -> list[str]:
@@ -223,7 +227,9 @@ class NetworkPolicySpec(_Strict):
     ids_categories: list[str] = Field(default_factory=lambda: list(IDS_CATEGORIES))
     ids_action: Literal["report", "terminate", "terminate_and_block"] = "terminate"
     url_filtering: bool = True
-    url_block: list[str] = Field(default_factory=lambda: ["malicious", "phishing"])
+    # URL categories: blocked (the SVM's URL action), allowed (passed, not reported); the others
+    # are reported. The default blocks every threat category.
+    url_block: list[str] = Field(default_factory=lambda: list(THREAT_CATEGORIES))
     url_allow: list[str] = Field(default_factory=list)
     trusted_urls: list[str] = Field(default_factory=list, max_length=5000)
     exclusions: list[NetExclusion] = Field(default_factory=list, max_length=5000)

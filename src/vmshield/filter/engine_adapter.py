@@ -57,6 +57,12 @@ def _build_engine(cls: Any, settings: I.InspectorSettings, errors: list[str]) ->
         EngineConfig.from_toml(settings.engine_config) if settings.engine_config else EngineConfig()
     )
     cfg.mode = settings.mode
+    if settings.url_block is not None or settings.url_allow is not None:
+        if settings.url_block is not None:
+            cfg.url_block = list(settings.url_block)
+        if settings.url_allow is not None:
+            cfg.url_allow = list(settings.url_allow)
+        cfg.validate()  # names the bad category
     kwargs: dict[str, Any] = {}
     if settings.rules:
         from vmshield.engines.net.rules import RuleSet

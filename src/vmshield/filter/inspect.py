@@ -51,6 +51,9 @@ class InspectorSettings:
     # Rules a policy leaves out or makes report-only, applied as they load (None: as written).
     rule_selection: RuleSelection | None = None
     url_db: list[str] = field(default_factory=list)  # URL database/feed files
+    # URL categories blocked / allowed (a policy's; None: the engine configuration's own)
+    url_block: list[str] | None = None
+    url_allow: list[str] | None = None
     block_seconds: int = 600
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -17,11 +17,14 @@ What the policy sets, and how:
   (`center.profiles.CLASSTYPE_CATEGORY`; rules of other classtypes, or none, and rules that
   cannot alert stay), and with `report` drop/reject rules load as alert rules. The event gives
   the counts of the load (`ids`: `rules_left_out`, `rules_report_only`);
-- URL filtering on/off: the local URL database is used or not;
+- URL filtering on/off: the local URL database is used or not; URL categories blocked and
+  allowed (`url_block`, `url_allow`: the engine's `url_block`/`url_allow`; the others are
+  reported);
 - exclusions (address or subnet, or VLAN; do not scan / do not block): the filter's exclusions,
   before the local ones.
-Settings the running service cannot take (failure mode, IDS action terminate_and_block, URL
-categories, trusted URLs) are named in the event's `not_applied`, never silently dropped.
+Settings the running service cannot take (failure mode, IDS action terminate_and_block, trusted
+URLs, URL categories this SVM does not know) are named in the event's `not_applied`, never
+silently dropped.
 
 `plan_from_center` and `protection_config` are pure; `NetworkPolicyFollower` applies them to a
 running `NetworkProtection` on each new configuration (`reload`: no restart) and reports every
@@ -49,11 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vmshield.svm.netpolicy")
 
 # The center's defaults (center.profiles.NetworkPolicySpec) for what the service cannot apply live.
-_LIVE_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
-    "url_block": ["malicious", "phishing"],
-    "url_allow": [],
-    "trusted_urls": [],
-}
+_LIVE_UNSUPPORTED_DEFAULTS: dict[str, Any] = {"trusted_urls": []}
 _ACTION_RANK = {"ignore": 0, "terminate": 1, "block": 2}
 _POLICY_CAP = {"ignore": 0, "terminate": 1, "terminate_and_block": 2}
 _RANK_ACTION = {v: k for k, v in _ACTION_RANK.items()}
@@ -153,6 +152,7 @@ def protection_config(
     from vmshield.center.profiles import IDS_CATEGORIES, ids_classtypes
     from vmshield.engines.net.attacks import AttackConfig, DetectorConfig
     from vmshield.engines.net.rules.select import RuleSelection
+    from vmshield.engines.net.urls.db import CATEGORIES as URL_CATEGORIES
     from vmshield.filter.exclusions import Exclusion
 
     new = copy.deepcopy(base)
@@ -212,6 +212,15 @@ def protection_config(
             notes["ids"] = {"categories_left_out": sorted(left_out), "report_only": report_only}
         if not s.get("url_filtering", True):
             new.inspector.url_db = []
+        else:
+            for key in ("url_block", "url_allow"):
+                names = s.get(key)
+                if names is None:
+                    continue
+                unknown = [c for c in names if c not in URL_CATEGORIES]
+                if unknown:
+                    not_applied.append(f"{key} {unknown}: not URL categories of this SVM")
+                setattr(new.inspector, key, [c for c in names if c in URL_CATEGORIES])
         fail_closed = s.get("failure_mode", "fail_open") == "fail_closed"
         if fail_closed != base.fail_closed:
             not_applied.append(
@@ -292,6 +301,9 @@ class NetworkPolicyFollower:
                     )
                 }
             )
+            if new.inspector.url_db:
+                applied["url_block"] = new.inspector.url_block
+                applied["url_allow"] = new.inspector.url_allow
         log.info(
             "center network policy applied: configuration version %s, policy %s",
             plan.version,

@@ -195,6 +195,9 @@ def test_profile_validation_names_the_problem(client: TestClient, world: dict) -
     net_cases: list[tuple[dict[str, Any], str]] = [
         ({"exclusions": [{"address": "10.0.0.300"}]}, "10.0.0.300"),
         ({"url_block": ["phishing"], "url_allow": ["phishing"]}, "both blocked and allowed"),
+        # the URL database's vocabulary: "unknown" (uncategorised) is no category of it
+        ({"url_allow": ["social", "unknown"]}, "unknown URL categories ['unknown']"),
+        ({"url_block": ["casino"]}, "known: malicious, phishing, adware, malware"),
         ({"attack_action": "nuke"}, "attack_action"),
         ({"ids_categories": ["exploit", "nope"]}, "nope"),
     ]

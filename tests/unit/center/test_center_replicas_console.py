@@ -165,6 +165,12 @@ def test_console_roles_csrf_and_profile_form(center: CenterContext, client: Test
     )
     assert "error=" in bad.headers["location"] and "regexes" in bad.headers["location"]
     page = client.get("/profiles/network/new")
+    # The editor lists the URL database's categories, threat and content, each blocked,
+    # reported or allowed; a new policy blocks the threat categories.
+    for c in ("malware", "riskware", "gambling (content)", "social (content)"):
+        assert f"<td>{c}</td>" in page.text, c
+    assert "unknown" not in page.text
+    assert 'name="url_malware">\n        <option value="block" selected' in page.text
     r = client.post(
         "/profiles/network/new",
         data={
