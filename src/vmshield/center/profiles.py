@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vmshield.engines.net.urls.db import CONTENT_CATEGORIES, THREAT_CATEGORIES
+from vmshield.engines.net.urls.trusted import TrustedUrls
 
 
 class _Strict(BaseModel):
@@ -244,6 +245,12 @@ class NetworkPolicySpec(_Strict):
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
         return _known(v, URL_CATEGORIES, "URL")
+
+    @field_validator("trusted_urls")
+    @classmethod
+    def _trusted(cls, v: list[str]) -> list[str]:
+        TrustedUrls(v)  # as the SVM reads them: ValueError names the entry
+        return v
 
     def check(self) -> None:
         both = set(self.url_block) & set(self.url_allow)

@@ -19,12 +19,12 @@ What the policy sets, and how:
   the counts of the load (`ids`: `rules_left_out`, `rules_report_only`);
 - URL filtering on/off: the local URL database is used or not; URL categories blocked and
   allowed (`url_block`, `url_allow`: the engine's `url_block`/`url_allow`; the others are
-  reported);
+  reported) and trusted URLs (never blocked nor reported: the engine's `url_trusted`);
 - exclusions (address or subnet, or VLAN; do not scan / do not block): the filter's exclusions,
   before the local ones.
-Settings the running service cannot take (failure mode, IDS action terminate_and_block, trusted
-URLs, URL categories this SVM does not know) are named in the event's `not_applied`, never
-silently dropped.
+Settings the running service cannot take (failure mode, IDS action terminate_and_block, URL
+categories this SVM does not know, trusted URLs it cannot read) are named in the event's
+`not_applied`, never silently dropped.
 
 `plan_from_center` and `protection_config` are pure; `NetworkPolicyFollower` applies them to a
 running `NetworkProtection` on each new configuration (`reload`: no restart) and reports every
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vmshield.svm.netpolicy")
 
-# The center's defaults (center.profiles.NetworkPolicySpec) for what the service cannot apply live.
-_LIVE_UNSUPPORTED_DEFAULTS: dict[str, Any] = {"trusted_urls": []}
 _ACTION_RANK = {"ignore": 0, "terminate": 1, "block": 2}
 _POLICY_CAP = {"ignore": 0, "terminate": 1, "terminate_and_block": 2}
 _RANK_ACTION = {v: k for k, v in _ACTION_RANK.items()}
@@ -153,6 +151,7 @@ def protection_config(
     from vmshield.engines.net.attacks import AttackConfig, DetectorConfig
     from vmshield.engines.net.rules.select import RuleSelection
     from vmshield.engines.net.urls.db import CATEGORIES as URL_CATEGORIES
+    from vmshield.engines.net.urls.trusted import TrustedUrls
     from vmshield.filter.exclusions import Exclusion
 
     new = copy.deepcopy(base)
@@ -221,16 +220,21 @@ def protection_config(
                 if unknown:
                     not_applied.append(f"{key} {unknown}: not URL categories of this SVM")
                 setattr(new.inspector, key, [c for c in names if c in URL_CATEGORIES])
+            trusted = []
+            for i, entry in enumerate(s.get("trusted_urls") or []):
+                try:
+                    TrustedUrls([str(entry)])
+                except ValueError as exc:
+                    not_applied.append(f"trusted_urls[{i}]: {str(exc).split(': ', 1)[-1]}")
+                else:
+                    trusted.append(str(entry))
+            new.inspector.url_trusted = trusted
         fail_closed = s.get("failure_mode", "fail_open") == "fail_closed"
         if fail_closed != base.fail_closed:
             not_applied.append(
                 f"failure_mode {s.get('failure_mode')}: the service runs "
                 f"{'fail-closed' if base.fail_closed else 'fail-open'} until restarted"
             )
-        for key, default in _LIVE_UNSUPPORTED_DEFAULTS.items():
-            value = s.get(key)
-            if value is not None and value != default:
-                not_applied.append(f"{key} {value!r}: not supported by the network service")
     new.exclusions = exclusions + list(base.exclusions)
     new.vm_names = {**plan.vm_names, **base.vm_names}
     return new, not_applied, notes
@@ -304,6 +308,7 @@ class NetworkPolicyFollower:
             if new.inspector.url_db:
                 applied["url_block"] = new.inspector.url_block
                 applied["url_allow"] = new.inspector.url_allow
+                applied["trusted_urls"] = len(new.inspector.url_trusted or [])
         log.info(
             "center network policy applied: configuration version %s, policy %s",
             plan.version,

@@ -198,6 +198,7 @@ def test_profile_validation_names_the_problem(client: TestClient, world: dict) -
         # the URL database's vocabulary: "unknown" (uncategorised) is no category of it
         ({"url_allow": ["social", "unknown"]}, "unknown URL categories ['unknown']"),
         ({"url_block": ["casino"]}, "known: malicious, phishing, adware, malware"),
+        ({"trusted_urls": ["intranet.example", "https:///x"]}, "trusted URL 2"),
         ({"attack_action": "nuke"}, "attack_action"),
         ({"ids_categories": ["exploit", "nope"]}, "nope"),
     ]

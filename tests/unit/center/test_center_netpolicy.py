@@ -311,3 +311,16 @@ def test_url_categories_apply_live_to_the_engine(tmp_path: Path) -> None:
     assert svm["event"] == "network_policy", svm
     assert svm["not_applied"] == ["url_allow ['crypto']: not URL categories of this SVM"]
     assert request("malware.example", 40005)[-1].action == I.ACCEPT  # malware now reported only
+    # Trusted URLs from the center: a blocked site the operator trusts passes, unreported; an
+    # entry the SVM cannot read is named, the others apply.
+    policy = {"url_block": ["gambling"], "trusted_urls": ["https://casino.example/"]}
+    cfg = {"version": 4, "vms": [_vm("a", "10.1.0.1", "protected", 1, **policy)]}
+    # (the center refuses "localhost" itself: a center of another version sends it here)
+    cfg["vms"][0]["network"]["settings"]["trusted_urls"].insert(0, "localhost")
+    follower.on_center_config(cfg)
+    svm = events[-1].data["svm"]
+    assert svm["not_applied"] == ["trusted_urls[0]: refusing single-label host 'localhost'"]
+    assert svm["applied"]["trusted_urls"] == 1
+    trusted = request("www.casino.example", 40006)
+    assert {d.action for d in trusted} == {I.ACCEPT}
+    assert not [e for d in trusted for e in d.events if e.event_type == "url"]

@@ -121,3 +121,29 @@ def test_category_options_are_checked(tmp_path: Path) -> None:
     toml.write_text('[url]\nblock-categories = "adult"\n')
     with pytest.raises(ConfigError, match="url.block-categories: expected a list"):
         EngineConfig.from_toml(toml)
+
+
+def test_trusted_urls_win_over_blocked_categories(db: UrlDatabase) -> None:
+    cfg = EngineConfig(
+        mode="ips",
+        url_block=["gambling", "malicious"],
+        url_trusted=["*.casino.example", "http://malware.example/updates/"],
+    )
+    e = Engine(cfg, url_db=db)
+    urls, verdicts = _get(e, "www.casino.example")  # a trusted host and everything below it
+    assert urls == [] and set(verdicts) == {Action.ACCEPT}
+    c = TcpConv(cport=next(_ports)).handshake()
+    c.send(b"GET /updates/v2.bin HTTP/1.1\r\nHost: malware.example\r\n\r\n")
+    assert {e.process(f, ts).verdict.action for ts, f in c.frames} == {Action.ACCEPT}
+    urls, verdicts = _get(e, "malware.example")  # /page: not under the trusted path
+    assert [u["action"] for u in urls] == ["blocked"]
+    c = TcpConv(sport=443, cport=next(_ports)).handshake()
+    c.send(client_hello("casino.example", ciphers=[0x1301]))
+    assert [e.process(f, ts) for ts, f in c.frames][-1].verdict.action == Action.ACCEPT
+    # A trusted URL with a path does not trust the host's TLS connections.
+    c = TcpConv(sport=443, cport=next(_ports)).handshake()
+    c.send(client_hello("malware.example", ciphers=[0x1301]))
+    assert [e.process(f, ts) for ts, f in c.frames][-1].verdict.action == Action.RESET
+    assert e.stats()["url_allowed"] == 3
+    with pytest.raises(ConfigError, match="url.trusted: trusted URL 2 'com': refusing"):
+        EngineConfig(url_trusted=["ok.example", "com"])

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vmshield.engines.net.urls.db import CATEGORIES, THREAT_CATEGORIES
+from vmshield.engines.net.urls.trusted import TrustedUrls
 
 # Suricata's default HOME_NET: the private ranges.
 DEFAULT_HOME_NET = ("192.168.0.0/16", "10.0.0.0/8", "172.16.0.0/12")
@@ -63,6 +64,9 @@ class EngineConfig:
     # in allowed ones passes without an event (counted: url_allowed); any other hit alerts.
     url_block: list[str] = field(default_factory=lambda: list(THREAT_CATEGORIES))
     url_allow: list[str] = field(default_factory=list)
+    # Trusted URLs and hosts (urls/trusted.py): a hit on one passes without an event.
+    url_trusted: list[str] = field(default_factory=list)
+    _trusted: TrustedUrls | None = field(default=None, init=False, repr=False, compare=False)
     # outputs
     out_alert: bool = True
     out_http: bool = True
@@ -82,9 +86,13 @@ class EngineConfig:
     def __post_init__(self) -> None:
         self.validate()
 
-    def url_policy(self, categories: tuple[str, ...]) -> str:
-        """What a URL hit of these categories gets: "block" (any blocked category: the
-        configured action), "allow" (allowed categories only) or "alert"."""
+    def url_policy(
+        self, categories: tuple[str, ...], target: str = "", is_host: bool = False
+    ) -> str:
+        """What a URL database hit gets: "allow" (trusted `target`, or allowed categories only:
+        passes unreported), "block" (a blocked category: the configured action) or "alert"."""
+        if self._trusted is not None and self._trusted.trusts(target, is_host):
+            return "allow"
         if any(c in self.url_block for c in categories):
             return "block"
         if categories and all(c in self.url_allow for c in categories):
@@ -141,6 +149,10 @@ class EngineConfig:
         both = set(self.url_block) & set(self.url_allow)
         if both:
             raise ConfigError(f"URL categories both blocked and allowed: {sorted(both)}")
+        try:
+            self._trusted = TrustedUrls(self.url_trusted) if self.url_trusted else None
+        except ValueError as exc:
+            raise ConfigError(f"url.trusted: {exc}") from None
         for proto, vals in self.flow_timeouts.items():
             if proto not in ("tcp", "udp", "icmp", "default"):
                 raise ConfigError(f"flow.timeouts: unknown protocol {proto!r}")
@@ -196,10 +208,10 @@ class EngineConfig:
                     value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
                 if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                     raise ConfigError(f"{source}: {key}: expected a list of CIDRs")
-            if attr in ("url_block", "url_allow") and not (
+            if attr in ("url_block", "url_allow", "url_trusted") and not (
                 isinstance(value, list) and all(isinstance(v, str) for v in value)
             ):
-                raise ConfigError(f"{source}: {key}: expected a list of URL category names")
+                raise ConfigError(f"{source}: {key}: expected a list of strings")
             if attr == "attacks":
                 if not isinstance(value, dict):
                     raise ConfigError(f"{source}: attacks: expected a table")
@@ -254,6 +266,7 @@ _TOML_KEYS = {
     "url.dns-action": "url_dns_action",
     "url.block-categories": "url_block",
     "url.allow-categories": "url_allow",
+    "url.trusted": "url_trusted",
     "outputs.alert": "out_alert",
     "outputs.http": "out_http",
     "outputs.dns": "out_dns",

@@ -732,8 +732,8 @@ class Engine:
             return events
         c = self.counters
         c["url_hits"] += 1
-        policy = self.config.url_policy(v.categories)
-        if policy == "allow":  # only in categories the policy allows: passes, no event
+        policy = self.config.url_policy(v.categories, v.target, False)
+        if policy == "allow":  # trusted, or only in allowed categories: passes, no event
             c["url_allowed"] = c.get("url_allowed", 0) + 1
             return events
         act = self.config.url_action if self.ips and policy == "block" else "alert"
@@ -769,8 +769,8 @@ class Engine:
             return events
         c = self.counters
         c["url_hits"] += 1
-        policy = self.config.url_policy(v.categories)
-        if policy == "allow":  # only in categories the policy allows: passes, no event
+        policy = self.config.url_policy(v.categories, v.target, True)
+        if policy == "allow":  # trusted, or only in allowed categories: passes, no event
             c["url_allowed"] = c.get("url_allowed", 0) + 1
             return events
         act = self.config.url_tls_action if source == "tls.sni" else self.config.url_dns_action
