@@ -72,7 +72,7 @@ HEADER_SIZE = _HEADER.size
 # are part of the file format (VERSION). Threat categories are what the feeds report (plain
 # lists: malicious, URLhaus: malware, PhishTank and OpenPhish: phishing) or what `--category`
 # says; content categories come from category lists users have (UT1 / Toulouse blacklists: one
-# domain per line per category, built with `vmshield url build --feed plain --category adult`).
+# domain per line per category, built in with `vmshield url build --list adult:FILE`).
 THREAT_CATEGORIES = (
     "malicious",
     "phishing",
