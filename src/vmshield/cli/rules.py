@@ -29,6 +29,10 @@ def register(sub: Any) -> None:
     c.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                    help="address or port variable (port if NAME ends in _PORTS)")  # fmt: skip
     c.add_argument("--quiet", action="store_true", help="only the summary")
+    c.add_argument("--exclude-classtype", action="append", default=[], metavar="CLASSTYPE",
+                   help="load as a policy leaving this classtype out would (repeatable)")  # fmt: skip
+    c.add_argument("--report-only", action="store_true",
+                   help="load drop/reject rules as alert rules, as an IDS action 'report' does")  # fmt: skip
     c.set_defaults(func=_check)
     g = rs.add_parser("gen", help="write a generated rule set of realistic shape")
     g.add_argument("--count", type=int, default=1000)
@@ -84,8 +88,16 @@ def _check(args: argparse.Namespace) -> int:
     classification = Classification.load(cls_file) if cls_file else Classification.default()
     for msg in classification.errors:
         print(f"classification: {msg}")
+    from vmshield.engines.net.rules.select import RuleSelection
+
+    selection = RuleSelection(frozenset(args.exclude_classtype), args.report_only)
+    unknown = sorted(c for c in selection.exclude_classtypes if classification.get(c) is None)
+    if unknown:
+        _err(f"--exclude-classtype: unknown classtypes {unknown} (not in the classification)")
+        return 2
     rs = RuleSet.load(paths=paths, variables=variables, classification=classification,
-                      threshold_config=thr_file, datasets_config=datasets)  # fmt: skip
+                      threshold_config=thr_file, datasets_config=datasets,
+                      selection=None if selection.everything else selection)  # fmt: skip
     for m in missing:
         print(f"{args.config}: rule file not found: {m}")
     if not args.quiet:
@@ -94,7 +106,10 @@ def _check(args: argparse.Namespace) -> int:
         for w in rs.warnings:
             print(f"warning: {w}")
     s = rs.stats
-    print(f"{s.loaded} rules loaded, {s.rejected} rejected, {s.files} files")
+    policy = ""
+    if not selection.everything:
+        policy = f", {s.left_out} left out by policy, {s.report_only} made report-only"
+    print(f"{s.loaded} rules loaded, {s.rejected} rejected, {s.files} files{policy}")
     return 1 if rs.rejected or missing or classification.errors else 0
 
 

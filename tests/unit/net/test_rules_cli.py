@@ -58,3 +58,18 @@ def test_gen_writes_rules_that_all_load(tmp_path: Path, capsys: pytest.CaptureFi
     assert len(out.read_text().splitlines()) == 300
     assert main(["rules", "check", "--quiet", str(out)]) == 0
     assert "300 rules loaded, 0 rejected" in capsys.readouterr().out
+
+
+def test_check_with_a_policy_selection(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "local.rules"
+    rules.write_text(
+        'drop tcp any any -> any 80 (msg:"a"; content:"x"; classtype:web-application-attack; sid:1;)\n'
+        'rejectsrc tcp any any -> any 81 (msg:"b"; content:"y"; classtype:attempted-recon; sid:2;)\n'
+        'alert tcp any any -> any 82 (msg:"c"; content:"z"; sid:3;)\n'
+    )
+    argv = ["rules", "check", "--exclude-classtype", "Attempted-Recon", "--report-only"]
+    assert main([*argv, str(rules)]) == 0
+    out = capsys.readouterr().out
+    assert "2 rules loaded, 0 rejected, 1 files, 1 left out by policy, 1 made report-only" in out
+    assert main(["rules", "check", "--exclude-classtype", "no-such-type", str(rules)]) == 2
+    assert "unknown classtypes ['no-such-type']" in capsys.readouterr().err
