@@ -57,12 +57,14 @@ def _build_engine(cls: Any, settings: I.InspectorSettings, errors: list[str]) ->
         EngineConfig.from_toml(settings.engine_config) if settings.engine_config else EngineConfig()
     )
     cfg.mode = settings.mode
-    policy = {"url_block": settings.url_block, "url_allow": settings.url_allow,
-              "url_trusted": settings.url_trusted}  # fmt: skip
-    if any(v is not None for v in policy.values()):
-        for key, value in policy.items():
-            if value is not None:
-                setattr(cfg, key, list(value))
+    # A policy's URL categories replace the configuration's; its trusted URLs add to them.
+    if settings.url_block is not None:
+        cfg.url_block = list(settings.url_block)
+    if settings.url_allow is not None:
+        cfg.url_allow = list(settings.url_allow)
+    if settings.url_trusted:
+        cfg.url_trusted = [*cfg.url_trusted, *settings.url_trusted]
+    if settings.url_block is not None or settings.url_allow is not None or settings.url_trusted:
         cfg.validate()  # names the bad category or URL
     kwargs: dict[str, Any] = {}
     if settings.rules:

@@ -54,7 +54,7 @@ class InspectorSettings:
     # URL categories blocked / allowed (a policy's; None: the engine configuration's own)
     url_block: list[str] | None = None
     url_allow: list[str] | None = None
-    url_trusted: list[str] | None = None  # trusted URLs and hosts (a policy's)
+    url_trusted: list[str] | None = None  # trusted URLs and hosts (a policy's), added to its own
     block_seconds: int = 600
     extra: dict[str, Any] = field(default_factory=dict)
 
