@@ -324,3 +324,21 @@ def test_url_categories_apply_live_to_the_engine(tmp_path: Path) -> None:
     trusted = request("www.casino.example", 40006)
     assert {d.action for d in trusted} == {I.ACCEPT}
     assert not [e for d in trusted for e in d.events if e.event_type == "url"]
+
+
+def test_policy_url_settings_over_the_local_engine_configuration(tmp_path: Path) -> None:
+    """The policy's categories replace the local engine configuration's; its trusted URLs add."""
+    from vmshield.filter.engine_adapter import EngineInspector
+
+    toml = tmp_path / "engine.toml"
+    toml.write_text('[url]\nallow-categories = ["games"]\ntrusted = ["local.example"]\n')
+    settings = InspectorSettings(engine_config=str(toml))
+    cfg = EngineInspector(settings).engine.config
+    assert cfg.url_allow == ["games"] and cfg.url_trusted == ["local.example"]
+    settings.url_block, settings.url_allow = ["gambling"], ["social"]
+    settings.url_trusted = ["center.example"]
+    cfg = EngineInspector(settings).engine.config
+    assert (cfg.url_block, cfg.url_allow) == (["gambling"], ["social"])
+    assert cfg.url_trusted == ["local.example", "center.example"]
+    assert cfg.url_policy(("malicious",), "http://www.center.example/", False) == "allow"
+    assert cfg.url_policy(("malicious",), "http://other.example/", False) == "alert"
