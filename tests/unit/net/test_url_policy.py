@@ -52,6 +52,16 @@ def test_default_blocks_threats_and_alerts_on_content(db: UrlDatabase) -> None:
     urls, verdicts = _get(e, "casino.example")
     assert [(u["action"], u["categories"]) for u in urls] == [("allowed", ["gambling"])]
     assert set(verdicts) == {Action.ACCEPT}
+    # Severity: a threat is high, a content category alone low (a policy matter).
+    sev: dict[str, int] = {}
+    for host in ("malware.example", "casino.example"):
+        c = TcpConv(cport=next(_ports)).handshake()
+        c.send(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        for ts, f in c.frames:
+            for ev in e.process(f, ts).events:
+                if ev.event_type == "url":
+                    sev[host] = ev.severity
+    assert sev == {"malware.example": 1, "casino.example": 3}
 
 
 def test_blocked_category_gets_the_block_page(db: UrlDatabase) -> None:

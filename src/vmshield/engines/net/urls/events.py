@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmshield.engines.net.urls.db import UrlVerdict
-from vmshield.events import SEVERITY_HIGH, SEVERITY_MEDIUM, Event, format_timestamp
+from vmshield.engines.net.urls.db import THREAT_CATEGORIES, UrlVerdict
+from vmshield.events import SEVERITY_HIGH, SEVERITY_LOW, SEVERITY_MEDIUM, Event, format_timestamp
 
-# Phishing and malware delivery are high; adware and the like are medium.
+# Phishing and malware delivery are high; adware and the like are medium; a site listed only in
+# content categories (gambling, adult...) is low: a policy matter, not a threat.
 _HIGH = {"malicious", "phishing", "malware"}
+_THREATS = frozenset(THREAT_CATEGORIES)
 
 
 def url_event(
@@ -47,5 +49,10 @@ def url_event(
         data["app_proto"] = app_proto
     if flow_id is not None:
         data["flow_id"] = flow_id
-    severity = SEVERITY_HIGH if _HIGH.intersection(verdict.categories) else SEVERITY_MEDIUM
+    if _HIGH.intersection(verdict.categories):
+        severity = SEVERITY_HIGH
+    elif _THREATS.intersection(verdict.categories):
+        severity = SEVERITY_MEDIUM
+    else:
+        severity = SEVERITY_LOW
     return Event(event_type="url", timestamp=format_timestamp(ts), severity=severity, data=data)
