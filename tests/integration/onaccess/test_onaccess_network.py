@@ -19,6 +19,7 @@ from filterlab_lib import http, lab_up  # noqa: E402
 from onaccess_lib import Harness  # noqa: E402
 from test_onaccess_center import Center, _until  # noqa: E402
 
+from vmshield.engines.net.urls import THREAT_CATEGORIES, build_database  # noqa: E402
 from vmshield.lab.attacks import run_attack  # noqa: E402
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
@@ -102,7 +103,8 @@ def test_svm_follows_the_centers_network_policy_without_restart(
     tmp_path: Path, harness: Harness
 ) -> None:
     """The network policy assigned in the center drives the running SVM's engine: attack
-    detection off, then on, then a VM excluded; each change applied live and reported."""
+    detection off, then on (and gambling sites blocked), then a VM excluded; each change applied
+    live and reported."""
     with lab_up(tmp_path / "lab", vms=2, protect="none", onaccess=False) as st:
         attacker = st.host("attacker").address
         vm_addr = {h: st.host(h).address for h in ("vm1", "vm2")}
@@ -138,8 +140,12 @@ def test_svm_follows_the_centers_network_policy_without_restart(
             'alert http any any -> any any (msg:"hs probe"; http.uri; content:"/hs-probe"; '
             "classtype:web-application-attack; sid:9100001; rev:1;)\n"
         )
+        gambling = harness.root / "gambling-domains"  # a category list, as UT1's
+        gambling.write_text("casino.vmshield-lab.test\n")
+        url_db = harness.root / "urls.db"
+        build_database([], url_db, lists=[("gambling", gambling)])
         net_toml = harness.root / "network.toml"
-        net_toml.write_text(f'rules = ["{rules}"]\n')
+        net_toml.write_text(f'rules = ["{rules}"]\nurl_db = ["{url_db}"]\n')
         svm = harness.start_svm(
             extra_args=[
                 *_enrolled_svm_args(harness, st, center.url, token),
@@ -177,6 +183,14 @@ def test_svm_follows_the_centers_network_policy_without_restart(
         http(st, "vm2", "vm1", path="/hs-probe")
         time.sleep(1.0)
         assert probe_alerts() == []
+        # Gambling is neither blocked nor allowed by the policy: the visit is reported, it works.
+        casino = ("-H", "Host: casino.vmshield-lab.test")
+        rc, body = http(st, "vm2", "vm1", path="/", extra=casino)
+        assert rc == 0 and "Access blocked" not in body, body
+        urls = _until(lambda: net_events("url"), 15, "the gambling visit reported")
+        assert [(u["url"]["action"], u["url"]["categories"]) for u in urls] == [
+            ("allowed", ["gambling"])
+        ]
         # Detection off: a port scan goes unnoticed and the attacker keeps its access.
         run_attack(st, "portscan", "attacker", "vm1", wait_events=1.0)
         assert not [e for e in net_events("attack") if e.get("src_ip") == attacker]
@@ -184,7 +198,11 @@ def test_svm_follows_the_centers_network_policy_without_restart(
 
         # The operator turns detection on: the running SVM follows (same process).
         with center.api() as api:
-            on = {"attack_detection": True, "block_minutes": 1}
+            on = {
+                "attack_detection": True,
+                "block_minutes": 1,
+                "url_block": [*THREAT_CATEGORIES, "gambling"],
+            }
             r = api.put(
                 f"/api/v1/profiles/network/{policy_id}",
                 json={"name": "lab-net", "settings": on},
@@ -197,6 +215,9 @@ def test_svm_follows_the_centers_network_policy_without_restart(
         )[0]
         assert second["policy"]["revision"] == 2 and second["applied"]["attack_detection"]
         assert "ids" not in second  # every category again: the local rules as they are
+        assert "gambling" in second["applied"]["url_block"]
+        rc, body = http(st, "vm2", "vm1", path="/", extra=casino)
+        assert rc == 0 and "Access blocked" in body, body  # the block page, from the SVM
         http(st, "vm2", "vm1", path="/hs-probe")
         _until(probe_alerts, 15, "the IDS rule back in force")
         run_attack(st, "portscan", "attacker", "vm1", wait_events=0)
