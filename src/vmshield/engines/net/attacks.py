@@ -54,7 +54,7 @@ import ipaddress
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -73,14 +73,19 @@ from vmshield.engines.net.packet import (
 )
 from vmshield.events import SEVERITY_HIGH, SEVERITY_MEDIUM, Event, format_timestamp
 
-ACTIONS = ("block", "terminate", "ignore")
-ETH_ARP = 0x0806
-_PROTO_NAMES = {PROTO_ICMP: "ICMP", PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMPV6: "IPv6-ICMP"}
+ACTIONS: Final = ("block", "terminate", "ignore")
+ETH_ARP: Final = 0x0806
+_PROTO_NAMES: Final = {
+    PROTO_ICMP: "ICMP",
+    PROTO_TCP: "TCP",
+    PROTO_UDP: "UDP",
+    PROTO_ICMPV6: "IPv6-ICMP",
+}
 # ICMP types that ask for an answer (echo, timestamp, information, address mask) / IPv6 echo.
-_ICMP4_REQUESTS = frozenset({8, 13, 15, 17})
-_ICMP6_REQUESTS = frozenset({128})
-_TFO_OPTION = 34
-_BROADCAST_MAC = b"\xff\xff\xff\xff\xff\xff"
+_ICMP4_REQUESTS: Final = frozenset({8, 13, 15, 17})
+_ICMP6_REQUESTS: Final = frozenset({128})
+_TFO_OPTION: Final = 34
+_BROADCAST_MAC: Final = b"\xff\xff\xff\xff\xff\xff"
 
 
 @dataclass(slots=True)
@@ -936,10 +941,10 @@ class AttackDetector:
             del self._arp[k]
 
 
-_BCAST4 = ipaddress.IPv4Address("255.255.255.255")
+_BCAST4: Final = ipaddress.IPv4Address("255.255.255.255")
 
 
-_DATA_FLAGS = frozenset((ACK, ACK | PSH))
+_DATA_FLAGS: Final = frozenset((ACK, ACK | PSH))
 
 
 def _scoped(p: Packet) -> tuple[bytes, bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from typing import Final
 
 from vmshield.engines.net.packet import (
     PROTO_ICMP,
@@ -19,15 +20,15 @@ from vmshield.engines.net.packet import (
 )
 
 # pcap link types (DLT / LINKTYPE values).
-LINKTYPE_NULL = 0  # BSD loopback: 4-byte host-order address family
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101  # raw IP, version from the first nibble (NFQUEUE hands these)
-LINKTYPE_RAW_ALT = 12  # DLT_RAW on some platforms
-LINKTYPE_RAW_ALT2 = 14
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
-SUPPORTED_LINKTYPES = frozenset(
+LINKTYPE_NULL: Final = 0  # BSD loopback: 4-byte host-order address family
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_RAW: Final = 101  # raw IP, version from the first nibble (NFQUEUE hands these)
+LINKTYPE_RAW_ALT: Final = 12  # DLT_RAW on some platforms
+LINKTYPE_RAW_ALT2: Final = 14
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_IPV4: Final = 228
+LINKTYPE_IPV6: Final = 229
+SUPPORTED_LINKTYPES: Final = frozenset(
     {
         LINKTYPE_NULL,
         LINKTYPE_ETHERNET,
@@ -40,41 +41,41 @@ SUPPORTED_LINKTYPES = frozenset(
     }
 )
 
-ETH_IPV4 = 0x0800
-ETH_ARP = 0x0806
-ETH_IPV6 = 0x86DD
-ETH_VLAN = 0x8100
-ETH_QINQ = 0x88A8
-ETH_QINQ_OLD = 0x9100
-MAX_VLAN_LAYERS = 2  # Suricata's limit too: deeper stacking is an anomaly
+ETH_IPV4: Final = 0x0800
+ETH_ARP: Final = 0x0806
+ETH_IPV6: Final = 0x86DD
+ETH_VLAN: Final = 0x8100
+ETH_QINQ: Final = 0x88A8
+ETH_QINQ_OLD: Final = 0x9100
+MAX_VLAN_LAYERS: Final = 2  # Suricata's limit too: deeper stacking is an anomaly
 
 # IPv6 extension headers walked to find the upper-layer protocol.
-IPV6_HOPOPTS, IPV6_ROUTING, IPV6_FRAGMENT, IPV6_ESP, IPV6_AH, IPV6_NONE, IPV6_DSTOPTS = (
-    0,
-    43,
-    44,
-    50,
-    51,
-    59,
-    60,
+IPV6_HOPOPTS: Final = 0
+IPV6_ROUTING: Final = 43
+IPV6_FRAGMENT: Final = 44
+IPV6_ESP: Final = 50
+IPV6_AH: Final = 51
+IPV6_NONE: Final = 59
+IPV6_DSTOPTS: Final = 60
+IPV6_MOBILITY: Final = 135
+_IPV6_EXT: Final = frozenset({IPV6_HOPOPTS, IPV6_ROUTING, IPV6_DSTOPTS, IPV6_MOBILITY})
+MAX_IPV6_EXT_HEADERS: Final = (
+    16  # bounded walk: a chain of empty headers must not cost unbounded time
 )
-IPV6_MOBILITY = 135
-_IPV6_EXT = frozenset({IPV6_HOPOPTS, IPV6_ROUTING, IPV6_DSTOPTS, IPV6_MOBILITY})
-MAX_IPV6_EXT_HEADERS = 16  # bounded walk: a chain of empty headers must not cost unbounded time
 
-_u16 = struct.Struct("!H").unpack_from
-_eth = struct.Struct("!6s6sH").unpack_from
-_ipv4 = struct.Struct("!BBHHHBBH4s4s").unpack_from
-_ipv6 = struct.Struct("!IHBB16s16s").unpack_from
-_tcp = struct.Struct("!HHIIBBH").unpack_from
-_udp = struct.Struct("!HHH").unpack_from
-_arp = struct.Struct("!HHBBH").unpack_from
+_u16: Final = struct.Struct("!H").unpack_from
+_eth: Final = struct.Struct("!6s6sH").unpack_from
+_ipv4: Final = struct.Struct("!BBHHHBBH4s4s").unpack_from
+_ipv6: Final = struct.Struct("!IHBB16s16s").unpack_from
+_tcp: Final = struct.Struct("!HHIIBBH").unpack_from
+_udp: Final = struct.Struct("!HHH").unpack_from
+_arp: Final = struct.Struct("!HHBBH").unpack_from
 
 # Textual form of addresses: caching the conversion keeps inet_ntop off the hot path for the
 # handful of hosts a link sees. Bounded: cleared when it grows past the limit.
-_ADDR_CACHE_MAX = 65536
-_addr4: dict[bytes, str] = {}
-_addr6: dict[bytes, str] = {}
+_ADDR_CACHE_MAX: Final = 65536
+_addr4: Final[dict[bytes, str]] = {}
+_addr6: Final[dict[bytes, str]] = {}
 
 
 def _ntop4(b: bytes) -> str:

@@ -11,18 +11,18 @@ Memory is bounded by `memcap` bytes and `max_trackers`; trackers idle past `time
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Final
 
 from vmshield.engines.net.decode import LINKTYPE_RAW, decode
 from vmshield.engines.net.packet import Packet
 
-ANOMALY_FRAG_OVERLAP = {4: "decoder.ipv4.frag_overlap", 6: "decoder.ipv6.frag_overlap"}
-ANOMALY_FRAG_TOO_LARGE = {
+ANOMALY_FRAG_OVERLAP: Final = {4: "decoder.ipv4.frag_overlap", 6: "decoder.ipv6.frag_overlap"}
+ANOMALY_FRAG_TOO_LARGE: Final = {
     4: "decoder.ipv4.frag_pkt_too_large",
     6: "decoder.ipv6.frag_pkt_too_large",
 }
-ANOMALY_FRAG_IGNORED = {4: "decoder.ipv4.frag_ignored", 6: "decoder.ipv6.frag_ignored"}
-MAX_DATAGRAM = 65535
+ANOMALY_FRAG_IGNORED: Final = {4: "decoder.ipv4.frag_ignored", 6: "decoder.ipv6.frag_ignored"}
+MAX_DATAGRAM: Final = 65535
 
 
 class _Tracker:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from vmshield.engines.net import eve
 from vmshield.engines.net.app import detect_tcp, detect_udp
@@ -82,9 +82,9 @@ class Verdict:
     reason: str = ""
 
 
-ACCEPT = Verdict()
-BYPASS = Verdict(Action.BYPASS)
-DROP_FLOW = Verdict(Action.DROP, reason="flow dropped earlier")
+ACCEPT: Final = Verdict()
+BYPASS: Final = Verdict(Action.BYPASS)
+DROP_FLOW: Final = Verdict(Action.DROP, reason="flow dropped earlier")
 
 
 @dataclass(slots=True, init=False)
@@ -102,25 +102,25 @@ class PacketResult:
         self.events = () if events is None else events
 
 
-_ACCEPT_RESULT = PacketResult(ACCEPT, ())
-_BYPASS_RESULT = PacketResult(BYPASS, ())
+_ACCEPT_RESULT: Final = PacketResult(ACCEPT, ())
+_BYPASS_RESULT: Final = PacketResult(BYPASS, ())
 
 # Stream inspection: each packet's rules see the new in-order bytes of its direction preceded
 # by the last INSPECT_OVERLAP bytes (so content split over segments matches); a signature is
 # reported once per INSPECT_WINDOW bytes of a direction (the overlap must not repeat a match).
-INSPECT_WINDOW = 4096
-INSPECT_OVERLAP = 512
-PROBE_MAX = 512  # bytes of a direction kept while its protocol is not yet recognised
+INSPECT_WINDOW: Final = 4096
+INSPECT_OVERLAP: Final = 512
+PROBE_MAX: Final = 512  # bytes of a direction kept while its protocol is not yet recognised
 
-_BLOCK_HTML = (
+_BLOCK_HTML: Final = (
     "<!doctype html><html><head><title>Blocked</title></head><body>"
     "<h1>Access blocked</h1><p>vmshield blocked this address: {reason}.</p>"
     "<p><code>{url}</code></p></body></html>"
 )
 
 
-_NONE: frozenset[int] = frozenset()
-_NO_BUFFERS: dict[str, Any] = {}  # shared, never mutated
+_NONE: Final[frozenset[int]] = frozenset()
+_NO_BUFFERS: Final[dict[str, Any]] = {}  # shared, never mutated
 # One app-layer inspection of a packet: (buffers, tx_id, the transaction for the alert's EVE).
 _Ctx = tuple[dict[str, Any] | None, int | None, Any]
 

@@ -6,7 +6,7 @@ Pure helpers: they build `vmshield.events.Event`s; writing lines is the caller's
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from vmshield.engines.net.flow import PROTO_NAMES, Flow
 from vmshield.engines.net.packet import Packet
@@ -103,7 +103,7 @@ def flow_event(f: Flow, community: bool) -> Event:
     )
 
 
-_TCP_STATE = ("none", "syn_sent", "syn_recv", "established", "closing", "closed")
+_TCP_STATE: Final = ("none", "syn_sent", "syn_recv", "established", "closing", "closed")
 
 
 def anomaly_event(p: Packet, f: Flow | None, name: str, community: bool) -> Event:

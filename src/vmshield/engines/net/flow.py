@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import struct
 import zlib
-from typing import Any
+from typing import Any, Final
 
 from vmshield.engines.net.packet import (
     ACK,
@@ -28,18 +28,30 @@ from vmshield.engines.net.packet import (
 from vmshield.engines.net.stream import TcpStreams
 
 # TCP connection states (the subset that matters for timeouts and `flow:established`).
-TCP_NONE, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_CLOSING, TCP_CLOSED = range(6)
-TCP_STATE_NAMES = ("none", "syn_sent", "syn_recv", "established", "closing", "closed")
+TCP_NONE: Final = 0
+TCP_SYN_SENT: Final = 1
+TCP_SYN_RECV: Final = 2
+TCP_ESTABLISHED: Final = 3
+TCP_CLOSING: Final = 4
+TCP_CLOSED: Final = 5
+TCP_STATE_NAMES: Final = ("none", "syn_sent", "syn_recv", "established", "closing", "closed")
 
 # Generic flow states, as in Suricata's flow timeouts (new / established / closed).
-STATE_NEW, STATE_ESTABLISHED, STATE_CLOSED = 0, 1, 2
-_STATE_NAMES = ("new", "established", "closed")
+STATE_NEW: Final = 0
+STATE_ESTABLISHED: Final = 1
+STATE_CLOSED: Final = 2
+_STATE_NAMES: Final = ("new", "established", "closed")
 
-PROTO_NAMES = {PROTO_TCP: "TCP", PROTO_UDP: "UDP", PROTO_ICMP: "ICMP", PROTO_ICMPV6: "IPv6-ICMP"}
+PROTO_NAMES: Final = {
+    PROTO_TCP: "TCP",
+    PROTO_UDP: "UDP",
+    PROTO_ICMP: "ICMP",
+    PROTO_ICMPV6: "IPv6-ICMP",
+}
 
 # Community ID: ICMP type pairs that make a bidirectional conversation.
-_ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
-_ICMP6_PAIRS = {
+_ICMP4_PAIRS: Final = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
+_ICMP6_PAIRS: Final = {
     128: 129,
     129: 128,
     130: 131,
@@ -269,13 +281,13 @@ def _ts(epoch: float) -> str:
 
 
 # Suricata's default timeouts (suricata.yaml: flow-timeouts), seconds: new, established, closed.
-DEFAULT_TIMEOUTS: dict[int, tuple[float, float, float]] = {
+DEFAULT_TIMEOUTS: Final[dict[int, tuple[float, float, float]]] = {
     PROTO_TCP: (60.0, 600.0, 60.0),
     PROTO_UDP: (30.0, 300.0, 0.0),
     PROTO_ICMP: (30.0, 300.0, 0.0),
     0: (30.0, 300.0, 0.0),
 }
-DEFAULT_EMERGENCY_TIMEOUTS: dict[int, tuple[float, float, float]] = {
+DEFAULT_EMERGENCY_TIMEOUTS: Final[dict[int, tuple[float, float, float]]] = {
     PROTO_TCP: (10.0, 100.0, 5.0),
     PROTO_UDP: (10.0, 100.0, 0.0),
     PROTO_ICMP: (10.0, 100.0, 0.0),
@@ -283,7 +295,7 @@ DEFAULT_EMERGENCY_TIMEOUTS: dict[int, tuple[float, float, float]] = {
 }
 
 
-_KEY_TAIL = struct.Struct("!BHHH").pack
+_KEY_TAIL: Final = struct.Struct("!BHHH").pack
 
 
 class FlowTable:

@@ -11,20 +11,20 @@ import io
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
-PCAP_MAGIC_US = 0xA1B2C3D4
-PCAP_MAGIC_NS = 0xA1B23C4D
-PCAPNG_SHB = 0x0A0D0D0A
-PCAPNG_IDB = 0x00000001
-PCAPNG_PB = 0x00000002  # obsolete Packet Block
-PCAPNG_SPB = 0x00000003
-PCAPNG_EPB = 0x00000006
-BYTE_ORDER_MAGIC = 0x1A2B3C4D
+PCAP_MAGIC_US: Final = 0xA1B2C3D4
+PCAP_MAGIC_NS: Final = 0xA1B23C4D
+PCAPNG_SHB: Final = 0x0A0D0D0A
+PCAPNG_IDB: Final = 0x00000001
+PCAPNG_PB: Final = 0x00000002  # obsolete Packet Block
+PCAPNG_SPB: Final = 0x00000003
+PCAPNG_EPB: Final = 0x00000006
+BYTE_ORDER_MAGIC: Final = 0x1A2B3C4D
 
 # A record larger than this is corrupt, not a packet (jumbo frames and TSO stay well below).
-MAX_RECORD = 256 * 1024
-MAX_BLOCK = MAX_RECORD + 4096
+MAX_RECORD: Final = 256 * 1024
+MAX_BLOCK: Final = MAX_RECORD + 4096
 
 
 class CaptureError(ValueError):

@@ -9,15 +9,17 @@ reassembled: the direction is then "done" and the engine may bypass the flow.
 
 from __future__ import annotations
 
+from typing import Final
+
 from vmshield.engines.net.packet import FIN, RST, SYN
 
-SEQ_MOD = 1 << 32
-HALF = 1 << 31
+SEQ_MOD: Final = 1 << 32
+HALF: Final = 1 << 31
 
-EV_OVERLAP_DIFF = "stream.reassembly_overlap_different_data"
-EV_RETRANS = "stream.pkt_retransmission"
-EV_SEG_LIMIT = "stream.reassembly_segment_limit"
-EV_MEMCAP = "stream.reassembly_memcap"
+EV_OVERLAP_DIFF: Final = "stream.reassembly_overlap_different_data"
+EV_RETRANS: Final = "stream.pkt_retransmission"
+EV_SEG_LIMIT: Final = "stream.reassembly_segment_limit"
+EV_MEMCAP: Final = "stream.reassembly_memcap"
 
 
 class StreamMemory:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-RRTYPES = {
+RRTYPES: Final = {
     1: "A",
     2: "NS",
     5: "CNAME",
@@ -33,7 +33,7 @@ RRTYPES = {
     255: "ANY",
     257: "CAA",
 }
-RCODES = {
+RCODES: Final = {
     0: "NOERROR",
     1: "FORMERR",
     2: "SERVFAIL",
@@ -46,10 +46,10 @@ RCODES = {
     9: "NOTAUTH",
     10: "NOTZONE",
 }
-MAX_POINTERS = 16
-MAX_NAME = 255
-MAX_RECORDS = 256  # records per section we look at; more is counted but not decoded
-MAX_TCP_MESSAGE = 65535
+MAX_POINTERS: Final = 16
+MAX_NAME: Final = 255
+MAX_RECORDS: Final = 256  # records per section we look at; more is counted but not decoded
+MAX_TCP_MESSAGE: Final = 65535
 
 
 class DnsError(ValueError):

@@ -10,28 +10,35 @@ direction, so a hostile peer cannot make the engine hold unbounded data.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
-_CRLF2 = re.compile(rb"\r?\n\r?\n")
-_HEX = b"0123456789abcdefABCDEF"
+_CRLF2: Final = re.compile(rb"\r?\n\r?\n")
+_HEX: Final = b"0123456789abcdefABCDEF"
 
 # Parser states of one direction.
-S_LINE, S_BODY_CL, S_BODY_CHUNK_SIZE, S_BODY_CHUNK_DATA, S_BODY_CHUNK_END, S_TRAILER = range(6)
-S_BODY_CLOSE, S_TUNNEL, S_ERROR = 6, 7, 8
+S_LINE: Final = 0
+S_BODY_CL: Final = 1
+S_BODY_CHUNK_SIZE: Final = 2
+S_BODY_CHUNK_DATA: Final = 3
+S_BODY_CHUNK_END: Final = 4
+S_TRAILER: Final = 5
+S_BODY_CLOSE: Final = 6
+S_TUNNEL: Final = 7
+S_ERROR: Final = 8
 
-EV_REQ_TOO_LONG = "http.request_field_too_long"
-EV_RESP_TOO_LONG = "http.response_field_too_long"
-EV_REQ_LINE = "http.request_line_invalid"
-EV_RESP_LINE = "http.response_line_invalid"
-EV_CHUNK = "http.invalid_transfer_encoding_value_in_request"
-EV_CHUNK_RESP = "http.invalid_transfer_encoding_value_in_response"
-EV_CL = "http.invalid_content_length_field_in_request"
-EV_CL_RESP = "http.invalid_content_length_field_in_response"
-EV_TOO_MANY_TX = "http.too_many_transactions"
-EV_UNSOLICITED = "http.unsolicited_response"
+EV_REQ_TOO_LONG: Final = "http.request_field_too_long"
+EV_RESP_TOO_LONG: Final = "http.response_field_too_long"
+EV_REQ_LINE: Final = "http.request_line_invalid"
+EV_RESP_LINE: Final = "http.response_line_invalid"
+EV_CHUNK: Final = "http.invalid_transfer_encoding_value_in_request"
+EV_CHUNK_RESP: Final = "http.invalid_transfer_encoding_value_in_response"
+EV_CL: Final = "http.invalid_content_length_field_in_request"
+EV_CL_RESP: Final = "http.invalid_content_length_field_in_response"
+EV_TOO_MANY_TX: Final = "http.too_many_transactions"
+EV_UNSOLICITED: Final = "http.unsolicited_response"
 
 
-_ALWAYS = frozenset(
+_ALWAYS: Final = frozenset(
     {
         "http.method",
         "http.uri",

@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
-GREASE = frozenset((x << 8) | x for x in range(0x0A, 0x100, 0x10))
-VERSION_NAMES = {
+GREASE: Final = frozenset((x << 8) | x for x in range(0x0A, 0x100, 0x10))
+VERSION_NAMES: Final = {
     0x0300: "SSLv3",
     0x0301: "TLS 1.0",
     0x0302: "TLS 1.1",
@@ -25,7 +25,7 @@ VERSION_NAMES = {
     0x0304: "TLS 1.3",
     0x0002: "SSLv2",
 }
-_JA4_VERSIONS = {
+_JA4_VERSIONS: Final = {
     0x0304: "13",
     0x0303: "12",
     0x0302: "11",
@@ -36,9 +36,18 @@ _JA4_VERSIONS = {
     0xFEFD: "d2",
     0xFEFC: "d3",
 }
-CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 20, 21, 22, 23
-HS_CLIENT_HELLO, HS_SERVER_HELLO = 1, 2
-EXT_SNI, EXT_GROUPS, EXT_POINT_FORMATS, EXT_SIG_ALGS, EXT_ALPN, EXT_VERSIONS = 0, 10, 11, 13, 16, 43
+CT_CCS: Final = 20
+CT_ALERT: Final = 21
+CT_HANDSHAKE: Final = 22
+CT_APPDATA: Final = 23
+HS_CLIENT_HELLO: Final = 1
+HS_SERVER_HELLO: Final = 2
+EXT_SNI: Final = 0
+EXT_GROUPS: Final = 10
+EXT_POINT_FORMATS: Final = 11
+EXT_SIG_ALGS: Final = 13
+EXT_ALPN: Final = 16
+EXT_VERSIONS: Final = 43
 
 
 class TlsError(ValueError):
@@ -224,8 +233,8 @@ def _sha12(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()[:12]
 
 
-HS_CERTIFICATE = 11
-MAX_CERT = 32 * 1024  # the first certificate of the chain; larger ones are not parsed
+HS_CERTIFICATE: Final = 11
+MAX_CERT: Final = 32 * 1024  # the first certificate of the chain; larger ones are not parsed
 
 
 @dataclass(slots=True)

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from .items import UInt, parse_uint
 
 Check = Callable[[Any], bool]
 
-_FLAG_BITS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "C": 0x80,
+_FLAG_BITS: Final = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "C": 0x80,
               "E": 0x40, "1": 0x80, "2": 0x40}  # fmt: skip
-_ECHO_V4 = {0, 8, 13, 14, 15, 16, 17, 18}
-_ECHO_V6 = {128, 129}
-_PROTO_NAMES = {"ip": 0, "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "ipv6": 41, "gre": 47,
+_ECHO_V4: Final = {0, 8, 13, 14, 15, 16, 17, 18}
+_ECHO_V6: Final = {128, 129}
+_PROTO_NAMES: Final = {"ip": 0, "icmp": 1, "igmp": 2, "tcp": 6, "udp": 17, "ipv6": 41, "gre": 47,
                 "esp": 50, "ah": 51, "icmpv6": 58, "ipv6-icmp": 58, "sctp": 132}  # fmt: skip
 
 
@@ -180,7 +180,7 @@ def app_layer_protocol(name: str, neg: bool) -> Check:
     return check
 
 
-_TLS_NAMES = {"1.0": 0x0301, "1.1": 0x0302, "1.2": 0x0303, "1.3": 0x0304, "3.0": 0x0300,
+_TLS_NAMES: Final = {"1.0": 0x0301, "1.1": 0x0302, "1.2": 0x0303, "1.3": 0x0304, "3.0": 0x0300,
               "tls1.0": 0x0301, "tls1.1": 0x0302, "tls1.2": 0x0303, "tls1.3": 0x0304,
               "sslv3": 0x0300, "sslv2": 0x0200}  # fmt: skip
 
@@ -228,7 +228,7 @@ def tls_version(kw: str, value: str) -> Check:
     return check
 
 
-_FRAG_BITS = {"M": 0x20, "D": 0x40, "R": 0x80}  # the bits of the IPv4 flags byte
+_FRAG_BITS: Final = {"M": 0x20, "D": 0x40, "R": 0x80}  # the bits of the IPv4 flags byte
 
 
 def fragbits(value: str) -> Check:
@@ -275,7 +275,7 @@ def fragoffset(value: str) -> Check:
     return check
 
 
-_IPOPTS = {"eol": 0, "nop": 1, "rr": 7, "ts": 68, "sec": 130, "lsrr": 131, "esec": 133,
+_IPOPTS: Final = {"eol": 0, "nop": 1, "rr": 7, "ts": 68, "sec": 130, "lsrr": 131, "esec": 133,
            "satid": 136, "ssrr": 137}  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, Final
 
 from ..packet import Packet
 from .items import (
@@ -25,11 +25,11 @@ from .model import INSPECTION_RECURSION_LIMIT, InspectContext
 from .parser import BufKey, Rule
 from .transforms import apply_all
 
-_B64_RUN = re.compile(rb"[A-Za-z0-9+/]*")
-_PER_LINE = {"http.request_header", "http.response_header"}
+_B64_RUN: Final = re.compile(rb"[A-Za-z0-9+/]*")
+_PER_LINE: Final = {"http.request_header", "http.response_header"}
 
 # Seconds one pcre search may take before it counts as no match.
-PCRE_TIMEOUT = 0.05
+PCRE_TIMEOUT: Final = 0.05
 
 
 def rule_payload(p: Packet) -> bytes:

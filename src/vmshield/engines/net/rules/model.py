@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ..packet import Packet
 
 # Sticky buffers the pipeline may fill (canonical names; legacy names are mapped onto these).
-BUFFER_NAMES = (
+BUFFER_NAMES: Final = (
     "http.uri",
     "http.uri.raw",
     "http.method",
@@ -57,11 +57,11 @@ BUFFER_NAMES = (
 )
 
 # Limits on what one rule may ask for, so a hostile or broken rule file cannot exhaust memory.
-MAX_RULE_LEN = 65536
-MAX_CONTENT_LEN = 4096
-MAX_ITEMS_PER_RULE = 256
+MAX_RULE_LEN: Final = 65536
+MAX_CONTENT_LEN: Final = 4096
+MAX_ITEMS_PER_RULE: Final = 256
 # Suricata's inspection recursion limit: bounds backtracking over relative content chains.
-INSPECTION_RECURSION_LIMIT = 3000
+INSPECTION_RECURSION_LIMIT: Final = 3000
 
 
 @dataclass(slots=True)

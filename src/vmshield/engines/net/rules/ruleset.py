@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import hyperscan
 
@@ -20,21 +20,21 @@ from .threshold_config import RateFilter, Suppress, parse_threshold_config
 from .transforms import apply_all
 from .variables import Variables
 
-_ACTION_ORDER = {"pass": 0, "drop": 1, "reject": 2, "alert": 3}
-_SID_RE = re.compile(r"[(;]\s*sid\s*:\s*(\d+)")
-MAX_THRESHOLD_ENTRIES = 100_000
-MAX_XBITS = 100_000
+_ACTION_ORDER: Final = {"pass": 0, "drop": 1, "reject": 2, "alert": 3}
+_SID_RE: Final = re.compile(r"[(;]\s*sid\s*:\s*(\d+)")
+MAX_THRESHOLD_ENTRIES: Final = 100_000
+MAX_XBITS: Final = 100_000
 
 
-_GROUP_OF = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
+_GROUP_OF: Final = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp"}
 
 
 def _group_of(proto: int) -> str:
     return _GROUP_OF.get(proto, "other")
 
 
-GROUPS = ("tcp", "udp", "icmp", "other")
-_GROUP_PROTOS = {"tcp": {6}, "udp": {17}, "icmp": {1, 58}}
+GROUPS: Final = ("tcp", "udp", "icmp", "other")
+_GROUP_PROTOS: Final = {"tcp": {6}, "udp": {17}, "icmp": {1, 58}}
 
 
 @dataclass(slots=True)
@@ -724,4 +724,4 @@ class _NoRule:
     stream_mode = None
 
 
-_DUMMY: Any = _NoRule()
+_DUMMY: Final[Any] = _NoRule()
