@@ -43,6 +43,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--strict", action="store_true", help="exit 1 when the build fails")
+    ap.add_argument(
+        "--keep-c", metavar="DIR", help="keep the generated C in DIR (to read what a line costs)"
+    )
     args = ap.parse_args()
     out = native.build_dir()
     hashes = native.source_hashes()
@@ -78,6 +81,9 @@ def main() -> int:
             sys.stderr.write(r.stdout[-4000:] + r.stderr[-4000:])
             print("build_native: FAILED; the engine runs interpreted", file=sys.stderr)
             return 1 if args.strict else 0
+        if args.keep_c:
+            shutil.rmtree(args.keep_c, ignore_errors=True)
+            shutil.copytree(Path(tmp) / "c", args.keep_c)
         (new / native.STAMP).write_text(
             json.dumps({"tag": native.build_tag(), "sources": hashes}, indent=1)
         )

@@ -106,7 +106,7 @@ def test_truncated_ipv4_is_an_anomaly() -> None:
 
 def test_malformed_headers() -> None:
     eth = bytes(Ether(type=0x0800))[:14]
-    assert decode(eth[:10], 0).anomalies == ["decoder.ethernet.pkt_too_small"]
+    assert decode(eth[:10], 0).anomalies == ("decoder.ethernet.pkt_too_small",)
     assert "decoder.ipv4.pkt_too_small" in decode(eth + b"\x45\x00", 0).anomalies
     bad_hlen = bytearray(bytes(Ether() / IP() / UDP()))
     bad_hlen[14] = 0x43  # IHL 3: 12 bytes

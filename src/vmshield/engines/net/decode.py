@@ -65,10 +65,7 @@ MAX_IPV6_EXT_HEADERS: Final = (
 
 _u16: Final = struct.Struct("!H").unpack_from
 _eth: Final = struct.Struct("!6s6sH").unpack_from
-_ipv4: Final = struct.Struct("!BBHHHBBH4s4s").unpack_from
 _ipv6: Final = struct.Struct("!IHBB16s16s").unpack_from
-_tcp: Final = struct.Struct("!HHIIBBH").unpack_from
-_udp: Final = struct.Struct("!HHH").unpack_from
 _arp: Final = struct.Struct("!HHBBH").unpack_from
 
 # Textual form of addresses: caching the conversion keeps inet_ntop off the hot path for the
@@ -117,7 +114,7 @@ def decode(
             _decode_ipv4(p, frame, 14)
             return p
         if n < 14:
-            p.anomalies.append("decoder.ethernet.pkt_too_small")
+            p.add_anomaly("decoder.ethernet.pkt_too_small")
             return p
         dst, src, etype = _eth(frame, 0)
         p.eth_dst, p.eth_src = dst, src
@@ -126,11 +123,11 @@ def decode(
         while etype in (ETH_VLAN, ETH_QINQ, ETH_QINQ_OLD):
             layers += 1
             if layers > MAX_VLAN_LAYERS:
-                p.anomalies.append("decoder.vlan.too_many_layers")
+                p.add_anomaly("decoder.vlan.too_many_layers")
                 p.eth_type = etype
                 return p
             if n < off + 4:
-                p.anomalies.append("decoder.vlan.header_too_small")
+                p.add_anomaly("decoder.vlan.header_too_small")
                 p.eth_type = etype
                 return p
             tci, etype = struct.unpack_from("!HH", frame, off)
@@ -147,7 +144,7 @@ def decode(
         return p
     if linktype in (LINKTYPE_RAW, LINKTYPE_RAW_ALT, LINKTYPE_RAW_ALT2):
         if n < 1:
-            p.anomalies.append("decoder.ipraw.invalid_ip_version")
+            p.add_anomaly("decoder.ipraw.invalid_ip_version")
             return p
         ver = frame[0] >> 4
         if ver == 4:
@@ -157,7 +154,7 @@ def decode(
             p.eth_type = ETH_IPV6
             _decode_ipv6(p, frame, 0)
         else:
-            p.anomalies.append("decoder.ipraw.invalid_ip_version")
+            p.add_anomaly("decoder.ipraw.invalid_ip_version")
         return p
     if linktype == LINKTYPE_IPV4:
         p.eth_type = ETH_IPV4
@@ -169,7 +166,7 @@ def decode(
         return p
     if linktype == LINKTYPE_LINUX_SLL:
         if n < 16:
-            p.anomalies.append("decoder.sll.pkt_too_small")
+            p.add_anomaly("decoder.sll.pkt_too_small")
             return p
         etype = _u16(frame, 14)[0]
         p.eth_type = etype
@@ -182,7 +179,7 @@ def decode(
         return p
     if linktype == LINKTYPE_NULL:
         if n < 4:
-            p.anomalies.append("decoder.null.pkt_too_small")
+            p.add_anomaly("decoder.null.pkt_too_small")
             return p
         fam = int.from_bytes(frame[:4], "little")
         if fam > 0xFFFF:  # written by a big-endian host
@@ -194,15 +191,15 @@ def decode(
             p.eth_type = ETH_IPV6
             _decode_ipv6(p, frame, 4)
         else:
-            p.anomalies.append("decoder.null.unsupported_type")
+            p.add_anomaly("decoder.null.unsupported_type")
         return p
-    p.anomalies.append("decoder.unsupported_linktype")
+    p.add_anomaly("decoder.unsupported_linktype")
     return p
 
 
 def _decode_arp(p: Packet, b: bytes, off: int) -> None:
     if len(b) < off + 28:
-        p.anomalies.append("decoder.arp.pkt_too_small")
+        p.add_anomaly("decoder.arp.pkt_too_small")
         return
     _htype, ptype, hlen, plen, _op = _arp(b, off)
     if ptype != ETH_IPV4 or hlen != 6 or plen != 4:
@@ -218,34 +215,44 @@ def _decode_arp(p: Packet, b: bytes, off: int) -> None:
 def _decode_ipv4(p: Packet, b: bytes, off: int) -> None:
     n = len(b) - off
     if n < 20:
-        p.anomalies.append("decoder.ipv4.pkt_too_small")
+        p.add_anomaly("decoder.ipv4.pkt_too_small")
         return
-    vhl, _tos, tlen, ipid, fragw, ttl, proto, _csum, src, dst = _ipv4(b, off)
+    # Fields read byte by byte, not with struct: the compiled build then keeps them as machine
+    # integers (a struct tuple is ten Python objects per packet).
+    vhl = b[off]
     if vhl >> 4 != 4:
-        p.anomalies.append("decoder.ipv4.wrong_ip_version")
+        p.add_anomaly("decoder.ipv4.wrong_ip_version")
         return
     hlen = (vhl & 0x0F) * 4
     if hlen < 20:
-        p.anomalies.append("decoder.ipv4.hlen_too_small")
+        p.add_anomaly("decoder.ipv4.hlen_too_small")
         return
+    tlen = (b[off + 2] << 8) | b[off + 3]
     if tlen < hlen:
-        p.anomalies.append("decoder.ipv4.iplen_smaller_than_hlen")
+        p.add_anomaly("decoder.ipv4.iplen_smaller_than_hlen")
         return
     if n < hlen:
-        p.anomalies.append("decoder.ipv4.trunc_pkt")
+        p.add_anomaly("decoder.ipv4.trunc_pkt")
         return
+    proto = b[off + 9]
+    fragw = (b[off + 6] << 8) | b[off + 7]
+    src = b[off + 12 : off + 16]
+    dst = b[off + 16 : off + 20]
     p.ip_version = 4
-    p.src_bytes, p.dst_bytes = src, dst
+    p.src_bytes = src
+    p.dst_bytes = dst
     # Inlined cache hits: this line runs for every IPv4 packet.
     p.src = _addr4.get(src) or _ntop4(src)
     p.dst = _addr4.get(dst) or _ntop4(dst)
-    p.proto, p.ttl, p.ip_id = proto, ttl, ipid
+    p.proto = proto
+    p.ttl = b[off + 8]
+    p.ip_id = (b[off + 4] << 8) | b[off + 5]
     p.ip_hdr = b[off : off + hlen]
     if hlen > 20:
         _check_ipv4_options(p, b, off + 20, off + hlen)
     if tlen > n:
         # Claimed length beyond the captured bytes: decode what is there, say so.
-        p.anomalies.append("decoder.ipv4.trunc_pkt")
+        p.add_anomaly("decoder.ipv4.trunc_pkt")
         end = off + n
     else:
         end = off + tlen  # drop Ethernet padding
@@ -268,14 +275,14 @@ def _check_ipv4_options(p: Packet, b: bytes, i: int, end: int) -> None:
             i += 1
             continue
         if i + 1 >= end:
-            p.anomalies.append("decoder.ipv4.opt_pad_required")
+            p.add_anomaly("decoder.ipv4.opt_pad_required")
             return
         olen = b[i + 1]
         if olen < 2:
-            p.anomalies.append("decoder.ipv4.opt_invalid_len")
+            p.add_anomaly("decoder.ipv4.opt_invalid_len")
             return
         if i + olen > end:
-            p.anomalies.append("decoder.ipv4.opt_malformed")
+            p.add_anomaly("decoder.ipv4.opt_malformed")
             return
         i += olen
 
@@ -283,11 +290,11 @@ def _check_ipv4_options(p: Packet, b: bytes, i: int, end: int) -> None:
 def _decode_ipv6(p: Packet, b: bytes, off: int) -> None:
     n = len(b) - off
     if n < 40:
-        p.anomalies.append("decoder.ipv6.pkt_too_small")
+        p.add_anomaly("decoder.ipv6.pkt_too_small")
         return
     vtf, plen, nxt, hlim, src, dst = _ipv6(b, off)
     if vtf >> 28 != 6:
-        p.anomalies.append("decoder.ipv6.wrong_ip_version")
+        p.add_anomaly("decoder.ipv6.wrong_ip_version")
         return
     p.ip_version = 6
     p.src_bytes, p.dst_bytes = src, dst
@@ -295,7 +302,7 @@ def _decode_ipv6(p: Packet, b: bytes, off: int) -> None:
     p.ttl = hlim
     p.ip_hdr = b[off : off + 40]
     if 40 + plen > n:
-        p.anomalies.append("decoder.ipv6.trunc_pkt")
+        p.add_anomaly("decoder.ipv6.trunc_pkt")
         end = off + n
     else:
         end = off + 40 + plen
@@ -306,16 +313,16 @@ def _decode_ipv6(p: Packet, b: bytes, off: int) -> None:
     while nxt in _IPV6_EXT or nxt in (IPV6_FRAGMENT, IPV6_AH):
         hdrs += 1
         if hdrs > MAX_IPV6_EXT_HEADERS:
-            p.anomalies.append("decoder.ipv6.exthdr_too_many")
+            p.add_anomaly("decoder.ipv6.exthdr_too_many")
             p.proto = nxt
             return
         if i + 8 > end:
-            p.anomalies.append("decoder.ipv6.trunc_exthdr")
+            p.add_anomaly("decoder.ipv6.trunc_exthdr")
             p.proto = nxt
             return
         if nxt == IPV6_FRAGMENT:
             if seen_frag:
-                p.anomalies.append("decoder.ipv6.exthdr_dupl_fh")
+                p.add_anomaly("decoder.ipv6.exthdr_dupl_fh")
             seen_frag = True
             fo = _u16(b, i + 2)[0]
             p.frag_offset = fo & 0xFFF8
@@ -331,7 +338,7 @@ def _decode_ipv6(p: Packet, b: bytes, off: int) -> None:
             continue  # atomic fragment: a whole datagram, decode on
         hl = (b[i + 1] + 2) * 4 if nxt == IPV6_AH else (b[i + 1] + 1) * 8
         if i + hl > end:
-            p.anomalies.append("decoder.ipv6.trunc_exthdr")
+            p.add_anomaly("decoder.ipv6.trunc_exthdr")
             p.proto = nxt
             return
         nxt = b[i]
@@ -344,44 +351,42 @@ def _decode_l4(p: Packet, b: bytes, i: int, end: int, proto: int) -> None:
     avail = end - i
     if proto == PROTO_TCP:
         if avail < 20:
-            p.anomalies.append("decoder.tcp.pkt_too_small")
+            p.add_anomaly("decoder.tcp.pkt_too_small")
             return
-        sport, dport, seq, ack, offx, flags, win = _tcp(b, i)
-        hl = (offx >> 4) * 4
+        hl = (b[i + 12] >> 4) * 4
         if hl < 20:
-            p.anomalies.append("decoder.tcp.hlen_too_small")
+            p.add_anomaly("decoder.tcp.hlen_too_small")
             return
         if hl > avail:
-            p.anomalies.append("decoder.tcp.invalid_optlen")
+            p.add_anomaly("decoder.tcp.invalid_optlen")
             return
-        p.sport, p.dport, p.tcp_seq, p.tcp_ack, p.tcp_flags, p.tcp_win = (
-            sport,
-            dport,
-            seq,
-            ack,
-            flags,
-            win,
-        )
+        p.sport = (b[i] << 8) | b[i + 1]
+        p.dport = (b[i + 2] << 8) | b[i + 3]
+        p.tcp_seq = (b[i + 4] << 24) | (b[i + 5] << 16) | (b[i + 6] << 8) | b[i + 7]
+        p.tcp_ack = (b[i + 8] << 24) | (b[i + 9] << 16) | (b[i + 10] << 8) | b[i + 11]
+        p.tcp_flags = b[i + 13]
+        p.tcp_win = (b[i + 14] << 8) | b[i + 15]
         p.tcp_hdr = b[i : i + hl]
         if hl > 20:
             _tcp_options(p, b, i + 20, i + hl)
         p.payload = b[i + hl : end]
     elif proto == PROTO_UDP:
         if avail < 8:
-            p.anomalies.append("decoder.udp.pkt_too_small")
+            p.add_anomaly("decoder.udp.pkt_too_small")
             return
-        sport, dport, ulen = _udp(b, i)
+        ulen = (b[i + 4] << 8) | b[i + 5]
         if ulen < 8:
-            p.anomalies.append("decoder.udp.hlen_too_small")
+            p.add_anomaly("decoder.udp.hlen_too_small")
             return
         if ulen > avail:
-            p.anomalies.append("decoder.udp.hlen_invalid")
+            p.add_anomaly("decoder.udp.hlen_invalid")
             ulen = avail
-        p.sport, p.dport = sport, dport
+        p.sport = (b[i] << 8) | b[i + 1]
+        p.dport = (b[i + 2] << 8) | b[i + 3]
         p.payload = b[i + 8 : i + ulen]
     elif proto in (PROTO_ICMP, PROTO_ICMPV6):
         if avail < 4:
-            p.anomalies.append(
+            p.add_anomaly(
                 "decoder.icmpv4.pkt_too_small"
                 if proto == PROTO_ICMP
                 else "decoder.icmpv6.pkt_too_small"
@@ -389,14 +394,15 @@ def _decode_l4(p: Packet, b: bytes, i: int, end: int, proto: int) -> None:
             return
         p.icmp_type, p.icmp_code = b[i], b[i + 1]
         if proto == PROTO_ICMP and p.ip_version != 4:
-            p.anomalies.append("decoder.ipv6.with_icmpv4")
+            p.add_anomaly("decoder.ipv6.with_icmpv4")
         p.payload = b[i + 4 : end]
     else:
         p.payload = b[i:end]
 
 
 def _tcp_options(p: Packet, b: bytes, i: int, end: int) -> None:
-    opts = p.tcp_options
+    opts: dict[int, bytes] = {}
+    p.tcp_options = opts  # filled in place: what was read before a bad option stays
     while i < end:
         k = b[i]
         if k == 0:
@@ -405,13 +411,13 @@ def _tcp_options(p: Packet, b: bytes, i: int, end: int) -> None:
             i += 1
             continue
         if i + 1 >= end:
-            p.anomalies.append("decoder.tcp.opt_invalid_len")
+            p.add_anomaly("decoder.tcp.opt_invalid_len")
             return
         olen = b[i + 1]
         if olen < 2 or i + olen > end:
-            p.anomalies.append("decoder.tcp.opt_invalid_len")
+            p.add_anomaly("decoder.tcp.opt_invalid_len")
             return
         if k in opts:
-            p.anomalies.append("decoder.tcp.opt_duplicate")
+            p.add_anomaly("decoder.tcp.opt_duplicate")
         opts[k] = b[i + 2 : i + olen]
         i += olen

@@ -83,21 +83,21 @@ class Defragmenter:
         hdr_len = len(p.ip_hdr) if v == 4 else 0
         if off + len(data) + hdr_len > MAX_DATAGRAM:
             # Ping of death: the reassembled datagram would exceed the IP maximum.
-            p.anomalies.append(ANOMALY_FRAG_TOO_LARGE[v])
+            p.add_anomaly(ANOMALY_FRAG_TOO_LARGE[v])
             st["too_large"] += 1
             self._drop(key, t)
             t.bad = True
             self.trackers[key] = t  # remember, so the rest of it is dropped silently
             return None
         if len(t.frags) >= self.max_frags:
-            p.anomalies.append(ANOMALY_FRAG_IGNORED[v])
+            p.add_anomaly(ANOMALY_FRAG_IGNORED[v])
             st["max_frags_drops"] += 1
             self._drop(key, t)
             return None
         if not p.more_fragments:
             end = off + len(data)
             if t.total >= 0 and t.total != end:
-                p.anomalies.append(ANOMALY_FRAG_OVERLAP[v])  # two different "last" fragments
+                p.add_anomaly(ANOMALY_FRAG_OVERLAP[v])  # two different "last" fragments
                 st["overlaps"] += 1
             elif t.total < 0:
                 t.total = end
@@ -105,7 +105,7 @@ class Defragmenter:
             t.first_hdr = p.ip_hdr
         pieces = self._uncovered(t, off, data)
         if pieces is None:
-            p.anomalies.append(ANOMALY_FRAG_OVERLAP[v])
+            p.add_anomaly(ANOMALY_FRAG_OVERLAP[v])
             st["overlaps"] += 1
             t.overlap = True
             pieces = self._uncovered_pieces(t, off, data)
