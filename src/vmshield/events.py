@@ -9,7 +9,9 @@ so existing EVE consumers read it, plus vmshield's own `event_type`s (see docs/e
 from __future__ import annotations
 
 import datetime as _dt
-import uuid
+import itertools
+import math
+import os
 from typing import Any
 
 import msgspec
@@ -29,9 +31,52 @@ def now_timestamp() -> str:
     return format_timestamp(_dt.datetime.now(_dt.UTC).timestamp())
 
 
+# The date and time to the second of the last timestamp formatted: events come in bursts within
+# the same second (a packet's alert, http and flow events), and strftime costs microseconds.
+_last_second: list[Any] = [None, ""]
+
+
 def format_timestamp(epoch: float) -> str:
-    t = _dt.datetime.fromtimestamp(epoch, _dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%f+0000")
+    """`epoch` as Suricata writes it (UTC): exactly datetime.fromtimestamp(epoch, UTC) with
+    strftime("%Y-%m-%dT%H:%M:%S.%f+0000"), microseconds rounded half to even as datetime does."""
+    frac, whole = math.modf(epoch)
+    us = round(frac * 1e6)
+    sec = int(whole)
+    if us >= 1_000_000:
+        sec += 1
+        us -= 1_000_000
+    elif us < 0:
+        sec -= 1
+        us += 1_000_000
+    cache = _last_second
+    if cache[0] != sec:
+        day = _dt.datetime.fromtimestamp(sec, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cache[0], cache[1] = sec, day
+    return f"{cache[1]}.{us:06d}+0000"
+
+
+class _EventIds:
+    """Event ids: 32 hex digits, a random 64-bit prefix per process and a counter. Unique like a
+    random UUID without a system call and a UUID object per event (microseconds each, and an
+    engine emits thousands of events a second); a forked child draws its own prefix."""
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count(int.from_bytes(os.urandom(4), "big") << 16)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+_ids = _EventIds()
+
+
+def new_event_id() -> str:
+    return _ids.next()
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -39,7 +84,7 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     event_type: str
     timestamp: str = msgspec.field(default_factory=now_timestamp)
-    id: str = msgspec.field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = msgspec.field(default_factory=new_event_id)
     host: str | None = None  # hypervisor host (the SVM's host name)
     vm: str | None = None  # VM identity (BIOS/instance UUID or lab name) when known
     severity: int = SEVERITY_LOW
