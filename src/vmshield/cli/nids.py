@@ -12,7 +12,7 @@ from vmshield import native
 from vmshield.engines.net.config import ConfigError, EngineConfig
 from vmshield.engines.net.engine import Action, Engine
 from vmshield.engines.net.pcap import CaptureError, CaptureTruncated, read_packets
-from vmshield.events import eve_line
+from vmshield.events import Event, eve_line
 
 
 def register(subparsers: Any) -> None:
@@ -102,18 +102,18 @@ def run(args: argparse.Namespace) -> int:
         cap.close()
         return 2
 
-    verdicts = {a: 0 for a in Action}
+    actions = [0] * len(Action)
     counts: dict[str, int] = {}
     error = ""
+
+    def emit(ev: Event) -> None:
+        counts[ev.event_type] = counts.get(ev.event_type, 0) + 1
+        out.write(eve_line(ev))
+
     native.tune_gc()
     t0 = time.perf_counter()
     try:
-        for rec in read_packets(cap, name=args.pcap):
-            r = engine.process(rec.data, rec.ts, linktype=rec.linktype, iface=rec.iface)
-            verdicts[r.verdict.action] += 1
-            for ev in r.events:
-                counts[ev.event_type] = counts.get(ev.event_type, 0) + 1
-                out.write(eve_line(ev))
+        engine.process_capture(read_packets(cap, name=args.pcap), emit, actions)
     except CaptureTruncated as exc:
         error = f"{exc} (the packets before it were processed)"
     except CaptureError as exc:
@@ -121,8 +121,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         cap.close()
     for ev in engine.flush():
-        counts[ev.event_type] = counts.get(ev.event_type, 0) + 1
-        out.write(eve_line(ev))
+        emit(ev)
     if to_stdout:
         out.flush()
     else:
@@ -148,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if cfg.mode == "ips":
         print(
-            "verdicts: " + ", ".join(f"{a.name.lower()} {n}" for a, n in verdicts.items() if n),
+            "verdicts: "
+            + ", ".join(f"{a.name.lower()} {actions[a]}" for a in Action if actions[a]),
             file=summary,
         )
     # Limits that were hit: nothing is dropped without saying so.

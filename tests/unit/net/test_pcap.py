@@ -180,3 +180,26 @@ def test_capture_from_a_pipe_gives_the_same_records() -> None:
     assert [r.data for r in read_packets(io.BufferedReader(_Pipe(data)))] == frames
     with pytest.raises(CaptureTruncated, match=r"record 60 \(\d+ of \d+ bytes\) after 59"):
         list(read_packets(io.BufferedReader(_Pipe(data[:-5]))))
+
+
+def test_every_cut_point_of_a_pcap() -> None:
+    # Cut anywhere: the whole records before the cut come out, then the truncation is reported
+    # (a cut on a record boundary is a clean end), whatever the reader's buffering.
+    frames = [bytes(f) for f in _frames(3)]
+    data = _pcap_bytes(">", True, frames)
+    bounds = [24]
+    for f in frames:
+        bounds.append(bounds[-1] + 16 + len(f))
+    for cut in range(24, len(data) + 1):
+        whole = sum(1 for b in bounds[1:] if b <= cut)
+        for src in (data[:cut], _Pipe(data[:cut])):
+            got = []
+            try:
+                for r in read_packets(src):  # type: ignore[arg-type]
+                    got.append(r.data)
+            except CaptureTruncated as exc:
+                assert cut not in bounds, cut
+                assert f"after {whole} packets" in str(exc)
+            else:
+                assert cut in bounds, cut
+            assert got == frames[:whole], cut

@@ -62,7 +62,7 @@ class CaptureRecord:
 def read_packets(src: BinaryIO | bytes, *, name: str = "capture") -> Iterator[CaptureRecord]:
     """Yield every packet of a pcap or pcapng capture."""
     f: BinaryIO = io.BytesIO(src) if isinstance(src, bytes | bytearray) else src
-    head = f.read(4)
+    head = _read_exact(f, 4)
     if len(head) < 4:
         raise CaptureError(f"{name}: empty or too short to be a capture ({len(head)} bytes)")
     magic_le = struct.unpack("<I", head)[0]
@@ -78,32 +78,75 @@ def read_packets(src: BinaryIO | bytes, *, name: str = "capture") -> Iterator[Ca
 
 
 def _read_pcap(f: BinaryIO, e: str, nano: bool, name: str) -> Iterator[CaptureRecord]:
-    hdr = f.read(20)
+    hdr = _read_exact(f, 20)
     if len(hdr) < 20:
         raise CaptureTruncated(f"{name}: pcap global header truncated")
     _vmaj, _vmin, _tz, _sig, snaplen, linktype = struct.unpack(e + "HHiIII", hdr)
     linktype &= 0xFFFF  # upper bits carry FCS information
-    rec = struct.Struct(e + "IIII")
+    little = e == "<"
     div = 1e9 if nano else 1e6
-    read = f.read
+    # Records are cut out of large reads, their headers read byte by byte: two file reads, a
+    # struct tuple and five integer objects per packet cost more than the engine's decoding.
+    buf = b""
+    pos = 0
     count = 0
     while True:
-        rh = read(16)
-        if not rh:
-            return
-        if len(rh) < 16:
-            raise CaptureTruncated(f"{name}: truncated record header after {count} packets")
-        sec, frac, incl, orig = rec.unpack(rh)
+        if len(buf) - pos < 16:
+            buf = buf[pos:]
+            pos = 0
+            while len(buf) < 16:
+                more = f.read(_READ_CHUNK)
+                if not more:
+                    if not buf:
+                        return
+                    raise CaptureTruncated(f"{name}: truncated record header after {count} packets")
+                buf += more
+        sec = _u32(buf, pos, little)
+        frac = _u32(buf, pos + 4, little)
+        incl = _u32(buf, pos + 8, little)
+        orig = _u32(buf, pos + 12, little)
         if incl > MAX_RECORD:
             raise CaptureError(f"{name}: record {count + 1} claims {incl} bytes (corrupt capture)")
-        data = read(incl)
-        if len(data) < incl:
-            raise CaptureTruncated(
-                f"{name}: truncated packet data in record {count + 1} "
-                f"({len(data)} of {incl} bytes) after {count} packets"
-            )
+        end = pos + 16 + incl
+        while end > len(buf):
+            more = f.read(max(_READ_CHUNK, incl + 16))
+            if not more:
+                raise CaptureTruncated(
+                    f"{name}: truncated packet data in record {count + 1} "
+                    f"({len(buf) - pos - 16} of {incl} bytes) after {count} packets"
+                )
+            buf = buf[pos:] + more
+            pos = 0
+            end = 16 + incl
+        data = buf[pos + 16 : end]
+        pos = end
         count += 1
         yield CaptureRecord(sec + frac / div, data, linktype, "", orig)
+
+
+_READ_CHUNK: Final = 1 << 20
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    """`n` bytes, fewer only at the end of the file: a pipe or socket may give less per read."""
+    data = f.read(n)
+    if len(data) >= n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = f.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _u32(b: bytes, i: int, little: bool) -> int:
+    if little:
+        return b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24)
+    return (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
 
 
 @dataclass(slots=True)
@@ -120,7 +163,7 @@ def _read_pcapng(f: BinaryIO, first: bytes, name: str) -> Iterator[CaptureRecord
     count = 0
     pending = first
     while True:
-        bt_raw = pending if pending else f.read(4)
+        bt_raw = pending if pending else _read_exact(f, 4)
         pending = b""
         if not bt_raw:
             return
@@ -128,7 +171,7 @@ def _read_pcapng(f: BinaryIO, first: bytes, name: str) -> Iterator[CaptureRecord
             raise CaptureTruncated(f"{name}: truncated block header after {count} packets")
         if struct.unpack("<I", bt_raw)[0] == PCAPNG_SHB:
             # A new section: learn its byte order from the byte-order magic.
-            rest = f.read(8)
+            rest = _read_exact(f, 8)
             if len(rest) < 8:
                 raise CaptureTruncated(f"{name}: truncated section header after {count} packets")
             bom = rest[4:8]
@@ -141,19 +184,19 @@ def _read_pcapng(f: BinaryIO, first: bytes, name: str) -> Iterator[CaptureRecord
             blen = struct.unpack(e + "I", rest[:4])[0]
             if blen < 28 or blen % 4 or blen > MAX_BLOCK:
                 raise CaptureError(f"{name}: bad section header length {blen}")
-            body = f.read(blen - 12)
+            body = _read_exact(f, blen - 12)
             if len(body) < blen - 12:
                 raise CaptureTruncated(f"{name}: truncated section header after {count} packets")
             ifaces = []  # interface ids are per section
             continue
         btype = struct.unpack(e + "I", bt_raw)[0]
-        lraw = f.read(4)
+        lraw = _read_exact(f, 4)
         if len(lraw) < 4:
             raise CaptureTruncated(f"{name}: truncated block header after {count} packets")
         blen = struct.unpack(e + "I", lraw)[0]
         if blen < 12 or blen % 4 or blen > MAX_BLOCK:
             raise CaptureError(f"{name}: block of type {btype} has invalid length {blen}")
-        body = f.read(blen - 8)
+        body = _read_exact(f, blen - 8)
         if len(body) < blen - 8:
             raise CaptureTruncated(f"{name}: truncated block (type {btype}) after {count} packets")
         body = body[:-4]  # trailing copy of the length
