@@ -267,10 +267,10 @@ class Matcher:
                 else:
                     cand_yara[0] = True
 
-            self._hs.scan(buf, match_event_handler=on_match)
+            self._hs.scan(buf, on_match)
             if norm is not None and len(norm) != len(buf):
                 # Case is already covered (anchors are caseless); whitespace runs are not.
-                self._hs.scan(norm, match_event_handler=on_match)
+                self._hs.scan(norm, on_match)
         hits: list[Hit] = []
         run_yara = self._yara is not None and cand_yara[0]
         if not cand_body and not cand_logical and not run_yara:
@@ -540,7 +540,7 @@ def _hs_any(hsdb: Any, data: memoryview) -> bool:
         return True
 
     try:
-        hsdb.scan(data, match_event_handler=on_match)
+        hsdb.scan(data, on_match)
     except hyperscan.ScanTerminated:
         pass
     return bool(hit)
@@ -579,7 +579,7 @@ def _hs_count(
             raise _out_of_time("signature verification")
         found.clear()
         try:
-            hsdb.scan(view[pos:], match_event_handler=on_match)
+            hsdb.scan(view[pos:], on_match)
         except hyperscan.ScanTerminated:
             pass
         if not found or pos + found[0] > hi:

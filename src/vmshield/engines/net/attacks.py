@@ -56,8 +56,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
-from mypy_extensions import mypyc_attr
-
 from vmshield.engines.net.packet import (
     ACK,
     FIN,
@@ -239,27 +237,59 @@ class AttackVerdict:
         return self.event
 
 
-# A dict subclass stays a Python class when compiled (mypyc's native subclasses of dict crash
-# the garbage collector).
-@mypyc_attr(native_class=False)
-class _Bounded(OrderedDict[Any, Any]):
-    """Insertion/recency ordered table with a size cap: the least recently used goes first."""
+class _Bounded:
+    """Insertion/recency ordered table with a size cap: the least recently used goes first.
+
+    Holds an OrderedDict rather than being one: a native (compiled) subclass of dict crashes
+    the garbage collector, and a Python one makes every `touch` a slow dynamic call."""
 
     def __init__(self, cap: int) -> None:
-        super().__init__()
+        self.d: OrderedDict[Any, Any] = OrderedDict()
         self.cap = cap
         self.evicted = 0
 
     def touch(self, key: Any, factory: Any) -> Any:
-        v = self.get(key)
+        d = self.d
+        v = d.get(key)
         if v is None:
-            if len(self) >= self.cap:
-                self.popitem(last=False)
+            if len(d) >= self.cap:
+                d.popitem(last=False)
                 self.evicted += 1
-            v = self[key] = factory()
+            v = factory()
+            d[key] = v
         else:
-            self.move_to_end(key)
+            d.move_to_end(key)
         return v
+
+    def get(self, key: Any) -> Any:
+        return self.d.get(key)
+
+    def move_to_end(self, key: Any) -> None:
+        self.d.move_to_end(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self.d
+
+    def __len__(self) -> int:
+        return len(self.d)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.d[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.d[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self.d[key]
+
+    def values(self) -> Any:
+        return self.d.values()
+
+    def items(self) -> Any:
+        return self.d.items()
+
+    def clear(self) -> None:
+        self.d.clear()
 
 
 class _Distinct:
@@ -456,7 +486,7 @@ class AttackDetector:
             )
         )
 
-    def _windowed_tables(self) -> tuple[dict[Any, Any], ...]:
+    def _windowed_tables(self) -> tuple[_Bounded, ...]:
         """The detectors' per-window counters, oldest entry first: what the sweep expires."""
         return (
             self._tcp_ports,

@@ -25,6 +25,7 @@ from vmshield.engines.net.app.dns import DnsError, DnsMessage, DnsTcpParser, par
 from vmshield.engines.net.app.http import HttpParser, HttpTx
 from vmshield.engines.net.app.ssh import SshState
 from vmshield.engines.net.app.tls import TlsState
+from vmshield.engines.net.attacks import AttackDetector
 from vmshield.engines.net.config import EngineConfig
 from vmshield.engines.net.decode import SUPPORTED_LINKTYPES, decode
 from vmshield.engines.net.defrag import Defragmenter
@@ -168,6 +169,11 @@ class Engine:
         self.rules = rules
         self.url_db = url_db
         self.attacks = attacks
+        # The built-in detector, typed: the compiled build calls it directly (any other object
+        # with `process(packet)` goes through `attacks`).
+        self._detector: AttackDetector | None = (
+            attacks if isinstance(attacks, AttackDetector) else None
+        )
         self.ips = cfg.mode == "ips"
         self._bypass_ok = cfg.bypass and self.ips
         self._tls_bypass = cfg.tls_encryption_handling == "bypass"
@@ -328,7 +334,8 @@ class Engine:
                 verdict, events = self._anomalies(p, f, verdict, events)
             if self.attacks is not None:
                 # Called directly: this runs for every packet, and most find nothing.
-                found = self.attacks.process(p)
+                det = self._detector
+                found = det.process(p) if det is not None else self.attacks.process(p)
                 if found:
                     verdict, events = self._attack_findings(p, f, found, verdict, events)
         if f.bypassed and verdict.action <= Action.BYPASS:

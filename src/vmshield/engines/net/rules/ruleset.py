@@ -107,11 +107,12 @@ def _scan_payload(
     pf: _Prefilter, payload: bytes, stream: bytes | memoryview | None, on: Any
 ) -> None:
     """A payload prefilter: the packet payload (when there is no stream, or some rule inspects
-    the raw payload), and the stream bytes when there are some."""
+    the raw payload), and the stream bytes when there are some. Arguments are positional: with
+    keywords the binding's argument parsing costs more than scanning a packet."""
     if payload and (stream is None or pf.raw_payload):
-        pf.db.scan(payload, match_event_handler=on, context=pf)
+        pf.db.scan(payload, on, 0, pf)
     if stream:
-        pf.db.scan(stream, match_event_handler=on, context=pf)
+        pf.db.scan(stream, on, 0, pf)
 
 
 def _hit_rules(found: list[tuple[_Prefilter, int]], hits: set[int]) -> list[int]:
@@ -421,9 +422,9 @@ class RuleSet:
             if isinstance(v, (list, tuple)):
                 for d in v:
                     if d:
-                        pf.db.scan(d, match_event_handler=on, context=pf)
+                        pf.db.scan(d, on, 0, pf)
             elif v:
-                pf.db.scan(v, match_event_handler=on, context=pf)
+                pf.db.scan(v, on, 0, pf)
         return _hit_rules(found, hits)
 
     # -- detection -----------------------------------------------------------------------------
