@@ -124,6 +124,12 @@ class HttpTx:
         """
         if not toserver:
             return self._response_buffers()
+        # Each header block and header lookup once: a request's buffers are built for every
+        # transaction when rules are loaded.
+        first = _first_values(self.req_headers)
+        norm = _header_block(self.req_headers, normalised=True)
+        raw = _header_block(self.req_headers, normalised=False)
+        line = self.method + b" " + self.uri_raw + b" " + self.protocol
         b: dict[str, bytes] = {
             "http.method": self.method,
             "http.uri": self.uri,
@@ -132,27 +138,20 @@ class HttpTx:
             "http.host": self.host,
             "http.host.raw": self.host_raw,
             "http.user_agent": self.user_agent,
-            "http.header": _header_block(self.req_headers, normalised=True),
-            "http.header.raw": _header_block(self.req_headers, normalised=False),
-            "http.request_header": _header_block(self.req_headers, normalised=True),
-            "http.cookie": self.req_header(b"cookie"),
-            "http.referer": self.req_header(b"referer"),
-            "http.content_type": self.req_header(b"content-type"),
-            "http.request_line": self.method + b" " + self.uri_raw + b" " + self.protocol,
-            "http.start": self.method
-            + b" "
-            + self.uri_raw
-            + b" "
-            + self.protocol
-            + b"\r\n"
-            + _header_block(self.req_headers, normalised=False)
-            + b"\r\n",
+            "http.header": norm,
+            "http.header.raw": raw,
+            "http.request_header": norm,
+            "http.cookie": first.get(b"cookie", b""),
+            "http.referer": first.get(b"referer", b""),
+            "http.content_type": first.get(b"content-type", b""),
+            "http.request_line": line,
+            "http.start": line + b"\r\n" + raw + b"\r\n",
             "http.request_body": bytes(self.req_body),
-            "http.accept": self.req_header(b"accept"),
-            "http.accept_lang": self.req_header(b"accept-language"),
-            "http.accept_enc": self.req_header(b"accept-encoding"),
-            "http.connection": self.req_header(b"connection"),
-            "http.content_len": self.req_header(b"content-length"),
+            "http.accept": first.get(b"accept", b""),
+            "http.accept_lang": first.get(b"accept-language", b""),
+            "http.accept_enc": first.get(b"accept-encoding", b""),
+            "http.connection": first.get(b"connection", b""),
+            "http.content_len": first.get(b"content-length", b""),
         }
         # A header that is absent is a missing buffer (the rule does not match), not b"".
         return {k: v for k, v in b.items() if v or k in _ALWAYS}
@@ -160,25 +159,23 @@ class HttpTx:
     def _response_buffers(self) -> dict[str, bytes]:
         b: dict[str, bytes] = {}
         if self.status:
-            b.update(
-                {
-                    "http.stat_code": str(self.status).encode(),
-                    "http.stat_msg": self.status_msg,
-                    "http.server": self.resp_header(b"server"),
-                    "http.response_header": _header_block(self.resp_headers, normalised=True),
-                    "http.header": _header_block(self.resp_headers, normalised=True),
-                    "http.header.raw": _header_block(self.resp_headers, normalised=False),
-                    "http.content_type": self.resp_header(b"content-type"),
-                    "http.location": self.resp_header(b"location"),
-                    "http.response_body": bytes(self.resp_body),
-                    "http.response_line": self.resp_protocol
-                    + b" "
-                    + str(self.status).encode()
-                    + b" "
-                    + self.status_msg,
-                    "file.data": bytes(self.resp_body),
-                }
-            )
+            first = _first_values(self.resp_headers)
+            norm = _header_block(self.resp_headers, normalised=True)
+            code = str(self.status).encode()
+            body = bytes(self.resp_body)
+            b = {
+                "http.stat_code": code,
+                "http.stat_msg": self.status_msg,
+                "http.server": first.get(b"server", b""),
+                "http.response_header": norm,
+                "http.header": norm,
+                "http.header.raw": _header_block(self.resp_headers, normalised=False),
+                "http.content_type": first.get(b"content-type", b""),
+                "http.location": first.get(b"location", b""),
+                "http.response_body": body,
+                "http.response_line": self.resp_protocol + b" " + code + b" " + self.status_msg,
+                "file.data": body,
+            }
         return {k: v for k, v in b.items() if v or k in _ALWAYS}
 
     def eve(self) -> dict[str, Any]:
@@ -213,6 +210,16 @@ class HttpTx:
 
 def _s(b: bytes) -> str:
     return b.decode("utf-8", "replace")
+
+
+def _first_values(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Header name (lower case) -> the value of its first occurrence, as `req_header` finds."""
+    out: dict[bytes, bytes] = {}
+    for k, v in headers:
+        name = k.lower()
+        if name not in out:
+            out[name] = v
+    return out
 
 
 def _header_block(headers: list[tuple[bytes, bytes]], *, normalised: bool) -> bytes:
