@@ -16,7 +16,7 @@ def TestOneInput(data: bytes) -> None:
     lt = _LINKTYPES[data[0] % len(_LINKTYPES)]
     frame = data[1:]
     p = decode(frame, 1.0, lt)
-    assert isinstance(p.anomalies, list)
+    assert isinstance(p.anomalies, tuple)
     # Through the full pipeline too (flows, streams, app layer), with the engine's state kept
     # across inputs so that sequences of packets are exercised.
     _engine.process(frame, 1.0, linktype=lt)
