@@ -25,7 +25,7 @@ from vmshield.engines.net.app.dns import DnsError, DnsMessage, DnsTcpParser, par
 from vmshield.engines.net.app.http import HttpParser, HttpTx
 from vmshield.engines.net.app.ssh import SshState
 from vmshield.engines.net.app.tls import TlsState
-from vmshield.engines.net.attacks import AttackDetector
+from vmshield.engines.net.attacks import AttackDetector, AttackVerdict
 from vmshield.engines.net.config import EngineConfig
 from vmshield.engines.net.decode import SUPPORTED_LINKTYPES, decode
 from vmshield.engines.net.defrag import Defragmenter
@@ -75,13 +75,30 @@ class BlockPage:
         return head.encode() + self.body
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Verdict:
-    action: Action = Action.ACCEPT
-    block_minutes: int = 0
-    block_address: str = ""
-    block_page: BlockPage | None = None
-    reason: str = ""
+    # Immutable (Final: mypy refuses an assignment; ACCEPT and BYPASS are shared). Not a frozen
+    # dataclass: its generated __init__ would run interpreted in the compiled build, and verdicts
+    # are made per packet under attack.
+    action: Final[Action]
+    block_minutes: Final[int]
+    block_address: Final[str]
+    block_page: Final[BlockPage | None]
+    reason: Final[str]
+
+    def __init__(
+        self,
+        action: Action = Action.ACCEPT,
+        block_minutes: int = 0,
+        block_address: str = "",
+        block_page: BlockPage | None = None,
+        reason: str = "",
+    ) -> None:
+        self.action = action
+        self.block_minutes = block_minutes
+        self.block_address = block_address
+        self.block_page = block_page
+        self.reason = reason
 
 
 ACCEPT: Final = Verdict()
@@ -496,9 +513,30 @@ class Engine:
         events: list[Event] | None,
     ) -> tuple[Verdict, list[Event] | None]:
         for item in found:
-            ev = item if isinstance(item, Event) else getattr(item, "event", None)
-            if ev is None and hasattr(item, "to_event"):
-                ev = item.to_event()
+            if isinstance(item, AttackVerdict):
+                # The built-in detector's findings, read natively (most packets of an attack
+                # after its first carry no event, only the verdict).
+                ev = item.event
+                action: Any = item.action
+                minutes = item.block_minutes
+                if ev is not None and (not action or not minutes):
+                    attack = ev.data.get("attack", {})
+                    action = action or attack.get("action")
+                    minutes = int(minutes or attack.get("block_minutes", 0) or 0)
+                address: Any = item.source or p.src
+            else:
+                ev = item if isinstance(item, Event) else getattr(item, "event", None)
+                if ev is None and hasattr(item, "to_event"):
+                    ev = item.to_event()
+                action = getattr(item, "action", None) or (
+                    ev.data.get("attack", {}).get("action") if ev is not None else None
+                )
+                minutes = int(
+                    getattr(item, "block_minutes", 0)
+                    or (ev.data.get("attack", {}).get("block_minutes", 0) if ev is not None else 0)
+                    or 0
+                )
+                address = getattr(item, "source", "") or p.src
             if ev is not None:
                 self.counters["attack_events"] += 1
                 if f is not None and "flow_id" not in ev.data:
@@ -506,15 +544,6 @@ class Engine:
                 if self.config.out_attack:
                     events = events or []
                     events.append(ev)
-            action = getattr(item, "action", None) or (
-                ev.data.get("attack", {}).get("action") if ev is not None else None
-            )
-            minutes = int(
-                getattr(item, "block_minutes", 0)
-                or (ev.data.get("attack", {}).get("block_minutes", 0) if ev is not None else 0)
-                or 0
-            )
-            address = getattr(item, "source", "") or p.src
             if not self.ips:
                 continue
             if action in ("block", "block_source", "block-source") and minutes > 0:
