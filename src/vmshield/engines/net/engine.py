@@ -786,11 +786,8 @@ class Engine:
             return events
         if v is None:
             return events
-        c = self.counters
-        c["url_hits"] += 1
-        policy = self.config.url_policy(v.categories, v.target, False)
-        if policy == "allow":  # trusted, or only in allowed categories: passes, no event
-            c["url_allowed"] = c.get("url_allowed", 0) + 1
+        policy = self._url_hit_policy(v, False)
+        if policy == "allow":
             return events
         act = self.config.url_action if self.ips and policy == "block" else "alert"
         events = events or []
@@ -823,11 +820,8 @@ class Engine:
             return events
         if v is None:
             return events
-        c = self.counters
-        c["url_hits"] += 1
-        policy = self.config.url_policy(v.categories, v.target, True)
-        if policy == "allow":  # trusted, or only in allowed categories: passes, no event
-            c["url_allowed"] = c.get("url_allowed", 0) + 1
+        policy = self._url_hit_policy(v, True)
+        if policy == "allow":
             return events
         act = self.config.url_tls_action if source == "tls.sni" else self.config.url_dns_action
         if not self.ips or policy != "block":
@@ -842,6 +836,16 @@ class Engine:
                 f.action = "drop"
             self._pending_verdict = Verdict(Action.DROP, reason="url")
         return events
+
+    def _url_hit_policy(self, v: Any, host_only: bool) -> str:
+        """Count a database hit and say what the policy makes of it: "block", "alert", or
+        "allow" (trusted, or only in allowed categories: passes without an event, counted)."""
+        c = self.counters
+        c["url_hits"] += 1
+        policy: str = self.config.url_policy(v.categories, v.target, host_only)
+        if policy == "allow":
+            c["url_allowed"] = c.get("url_allowed", 0) + 1
+        return policy
 
     def _url_event(
         self, v: Any, p: Packet, f: Flow, source: str, blocked: bool, host: str
