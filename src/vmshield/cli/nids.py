@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -110,10 +112,16 @@ def run(args: argparse.Namespace) -> int:
         counts[ev.event_type] = counts.get(ev.event_type, 0) + 1
         out.write(eve_line(ev))
 
-    native.tune_gc()
     t0 = time.perf_counter()
     try:
-        engine.process_capture(read_packets(cap, name=args.pcap), emit, actions)
+        with native.batch_gc():
+            records = read_packets(cap, name=args.pcap)
+            while True:
+                done = engine.n_packets
+                engine.process_capture(islice(records, native.CYCLE_PASS_PACKETS), emit, actions)
+                if engine.n_packets - done < native.CYCLE_PASS_PACKETS:
+                    break
+                gc.collect()  # cycles from rare paths (see native.batch_gc)
     except CaptureTruncated as exc:
         error = f"{exc} (the packets before it were processed)"
     except CaptureError as exc:
