@@ -69,6 +69,8 @@ class Hello:
     versions: list[int] = field(default_factory=list)  # supported_versions
     sni: str = ""
     session_id: bytes = b""
+    # (JA3 or JA3S string, its MD5, JA4 or ""): made once, see `fingerprints`.
+    _fingerprints: tuple[str, str, str] | None = field(default=None, repr=False, compare=False)
 
     def __init__(
         self,
@@ -96,6 +98,22 @@ class Hello:
         self.versions = [] if versions is None else versions
         self.sni = sni
         self.session_id = session_id
+        self._fingerprints = None
+
+    def fingerprints(self) -> tuple[str, str, str]:
+        """(JA3 string, its MD5, JA4) of a ClientHello, (JA3S string, its MD5, "") of a
+        ServerHello. Computed on first use, once the hello is parsed: the rule buffers (built
+        again at each handshake step) and the EVE record all need them."""
+        fp = self._fingerprints
+        if fp is None:
+            if self.kind == HS_CLIENT_HELLO:
+                s = ja3_string(self)
+                fp = (s, md5_hex(s), ja4(self))
+            else:
+                s = ja3s_string(self)
+                fp = (s, md5_hex(s), "")
+            self._fingerprints = fp
+        return fp
 
     @property
     def negotiated_version(self) -> int:
@@ -387,14 +405,14 @@ class TlsState:
         b: dict[str, bytes] = {}
         if ch:
             b["tls.sni"] = ch.sni.encode()
-            js = ja3_string(ch)
+            js, js_md5, ja4_hash = ch.fingerprints()
             b["ja3.string"] = js.encode()
-            b["ja3.hash"] = md5_hex(js).encode()
-            b["ja4.hash"] = ja4(ch).encode()
+            b["ja3.hash"] = js_md5.encode()
+            b["ja4.hash"] = ja4_hash.encode()
         if sh:
-            jss = ja3s_string(sh)
+            jss, jss_md5, _ = sh.fingerprints()
             b["ja3s.string"] = jss.encode()
-            b["ja3s.hash"] = md5_hex(jss).encode()
+            b["ja3s.hash"] = jss_md5.encode()
             b["tls.version"] = VERSION_NAMES.get(sh.negotiated_version, "").encode()
         cert = self.server.cert
         if cert is not None and not cert.error:
@@ -416,14 +434,14 @@ class TlsState:
             v = hello.negotiated_version
             out["version"] = VERSION_NAMES.get(v, f"0x{v:04x}")
         if ch:
-            js = ja3_string(ch)
-            out["ja3"] = {"hash": md5_hex(js), "string": js}
-            out["ja4"] = ja4(ch)
+            js, js_md5, ja4_hash = ch.fingerprints()
+            out["ja3"] = {"hash": js_md5, "string": js}
+            out["ja4"] = ja4_hash
             if ch.alpn:
                 out["client_alpns"] = [a.decode("ascii", "replace") for a in ch.alpn]
         if sh:
-            jss = ja3s_string(sh)
-            out["ja3s"] = {"hash": md5_hex(jss), "string": jss}
+            jss, jss_md5, _ = sh.fingerprints()
+            out["ja3s"] = {"hash": jss_md5, "string": jss}
         cert = self.server.cert
         if cert is not None:
             if cert.subject:
