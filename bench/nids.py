@@ -12,18 +12,17 @@ The URL database figures come from bench/urls.py (`run()`), unless --no-urls.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import random
 import struct
 import sys
 import time
-from itertools import islice
 from pathlib import Path
 
 import psutil
 
 from vmshield import native
+from vmshield.cli.nids import run_capture
 from vmshield.engines.net.config import EngineConfig
 from vmshield.engines.net.engine import Action, Engine
 from vmshield.engines.net.pcap import read_packets
@@ -307,15 +306,8 @@ def run_engine(
     native.tune_gc()  # the load frozen out of the collector before the clock starts
     t0 = time.perf_counter()
     c0 = time.process_time()
-    # As `vmshield nids` does: the batch GC setting, a full collection every CYCLE_PASS_PACKETS.
-    with open(path, "rb") as f, native.batch_gc():
-        records = read_packets(f, name=str(path))
-        while True:
-            done = engine.n_packets
-            engine.process_capture(islice(records, native.CYCLE_PASS_PACKETS), count, actions)
-            if engine.n_packets - done < native.CYCLE_PASS_PACKETS:
-                break
-            gc.collect()
+    with open(path, "rb") as f:
+        run_capture(engine, read_packets(f, name=str(path)), count, actions)  # as `vmshield nids`
     events = counted[0] + len(engine.flush())
     n, nbytes = engine.n_packets, engine.n_bytes
     cpu = time.process_time() - c0

@@ -6,6 +6,7 @@ import argparse
 import gc
 import sys
 import time
+from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -13,7 +14,12 @@ from typing import Any, BinaryIO
 from vmshield import native
 from vmshield.engines.net.config import ConfigError, EngineConfig
 from vmshield.engines.net.engine import Action, Engine
-from vmshield.engines.net.pcap import CaptureError, CaptureTruncated, read_packets
+from vmshield.engines.net.pcap import (
+    CaptureError,
+    CaptureRecord,
+    CaptureTruncated,
+    read_packets,
+)
 from vmshield.events import Event, eve_line
 
 
@@ -46,6 +52,24 @@ def register(subparsers: Any) -> None:
 
 def _err(msg: str) -> None:
     print(f"vmshield nids: {msg}", file=sys.stderr)
+
+
+def run_capture(
+    engine: Engine,
+    records: Iterator[CaptureRecord],
+    emit: Callable[[Event], object],
+    actions: list[int],
+) -> None:
+    """Every record through `engine.process_capture`, under the batch GC setting: a full
+    collection every `native.CYCLE_PASS_PACKETS` packets reclaims cycles from rare paths (see
+    `native.batch_gc`). bench/nids.py measures this."""
+    with native.batch_gc():
+        while True:
+            done = engine.n_packets
+            engine.process_capture(islice(records, native.CYCLE_PASS_PACKETS), emit, actions)
+            if engine.n_packets - done < native.CYCLE_PASS_PACKETS:
+                return
+            gc.collect()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,14 +138,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        with native.batch_gc():
-            records = read_packets(cap, name=args.pcap)
-            while True:
-                done = engine.n_packets
-                engine.process_capture(islice(records, native.CYCLE_PASS_PACKETS), emit, actions)
-                if engine.n_packets - done < native.CYCLE_PASS_PACKETS:
-                    break
-                gc.collect()  # cycles from rare paths (see native.batch_gc)
+        run_capture(engine, read_packets(cap, name=args.pcap), emit, actions)
     except CaptureTruncated as exc:
         error = f"{exc} (the packets before it were processed)"
     except CaptureError as exc:
