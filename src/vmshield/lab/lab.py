@@ -448,6 +448,12 @@ class Lab:
                 sysnet.try_run(["ip", "link", "del", name])
                 removed.append(f"link {name}")
         if st is not None:
+            # The connections the lab's traffic left in the host's conntrack table (bridged
+            # traffic is tracked there, TIME_WAIT for two minutes): a new lab that gets this
+            # subnet again must not inherit them (their marks, their state).
+            for flag in ("-s", "-d"):
+                sysnet.try_run(["conntrack", "-D", flag, st.subnet])
+            removed.append(f"conntrack entries of {st.subnet}")
             # Restored only when no other vmshield filter still needs bridged traffic in iptables.
             others = [
                 ln for ln in sysnet.ipt("-S", check=False).splitlines() if ln.startswith("-N VMS-")

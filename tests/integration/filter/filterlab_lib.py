@@ -56,12 +56,22 @@ def lab_up(state_dir: Path, **kw: Any) -> Iterator[LabState]:
     prefix = new_prefix()
     lab = Lab(prefix)
     kw.setdefault("onaccess", False)  # the on-access hook has its own tests
+    subnet = ""
     try:
-        yield lab.up(**kw)
+        st = lab.up(**kw)
+        subnet = st.subnet
+        yield st
     finally:
         lab.down()
         left = leftovers(prefix)
         assert not left, f"lab {prefix} left behind: {left}"
+        if subnet:
+            # Nor connections in the host's conntrack table, which a later lab given the same
+            # subnet would inherit (with their bypass marks).
+            tracked = subprocess.run(
+                ["conntrack", "-L", "-s", subnet], capture_output=True, text=True, check=False
+            ).stdout
+            assert not tracked.strip(), f"lab {prefix} left conntrack entries: {tracked}"
 
 
 def ns(
