@@ -33,7 +33,9 @@ def now_timestamp() -> str:
 
 # The date and time to the second of the last timestamp formatted: events come in bursts within
 # the same second (a packet's alert, http and flow events), and strftime costs microseconds.
-_last_second: list[Any] = [None, ""]
+# One (second, text) pair, replaced whole: threads formatting at once never see a second paired
+# with another second's text.
+_last_second: list[tuple[int, str]] = [(-(2**63), "")]
 
 
 def format_timestamp(epoch: float) -> str:
@@ -48,11 +50,11 @@ def format_timestamp(epoch: float) -> str:
     elif us < 0:
         sec -= 1
         us += 1_000_000
-    cache = _last_second
-    if cache[0] != sec:
+    cached_sec, day = _last_second[0]
+    if cached_sec != sec:
         day = _dt.datetime.fromtimestamp(sec, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        cache[0], cache[1] = sec, day
-    return f"{cache[1]}.{us:06d}+0000"
+        _last_second[0] = (sec, day)
+    return f"{day}.{us:06d}+0000"
 
 
 class _EventIds:

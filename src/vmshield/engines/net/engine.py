@@ -515,14 +515,11 @@ class Engine:
         for item in found:
             if isinstance(item, AttackVerdict):
                 # The built-in detector's findings, read natively (most packets of an attack
-                # after its first carry no event, only the verdict).
+                # after its first carry no event, only the verdict). Its action and minutes are
+                # always set (the event's copy of them is for the log).
                 ev = item.event
                 action: Any = item.action
                 minutes = item.block_minutes
-                if ev is not None and (not action or not minutes):
-                    attack = ev.data.get("attack", {})
-                    action = action or attack.get("action")
-                    minutes = int(minutes or attack.get("block_minutes", 0) or 0)
                 address: Any = item.source or p.src
             else:
                 ev = item if isinstance(item, Event) else getattr(item, "event", None)

@@ -73,17 +73,8 @@ HEADER_SIZE = _HEADER.size
 # lists: malicious, URLhaus: malware, PhishTank and OpenPhish: phishing) or what `--category`
 # says; content categories come from category lists users have (UT1 / Toulouse blacklists: one
 # domain per line per category, built in with `vmshield url build --list adult:FILE`).
-THREAT_CATEGORIES = (
-    "malicious",
-    "phishing",
-    "adware",
-    "malware",
-    "unwanted",
-    "riskware",
-    "suspicious",
-)
-CONTENT_CATEGORIES = ("adult", "gambling", "social", "games", "dating", "drugs")
 CATEGORIES: dict[str, int] = {
+    # threat categories: the low byte
     "malicious": 0x01,
     "phishing": 0x02,
     "adware": 0x04,
@@ -92,6 +83,7 @@ CATEGORIES: dict[str, int] = {
     "riskware": 0x20,
     "suspicious": 0x40,
     # 0x80: TRUSTED
+    # content categories: the high byte
     "adult": 0x100,
     "gambling": 0x200,
     "social": 0x400,
@@ -100,6 +92,8 @@ CATEGORIES: dict[str, int] = {
     "drugs": 0x2000,
     # 0x4000, 0x8000: free
 }
+THREAT_CATEGORIES = tuple(name for name, bit in CATEGORIES.items() if bit < 0x80)
+CONTENT_CATEGORIES = tuple(name for name, bit in CATEGORIES.items() if bit > 0x80)
 TRUSTED = 0x80
 _ENTRY_BYTES = 4 + 32 + 2  # prefix, full hash, category bits
 _MEMO_MAX = 65536
