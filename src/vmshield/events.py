@@ -9,12 +9,12 @@ so existing EVE consumers read it, plus vmshield's own `event_type`s (see docs/e
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
-import math
-import os
 from typing import Any
 
 import msgspec
+
+# Made for every event, so compiled with the network engine (vmshield/native.py).
+from vmshield.event_stamps import format_timestamp, new_event_id
 
 # Suricata's convention: 1 is the most severe.
 SEVERITY_HIGH = 1
@@ -25,60 +25,22 @@ SEVERITY_INFO = 4
 # Fields that belong to the envelope; everything else of an EVE object lives in `data`.
 _ENVELOPE = ("id", "timestamp", "event_type", "host", "vm", "severity")
 
+__all__ = [
+    "SEVERITY_HIGH",
+    "SEVERITY_INFO",
+    "SEVERITY_LOW",
+    "SEVERITY_MEDIUM",
+    "Event",
+    "eve_line",
+    "format_timestamp",
+    "new_event_id",
+    "now_timestamp",
+]
+
 
 def now_timestamp() -> str:
     """Suricata's timestamp form: ISO 8601, microseconds, numeric UTC offset."""
     return format_timestamp(_dt.datetime.now(_dt.UTC).timestamp())
-
-
-# The date and time to the second of the last timestamp formatted: events come in bursts within
-# the same second (a packet's alert, http and flow events), and strftime costs microseconds.
-# One (second, text) pair, replaced whole: threads formatting at once never see a second paired
-# with another second's text.
-_last_second: list[tuple[int, str]] = [(-(2**63), "")]
-
-
-def format_timestamp(epoch: float) -> str:
-    """`epoch` as Suricata writes it (UTC): exactly datetime.fromtimestamp(epoch, UTC) with
-    strftime("%Y-%m-%dT%H:%M:%S.%f+0000"), microseconds rounded half to even as datetime does."""
-    frac, whole = math.modf(epoch)
-    us = round(frac * 1e6)
-    sec = int(whole)
-    if us >= 1_000_000:
-        sec += 1
-        us -= 1_000_000
-    elif us < 0:
-        sec -= 1
-        us += 1_000_000
-    cached_sec, day = _last_second[0]
-    if cached_sec != sec:
-        day = _dt.datetime.fromtimestamp(sec, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _last_second[0] = (sec, day)
-    return f"{day}.{us:06d}+0000"
-
-
-class _EventIds:
-    """Event ids: 32 hex digits, a random 64-bit prefix per process and a counter. Unique like a
-    random UUID without a system call and a UUID object per event (microseconds each, and an
-    engine emits thousands of events a second); a forked child draws its own prefix."""
-
-    def __init__(self) -> None:
-        self.reseed()
-        os.register_at_fork(after_in_child=self.reseed)
-
-    def reseed(self) -> None:
-        self.prefix = os.urandom(8).hex()
-        self.counter = itertools.count(int.from_bytes(os.urandom(4), "big") << 16)
-
-    def next(self) -> str:
-        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
-
-
-_ids = _EventIds()
-
-
-def new_event_id() -> str:
-    return _ids.next()
 
 
 class Event(msgspec.Struct, kw_only=True, omit_defaults=True):

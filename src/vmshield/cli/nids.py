@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from collections.abc import Callable, Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -60,16 +58,10 @@ def run_capture(
     emit: Callable[[Event], object],
     actions: list[int],
 ) -> None:
-    """Every record through `engine.process_capture`, under the batch GC setting: a full
-    collection every `native.CYCLE_PASS_PACKETS` packets reclaims cycles from rare paths (see
-    `native.batch_gc`). bench/nids.py measures this."""
+    """Every record through `engine.process_capture`, under the batch GC setting
+    (`native.batch_gc`). bench/nids.py measures this."""
     with native.batch_gc():
-        while True:
-            done = engine.n_packets
-            engine.process_capture(islice(records, native.CYCLE_PASS_PACKETS), emit, actions)
-            if engine.n_packets - done < native.CYCLE_PASS_PACKETS:
-                return
-            gc.collect()
+        engine.process_capture(records, emit, actions)
 
 
 def run(args: argparse.Namespace) -> int:

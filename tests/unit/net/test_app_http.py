@@ -158,3 +158,65 @@ def test_body_is_handed_for_inspection_when_the_limit_is_reached() -> None:
     (tx,) = h.feed(b"b" * 60, False)  # close-delimited body: no end in sight, limit reached
     assert bytes(tx.buffers(False)["file.data"]) == b"a" * 60 + b"b" * 40
     assert h.feed(b"c" * 60, False) == []  # once
+
+
+def test_end_of_header_block_found_as_the_pattern_defines_it() -> None:
+    # The header block ends at the first `\r?\n\r?\n`: the parser looks only at line feeds
+    # (_blank_line); on every arrangement of CR, LF and text it must find what the regular
+    # expression finds, in bytes and in the parser's bytearray buffers.
+    import itertools
+    import re
+
+    from vmshield.engines.net.app.http import _blank_line
+
+    pattern = re.compile(rb"\r?\n\r?\n")
+    for n in range(9):
+        for combo in itertools.product(b"\r\na", repeat=n):
+            data = bytes(combo)
+            m = pattern.search(data)
+            want = (m.start(), m.end()) if m else (-1, -1)
+            assert _blank_line(data) == want, data
+            assert _blank_line(bytearray(data)) == want, data
+
+
+def test_content_length_body_split_any_way_gives_the_same_transactions() -> None:
+    # Bodies framed by Content-Length are taken straight from the segment when nothing is
+    # buffered: however the stream is cut, the parser must see the same bodies and messages.
+    body = bytes(range(256)) * 3
+    stream = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 768\r\n\r\n"
+        + body
+        + b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nnope!"
+    )
+    req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def run(cuts: list[int]) -> list[tuple[int, bytes, int]]:
+        p = HttpParser()
+        p.feed(req, True)
+        last = 0
+        for c in [*cuts, len(stream)]:
+            p.feed(stream[last:c], False)
+            last = c
+        return [(tx.status, bytes(tx.resp_body), tx.resp_body_len) for tx in p.txs]
+
+    whole = run([])
+    assert whole == [(200, body, 768), (404, b"nope!", 5)]
+    for a in range(0, len(stream), 37):
+        for b in (a + 1, a + 500, len(stream) - 3):
+            assert run(sorted({a, min(b, len(stream))})) == whole
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(["/", ".", "..", "a", "%2e", "%2f", "?", "x=1"]), max_size=10))
+def test_uri_normalisation_skips_nothing_it_must_do(parts: list[str]) -> None:
+    # Dot segments are removed only where a "/." occurs: on every path built of slashes,
+    # dots, escapes and names, the result is what removing them from every absolute path
+    # gives (the rule before the shortcut).
+    from vmshield.engines.net.app.http import _pct_decode, _remove_dots
+
+    raw = "".join(parts).encode()
+    path, sep, query = raw.partition(b"?")
+    path = _pct_decode(path)
+    if path.startswith(b"/") or b"/." in path:
+        path = _remove_dots(path)
+    assert normalise_uri(raw) == (path + sep + _pct_decode(query) if sep else path)

@@ -597,3 +597,34 @@ def test_no_summary_by_default() -> None:
         run(det, [IP(src="10.0.0.20", dst=VICTIM) / TCP(dport=80, flags="S")], start=1100.0) == []
     )
     assert det.flush() == []
+
+
+def test_detector_tables_are_lru_bounded_and_expire_oldest_first() -> None:
+    # The detector's tables (a dict kept in recency order) must behave as an LRU with a cap:
+    # a touched key becomes the most recent, a full table drops the least recent first (a
+    # batch of cap // 64 at once), a flood never grows it, and expiry removes from the least
+    # recent up to the first entry still fresh.
+    from vmshield.engines.net.attacks import _Bounded, _Rate
+
+    t = _Bounded(128)
+    for i in range(128):
+        t.touch(i, float)
+    t.touch(0, float)  # 0 is now the most recent
+    t.touch(1000, float)  # full: the two least recent (1 and 2) go
+    assert 0 in t and 1 not in t and 2 not in t and 3 in t and 1000 in t
+    assert t.evicted == 2 and len(t) == 127
+    t.move_to_end(3)
+    assert list(t.d)[-1] == 3
+    for i in range(20_000):
+        t.touch(("flood", i), float)
+        t.touch(0, float)
+        assert len(t) <= 128
+    assert 0 in t and 3 not in t
+
+    r = _Bounded(64)
+    for i in range(10):
+        r.touch(i, _Rate).add(float(i), 60.0)
+    r.touch(2, _Rate).add(20.0, 60.0)  # refreshed: now after 9
+    gone = r.pop_oldest_while(lambda v: 30.0 - v.last > 25.0)
+    assert [k for k, _ in gone] == [0, 1, 3, 4]
+    assert list(r.d) == [5, 6, 7, 8, 9, 2]

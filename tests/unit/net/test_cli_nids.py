@@ -214,12 +214,12 @@ def test_limits_hit_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "limits: flows evicted (table full)" in out and "flows: 300" in out
 
 
-def test_batches_between_cycle_collections_lose_nothing(
+def test_cycle_collections_during_a_batch_run_lose_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The capture goes through the engine in batches with a full collection between them
-    # (native.batch_gc): batches of 3 packets must give exactly what one pass gives, and the
-    # collector is back on afterwards.
+    # A batch run collects cycles when the tracked objects have grown by
+    # native.BATCH_YOUNG_OBJECTS (native.batch_gc): with a threshold of 5, passes run all
+    # through the capture and must change nothing; the thresholds are restored afterwards.
     import gc
 
     from vmshield import native
@@ -228,14 +228,19 @@ def test_batches_between_cycle_collections_lose_nothing(
     rules = tmp_path / "local.rules"
     rules.write_text(RULES)
     outputs = []
-    for batch in (native.CYCLE_PASS_PACKETS, 3):
-        monkeypatch.setattr(native, "CYCLE_PASS_PACKETS", batch)
-        eve = tmp_path / f"eve{batch}.json"
+    passes = []
+    for young in (native.BATCH_YOUNG_OBJECTS, 5):
+        monkeypatch.setattr(native, "BATCH_YOUNG_OBJECTS", young)
+        eve = tmp_path / f"eve{young}.json"
         args = ["nids", "--pcap", str(pcap), "--rules", str(rules), "--eve", str(eve)]
+        before = gc.get_stats()[0]["collections"]
         assert main([*args, "--flow-events"]) == 0
+        passes.append(gc.get_stats()[0]["collections"] - before)
         summary = [ln for ln in capsys.readouterr().out.splitlines() if not ln.startswith("time:")]
         events = [{k: v for k, v in o.items() if k != "event_id"} for o in _eve(eve)]
         outputs.append((summary, events))
         assert gc.isenabled()
+        assert gc.get_threshold()[0] != young
+    assert passes[1] > passes[0]
     assert outputs[0] == outputs[1]
     assert "packets: 8" in "\n".join(outputs[1][0])

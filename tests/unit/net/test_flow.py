@@ -128,3 +128,61 @@ def test_icmp_echo_and_reply_share_a_flow() -> None:
     fa, da = t.get_or_create(a)
     fb, db = t.get_or_create(b)
     assert fa is fb and da and not db
+
+
+def test_expiry_plan_ends_each_flow_when_a_full_scan_would() -> None:
+    # Expiry looks only at the flows planned for the seconds gone by (not the whole table):
+    # over random traffic (TCP opening, established, closing, reset; UDP one way and both
+    # ways; ICMP), every pass must end exactly the flows idle past their timeout in their
+    # current state, as a scan of every flow does.
+    import random
+
+    rng = random.Random(5)
+    t = FlowTable(timeouts={6: (4.0, 30.0, 2.0), 17: (3.0, 12.0, 0.0), 1: (2.0, 9.0, 0.0)})
+    hosts = [f"10.1.0.{i}" for i in range(1, 9)]
+    frames = []
+    for i in range(40):
+        a, b = rng.sample(hosts, 2)
+        frames.append((Ether() / IP(src=a, dst=b) / TCP(sport=1000 + i, dport=80, flags="S"), 0))
+        frames.append((Ether() / IP(src=b, dst=a) / TCP(sport=80, dport=1000 + i, flags="SA"), 1))
+        frames.append((Ether() / IP(src=a, dst=b) / TCP(sport=1000 + i, dport=80, flags="A"), 0))
+        frames.append((Ether() / IP(src=a, dst=b) / TCP(sport=1000 + i, dport=80, flags="FA"), 0))
+        frames.append((Ether() / IP(src=b, dst=a) / TCP(sport=80, dport=1000 + i, flags="FA"), 1))
+        frames.append((Ether() / IP(src=b, dst=a) / TCP(sport=80, dport=1000 + i, flags="R"), 1))
+        frames.append((Ether() / IP(src=a, dst=b) / UDP(sport=2000 + i, dport=53), 0))
+        frames.append((Ether() / IP(src=b, dst=a) / UDP(sport=53, dport=2000 + i), 1))
+        frames.append((Ether() / IP(src=a, dst=b) / ICMP(type=8, id=i), 0))
+    raw = [bytes(f) for f, _ in frames]
+    now = 100.0
+    ended_total = 0
+    for _ in range(3000):
+        now += rng.choice((0.0, 0.05, 0.3, 1.0, 2.5))
+        p = decode(rng.choice(raw), now)
+        f, d = t.get_or_create(p)
+        f.update(p, d)
+        if rng.random() < 0.05:
+            expected = {
+                id(g) for g in t.flows.values() if now - g.last >= t._timeout(g, t.timeouts)
+            }
+            ended = t.expire(now)
+            assert {id(g) for g in ended} == expected
+            ended_total += len(ended)
+    assert ended_total > 100
+    later = now + 1000.0
+    assert len(t.expire(later)) > 0 and len(t) == 0
+
+
+def test_expiry_plan_stays_bounded_under_a_flood_through_a_full_table() -> None:
+    # A flood through a full table ends flows early (evicted); their plan entries must not
+    # pile up until their second comes.
+    t = FlowTable(max_flows=64)
+    for i in range(5000):
+        p = decode(
+            bytes(Ether() / IP(src="10.2.0.1", dst="10.2.0.2") / UDP(sport=1024 + i, dport=9)),
+            100.0 + i * 0.001,
+        )
+        f, d = t.get_or_create(p)
+        f.update(p, d)
+        assert t._planned <= 2 * t.max_flows + 1
+        t.pending_ended.clear()
+    assert len(t) <= 64

@@ -260,7 +260,7 @@ def test_flowbits_sequence() -> None:
     fs = FlowDetectState()
     assert run(rs, b"db", fs) == [3]
     assert run(rs, b"login", fs) == []  # noalert
-    assert "userlogin" in fs.flowbits
+    assert fs.has_bit("userlogin")
     assert run(rs, b"db", fs) == [2]
     assert run(rs, b"db", FlowDetectState()) == [3]  # another flow has its own bits
     assert run(rs, b"logout", fs) == [4]
@@ -278,10 +278,10 @@ def test_flowbits_set_before_isset_in_one_packet_and_groups() -> None:
     fs = FlowDetectState()
     # the setter is evaluated before the checker in the same packet, as Suricata orders them
     assert run(rs, b"ab", fs) == [1, 2]
-    assert run(rs, b"t", fs) == [4] and "x" in fs.flowbits
+    assert run(rs, b"t", fs) == [4] and fs.has_bit("x")
     assert run(rs, b"b", fs) == [1, 3]
     run(rs, b"t", fs)
-    assert "x" not in fs.flowbits
+    assert not fs.has_bit("x")
 
 
 def test_flowint_counting() -> None:
@@ -294,10 +294,10 @@ def test_flowint_counting() -> None:
     assert run(rs, b"CHK", fs) == []
     # flowint keywords run in rule order after the payload: +1, then the >2 test
     hits = [run(rs, b"USER", fs) for _ in range(4)]
-    assert hits == [[], [], [1], [1]] and fs.flowints["users"] == 4
+    assert hits == [[], [], [1], [1]] and fs.get_int("users") == 4
     assert run(rs, b"CHK", fs) == [3]
     run(rs, b"RESET", fs)
-    assert fs.flowints["users"] == 0
+    assert fs.get_int("users") == 0
     assert run(rs, b"USER", None) == []  # no flow, no counter
 
 
@@ -410,9 +410,9 @@ def test_app_layer_state_updates_once_per_transaction() -> None:
     fs = FlowDetectState()
     for _ in range(3):  # the same transaction seen with three packets
         run(rs, b"", fs, app_proto="http", buffers={"http.uri": b"/login/t"}, tx_id=0)
-    assert fs.flowints["logins"] == 1 and "t" in fs.flowbits
+    assert fs.get_int("logins") == 1 and fs.has_bit("t")
     run(rs, b"", fs, app_proto="http", buffers={"http.uri": b"/login/t"}, tx_id=1)
-    assert fs.flowints["logins"] == 2 and "t" not in fs.flowbits
+    assert fs.get_int("logins") == 2 and not fs.has_bit("t")
 
 
 def test_dns_multi_buffer_and_tls() -> None:
@@ -764,7 +764,7 @@ def test_threshold_config_suppress_override_and_rate_filter(tmp_path: Path) -> N
     assert run(rs, b"a", src="10.9.1.1") == [] and run(rs, b"a", src="10.8.0.1") == []
     assert run(rs, b"a", src="10.7.0.1") == [1]
     fs = FlowDetectState()
-    assert run(rs, b"b", fs) == [] and "seen_b" in fs.flowbits  # suppressed, flowbit still set
+    assert run(rs, b"b", fs) == [] and fs.has_bit("seen_b")  # suppressed, flowbit still set
     assert [run(rs, b"c", ts=t) for t in (0, 1, 2)] == [[3], [], []]  # limit 1 replaces threshold 5
     acts = [[a.action for a in rs.match(ctx(pkt(b"d", ts=t)))] for t in (0, 1, 2, 3, 40)]
     assert acts == [["alert"], ["alert"], ["drop"], ["drop"], ["alert"]]

@@ -51,8 +51,8 @@ Detectors and their names (vendor style):
 from __future__ import annotations
 
 import ipaddress
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
@@ -238,34 +238,62 @@ class AttackVerdict:
 
 
 class _Bounded:
-    """Insertion/recency ordered table with a size cap: the least recently used goes first.
+    """Table with a size cap, least recently used first: a plain dict kept in recency order
+    (a touch moves its key to the end). An OrderedDict did the same with method calls that
+    were a third of the detector's time; a plain dict's get, delete and insert are direct.
 
-    Holds an OrderedDict rather than being one: a native (compiled) subclass of dict crashes
-    the garbage collector, and a Python one makes every `touch` a slow dynamic call."""
+    When full, the least recently used `cap // 64` entries go at once: finding the oldest key
+    walks over the slots that earlier deletions left at the front of the dict (until it is
+    resized), and that walk is paid once per batch rather than for every new key. Holds the
+    dict rather than being one: a native (compiled) subclass of dict crashes the garbage
+    collector, and a Python one makes every `touch` a slow dynamic call."""
 
     def __init__(self, cap: int) -> None:
-        self.d: OrderedDict[Any, Any] = OrderedDict()
+        self.d: dict[Any, Any] = {}
         self.cap = cap
+        self.batch = max(1, cap // 64)
         self.evicted = 0
 
     def touch(self, key: Any, factory: Any) -> Any:
+        """The value of `key`, made by `factory()` if absent; it becomes the most recent."""
         d = self.d
         v = d.get(key)
         if v is None:
             if len(d) >= self.cap:
-                d.popitem(last=False)
-                self.evicted += 1
+                self._evict()
             v = factory()
-            d[key] = v
         else:
-            d.move_to_end(key)
+            del d[key]
+        d[key] = v
         return v
+
+    def _evict(self) -> None:
+        d = self.d
+        oldest = list(itertools.islice(d, self.batch))
+        for k in oldest:
+            del d[k]
+        self.evicted += len(oldest)
 
     def get(self, key: Any) -> Any:
         return self.d.get(key)
 
     def move_to_end(self, key: Any) -> None:
-        self.d.move_to_end(key)
+        d = self.d
+        v = d[key]
+        del d[key]
+        d[key] = v
+
+    def pop_oldest_while(self, stale: Callable[[Any], bool]) -> list[tuple[Any, Any]]:
+        """Remove entries from the least recent on while `stale(value)`; returns them. One
+        walk over the dict, however many go (a walk per entry would be quadratic)."""
+        gone: list[tuple[Any, Any]] = []
+        for k, v in self.d.items():
+            if not stale(v):
+                break
+            gone.append((k, v))
+        for k, _v in gone:
+            del self.d[k]
+        return gone
 
     def __contains__(self, key: Any) -> bool:
         return key in self.d
@@ -386,9 +414,22 @@ class AttackDetector:
         self.now = 0.0
         self._next_sweep = 0.0
         self._summaries: list[AttackVerdict] = []
-        self.stats = {"packets": 0, "verdicts": 0, "episodes": 0, "suppressed": 0}
+        # Counters as attributes (one per packet: a dict update cost as much as a lookup).
+        self.n_packets = 0
+        self.n_verdicts = 0
+        self.n_episodes = 0
+        self.n_suppressed = 0
 
     # -- public ----------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {
+            "packets": self.n_packets,
+            "verdicts": self.n_verdicts,
+            "episodes": self.n_episodes,
+            "suppressed": self.n_suppressed,
+        }
 
     def process(self, p: Packet) -> list[AttackVerdict]:
         """Inspect one packet; returns the attacks it starts (most packets: none)."""
@@ -397,7 +438,7 @@ class AttackDetector:
             self.now = ts
         if self.now >= self._next_sweep:
             self._sweep()
-        self.stats["packets"] += 1
+        self.n_packets += 1
         out: list[AttackVerdict] = []
         if self._summaries:
             out, self._summaries = self._summaries, []
@@ -567,13 +608,14 @@ class AttackDetector:
                 )
             d = cfg.syn_flood
             if d.enabled:
-                r = self._syn.touch((src, dst), _Rate)
+                r: _Rate = self._syn.touch((src, dst), _Rate)
                 half_open = r.add(p.ts, d.window)
                 if half_open >= d.threshold:
                     self._hit("syn_flood", "DoS.Generic.SYNFlood", p, out, {"half_open": half_open})
             d = cfg.syn_flood_distributed
             if d.enabled:
-                half_open = self._syn_target.touch(dst, _Rate).add(p.ts, d.window)
+                target: _Rate = self._syn_target.touch(dst, _Rate)
+                half_open = target.add(p.ts, d.window)
                 if half_open >= d.threshold:
                     self._hit(
                         "syn_flood_distributed",
@@ -588,23 +630,23 @@ class AttackDetector:
             self._conns.touch((src, sport, dst, dport), float)
             # An accepted connection is not a probe: FTP passive transfers and the like open
             # many ports on one server, successfully. Scans mostly hit closed or filtered ports.
-            probes = self._tcp_ports.get((dst, src))
+            probes: _Distinct | None = self._tcp_ports.get((dst, src))
             if probes is not None:
                 probes.seen.pop(sport, None)
             probes = self._tcp_sweep.get((dst, sport))
             if probes is not None:
                 probes.seen.pop(src, None)
         elif flags == ACK and not p.dsize:
-            r = self._syn.get((src, dst))
-            if r is not None:
-                r.credit += 1  # a handshake (or the connection) progressed: not half-open
-            r = self._syn_target.get(dst)
-            if r is not None:
-                r.credit += 1
+            rate: _Rate | None = self._syn.get((src, dst))
+            if rate is not None:
+                rate.credit += 1  # a handshake (or the connection) progressed: not half-open
+            rate = self._syn_target.get(dst)
+            if rate is not None:
+                rate.credit += 1
         d = cfg.tcp_port_sweep
         if syn and d.enabled:
             # A worm looking for one service across the segment: hosts that do not accept.
-            sweep = self._tcp_sweep.touch((src, dport), _Distinct)
+            sweep: _Distinct = self._tcp_sweep.touch((src, dport), _Distinct)
             n = sweep.add(dst, p.ts, d.window, d.threshold)
             if n >= d.threshold:
                 self._hit(
@@ -631,7 +673,7 @@ class AttackDetector:
             style = "ACK"
         else:
             return
-        dist = self._tcp_ports.touch((src, dst), _Distinct)
+        dist: _Distinct = self._tcp_ports.touch((src, dst), _Distinct)
         n = dist.add(dport, p.ts, d.window, d.threshold)
         if n >= d.threshold:
             self._hit(
@@ -656,7 +698,7 @@ class AttackDetector:
             )
         if (dst, dport, src, sport) in self._udp_pairs:
             self._udp_pairs.move_to_end((dst, dport, src, sport))
-            probes = self._udp_ports.get((dst, src))
+            probes: _Distinct | None = self._udp_ports.get((dst, src))
             if probes is not None:
                 probes.seen.pop(sport, None)  # the port answered: a service, not a probe
             probes = self._udp_sweep.get((dst, sport))
@@ -666,19 +708,20 @@ class AttackDetector:
         self._udp_pairs.touch((src, sport, dst, dport), float)
         d = cfg.udp_flood
         if d.enabled:
-            n = self._udp.touch((src, dst), _Rate).add(p.ts, d.window)
+            rate: _Rate = self._udp.touch((src, dst), _Rate)
+            n = rate.add(p.ts, d.window)
             if n >= d.threshold:
                 self._hit("udp_flood", "DoS.Generic.UDPFlood", p, out, {"packets": n})
         d = cfg.udp_port_scan
         if d.enabled:
-            dist = self._udp_ports.touch((src, dst), _Distinct)
+            dist: _Distinct = self._udp_ports.touch((src, dst), _Distinct)
             n = dist.add(dport, p.ts, d.window, d.threshold)
             if n >= d.threshold:
                 self._hit("udp_port_scan", "Scan.Generic.PortScan.UDP", p, out, {"ports": n})
         d = cfg.udp_port_sweep
         multicast = p.dst_bytes[0] >= 224 if p.ip_version == 4 else p.dst_bytes[0] == 0xFF
         if d.enabled and not to_broadcast and not multicast:
-            sweep = self._udp_sweep.touch((src, dport), _Distinct)
+            sweep: _Distinct = self._udp_sweep.touch((src, dport), _Distinct)
             n = sweep.add(dst, p.ts, d.window, d.threshold)
             if n >= d.threshold:
                 self._hit(
@@ -701,7 +744,8 @@ class AttackDetector:
             # ("BlackNurse": port-unreachable), IPv6 router-advertisement floods.
             d = cfg.icmp_flood
             if d.enabled:
-                n = self._icmp.touch((src, dst), _Rate).add(p.ts, d.window)
+                rate: _Rate = self._icmp.touch((src, dst), _Rate)
+                n = rate.add(p.ts, d.window)
                 if n >= d.threshold:
                     self._hit(
                         "icmp_flood",
@@ -718,7 +762,7 @@ class AttackDetector:
             )
         d = cfg.icmp_host_sweep
         if d.enabled:
-            dist = self._icmp_hosts.touch(src, _Distinct)
+            dist: _Distinct = self._icmp_hosts.touch(src, _Distinct)
             n = dist.add(dst, p.ts, d.window, d.threshold)
             if n >= d.threshold:
                 self._hit(
@@ -745,7 +789,7 @@ class AttackDetector:
             )
         d = cfg.arp_host_sweep
         if op == 1 and d.enabled:
-            dist = self._arp_hosts.touch((p.vlan, sender_mac), _Distinct)
+            dist: _Distinct = self._arp_hosts.touch((p.vlan, sender_mac), _Distinct)
             n = dist.add(p.dst_bytes, p.ts, d.window, d.threshold)
             if n >= d.threshold:
                 self._hit(
@@ -829,14 +873,14 @@ class AttackDetector:
         source = p.src if episode_source is None else episode_source
         tgt = p.dst if target is None else target
         ep_key = (name, source, p.vlan) if episode_source is None else (name, tgt, p.vlan, "*")
-        ep = self._episodes.get(ep_key)
+        ep: _Episode | None = self._episodes.get(ep_key)
         if ep is not None and p.ts - ep.last <= self.config.episode_timeout:
             ep.last = max(ep.last, p.ts)
             ep.count += 1
             if tgt and len(ep.targets) < 64:
                 ep.targets.add(tgt)
             self._episodes.move_to_end(ep_key)
-            self.stats["suppressed"] += 1
+            self.n_suppressed += 1
             if ep.action != "ignore":
                 # No new event, but the packet belongs to the attack: drop it (and keep the
                 # source blocked) as the first one was.
@@ -857,8 +901,8 @@ class AttackDetector:
                 action, reason = "terminate", "source may not be blocked"
         minutes = d.block_minutes if action == "block" else 0
         ep.action, ep.minutes, ep.vlan, ep.iface = action, minutes, p.vlan, p.iface
-        self.stats["episodes"] += 1
-        self.stats["verdicts"] += 1
+        self.n_episodes += 1
+        self.n_verdicts += 1
         event = self._event(name, key, p, tgt, action, minutes, d, reason, extra)
         ep.start = dict(event.data)
         out.append(
@@ -951,24 +995,14 @@ class AttackDetector:
             if isinstance(d, DetectorConfig)
         )
         for table in self._windowed_tables():
-            while table:
-                k, v = next(iter(table.items()))
-                if now - v.last <= horizon:
-                    break
-                del table[k]
-        while self._episodes:
-            k, ep = next(iter(self._episodes.items()))
-            if now - ep.last <= cfg.episode_timeout:
-                break
-            del self._episodes[k]
+            table.pop_oldest_while(lambda v: now - v.last > horizon)
+        timeout = cfg.episode_timeout
+        for _k, ep in self._episodes.pop_oldest_while(lambda e: now - e.last > timeout):
             if cfg.episode_summary:
                 self._summaries.append(self._summary(ep))
         # Connections and datagram pairs: the LRU cap bounds them; ARP bindings age out.
-        while self._arp:
-            k, (_mac, t) = next(iter(self._arp.items()))
-            if now - t <= cfg.arp_binding_age:
-                break
-            del self._arp[k]
+        age = cfg.arp_binding_age
+        self._arp.pop_oldest_while(lambda b: now - b[1] > age)
 
 
 _BCAST4: Final = ipaddress.IPv4Address("255.255.255.255")

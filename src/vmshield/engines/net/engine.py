@@ -703,7 +703,7 @@ class Engine:
         events: list[Event] | None,
     ) -> list[Event] | None:
         if not f.app_proto:
-            proto = detect_udp(bytes(p.payload), p.sport, p.dport)
+            proto = detect_udp(p.payload, p.sport, p.dport)
             if not proto:
                 if p.sport == 53 or p.dport == 53:
                     events = self._app_anomalies(p, f, ["dns.malformed_data"], events)
@@ -713,7 +713,7 @@ class Engine:
             self.app_flows[proto] = self.app_flows.get(proto, 0) + 1
         if f.app_proto == "dns":
             try:
-                m = parse_message(bytes(p.payload))
+                m = parse_message(p.payload)
             except DnsError:
                 return self._app_anomalies(p, f, ["dns.malformed_data"], events)
             events = self._dns_msg(p, f, app, m, toserver, ctxs, events)
@@ -910,6 +910,13 @@ class Engine:
             # Nothing to inspect (a bare ACK) and no rule without a fast pattern applies to
             # this packet's protocol and ports: most packets of a connection end here.
             return verdict, events
+        cands: list[int] | None = None
+        if not ctxs:
+            cands = rules.packet_candidates(p, stream)
+            if cands is not None and not cands:
+                # No fast pattern in the payload or stream (most data packets): nothing to
+                # verify, so no context (nor per-flow rule state) is built for it.
+                return verdict, events
         streams = f.streams
         if app.detect is None:
             app.detect = FlowDetectState()
@@ -924,12 +931,13 @@ class Engine:
         evnames = self._evnames
         found: list[tuple[Any, int | None, Any]]
         if not ctxs:
-            alerts = rules.match(
+            alerts = rules.match_candidates(
                 InspectContext(
                     p, direction, established, app.detect, stream, _NO_BUFFERS, app_proto,
                     None, sb_ts, sb_tc, f.pkts_toserver, f.pkts_toclient, f.bytes_toserver,
                     f.bytes_toclient, f.start, evnames,
-                )
+                ),
+                cands,
             )  # fmt: skip
             if not alerts:
                 return verdict, events

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import itertools
 import struct
 import zlib
@@ -135,7 +136,6 @@ class Flow:
         "bypassed",
         "action",
         "end_reason",
-        "store",
         "icmp_type",
         "icmp_code",
         "_community_id",
@@ -172,7 +172,6 @@ class Flow:
         self.bypassed = False
         self.action = ""  # "drop" once a drop rule fired: every later packet is dropped too
         self.end_reason = "timeout"
-        self.store: dict[str, Any] = {}  # per-flow state of the detectors (flowbits, flowint …)
         self._community_id = ""
 
     @property
@@ -304,6 +303,11 @@ class FlowTable:
     When full, the table enters emergency mode (Suricata's term): it expires with the short
     emergency timeouts and, if that frees nothing, evicts the oldest flows. Evicted flows are
     returned like expired ones, so nothing disappears without its flow event.
+
+    Expiry does not walk the whole table at every pass (a pass a second over 65 536 flows was
+    a tenth of a busy engine's time): each flow is filed under the second when it may first
+    time out (`_plan`), and a pass looks only at the flows filed up to now; those still alive
+    are filed again. A flow is looked at about once per timeout, not once per second.
     """
 
     def __init__(
@@ -329,6 +333,19 @@ class FlowTable:
         self.timed_out = 0
         # Flows pushed out by the cap, waiting for the engine to log them.
         self.pending_ended: list[Flow] = []
+        # Expiry plan: second -> flows that may time out then, and a heap of those seconds.
+        # A flow ended some other way stays filed until its second comes (then skipped).
+        self._due: dict[int, list[Flow]] = {}
+        self._due_seconds: list[int] = []
+        self._planned = 0  # entries in the plan, live or not: bounded (see get_or_create)
+        # Per protocol and state, the shortest timeout the flow can still get: states only
+        # move forward (new, established, closed), and only TCP flows close.
+        self._soonest: dict[int, tuple[float, float, float]] = {}
+        for proto, (new, est, closed) in self.timeouts.items():
+            if proto == PROTO_TCP:
+                self._soonest[proto] = (min(new, est, closed), min(est, closed), closed)
+            else:
+                self._soonest[proto] = (min(new, est), est, closed)
 
     def __len__(self) -> int:
         return len(self.flows)
@@ -345,7 +362,36 @@ class FlowTable:
         f = Flow(key, fhash, p)
         self.flows[key] = f
         self.created += 1
+        self._plan(f, p.ts)
+        if self._planned > 2 * self.max_flows:
+            # Flows ended early (a flood through a full table) leave their entries behind
+            # until their second comes: start over from the live flows.
+            self._due.clear()
+            self._due_seconds.clear()
+            self._planned = 0
+            for live in self.flows.values():
+                self._plan(live, p.ts)
         return f, True
+
+    def _plan(self, f: Flow, now: float) -> None:
+        """File `f` under the first second at which it can time out: its deadline in its
+        current state, unless a later packet moves it to a state with a shorter timeout (that
+        packet comes after `now`, so not before `now` plus the shortest timeout left)."""
+        t = self.timeouts.get(f.proto)
+        soon = self._soonest.get(f.proto)
+        if t is None or soon is None:
+            alt = PROTO_ICMP if f.proto == PROTO_ICMPV6 else 0
+            t, soon = self.timeouts[alt], self._soonest[alt]
+        state = f.state
+        when = min(f.last + t[state], max(f.last, now) + soon[state])
+        second = int(when)
+        due = self._due.get(second)
+        if due is None:
+            self._due[second] = [f]
+            heapq.heappush(self._due_seconds, second)
+        else:
+            due.append(f)
+        self._planned += 1
 
     def remove(self, f: Flow) -> None:
         self.flows.pop(f.key, None)
@@ -358,16 +404,40 @@ class FlowTable:
 
     def expire(self, now: float, *, force: bool = False) -> list[Flow]:
         """Remove and return flows idle past their timeout (all of them when `force`)."""
-        table = self.emergency_timeouts if self.emergency else self.timeouts
         out: list[Flow] = []
         if force:
             out = list(self.flows.values())
             self.flows.clear()
-        else:
+            self._due.clear()
+            self._due_seconds.clear()
+            self._planned = 0
+        elif self.emergency:
+            # The short emergency timeouts are not what the plan was made with: look at all.
+            table = self.emergency_timeouts
             for f in list(self.flows.values()):
                 if now - f.last >= self._timeout(f, table):
                     out.append(f)
                     del self.flows[f.key]
+            self.timed_out += len(out)
+        else:
+            table = self.timeouts
+            flows, due, seconds = self.flows, self._due, self._due_seconds
+            alive: list[Flow] = []
+            while seconds and seconds[0] <= now:
+                batch = due.pop(heapq.heappop(seconds))
+                self._planned -= len(batch)
+                for f in batch:
+                    if flows.get(f.key) is not f:
+                        continue  # ended already (evicted, or a new connection took its key)
+                    if now - f.last >= self._timeout(f, table):
+                        out.append(f)
+                        del flows[f.key]
+                    else:
+                        alive.append(f)
+            # Filed again after the loop: a deadline within this second goes under this
+            # second, for the next pass to look at.
+            for f in alive:
+                self._plan(f, now)
             self.timed_out += len(out)
         if self.emergency and len(self.flows) < self.max_flows * self.emergency_recovery:
             self.emergency = False

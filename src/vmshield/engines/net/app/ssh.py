@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-MAX_BANNER = 255  # RFC 4253: the identification line is at most 255 bytes
+MAX_BANNER: Final = 255  # RFC 4253: the identification line is at most 255 bytes
 
 
 class SshState:

@@ -35,7 +35,7 @@ PCRE_TIMEOUT: Final = 0.05
 def rule_payload(p: Packet) -> bytes:
     """The payload rules inspect: the decoder's ICMP payload starts at ICMP byte 4, Suricata's
     after the 8-byte header."""
-    return bytes(p.payload[4:]) if p.proto in (1, 58) else bytes(p.payload)
+    return p.payload[4:] if p.proto == 1 or p.proto == 58 else p.payload
 
 
 class Env:
@@ -160,7 +160,7 @@ def flow_conditions(r: Rule, env: Env) -> bool:
                 if op == "isset":
                     return False
                 continue
-            hits = [n in fs.flowbits for n in names]
+            hits = [fs.has_bit(n) for n in names]
             if op == "isset":
                 ok = any(hits) if join == "|" else all(hits)
             else:
@@ -173,7 +173,7 @@ def flow_conditions(r: Rule, env: Env) -> bool:
             if op == "notset":
                 continue
             return False
-        cur = fs.flowints.get(name)
+        cur = fs.get_int(name)
         if op == "isset":
             if cur is None:
                 return False
@@ -182,7 +182,7 @@ def flow_conditions(r: Rule, env: Env) -> bool:
             if cur is not None:
                 return False
             continue
-        other = fs.flowints.get(val) if isinstance(val, str) else val
+        other = fs.get_int(val) if isinstance(val, str) else val
         if other is None:
             return False
         if op in ("=", "+", "-"):

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import hyperscan
 
+from ..packet import Packet
 from .classification import Classification
 from .datasets import Datasets
 from .detect import Env, flow_conditions, header_match, payload_match, rule_payload
@@ -63,6 +64,7 @@ class _Group:
         default_factory=list
     )  # kinds 0-1
     hdr_prefilter: bool = False  # a fast pattern in a packet header buffer (tcp.hdr, ...)
+    raw_payload_packet: bool = False  # a prefilter of scan_plan_packet scans raw payloads
 
     def add_always(self, idx: int, r: Rule) -> None:
         dp, sp = r.dport.single(), r.sport.single()
@@ -369,6 +371,8 @@ class RuleSet:
                 self._groups[g].scan_plan.append((key, kind, pf))
                 if kind < 2:
                     self._groups[g].scan_plan_packet.append((key, kind, pf))
+                    if pf.raw_payload:
+                        self._groups[g].raw_payload_packet = True
                 if kind == 1:
                     self._groups[g].hdr_prefilter = True
 
@@ -441,7 +445,7 @@ class RuleSet:
         if grp.always:
             if not grp.always_iponly or flow_state is None or direction is None:
                 return True
-            if direction not in flow_state.iponly_done:
+            if flow_state.iponly_pending(direction):
                 return True
             if len(grp.always) > len(grp.always_iponly):
                 return True
@@ -454,9 +458,15 @@ class RuleSet:
     def match(self, ctx: InspectContext) -> list[Alert]:
         cands: list[int] | None = None
         if not ctx.buffers:
-            cands = self._packet_candidates(ctx)
+            cands = self.packet_candidates(ctx.packet, ctx.stream)
             if cands is not None and not cands:
                 return []
+        return self.match_candidates(ctx, cands)
+
+    def match_candidates(self, ctx: InspectContext, cands: list[int] | None) -> list[Alert]:
+        """`match` of a packet without app-layer buffers whose `packet_candidates` are known
+        (the pipeline asks for them first: most packets have none, and then no context is
+        built for them at all)."""
         env = Env(ctx, self.datasets)
         try:
             return self._match(ctx, env, cands)
@@ -464,12 +474,11 @@ class RuleSet:
             if env.pcre_timeouts:
                 self.pcre_timeouts += env.pcre_timeouts
 
-    def _packet_candidates(self, ctx: InspectContext) -> list[int] | None:
+    def packet_candidates(self, p: Packet, stream: bytes | memoryview | None) -> list[int] | None:
         """Candidates of a packet without app-layer buffers whose group has only payload/stream
         prefilters and no rule without a fast pattern for it: most packets. Answered without
         the per-packet Env (empty: nothing to verify); None when the general path must decide.
         Scans exactly what `_candidates` scans."""
-        p = ctx.packet
         grp = self._groups[_GROUP_OF.get(p.proto, "other")]
         if grp.always or grp.hdr_prefilter:
             return None
@@ -484,9 +493,9 @@ class RuleSet:
         def on(pid: int, _f: int, _t: int, _fl: int, pf_: Any) -> None:
             found.append((pf_, pid))
 
-        payload = rule_payload(p)
+        payload = rule_payload(p) if stream is None or grp.raw_payload_packet else b""
         for _key, _kind, pf in grp.scan_plan_packet:
-            _scan_payload(pf, payload, ctx.stream, on)
+            _scan_payload(pf, payload, stream, on)
         if not found:
             return []
         return _hit_rules(found, set())
@@ -497,8 +506,7 @@ class RuleSet:
         fs = ctx.flow_state
         iponly = True
         if fs is not None and ctx.direction is not None:
-            iponly = ctx.direction not in fs.iponly_done
-            fs.iponly_done.add(ctx.direction)
+            iponly = fs.iponly_first(ctx.direction)
         for idx in self._candidates(env) if cands is None else cands:
             r = rules[idx]
             if r.ip_only and not iponly:
@@ -511,7 +519,7 @@ class RuleSet:
                 # matched, later packets of the same transaction neither alert nor repeat
                 # its flowbits / flowint updates
                 txkey = (ctx.tx_id, "", r.gid, r.sid)
-                if txkey in fs.tx_alerted:
+                if fs.tx_marked(txkey):
                     continue
             try:
                 if not header_match(r, env):
@@ -538,8 +546,8 @@ class RuleSet:
                     for n in names:
                         if op == "set":
                             fs.set_bit(n)
-                        elif op == "unset" or n in fs.flowbits:
-                            fs.flowbits.discard(n)
+                        elif op == "unset" or fs.has_bit(n):
+                            fs.unset_bit(n)
                         else:
                             fs.set_bit(n)
             if r.action == "pass":
