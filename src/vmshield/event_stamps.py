@@ -17,10 +17,13 @@ from typing import Final
 _last_second: Final[list[tuple[int, str]]] = [(-(2**63), "")]
 
 
+_modf: Final = math.modf  # a module attribute would be looked up on every call
+
+
 def format_timestamp(epoch: float) -> str:
     """`epoch` as Suricata writes it (UTC): exactly datetime.fromtimestamp(epoch, UTC) with
     strftime("%Y-%m-%dT%H:%M:%S.%f+0000"), microseconds rounded half to even as datetime does."""
-    frac, whole = math.modf(epoch)
+    frac, whole = _modf(epoch)
     us = round(frac * 1e6)
     sec = int(whole)
     if us >= 1_000_000:

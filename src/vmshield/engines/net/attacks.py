@@ -407,7 +407,7 @@ class AttackDetector:
         self._syn_target = _Bounded(cap)  # dst -> _Rate (distributed floods)
         self._udp = _Bounded(cap)
         self._icmp = _Bounded(cap)
-        self._conns = _Bounded(fcap)  # TCP 4-tuples seen opening (both directions)
+        self._conns = _Bounded(fcap)  # TCP connections seen opening (_conn_key)
         self._udp_pairs = _Bounded(fcap)  # UDP 4-tuples sent (their reverse is a response)
         self._arp = _Bounded(cap)  # IP -> (mac, ts)
         self._episodes = _Bounded(cap)  # (name, src) -> _Episode
@@ -601,7 +601,7 @@ class AttackDetector:
             )
         syn = flags & (SYN | ACK | RST) == SYN
         if syn:
-            self._conns.touch((src, sport, dst, dport), float)
+            self._conns.touch(_conn_key(src, sport, dst, dport), float)
             if p.dsize and _TFO_OPTION not in p.tcp_options:
                 self._hit(
                     "syn_with_data", "Anomaly.Generic.SYNWithData", p, out, {"dsize": p.dsize}
@@ -627,7 +627,7 @@ class AttackDetector:
                         blockable=False,
                     )
         elif flags & (SYN | ACK) == SYN | ACK:
-            self._conns.touch((src, sport, dst, dport), float)
+            self._conns.touch(_conn_key(src, sport, dst, dport), float)
             # An accepted connection is not a probe: FTP passive transfers and the like open
             # many ports on one server, successfully. Scans mostly hit closed or filtered ports.
             probes: _Distinct | None = self._tcp_ports.get((dst, src))
@@ -666,7 +666,7 @@ class AttackDetector:
         elif flags & ~(FIN | PSH | URG) == 0:
             style = "NULL" if flags == 0 else "FIN" if flags == FIN else "Xmas"
         elif flags in (ACK, ACK | RST) or flags == RST:
-            if (src, sport, dst, dport) in self._conns or (dst, dport, src, sport) in self._conns:
+            if _conn_key(src, sport, dst, dport) in self._conns:
                 return
             if flags != ACK or p.dsize:
                 return  # resets to unknown connections are answers, not probes
@@ -1017,6 +1017,13 @@ def _scoped(p: Packet) -> tuple[bytes, bytes]:
         return p.src_bytes, p.dst_bytes
     v = p.vlan.to_bytes(2, "big")
     return v + p.src_bytes, v + p.dst_bytes
+
+
+def _conn_key(src: bytes, sport: int, dst: bytes, dport: int) -> tuple[bytes, int, bytes, int]:
+    """One key for both directions of a TCP connection: one lookup answers "seen opening"."""
+    if src < dst or (src == dst and sport <= dport):
+        return (src, sport, dst, dport)
+    return (dst, dport, src, sport)
 
 
 def _invalid_flags(flags: int) -> str:

@@ -141,7 +141,7 @@ class DnsMessage:
             "version": 2,
             "type": "answer",
             "id": self.id,
-            "flags": f"{self.flags:x}",
+            "flags": hex(self.flags)[2:],
             "qr": True,
         }
         for bit, name in ((0x0400, "aa"), (0x0200, "tc"), (0x0100, "rd"), (0x0080, "ra")):

@@ -233,18 +233,26 @@ def ja4(h: Hello, transport: str = "t") -> str:
         if not (first.isalnum() and last.isalnum() and a[0] < 128 and a[-1] < 128):
             first, last = f"{a[0]:02x}"[0], f"{a[-1]:02x}"[-1]
         alpn = first + last
-    a_part = f"{transport}{ver}{sni}{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{alpn}"
+    # Zero-padded numbers by slicing, not format specs: this runs for every ClientHello, and
+    # the compiled build sends a format spec through str.format.
+    counts = str(100 + min(len(ciphers), 99))[1:] + str(100 + min(len(exts), 99))[1:]
+    a_part = transport + ver + sni + counts + alpn
     if ciphers:
-        b_part = _sha12(",".join(f"{c:04x}" for c in sorted(ciphers)))
+        b_part = _sha12(",".join([_hex4(c) for c in sorted(ciphers)]))
     else:
         b_part = "000000000000"
     ext_sorted = sorted(e for e in exts if e not in (EXT_SNI, EXT_ALPN))
-    ext_s = ",".join(f"{e:04x}" for e in ext_sorted)
+    ext_s = ",".join([_hex4(e) for e in ext_sorted])
     sig = [s for s in h.sig_algs if s not in GREASE]
     if sig:
-        ext_s += "_" + ",".join(f"{s:04x}" for s in sig)
+        ext_s += "_" + ",".join([_hex4(s) for s in sig])
     c_part = _sha12(ext_s) if ext_sorted else "000000000000"
     return f"{a_part}_{b_part}_{c_part}"
+
+
+def _hex4(v: int) -> str:
+    """`v` (0..65535) as four lower-case hex digits."""
+    return hex(v | 0x10000)[3:]
 
 
 def _sha12(s: str) -> str:
