@@ -130,15 +130,21 @@ def test_icmp_echo_and_reply_share_a_flow() -> None:
     assert fa is fb and da and not db
 
 
-def test_expiry_plan_ends_each_flow_when_a_full_scan_would() -> None:
+@pytest.mark.parametrize("max_flows", [65536, 48])
+def test_expiry_plan_ends_each_flow_when_a_full_scan_would(max_flows: int) -> None:
     # Expiry looks only at the flows planned for the seconds gone by (not the whole table):
     # over random traffic (TCP opening, established, closing, reset; UDP one way and both
     # ways; ICMP), every pass must end exactly the flows idle past their timeout in their
-    # current state, as a scan of every flow does.
+    # current state, as a scan of every flow does. With a small table, the table goes in and
+    # out of emergency mode (short timeouts) on the way.
     import random
 
     rng = random.Random(5)
-    t = FlowTable(timeouts={6: (4.0, 30.0, 2.0), 17: (3.0, 12.0, 0.0), 1: (2.0, 9.0, 0.0)})
+    t = FlowTable(
+        max_flows=max_flows,
+        timeouts={6: (4.0, 30.0, 2.0), 17: (3.0, 12.0, 0.0), 1: (2.0, 9.0, 0.0)},
+        emergency_timeouts={6: (2.0, 6.0, 1.0), 17: (1.0, 5.0, 0.0), 1: (1.0, 3.0, 0.0)},
+    )
     hosts = [f"10.1.0.{i}" for i in range(1, 9)]
     frames = []
     for i in range(40):
@@ -161,13 +167,16 @@ def test_expiry_plan_ends_each_flow_when_a_full_scan_would() -> None:
         f, d = t.get_or_create(p)
         f.update(p, d)
         if rng.random() < 0.05:
-            expected = {
-                id(g) for g in t.flows.values() if now - g.last >= t._timeout(g, t.timeouts)
-            }
+            live = {id(g) for g in t.flows.values()}
+            table = t.emergency_timeouts if t.emergency else t.timeouts
+            expected = {id(g) for g in t.flows.values() if now - g.last >= t._timeout(g, table)}
             ended = t.expire(now)
-            assert {id(g) for g in ended} == expected
+            # Flows the cap pushed out earlier come back too; the rest must be the expired.
+            assert {id(g) for g in ended if id(g) in live} == expected
             ended_total += len(ended)
     assert ended_total > 100
+    if max_flows < 100:
+        assert t.emergency_entered > 1  # in and out of emergency mode more than once
     later = now + 1000.0
     assert len(t.expire(later)) > 0 and len(t) == 0
 

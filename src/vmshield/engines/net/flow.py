@@ -297,6 +297,20 @@ DEFAULT_EMERGENCY_TIMEOUTS: Final[dict[int, tuple[float, float, float]]] = {
 _KEY_TAIL: Final = struct.Struct("!BHHH").pack
 
 
+def _soonest_table(
+    timeouts: dict[int, tuple[float, float, float]],
+) -> dict[int, tuple[float, float, float]]:
+    """Per protocol and state, the shortest timeout a flow in that state can still get:
+    states only move forward (new, established, closed), and only TCP flows close."""
+    out: dict[int, tuple[float, float, float]] = {}
+    for proto, (new, est, closed) in timeouts.items():
+        if proto == PROTO_TCP:
+            out[proto] = (min(new, est, closed), min(est, closed), closed)
+        else:
+            out[proto] = (min(new, est), est, closed)
+    return out
+
+
 class FlowTable:
     """All live flows, bounded by `max_flows`.
 
@@ -338,14 +352,10 @@ class FlowTable:
         self._due: dict[int, list[Flow]] = {}
         self._due_seconds: list[int] = []
         self._planned = 0  # entries in the plan, live or not: bounded (see get_or_create)
-        # Per protocol and state, the shortest timeout the flow can still get: states only
-        # move forward (new, established, closed), and only TCP flows close.
-        self._soonest: dict[int, tuple[float, float, float]] = {}
-        for proto, (new, est, closed) in self.timeouts.items():
-            if proto == PROTO_TCP:
-                self._soonest[proto] = (min(new, est, closed), min(est, closed), closed)
-            else:
-                self._soonest[proto] = (min(new, est), est, closed)
+        # Per protocol and state, the shortest timeout the flow can still get, for the normal
+        # and the emergency timeouts (the plan follows the mode, see _plan).
+        self._soonest = _soonest_table(self.timeouts)
+        self._soonest_emergency = _soonest_table(self.emergency_timeouts)
 
     def __len__(self) -> int:
         return len(self.flows)
@@ -366,22 +376,30 @@ class FlowTable:
         if self._planned > 2 * self.max_flows:
             # Flows ended early (a flood through a full table) leave their entries behind
             # until their second comes: start over from the live flows.
-            self._due.clear()
-            self._due_seconds.clear()
-            self._planned = 0
-            for live in self.flows.values():
-                self._plan(live, p.ts)
+            self._replan(p.ts)
         return f, True
+
+    def _replan(self, now: float) -> None:
+        self._due.clear()
+        self._due_seconds.clear()
+        self._planned = 0
+        for live in self.flows.values():
+            self._plan(live, now)
 
     def _plan(self, f: Flow, now: float) -> None:
         """File `f` under the first second at which it can time out: its deadline in its
         current state, unless a later packet moves it to a state with a shorter timeout (that
         packet comes after `now`, so not before `now` plus the shortest timeout left)."""
-        t = self.timeouts.get(f.proto)
-        soon = self._soonest.get(f.proto)
+        # In emergency mode the short timeouts apply: the flows were planned again with them
+        # when it began (_make_room); a plan made with shorter timeouts than those that apply
+        # later only looks at a flow early.
+        table = self.emergency_timeouts if self.emergency else self.timeouts
+        soonest = self._soonest_emergency if self.emergency else self._soonest
+        t = table.get(f.proto)
+        soon = soonest.get(f.proto)
         if t is None or soon is None:
             alt = PROTO_ICMP if f.proto == PROTO_ICMPV6 else 0
-            t, soon = self.timeouts[alt], self._soonest[alt]
+            t, soon = table[alt], soonest[alt]
         state = f.state
         when = min(f.last + t[state], max(f.last, now) + soon[state])
         second = int(when)
@@ -411,16 +429,8 @@ class FlowTable:
             self._due.clear()
             self._due_seconds.clear()
             self._planned = 0
-        elif self.emergency:
-            # The short emergency timeouts are not what the plan was made with: look at all.
-            table = self.emergency_timeouts
-            for f in list(self.flows.values()):
-                if now - f.last >= self._timeout(f, table):
-                    out.append(f)
-                    del self.flows[f.key]
-            self.timed_out += len(out)
         else:
-            table = self.timeouts
+            table = self.emergency_timeouts if self.emergency else self.timeouts
             flows, due, seconds = self.flows, self._due, self._due_seconds
             alive: list[Flow] = []
             while seconds and seconds[0] <= now:
@@ -441,6 +451,7 @@ class FlowTable:
             self.timed_out += len(out)
         if self.emergency and len(self.flows) < self.max_flows * self.emergency_recovery:
             self.emergency = False
+            self._replan(now)  # with the normal timeouts again
         if self.pending_ended:
             out = self.pending_ended + out
             self.pending_ended = []
@@ -454,6 +465,7 @@ class FlowTable:
         if not self.emergency:
             self.emergency = True
             self.emergency_entered += 1
+            self._replan(now)  # with the emergency timeouts, which are shorter
         table = self.emergency_timeouts
         batch = max(1, self.max_flows // 100)
         window = list(itertools.islice(self.flows.values(), 8 * batch))
