@@ -28,6 +28,10 @@ Detection, once per packet (after decode, defrag, flow, stream and app-layer)::
     alerts = rs.match(ctx)   -> list[Alert] (after flowbits/flowint/thresholds, ordered as
                                  Suricata orders signatures: pass, drop, reject, alert)
 
+A packet without app-layer buffers can be screened first, before a context is built (most
+packets have no fast-pattern hit): `cands = rs.packet_candidates(p, stream)`; `[]` means no
+alert is possible, otherwise `rs.match_candidates(ctx, cands)` is `rs.match(ctx)`.
+
 What the pipeline provides:
 
 - `FlowDetectState`: the rule engine's per-flow store (flowbits, flowints, per-transaction
