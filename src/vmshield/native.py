@@ -140,8 +140,8 @@ def batch_gc() -> Iterator[None]:
     proportional to growth, and a cycle made on some rare path is still reclaimed. A steady
     flow table (as many flows ending as starting) is never walked. Not for the inline
     workers: a pass over a young generation of a million objects would stall the queue (they
-    keep `tune_gc`). The previous thresholds are restored when the block ends."""
-    tune_gc()
+    keep `tune_gc`). Call `tune_gc` first, once the load is done; the previous thresholds are
+    restored when the block ends."""
     before = gc.get_threshold()
     gc.set_threshold(BATCH_YOUNG_OBJECTS, 10, 10)
     try:

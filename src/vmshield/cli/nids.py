@@ -59,7 +59,8 @@ def run_capture(
     actions: list[int],
 ) -> None:
     """Every record through `engine.process_capture`, under the batch GC setting
-    (`native.batch_gc`). bench/nids.py measures this."""
+    (`native.batch_gc`; the caller has run `native.tune_gc` after loading). bench/nids.py
+    measures this."""
     with native.batch_gc():
         engine.process_capture(records, emit, actions)
 
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         counts[ev.event_type] = counts.get(ev.event_type, 0) + 1
         out.write(eve_line(ev))
 
+    native.tune_gc()
     t0 = time.perf_counter()
     try:
         run_capture(engine, read_packets(cap, name=args.pcap), emit, actions)

@@ -297,6 +297,16 @@ DEFAULT_EMERGENCY_TIMEOUTS: Final[dict[int, tuple[float, float, float]]] = {
 _KEY_TAIL: Final = struct.Struct("!BHHH").pack
 
 
+def _for_proto(
+    table: dict[int, tuple[float, float, float]], proto: int
+) -> tuple[float, float, float]:
+    """A protocol's (new, established, closed) timeouts: ICMPv6 as ICMP, others as default."""
+    t = table.get(proto)
+    if t is None:
+        t = table[PROTO_ICMP] if proto == PROTO_ICMPV6 else table[0]
+    return t
+
+
 def _soonest_table(
     timeouts: dict[int, tuple[float, float, float]],
 ) -> dict[int, tuple[float, float, float]]:
@@ -395,13 +405,11 @@ class FlowTable:
         # later only looks at a flow early.
         table = self.emergency_timeouts if self.emergency else self.timeouts
         soonest = self._soonest_emergency if self.emergency else self._soonest
-        t = table.get(f.proto)
-        soon = soonest.get(f.proto)
-        if t is None or soon is None:
-            alt = PROTO_ICMP if f.proto == PROTO_ICMPV6 else 0
-            t, soon = table[alt], soonest[alt]
         state = f.state
-        when = min(f.last + t[state], max(f.last, now) + soon[state])
+        when = min(
+            f.last + _for_proto(table, f.proto)[state],
+            max(f.last, now) + _for_proto(soonest, f.proto)[state],
+        )
         second = int(when)
         due = self._due.get(second)
         if due is None:
@@ -415,10 +423,7 @@ class FlowTable:
         self.flows.pop(f.key, None)
 
     def _timeout(self, f: Flow, table: dict[int, tuple[float, float, float]]) -> float:
-        t = table.get(f.proto)
-        if t is None:
-            t = table[PROTO_ICMP] if f.proto == PROTO_ICMPV6 else table[0]
-        return t[f.state]
+        return _for_proto(table, f.proto)[f.state]
 
     def expire(self, now: float, *, force: bool = False) -> list[Flow]:
         """Remove and return flows idle past their timeout (all of them when `force`)."""

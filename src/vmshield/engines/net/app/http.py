@@ -114,15 +114,11 @@ class HttpTx:
         return self._resp_values().get(name.lower(), b"")
 
     def _req_values(self) -> dict[bytes, bytes]:
-        c = self._req_first
-        if c is None or c[0] is not self.req_headers:
-            c = self._req_first = (self.req_headers, _first_values(self.req_headers))
+        self._req_first = c = _first_values_of(self._req_first, self.req_headers)
         return c[1]
 
     def _resp_values(self) -> dict[bytes, bytes]:
-        c = self._resp_first
-        if c is None or c[0] is not self.resp_headers:
-            c = self._resp_first = (self.resp_headers, _first_values(self.resp_headers))
+        self._resp_first = c = _first_values_of(self._resp_first, self.resp_headers)
         return c[1]
 
     def buffers(self, toserver: bool = True) -> dict[str, bytes]:
@@ -229,6 +225,16 @@ def _first_values(headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
         if name not in out:
             out[name] = v
     return out
+
+
+def _first_values_of(
+    cached: tuple[list[tuple[bytes, bytes]], dict[bytes, bytes]] | None,
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[list[tuple[bytes, bytes]], dict[bytes, bytes]]:
+    """`cached` while it was made from this very header list, else a new (list, map) pair."""
+    if cached is not None and cached[0] is headers:
+        return cached
+    return headers, _first_values(headers)
 
 
 def _header_block(headers: list[tuple[bytes, bytes]], *, normalised: bool) -> bytes:
