@@ -7,6 +7,14 @@ overlapping fragments) is generated with plain struct packing and cached under /
 its parameters. The 1 000 rules come from the rule engine's generator
 (`vmshield.engines.net.rules.gen`), whose trigger URIs appear in a share of the HTTP requests.
 The URL database figures come from bench/urls.py (`run()`), unless --no-urls.
+
+The peer is Suricata (`scripts/install-suricata`, run by bootstrap, installs Debian's 7.0 from
+bookworm-backports; skipped with --no-peer), run on the same capture with the same rules, one
+packet thread (`--runmode single`, checksums ignored as ours: `-k none`). Both tools are measured
+the same way, as whole commands: CPU seconds of the process (`wait4`) over the full capture, minus
+those of the same command over the capture's first 1 000 packets (start-up: rule loading and
+compiling), in two output settings: alerts only, and the full EVE log (alerts, HTTP, DNS, TLS and
+flow records).
 """
 
 from __future__ import annotations
@@ -14,9 +22,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -333,6 +346,144 @@ def run_engine(
     }
 
 
+PEER_HEAD_PACKETS = 1000
+
+
+def _head_of_capture(src: Path, dst: Path, n: int) -> None:
+    """The global header and the first `n` records of a pcap file (start-up runs)."""
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        out.write(f.read(24))
+        for _ in range(n):
+            hdr = f.read(16)
+            if len(hdr) < 16:
+                break
+            out.write(hdr + f.read(struct.unpack("<I", hdr[8:12])[0]))
+
+
+def _cpu_of(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
+    """(CPU seconds, wall seconds, output) of one command, its threads included."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    out = proc.stdout.read() if proc.stdout else ""
+    _pid, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {out[-1500:]}")
+    return ru.ru_utime + ru.ru_stime, wall, out
+
+
+def _peer_commands(
+    tool: str, capture_file: Path, rules: Path, full_eve: bool, log: Path
+) -> list[str]:
+    log.mkdir(parents=True, exist_ok=True)
+    if tool == "suricata":
+        cmd = ["suricata", "-r", str(capture_file), "-S", str(rules), "-k", "none"]
+        cmd += ["--runmode", "single", "-l", str(log)]
+        if not full_eve:  # fast.log (outputs.0) stays: the alerts, one line each
+            cmd += ["--set", "outputs.1.eve-log.enabled=no"]
+        return cmd
+    conf = log / "engine.toml"
+    # Suricata has no attack detectors: ours are off here, for the same work.
+    conf.write_text(
+        "[outputs]\n"
+        + "".join(f"{k} = {'true' if full_eve else 'false'}\n" for k in ("http", "dns", "tls"))
+        + f"flow = {'true' if full_eve else 'false'}\nanomaly = {'true' if full_eve else 'false'}\n"
+    )
+    cmd = [sys.executable, "-m", "vmshield", "nids", "--pcap", str(capture_file)]
+    return cmd + [
+        "--rules",
+        str(rules),
+        "--config",
+        str(conf),
+        "--no-attacks",
+        "--eve",
+        str(log / "eve.json"),
+    ]
+
+
+def _alerts_in(tool: str, log: Path) -> int:
+    if tool == "suricata":
+        with open(log / "fast.log", "rb") as f:
+            return sum(1 for _ in f)
+    with open(log / "eve.json", "rb") as f:
+        return sum(1 for line in f if b'"event_type":"alert"' in line)
+
+
+@dataclass
+class PeerRow:
+    """One tool in one output setting: its least disturbed run of `runs`."""
+
+    tool: str
+    output: str
+    cpu: float = float("inf")  # whole command, full capture
+    wall: float = 0.0
+    startup_cpu: float = float("inf")  # whole command, first PEER_HEAD_PACKETS packets
+    alerts: int = 0
+    eve_mb: float = 0.0
+    cpus: list[float] = field(default_factory=list)  # every run, for the spread
+
+    def pps(self, packets: int) -> float:
+        return (packets - PEER_HEAD_PACKETS) / max(self.cpu - self.startup_cpu, 1e-9)
+
+
+def peer_comparison(path: Path, rules_text: str, packets: int, runs: int = 3) -> list[PeerRow]:
+    """Both tools over the same capture and rules, as whole commands (see the module doc).
+    Each command runs `runs` times, the tools alternated; the least CPU of each is kept (this
+    machine's speed moves between runs; the least is the least disturbed)."""
+    rows: list[PeerRow] = []
+    with tempfile.TemporaryDirectory(prefix="vmshield-bench-peer-") as tmp_name:
+        tmp = Path(tmp_name)
+        rules = tmp / "bench.rules"
+        rules.write_text(rules_text + "\n")
+        head = tmp / "head.pcap"
+        _head_of_capture(path, head, PEER_HEAD_PACKETS)
+        for full_eve in (False, True):
+            output = "full EVE" if full_eve else "alerts only"
+            best = {tool: PeerRow(tool, output) for tool in ("vmshield", "suricata")}
+            for _ in range(runs):
+                for tool, row in best.items():
+                    log = tmp / f"{tool}-{int(full_eve)}"
+                    start_cpu, _w, _o = _cpu_of(
+                        _peer_commands(tool, head, rules, full_eve, log / "head"), tmp
+                    )
+                    shutil.rmtree(log / "head")
+                    cpu, wall, out = _cpu_of(_peer_commands(tool, path, rules, full_eve, log), tmp)
+                    if tool == "suricata" and not re.search(
+                        rf"\b{packets} packets\b", out + (log / "suricata.log").read_text()
+                    ):
+                        raise RuntimeError(f"suricata did not read {packets} packets: {out[-800:]}")
+                    row.cpus.append(round(cpu, 2))
+                    row.startup_cpu = min(row.startup_cpu, start_cpu)
+                    if cpu < row.cpu:
+                        eve = log / "eve.json"
+                        row.cpu, row.wall, row.alerts = cpu, wall, _alerts_in(tool, log)
+                        row.eve_mb = eve.stat().st_size / 1e6 if eve.exists() else 0.0
+                    shutil.rmtree(log)
+            rows.extend(best.values())
+    return rows
+
+
+def _print_peer(rows: list[PeerRow], packets: int) -> None:
+    print("side by side, whole commands, same capture and rules (attack detection off):")
+    for r in rows:
+        print(
+            f"  {r.output:<11} {r.tool:<9} {r.pps(packets):>9,.0f} packets/s per CPU second "
+            f"after start-up ({r.cpu:.1f} s CPU, {r.wall:.1f} s wall, start-up "
+            f"{r.startup_cpu:.2f} s CPU), alerts {r.alerts}, EVE {r.eve_mb:.0f} MB; "
+            f"CPU s of each run {r.cpus}"
+        )
+    for output in ("alerts only", "full EVE"):
+        ours = next(r for r in rows if r.tool == "vmshield" and r.output == output)
+        peer = next(r for r in rows if r.tool == "suricata" and r.output == output)
+        print(
+            f"  {output}: vmshield / suricata = {ours.pps(packets) / peer.pps(packets):.2f}x "
+            f"(packets/s per CPU second), {peer.wall / ours.wall:.2f}x (wall, whole command)"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=1_000_000, help="capture size (cached)")
@@ -340,6 +491,8 @@ def main() -> int:
     ap.add_argument("--no-urls", action="store_true", help="skip the URL database figures")
     ap.add_argument("--no-attacks", action="store_true")
     ap.add_argument("--profile", action="store_true", help="cProfile the 1 000-rule run")
+    ap.add_argument("--no-peer", action="store_true", help="skip the side-by-side run of Suricata")
+    ap.add_argument("--peer-runs", type=int, default=3, help="runs of each side-by-side command")
     args = ap.parse_args()
 
     path = capture(args.packets)
@@ -350,8 +503,9 @@ def main() -> int:
     from vmshield.engines.net.rules.gen import generate as gen_rules
 
     t0 = time.perf_counter()
+    rules_text = "\n".join(gen_rules(args.rules))
     rs = RuleSet.load(
-        texts=["\n".join(gen_rules(args.rules))],
+        texts=[rules_text],
         variables=Variables.default(),
         classification=Classification.default(),
     )
@@ -381,6 +535,12 @@ def main() -> int:
             f"bypassed {r['bypassed_flows']:,}, RSS +{r['rss_growth_mb']:.0f} MB"
         )
     print(f"peak RSS: {psutil.Process().memory_info().rss / 2**20:.0f} MB")
+    if args.no_peer:
+        pass
+    elif shutil.which("suricata") is None:
+        print("side by side: suricata not installed (scripts/install-suricata installs it)")
+    else:
+        _print_peer(peer_comparison(path, rules_text, int(rows[0][1]["packets"]), args.peer_runs))
     if not args.no_urls:
         sys.path.insert(0, str(Path(__file__).parent))
         try:
