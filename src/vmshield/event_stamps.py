@@ -10,11 +10,12 @@ import math
 import os
 from typing import Final
 
-# The date and time to the second of the last timestamp formatted: events come in bursts within
-# the same second (a packet's alert, http and flow events), and strftime costs microseconds.
-# One (second, text) pair, replaced whole: threads formatting at once never see a second paired
-# with another second's text.
-_last_second: Final[list[tuple[int, str]]] = [(-(2**63), "")]
+# The date of the last timestamp formatted, as (first second of its day, "YYYY-MM-DDT"): events
+# come in bursts within a day, strftime costs microseconds, and the time of day is arithmetic
+# (POSIX time has no leap seconds: every day is 86 400 of them). One pair, replaced whole:
+# threads formatting at once never see a day paired with another day's text.
+_last_day: Final[list[tuple[int, str]]] = [(-(2**63), "")]
+_TWO_DIGITS: Final = tuple(str(100 + i)[1:] for i in range(60))
 
 
 _modf: Final = math.modf  # a module attribute would be looked up on every call
@@ -32,12 +33,24 @@ def format_timestamp(epoch: float) -> str:
     elif us < 0:
         sec -= 1
         us += 1_000_000
-    cached_sec, day = _last_second[0]
-    if cached_sec != sec:
-        day = _dt.datetime.fromtimestamp(sec, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _last_second[0] = (sec, day)
+    of_day = sec % 86400  # floor modulo: right before 1970 too
+    day_start = sec - of_day
+    cached_start, date = _last_day[0]
+    if cached_start != day_start:
+        date = _dt.datetime.fromtimestamp(day_start, _dt.UTC).strftime("%Y-%m-%dT")
+        _last_day[0] = (day_start, date)
     # Concatenation, not a format spec: str.format cost more than the rest of this function.
-    return day + "." + str(1_000_000 + us)[1:] + "+0000"
+    return (
+        date
+        + _TWO_DIGITS[of_day // 3600]
+        + ":"
+        + _TWO_DIGITS[of_day // 60 % 60]
+        + ":"
+        + _TWO_DIGITS[of_day % 60]
+        + "."
+        + str(1_000_000 + us)[1:]
+        + "+0000"
+    )
 
 
 class _EventIds:

@@ -69,7 +69,8 @@ from vmshield.engines.net.packet import (
     URG,
     Packet,
 )
-from vmshield.events import SEVERITY_HIGH, SEVERITY_MEDIUM, Event, format_timestamp
+from vmshield.event_stamps import format_timestamp
+from vmshield.events import SEVERITY_HIGH, SEVERITY_MEDIUM, Event
 
 ACTIONS: Final = ("block", "terminate", "ignore")
 ETH_ARP: Final = 0x0806

@@ -45,7 +45,8 @@ from vmshield.engines.net.pcap import CaptureRecord
 from vmshield.engines.net.rules.model import FlowDetectState, InspectContext
 from vmshield.engines.net.rules.ruleset import RuleSet
 from vmshield.engines.net.stream import EV_RETRANS, StreamMemory, TcpStreams
-from vmshield.events import Event, format_timestamp
+from vmshield.event_stamps import format_timestamp
+from vmshield.events import Event
 
 
 class Action(enum.IntEnum):

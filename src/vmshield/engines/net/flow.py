@@ -7,7 +7,7 @@ reduced to 51 bits so JSON consumers keep it exact); `community_id` is Community
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import heapq
 import itertools
@@ -27,6 +27,7 @@ from vmshield.engines.net.packet import (
     Packet,
 )
 from vmshield.engines.net.stream import TcpStreams
+from vmshield.event_stamps import format_timestamp
 
 # TCP connection states (the subset that matters for timeouts and `flow:established`).
 TCP_NONE: Final = 0
@@ -68,6 +69,14 @@ _ICMP6_PAIRS: Final = {
 }
 
 
+# Bound once: every flow event computes a community id, and module attribute lookups, struct's
+# format cache and base64's wrapper cost more than the SHA-1 itself.
+_sha1: Final = hashlib.sha1
+_b64: Final = binascii.b2a_base64
+_CID_SEED: Final = struct.Struct("!H").pack
+_CID_TAIL: Final = struct.Struct("!BBHH").pack
+
+
 def community_id(src: bytes, dst: bytes, proto: int, sport: int, dport: int, seed: int = 0) -> str:
     """Community ID v1 of a flow, from packed addresses."""
     one_way = False
@@ -80,10 +89,8 @@ def community_id(src: bytes, dst: bytes, proto: int, sport: int, dport: int, see
             sport, dport, one_way = itype, icode, True
     if not (one_way or src < dst or (src == dst and sport < dport)):
         src, dst, sport, dport = dst, src, dport, sport
-    h = hashlib.sha1(
-        struct.pack("!H", seed) + src + dst + struct.pack("!BBHH", proto, 0, sport, dport)
-    )
-    return "1:" + base64.b64encode(h.digest()).decode()
+    digest = _sha1(_CID_SEED(seed) + src + dst + _CID_TAIL(proto, 0, sport, dport)).digest()
+    return "1:" + _b64(digest, newline=False).decode()
 
 
 def flow_key(p: Packet) -> tuple[Any, ...]:
@@ -259,8 +266,8 @@ class Flow:
             "pkts_toclient": self.pkts_toclient,
             "bytes_toserver": self.bytes_toserver,
             "bytes_toclient": self.bytes_toclient,
-            "start": _ts(self.start),
-            "end": _ts(self.last),
+            "start": format_timestamp(self.start),
+            "end": format_timestamp(self.last),
             "age": int(self.last - self.start),
             "state": self.state_name,
             "reason": self.end_reason,
@@ -271,12 +278,6 @@ class Flow:
         if self.action:
             out["action"] = self.action
         return out
-
-
-def _ts(epoch: float) -> str:
-    from vmshield.events import format_timestamp
-
-    return format_timestamp(epoch)
 
 
 # Suricata's default timeouts (suricata.yaml: flow-timeouts), seconds: new, established, closed.
