@@ -64,8 +64,17 @@ def _build_engine(cls: Any, settings: I.InspectorSettings, errors: list[str]) ->
         cfg.url_allow = list(settings.url_allow)
     if settings.url_trusted:
         cfg.url_trusted = [*cfg.url_trusted, *settings.url_trusted]
-    if settings.url_block is not None or settings.url_allow is not None or settings.url_trusted:
-        cfg.validate()  # names the bad category or URL
+    # A policy's IDS action: whether drop/reject rules also block the source (their
+    # BLOCK_SOURCE verdicts take the attacks' path in `_to_decision`).
+    if settings.ids_block_minutes is not None:
+        cfg.ids_block_minutes = settings.ids_block_minutes
+    if (
+        settings.url_block is not None
+        or settings.url_allow is not None
+        or settings.url_trusted
+        or settings.ids_block_minutes is not None
+    ):
+        cfg.validate()  # names the bad category, URL or minutes
     kwargs: dict[str, Any] = {}
     if settings.rules:
         from vmshield.engines.net.rules import RuleSet

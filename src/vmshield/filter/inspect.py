@@ -55,6 +55,9 @@ class InspectorSettings:
     url_block: list[str] | None = None
     url_allow: list[str] | None = None
     url_trusted: list[str] | None = None  # trusted URLs and hosts (a policy's), added to its own
+    # Minutes a drop/reject rule blocks the source for (a policy's IDS action: 0 = as written;
+    # None: the engine configuration's own `ids.block-minutes`)
+    ids_block_minutes: int | None = None
     block_seconds: int = 600
     extra: dict[str, Any] = field(default_factory=dict)
 

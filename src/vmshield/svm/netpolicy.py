@@ -16,15 +16,17 @@ What the policy sets, and how:
   rewritten): rules whose classtype belongs to a category the policy leaves out are not loaded
   (`center.profiles.CLASSTYPE_CATEGORY`; rules of other classtypes, or none, and rules that
   cannot alert stay), and with `report` drop/reject rules load as alert rules. The event gives
-  the counts of the load (`ids`: `rules_left_out`, `rules_report_only`);
+  the counts of the load (`ids`: `rules_left_out`, `rules_report_only`). IDS action
+  `terminate_and_block`: a packet a drop/reject rule stops also blocks its source for the
+  policy's block minutes (the engine's `ids.block-minutes`, enforced as attack blocks are, "do
+  not block" exclusions honoured); `terminate`: rules act as written, nothing blocked;
 - URL filtering on/off: the local URL database is used or not; URL categories blocked and
   allowed (`url_block`, `url_allow`: the engine's `url_block`/`url_allow`; the others are
   reported) and trusted URLs (never blocked nor reported: the engine's `url_trusted`);
 - exclusions (address or subnet, or VLAN; do not scan / do not block): the filter's exclusions,
   before the local ones.
-Settings the running service cannot take (failure mode, IDS action terminate_and_block, URL
-categories this SVM does not know, trusted URLs it cannot read) are named in the event's
-`not_applied`, never silently dropped.
+Settings the running service cannot take (failure mode, URL categories this SVM does not know,
+trusted URLs it cannot read) are named in the event's `not_applied`, never silently dropped.
 
 `plan_from_center` and `protection_config` are pure; `NetworkPolicyFollower` applies them to a
 running `NetworkProtection` on each new configuration (`reload`: no restart) and reports every
@@ -197,12 +199,11 @@ def protection_config(
         new.block_seconds = minutes * 60
         cats = s.get("ids_categories")
         left_out = set(IDS_CATEGORIES) - set(cats) if cats is not None else set()
-        report_only = s.get("ids_action") == "report"
-        if s.get("ids_action") == "terminate_and_block":
-            not_applied.append(
-                "ids_action terminate_and_block: rules act as written (drop, reject); the "
-                "network service blocks sources for attacks only"
-            )
+        ids_action = s.get("ids_action", "terminate")
+        report_only = ids_action == "report"
+        # terminate_and_block: a drop/reject rule blocks the packet's source for the policy's
+        # minutes, as an attack does; otherwise rules act as written (or report).
+        new.inspector.ids_block_minutes = minutes if ids_action == "terminate_and_block" else 0
         if not s.get("ids_enabled", True):
             new.inspector.rules = []
         elif (left_out or report_only) and base.inspector.rules:
@@ -301,6 +302,7 @@ class NetworkPolicyFollower:
                         "attack_action",
                         "block_minutes",
                         "ids_enabled",
+                        "ids_action",
                         "url_filtering",
                     )
                 }

@@ -51,9 +51,9 @@ def leftovers(prefix: str) -> list[str]:
 
 
 @contextmanager
-def lab_up(state_dir: Path, **kw: Any) -> Iterator[LabState]:
+def lab_up(state_dir: Path, prefix: str = "", **kw: Any) -> Iterator[LabState]:
     os.environ["VMSHIELD_LAB_DIR"] = str(state_dir)
-    prefix = new_prefix()
+    prefix = prefix or new_prefix()
     lab = Lab(prefix)
     kw.setdefault("onaccess", False)  # the on-access hook has its own tests
     subnet = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -174,6 +175,24 @@ def test_ids_rule_with_drop_drops(tmp_path: Path) -> None:
         )
         assert alerts and alerts[0]["alert"]["action"] == "blocked"
         assert "lab VM vm2" in http(st, "vm1", "vm2", "/search?q=harmless")[1]
+
+
+def test_ids_drop_with_block_minutes_blocks_the_source(tmp_path: Path) -> None:
+    """`ids.block-minutes` (the center's IDS action terminate_and_block): the drop rule's
+    packet also puts its source into the kernel's block set, as an attack does."""
+    engine = tmp_path / "engine.toml"
+    engine.write_text("[ids]\nblock-minutes = 2\n")
+    service = tmp_path / "service.toml"
+    service.write_text(f'engine_config = "{engine}"\n')
+    prefix = "ib" + secrets.token_hex(2)
+    with lab_up(tmp_path, prefix=prefix, vms=2, protect="standard", config=str(service)) as st:
+        src = st.host("vm1").address
+        rc, _ = http(st, "vm1", "vm2", "/search?q=vmshield-lab-ids-test", timeout=2)
+        assert rc == 28  # dropped
+        blocks = wait_events(st, lambda e: e.get("event_type") == "block" and e["src_ip"] == src)
+        assert blocks and blocks[0]["block"]["cause_types"] == ["alert"]
+        assert blocks[0]["block"]["seconds"] == 120
+        assert src in {e.address for e in rules.blocked(st.prefix)}
 
 
 def test_excluded_address_is_detected_but_not_blocked(tmp_path: Path) -> None:

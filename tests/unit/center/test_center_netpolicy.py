@@ -342,3 +342,73 @@ def test_policy_url_settings_over_the_local_engine_configuration(tmp_path: Path)
     assert cfg.url_trusted == ["local.example", "center.example"]
     assert cfg.url_policy(("malicious",), "http://www.center.example/", False) == "allow"
     assert cfg.url_policy(("malicious",), "http://other.example/", False) == "alert"
+
+
+def test_ids_action_sets_the_engine_block_minutes() -> None:
+    """IDS action terminate_and_block is applied: the engine's `ids.block-minutes` becomes the
+    policy's block minutes; terminate and report block nothing."""
+    base = _base()
+    for action, minutes in (("terminate_and_block", 15), ("terminate", 0), ("report", 0)):
+        cfg = {
+            "version": 4,
+            "vms": [_vm("a", "10.1.0.1", "protected", 1, ids_action=action, block_minutes=15)],
+        }
+        new, not_applied, _ = protection_config(base, plan_from_center(cfg))
+        assert new.inspector.ids_block_minutes == minutes, action
+        assert not_applied == [], action
+    assert base.inspector.ids_block_minutes is None  # the local configuration untouched
+    # Without a policy, the engine configuration's own setting stays.
+    new, _, _ = protection_config(base, plan_from_center({"version": 5, "vms": []}))
+    assert new.inspector.ids_block_minutes is None
+
+
+def test_ids_terminate_and_block_blocks_the_source_live(tmp_path: Path) -> None:
+    """terminate_and_block reaches the running service's engine: a packet a drop rule stops
+    asks the filter to block its source for the policy's minutes (the attacks' path), except
+    a "do not block" exclusion of the policy."""
+    from scapy.layers.inet import IP, TCP
+
+    from vmshield.filter import inspect as I  # noqa: N812
+
+    rules = tmp_path / "local.rules"
+    rules.write_text('drop tcp any any -> any 6666 (msg:"ids block"; flags:S; sid:9;)\n')
+    net = NetworkProtection(
+        ProtectionConfig(
+            name="np3", bridge="lo", ports=["lo"], inspector=InspectorSettings(rules=[str(rules)])
+        )
+    )
+
+    def syn(src: str, ts: float) -> I.Decision:
+        p = IP(src=src, dst="10.1.0.1") / TCP(sport=40000, dport=6666, flags="S")
+        return net._inspector.inspect(bytes(p), ts)
+
+    d = syn("192.0.2.66", 1000.0)
+    assert (d.action, d.block_src) == (I.DROP, None)  # local configuration: drop as written
+    events: list[Event] = []
+    follower = NetworkPolicyFollower(events.append)
+    follower.attach(net)
+    policy: dict[str, Any] = {
+        "ids_action": "terminate_and_block",
+        "block_minutes": 15,
+        "exclusions": [{"address": "192.0.2.128/25", "mode": "do_not_block"}],
+    }
+    follower.on_center_config(
+        {"version": 2, "vms": [_vm("a", "10.1.0.1", "protected", 1, **policy)]}
+    )
+    svm = events[-1].data["svm"]
+    assert svm["event"] == "network_policy" and svm["not_applied"] == []
+    assert svm["applied"]["ids_action"] == "terminate_and_block"
+    d = syn("192.0.2.66", 1001.0)
+    assert (d.action, d.block_src, d.block_seconds) == (I.DROP, "192.0.2.66", 900)
+    (alert,) = [e for e in d.events if e.event_type == "alert"]
+    assert alert.data["alert"]["block_minutes"] == 15
+    d = syn("192.0.2.200", 1002.0)  # do not block: dropped as the rule says, never blocked
+    assert (d.action, d.block_src) == (I.DROP, None)
+    (alert,) = [e for e in d.events if e.event_type == "alert"]
+    assert alert.data["alert"]["not_blocked"] == "source may not be blocked"
+    policy["ids_action"] = "terminate"
+    follower.on_center_config(
+        {"version": 3, "vms": [_vm("a", "10.1.0.1", "protected", 1, **policy)]}
+    )
+    d = syn("192.0.2.67", 1003.0)
+    assert (d.action, d.block_src) == (I.DROP, None)

@@ -11,6 +11,7 @@ from scapy.layers.inet import ICMP, IP, TCP, fragment
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from vmshield.engines.net.attacks import AttackConfig, AttackDetector
 from vmshield.engines.net.config import EngineConfig
 from vmshield.engines.net.engine import Action, Engine
 from vmshield.engines.net.rules import Classification, RuleSet, Variables
@@ -153,6 +154,103 @@ def test_reject_gives_reset() -> None:
     c.send(b"xxREJECTMExx")
     _, verdicts = _run(e, c.frames)
     assert verdicts[-1] == Action.RESET
+
+
+def _first_alert(events: list[Event]) -> dict[str, object]:
+    alerts = [ev.data["alert"] for ev in events if ev.event_type == "alert"]
+    assert alerts
+    return alerts[0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("minutes", [0, 30])
+def test_drop_rule_blocks_its_source_with_ids_block_minutes(minutes: int) -> None:
+    """The policy's "terminate and block": the rule's packet blocks its source as an attack
+    does (BLOCK_SOURCE); 0 (the default) keeps the rule's own drop."""
+    e = Engine(EngineConfig(mode="ips", ids_block_minutes=minutes), rules=_rules())
+    c = TcpConv(sport=6666).handshake()
+    c.send(b"hello")
+    (ts, syn), rest = c.frames[0], c.frames[1:]
+    r = e.process(syn, ts)
+    v, alert = r.verdict, _first_alert(list(r.events))
+    assert alert["signature_id"] == 1003 and alert["action"] == "blocked"
+    if minutes:
+        assert (v.action, v.block_address, v.block_minutes) == (Action.BLOCK_SOURCE, CLIENT, 30)
+        assert v.reason == "sid 1003" and alert["block_minutes"] == 30
+        assert (e.stats()["blocks"], e.stats()["drops"]) == (1, 0)
+    else:
+        assert (v.action, v.block_address, v.block_minutes) == (Action.DROP, "", 0)
+        assert "block_minutes" not in alert and "not_blocked" not in alert
+        assert (e.stats()["blocks"], e.stats()["drops"]) == (0, 1)
+    _, verdicts = _run(e, rest)
+    assert set(verdicts) == {Action.DROP}  # the rest of the flow, as before (blocked once)
+
+
+def test_reject_rule_blocks_its_source_with_ids_block_minutes() -> None:
+    e = Engine(EngineConfig(ids_block_minutes=5), rules=_rules())
+    c = TcpConv().handshake()
+    c.send(b"xxREJECTMExx")
+    _, verdicts = _run(e, c.frames)
+    assert verdicts[-1] == Action.BLOCK_SOURCE  # the block, not a reset to the blocked source
+
+
+def test_alert_and_pass_rules_never_block() -> None:
+    e = Engine(EngineConfig(ids_block_minutes=30), rules=_rules())
+    c = TcpConv().handshake()
+    c.send(b"xxEVILSPLITxx")
+    events, verdicts = _run(e, c.frames)
+    alert = _first_alert(events)
+    assert alert["signature_id"] == 1002 and alert["action"] == "allowed"
+    assert "block_minutes" not in alert and "not_blocked" not in alert
+    assert set(verdicts) <= {Action.ACCEPT, Action.BYPASS} and e.stats()["blocks"] == 0
+    rs = RuleSet.load(
+        texts=[
+            'pass tcp any any -> any 8443 (msg:"trusted backup"; content:"BACKUP"; sid:80;)\n'
+            'drop tcp any any -> any any (msg:"marker"; content:"MARK"; sid:82;)'
+        ],
+        variables=Variables.default(),
+        classification=Classification.default(),
+    )
+    e = Engine(EngineConfig(ids_block_minutes=30), rules=rs)
+    c = TcpConv(sport=8443).handshake()
+    c.send(b"BACKUP MARK")
+    events, verdicts = _run(e, c.frames)
+    assert not [ev for ev in events if ev.event_type == "alert"]
+    assert set(verdicts) <= {Action.ACCEPT, Action.BYPASS} and e.stats()["blocks"] == 0
+    c = TcpConv(sport=9443).handshake()  # no pass rule there: the drop rule blocks
+    c.send(b"BACKUP MARK")
+    _, verdicts = _run(e, c.frames)
+    assert Action.BLOCK_SOURCE in verdicts and e.stats()["blocks"] == 1
+
+
+def test_ids_block_minutes_never_blocks_in_ids_mode() -> None:
+    e = Engine(EngineConfig(mode="ids", ids_block_minutes=30), rules=_rules())
+    c = TcpConv(sport=6666).handshake()
+    events, verdicts = _run(e, c.frames)
+    assert set(verdicts) == {Action.ACCEPT}
+    alert = _first_alert(events)
+    assert alert["action"] == "allowed" and "block_minutes" not in alert
+
+
+def test_ids_block_honours_do_not_block() -> None:
+    """The attack detector's "do not block" list (the filter's no_block exclusions) and the
+    addresses never blocked hold for IDS blocks too: the rule then acts as written."""
+    det = AttackDetector(AttackConfig(never_block=(f"{CLIENT}/32",)))
+    e = Engine(EngineConfig(ids_block_minutes=30), rules=_rules(), attacks=det)
+    c = TcpConv(sport=6666).handshake()
+    r = e.process(c.frames[0][1], c.frames[0][0])
+    assert (r.verdict.action, r.verdict.block_address) == (Action.DROP, "")
+    alert = _first_alert(list(r.events))
+    assert alert["not_blocked"] == "source may not be blocked" and "block_minutes" not in alert
+    assert e.stats()["blocks"] == 0
+    # Without a detector, an address that is never blocked (loopback) is still refused.
+    e = Engine(EngineConfig(ids_block_minutes=30), rules=_rules())
+    c = TcpConv(client="127.0.0.1", sport=6666).handshake()
+    r = e.process(c.frames[0][1], c.frames[0][0])
+    assert r.verdict.action == Action.DROP and _first_alert(list(r.events))["not_blocked"]
+    # Another source is blocked by the same engine.
+    c = TcpConv(client="10.1.0.99", sport=6666).handshake()
+    r = e.process(c.frames[0][1], c.frames[0][0] + 1)
+    assert (r.verdict.action, r.verdict.block_address) == (Action.BLOCK_SOURCE, "10.1.0.99")
 
 
 def test_dns_udp_query_and_answer() -> None:

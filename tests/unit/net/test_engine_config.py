@@ -43,6 +43,11 @@ def test_toml_file(tmp_path: Path) -> None:
         ('home-net = ["10.0.0.0/33"]\n', "home-net"),
         ("[outputs]\nhttp = 1\n", "outputs.http"),
         ("this is = not toml [\n", "invalid TOML"),
+        ("[ids]\nblock-minutes = -1\n", "ids.block-minutes"),
+        ("[ids]\nblock-minutes = 40000\n", "ids.block-minutes"),
+        ('[ids]\nblock-minutes = "60"\n', "ids.block-minutes"),
+        ("[ids]\nblock-minutes = true\n", "ids.block-minutes"),
+        ("[ids]\nblock-minute = 5\n", "ids.block-minute"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, needle: str) -> None:
@@ -50,6 +55,15 @@ def test_errors_name_the_key(tmp_path: Path, text: str, needle: str) -> None:
     f.write_text(text)
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         EngineConfig.from_toml(f)
+
+
+def test_ids_block_minutes_from_toml_and_checked(tmp_path: Path) -> None:
+    assert EngineConfig().ids_block_minutes == 0  # off: rules act as written
+    f = tmp_path / "n.toml"
+    f.write_text("[ids]\nblock-minutes = 45\n")
+    assert EngineConfig.from_toml(f).ids_block_minutes == 45
+    with pytest.raises(ConfigError, match=r"ids\.block-minutes: .*0\.\.32768.*got -5"):
+        EngineConfig(ids_block_minutes=-5)
 
 
 def test_missing_file() -> None:

@@ -10,9 +10,10 @@ with the same action and `event=None` (so they are dropped too) and increase its
 Every table is bounded (`max_sources`, `max_flows`) and expires idle entries, so a flood with
 random source addresses costs a fixed amount of memory: the oldest entries are evicted first.
 
-Blocking is decided here and nowhere else: `action="block"` is only ever returned for a source
-that may be blocked. Never blocked: addresses in `never_block` (the operator's "do not block"
-exclusions), loopback, unspecified, multicast and broadcast sources, and sources that are
+Which sources may be blocked is decided here and nowhere else (`may_block`, which the engine
+also asks before an IDS rule blocks a source): `action="block"` is only ever returned for a
+source that may be blocked. Never blocked: addresses in `never_block` (the operator's "do not
+block" exclusions), loopback, unspecified, multicast and broadcast sources, and sources that are
 spoofed by definition (martians, land); for those the action is downgraded to "terminate"
 (drop the packets) and the event says why.
 
@@ -52,7 +53,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
@@ -96,6 +97,9 @@ class DetectorConfig:
     window: float = 1.0
     action: str = "block"  # block (terminate + block the source) | terminate | ignore
     block_minutes: int = 60
+
+
+MAX_BLOCK_MINUTES: Final = 32768  # the most a block lasts (about 22 days)
 
 
 def _d(threshold: int = 1, window: float = 1.0, action: str = "block") -> Any:
@@ -178,8 +182,11 @@ class AttackConfig:
                     raise ValueError(
                         f"attacks.{f.name}.action: {v.action!r} is not one of {', '.join(ACTIONS)}"
                     )
-                if not isinstance(v.block_minutes, int) or not 1 <= v.block_minutes <= 32768:
-                    raise ValueError(f"attacks.{f.name}.block_minutes: expected 1..32768")
+                m = v.block_minutes
+                if not isinstance(m, int) or not 1 <= m <= MAX_BLOCK_MINUTES:
+                    raise ValueError(
+                        f"attacks.{f.name}.block_minutes: expected 1..{MAX_BLOCK_MINUTES}"
+                    )
         for key in ("max_sources", "max_flows"):
             v = getattr(self, key)
             if not isinstance(v, int) or not 16 <= v <= 1 << 24:
@@ -492,15 +499,7 @@ class AttackDetector:
 
     def may_block(self, address: str) -> bool:
         """False for "do not block" exclusions and for addresses that must never be blocked."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip == _BCAST4:
-            return False
-        return not any(ip.version == n.version and ip in n for n in self._never_block)
+        return may_block(address, self._never_block)
 
     def active_episodes(self) -> list[dict[str, Any]]:
         return [
@@ -1007,6 +1006,23 @@ class AttackDetector:
 
 
 _BCAST4: Final = ipaddress.IPv4Address("255.255.255.255")
+
+
+def may_block(
+    address: str, never_block: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
+) -> bool:
+    """Whether `address` may be blocked: never one in `never_block` (the "do not block"
+    exclusions), nor loopback, unspecified, multicast or broadcast, nor a non-address. Every
+    block the engine decides (attacks, IDS rules) asks this."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip == _BCAST4:
+        return False
+    return not any(ip.version == n.version and ip in n for n in never_block)
 
 
 _DATA_FLAGS: Final = frozenset((ACK, ACK | PSH))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from vmshield.engines.net.attacks import MAX_BLOCK_MINUTES
 from vmshield.engines.net.urls.db import CATEGORIES, THREAT_CATEGORIES
 from vmshield.engines.net.urls.trusted import TrustedUrls
 
@@ -57,6 +58,9 @@ class EngineConfig:
     bypass: bool = True  # hand BYPASS for flows that need no more inspection
     # A fault inside the engine (a bug, never bad input): "pass" the packet or "drop" it.
     exception_policy: str = "pass"
+    # A drop/reject rule (IPS mode) also blocks the packet's source for this many minutes, as
+    # an attack does (the policy's IDS action "terminate and block"); 0: rules act as written.
+    ids_block_minutes: int = 0
     url_action: str = "block-page"  # "alert" | "drop" | "block-page" for a malicious HTTP URL
     url_tls_action: str = "reset"  # "alert" | "drop" | "reset" for a malicious SNI
     url_dns_action: str = "alert"  # "alert" | "drop" for a malicious DNS query name
@@ -133,6 +137,11 @@ class EngineConfig:
         if self.exception_policy not in ("pass", "drop"):
             raise ConfigError(
                 f"exception-policy: expected 'pass' or 'drop', got {self.exception_policy!r}"
+            )
+        v = self.ids_block_minutes
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_BLOCK_MINUTES:
+            raise ConfigError(
+                f"ids.block-minutes: expected minutes 0..{MAX_BLOCK_MINUTES} (0: off), got {v!r}"
             )
         if self.url_action not in ("alert", "drop", "block-page"):
             raise ConfigError(f"url.http-action: bad value {self.url_action!r}")
@@ -261,6 +270,7 @@ _TOML_KEYS = {
     "app.tls.encryption-handling": "tls_encryption_handling",
     "bypass": "bypass",
     "exception-policy": "exception_policy",
+    "ids.block-minutes": "ids_block_minutes",
     "url.http-action": "url_action",
     "url.tls-action": "url_tls_action",
     "url.dns-action": "url_dns_action",

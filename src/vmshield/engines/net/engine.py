@@ -25,7 +25,7 @@ from vmshield.engines.net.app.dns import DnsError, DnsMessage, DnsTcpParser, par
 from vmshield.engines.net.app.http import HttpParser, HttpTx
 from vmshield.engines.net.app.ssh import SshState
 from vmshield.engines.net.app.tls import TlsState
-from vmshield.engines.net.attacks import AttackDetector, AttackVerdict
+from vmshield.engines.net.attacks import AttackDetector, AttackVerdict, may_block
 from vmshield.engines.net.config import EngineConfig
 from vmshield.engines.net.decode import SUPPORTED_LINKTYPES, decode
 from vmshield.engines.net.defrag import Defragmenter
@@ -545,20 +545,25 @@ class Engine:
             if not self.ips:
                 continue
             if action in ("block", "block_source", "block-source") and minutes > 0:
-                self.counters["blocks"] += 1
-                verdict = self._merge(
-                    verdict,
-                    Verdict(
-                        Action.BLOCK_SOURCE,
-                        block_minutes=minutes,
-                        block_address=str(address),
-                        reason="attack",
-                    ),
-                )
+                verdict = self._merge(verdict, self._block(str(address), minutes, "attack"))
             elif action in ("drop", "block", "blocked", "terminate"):
                 # "terminate": drop the attack's packets without blocking the (spoofed) source.
                 verdict = self._merge(verdict, Verdict(Action.DROP, reason="attack"))
         return verdict, events
+
+    def _block(self, address: str, minutes: int, reason: str) -> Verdict:
+        """Drop, and block `address` for `minutes` (the host enforces it: the filter's block
+        set). The caller has checked that the address may be blocked."""
+        self.counters["blocks"] += 1
+        return Verdict(
+            Action.BLOCK_SOURCE, block_minutes=minutes, block_address=address, reason=reason
+        )
+
+    def _may_block(self, address: str) -> bool:
+        # The built-in detector holds the "do not block" exclusions; without it, only the
+        # addresses that are never blocked are refused.
+        det = self._detector
+        return det.may_block(address) if det is not None else may_block(address)
 
     def _tcp_app(
         self,
@@ -986,14 +991,25 @@ class Engine:
                 d.alerted.add(sid)  # type: ignore[union-attr]
             seen.add(sid)
             act = a.action if self.ips else "alert"
+            blocked = 0
+            not_blocked = ""
             if act in ("drop", "reject"):
                 f.action = "drop"
-                if act == "reject" and p.proto == PROTO_TCP:
-                    self.counters["resets"] += 1
-                    verdict = self._merge(verdict, Verdict(Action.RESET, reason=f"sid {sid}"))
+                minutes = self.config.ids_block_minutes
+                if minutes and self._may_block(p.src):
+                    # "Terminate and block" (ids.block-minutes): the source is blocked as an
+                    # attacker is; the block drops this packet (a blocked source gets no reset).
+                    blocked = minutes
+                    verdict = self._merge(verdict, self._block(p.src, minutes, f"sid {sid}"))
                 else:
-                    self.counters["drops"] += 1
-                    verdict = self._merge(verdict, Verdict(Action.DROP, reason=f"sid {sid}"))
+                    if minutes:
+                        not_blocked = "source may not be blocked"
+                    if act == "reject" and p.proto == PROTO_TCP:
+                        self.counters["resets"] += 1
+                        verdict = self._merge(verdict, Verdict(Action.RESET, reason=f"sid {sid}"))
+                    else:
+                        self.counters["drops"] += 1
+                        verdict = self._merge(verdict, Verdict(Action.DROP, reason=f"sid {sid}"))
             if a.silent:
                 # Past its threshold, or a noalert drop: the verdict applies, no alert is logged.
                 self.counters["silent_drops"] += 1
@@ -1002,7 +1018,14 @@ class Engine:
             f.alerted = True
             if self.config.out_alert:
                 events = events or []
-                events.append(self._alert_event(p, f, app, a, act, tx_id, obj))
+                ev = self._alert_event(p, f, app, a, act, tx_id, obj)
+                if blocked or not_blocked:
+                    al: dict[str, Any] = ev.data["alert"]
+                    if blocked:
+                        al["block_minutes"] = blocked  # the source (src_ip) is blocked
+                    else:
+                        al["not_blocked"] = not_blocked
+                events.append(ev)
         return verdict, events
 
     def _alert_event(
