@@ -25,6 +25,7 @@ def test_timestamp_matches_datetime_including_rounding_at_second_edges() -> None
     midnights = [86_400 * d for d in (19_675, 19_676, 20_000, 0, -1, -365, 47_482)]
     values += [m + off for m in midnights for off in (-0.5, -1e-6, -4e-7, 0.0, 3e-7, 59.5, 3599.25)]
     values += [-0.25, -1.0, -86_399.999999, -1_000_000_000.5]
+    values += [-(1_000 + k) + j * 0.5e-6 for k in range(5) for j in range(-4, 4)]  # ties, < 1970
     for v in values:
         assert format_timestamp(v) == _reference(v), v
 
