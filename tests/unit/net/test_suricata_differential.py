@@ -105,11 +105,14 @@ KNOWN_DIFFERENCES: dict[int, str] = {
     "ACKed stream; vmshield inspects the stream only, once",
     1081: "as 1080 (content offset/depth)",
     1092: "as 1080 (startswith is a depth)",
+    1054: "a TCP payload pattern again in a later chunk of the same direction (the second "
+    "request's Host:): Suricata alerts for each inspected chunk, vmshield reports a stream "
+    "signature once per 4 KiB of a direction (docs/network-engine.md)",
 }
 # Rules that match but are not meant to alert (flowbits:noalert).
 NOALERT = {1040}
-EXPECTED_OURS = 70
-EXPECTED_SURICATA = EXPECTED_OURS + len(KNOWN_DIFFERENCES)  # one packet-payload alert each
+EXPECTED_OURS = 75
+EXPECTED_SURICATA = EXPECTED_OURS + len(KNOWN_DIFFERENCES)  # one more alert each
 
 RULES = f"""
 # --- HTTP request buffers ---
@@ -126,7 +129,7 @@ alert http any any -> any any (msg:"user agent nocase startswith"; http.user_age
 alert http any any -> any any (msg:"NEAR MISS user agent case"; http.user_agent; content:"evilbot"; sid:1011;)
 alert http any any -> any any (msg:"header X-Debug"; http.header; content:"X-Debug|3a 20|enabled|0d 0a|"; sid:1012;)
 alert http any any -> any any (msg:"GET without X-Forwarded-For"; http.method; content:"GET"; http.header; content:!"X-Forwarded-For"; sid:1013;)
-alert http any any -> any any (msg:"NEAR MISS GET without Accept"; http.method; content:"GET"; http.header; content:!"Accept|3a|"; sid:1014;)
+alert http any any -> any any (msg:"GET without Accept (the kept-alive request)"; http.method; content:"GET"; http.header; content:!"Accept|3a|"; sid:1014;)
 alert http any any -> any any (msg:"urilen over 20"; urilen:>20; sid:1015;)
 alert http any any -> any any (msg:"NEAR MISS urilen under 5"; urilen:<5; sid:1016;)
 alert http any any -> any any (msg:"pcre U"; pcre:"/\\/admin\\/[a-z]+\\.php/U"; sid:1017;)
@@ -148,7 +151,8 @@ alert http any any -> any any (msg:"200 after admin"; flow:to_client; http.stat_
 alert http any any -> any any (msg:"NEAR MISS bit never set"; flow:to_client; http.stat_code; content:"200"; flowbits:isset,never.set; sid:1042;)
 # --- TCP stream content (split across segments, out of order, retransmitted) ---
 alert tcp any any -> any 80 (msg:"stream UA split"; flow:established,to_server; content:"User-Agent|3a| EvilBot"; sid:1050;)
-alert tcp any any -> any 80 (msg:"app-layer-protocol http"; flow:to_server; app-layer-protocol:http; content:"Host|3a|"; sid:1051;)
+alert tcp any any -> any 80 (msg:"app-layer-protocol http"; flow:to_server; app-layer-protocol:http; content:"X-Debug|3a|"; sid:1051;)
+alert tcp any any -> any 80 (msg:"stream Host in each request"; flow:established,to_server; content:"Host|3a|"; sid:1054;)
 alert tcp any 80 -> any any (msg:"stream response to client"; flow:established,to_client; content:"nginx/1.18"; sid:1053;)
 alert tcp any any -> any 80 (msg:"NEAR MISS app-layer-protocol tls"; app-layer-protocol:tls; content:"Host|3a|"; sid:1052;)
 # --- DNS ---
@@ -239,12 +243,17 @@ def _capture() -> list[tuple[float, bytes]]:
     c.fin()
     frames += c.frames
 
-    # HTTP POST with a body, answered with a chunked 404.
+    # HTTP POST with a body, answered with a chunked 404, then a GET on the same connection.
     c = TcpConv(client=CLIENT, server=WEB, cport=40002, sport=80, ts=t0 + 1)
     c.handshake()
     c.send(POST_REQUEST)
     _ack(c, toserver=False)
     c.send(CHUNKED_RESPONSE, toserver=False)
+    _ack(c, toserver=True)
+    # A second transaction on the kept-alive connection: app-layer rules alert once per request.
+    c.send(b"GET /status HTTP/1.1\r\nHost: files.example.net\r\nUser-Agent: curl/7.88.1\r\n\r\n")
+    _ack(c, toserver=False)
+    c.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", toserver=False)
     _ack(c, toserver=True)
     c.fin()
     frames += c.frames
@@ -371,9 +380,16 @@ def _run_suricata(exe: str, cap: Path, rules: Path, logdir: Path) -> tuple[Count
     cmd += ["-l", str(logdir), "--set", f"vars.address-groups.HOME_NET=[{HOME_NET}]"]
     # No command socket: a second Suricata on the machine (CI, benchmarks) must not collide.
     cmd += ["--set", "unix-command.enabled=no"]
+    # Suricata keeps 15 alerts per packet by default and drops the rest; vmshield keeps 64
+    # (outputs.max-events-per-packet). The HTTP request packet raises more than 15 here.
+    cmd += ["--set", "packet-alert-max=64"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     log = (logdir / "suricata.log").read_text() if (logdir / "suricata.log").exists() else ""
     assert proc.returncode == 0, f"suricata failed:\n{proc.stdout}\n{proc.stderr}\n{log}"
+    # A full alert queue would drop alerts silently and make the comparison wrong.
+    overflow = re.search(r"detect\.alert_queue_overflow\s*\|\s*Total\s*\|\s*(\d+)",
+                         (logdir / "stats.log").read_text())  # fmt: skip
+    assert overflow is None or overflow.group(1) == "0", "Suricata's alert queue overflowed"
     return _alerts(logdir / "eve.json"), log
 
 
@@ -382,6 +398,8 @@ def _run_ours(cap: Path, rules: Path, eve: Path) -> tuple[Counter[Alert], str]:
     cmd += ["--eve", str(eve), "--home-net", HOME_NET, "--mode", "ids", "--no-attacks"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, f"vmshield nids failed:\n{proc.stdout}\n{proc.stderr}"
+    # Nor may ours have hit a limit (per-packet event cap, stream memcap …).
+    assert "limits:" not in proc.stdout, proc.stdout
     return _alerts(eve), proc.stdout + proc.stderr
 
 
