@@ -421,6 +421,8 @@ def test_dns_multi_buffer_and_tls() -> None:
         'alert tls any any -> any any (tls.sni; content:"evil.test"; sid:2;)\n'
         'alert tls any any -> any any (ja3.hash; content:"e7eca2baf4458d095b7f45da28c16c34"; sid:3;)\n'
         "alert tls any any -> any any (tls.version:1.2; sid:4;)\n"
+        # Suricata lower-cases ja3.hash contents: a hash copied in upper case still matches
+        'alert tls any any -> any any (ja3.hash; content:"E7ECA2BAF4458D095B7F45DA28C16C34"; sid:5;)\n'
     )
     assert run(
         rs,
@@ -435,7 +437,7 @@ def test_dns_multi_buffer_and_tls() -> None:
         "ja3.hash": b"e7eca2baf4458d095b7f45da28c16c34",
         "tls.version": b"\x03\x03",
     }
-    assert run(rs, app_proto="tls", dport=443, buffers=tls) == [2, 3, 4]
+    assert run(rs, app_proto="tls", dport=443, buffers=tls) == [2, 3, 4, 5]
 
 
 def test_transforms() -> None:

@@ -75,7 +75,8 @@ DOC_EXAMPLES = [
     'alert tcp any any -> any any (tcp.hdr; content:"|02 04|"; offset:20; sid:507;)',
     'alert http any any -> any any (file.data; content:"PK"; startswith; sid:508;)',
     'alert http any any -> any any (http.stat_code; content:"200"; http.stat_msg; content:"OK"; http.server; content:"nginx"; http.protocol; content:"HTTP/1.1"; sid:509;)',
-    'alert http any any -> any any (http.host; content:"example.com"; http.request_header; content:"x"; http.response_header; content:"y"; http.content_type; content:"text"; sid:510;)',
+    'alert http any any -> any any (http.host; content:"example.com"; http.request_header; content:"x"; http.content_type; content:"text"; sid:510;)',
+    'alert http any any -> any any (http.response_header; content:"y"; http.content_type; content:"text"; sid:513;)',
     'reject tcp any any -> any any (content:"bad"; rawbytes; prefilter; sid:511;)',
     "pass tcp 10.0.0.0/8 any -> any any (sid:512;)",
 ]
@@ -161,6 +162,11 @@ def test_unsupported_keyword_is_rejected_with_file_line_sid_keyword(tmp_path: Pa
         ("dataset:isset,nope;", "dataset", "needs a sticky buffer"),
         ("http.uri; dataset:isset,ua-seen;", "dataset", "type"),
         ('msg:"a"; msg:"b";', "msg", "more than once"),
+        # Suricata: request and response buffers, or a flow direction against the buffers
+        ('http.method; content:"GET"; http.stat_code; content:"2";', "http.method", "conflicting"),
+        ('flow:to_server; http.stat_code; content:"200";', "flow", "conflicting directions"),
+        ('flow:to_client; dns.query; content:"a";', "flow", "conflicting directions"),
+        ('ja3.hash; content:"e7eca2ba";', "content", "32-character hash"),
     ],
 )
 def test_bad_options_rejected(opts: str, keyword: str, reason: str) -> None:

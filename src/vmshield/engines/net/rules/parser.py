@@ -124,6 +124,14 @@ RESPONSE_BUFFERS = {
 }  # fmt: skip
 # Buffers Suricata normalises to lower case: patterns with upper case can never match.
 _LOWER_BUFFERS = {"http.host"}
+# Buffers Suricata 7 registers for one direction only (the certificate buffers and
+# http.response_body, which is file.data there, serve both): a rule using both kinds, or a
+# flow direction against its buffers, is rejected ("mixes keywords with conflicting directions").
+_TOSERVER_ONLY = REQUEST_BUFFERS | {"dns.query"}
+_TOCLIENT_ONLY = {"http.stat_code", "http.stat_msg", "http.response_line", "http.server",
+                  "http.location", "http.response_header", "ja3s.hash", "ja3s.string"}  # fmt: skip
+# Hash buffers whose contents Suricata lower-cases (hex digests), checking the first is a digest.
+_HASH_BUFFERS = {"ja3.hash": 32, "ja3s.hash": 32}
 
 # pcre buffer flags -> buffer.
 _PCRE_BUF = {"U": "http.uri", "I": "http.uri.raw", "P": "http.request_body",
@@ -507,6 +515,8 @@ def _finish(b: _Builder) -> None:
             ):
                 raise RuleReject("content", f"{name} is lower case: pattern with upper case "
                                      "characters can never match (use nocase or lower case)")  # fmt: skip
+        if name in _HASH_BUFFERS:
+            _hash_contents(name, items, _HASH_BUFFERS[name])
         if name not in PACKET_BUFFERS:
             r.app_layer = True
     r.lists = lists
@@ -514,8 +524,11 @@ def _finish(b: _Builder) -> None:
         pass  # e.g. `alert tcp ... http.uri;` — Suricata accepts; the buffer decides
     r.fast = _choose_fast(lists)
     names = {key[0] for key in lists}
+    _check_directions(names, r.flow_dir)
     if names & RESPONSE_BUFFERS:
-        r.tx_dir = "to_client"  # a rule mixing both sides is inspected with the response
+        # a rule mixing both sides (a request buffer with http.response_body or a certificate
+        # buffer; the others are rejected above) is inspected with the response
+        r.tx_dir = "to_client"
     elif names & REQUEST_BUFFERS:
         r.tx_dir = "to_server"
     r.ip_only = (
@@ -533,6 +546,23 @@ def _finish(b: _Builder) -> None:
             or (r.sport.is_any and r.dport.is_any)
         )
     )
+
+
+def _check_directions(names: set[str], flow_dir: str | None) -> None:
+    ts, tc = names & _TOSERVER_ONLY, names & _TOCLIENT_ONLY
+    if (ts and tc) or (ts and flow_dir == "to_client") or (tc and flow_dir == "to_server"):
+        used = ", ".join(sorted(ts | tc))
+        raise RuleReject("flow" if flow_dir and not (ts and tc) else sorted(ts | tc)[0],
+                         f"mixes keywords with conflicting directions ({used}"
+                         + (f", flow:{flow_dir})" if flow_dir else ")"))  # fmt: skip
+
+
+def _hash_contents(name: str, items: list[Any], length: int) -> None:
+    contents = [it for it in items if isinstance(it, Content)]
+    if contents and len(contents[0].pattern) != length:
+        raise RuleReject("content", f"{name} needs a {length}-character hash")
+    for c in contents:
+        c.pattern = c.lpattern = c.pattern.lower()
 
 
 def _choose_fast(lists: dict[BufKey, list[Any]]) -> tuple[BufKey, bytes, bool] | None:
