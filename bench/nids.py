@@ -540,7 +540,8 @@ def main() -> int:
     elif shutil.which("suricata") is None:
         print("side by side: suricata not installed (scripts/install-suricata installs it)")
     else:
-        _print_peer(peer_comparison(path, rules_text, int(rows[0][1]["packets"]), args.peer_runs))
+        packets = int(rows[0][1]["packets"])
+        _print_peer(peer_comparison(path, rules_text, packets, args.peer_runs), packets)
     if not args.no_urls:
         sys.path.insert(0, str(Path(__file__).parent))
         try:
