@@ -1,14 +1,16 @@
 """Instructions per packet of the `vmshield nids` loop, counted by valgrind's callgrind.
 
-    .venv/bin/python bench/nids_instructions.py [--packets 100000] [--rules 0 1000]
+    .venv/bin/python bench/nids_instructions.py [--packets 100000] [--rules 0 1000] [--flow-events]
 
 Wall-clock packets/s moves with the machine (by a third between runs on a shared VM, by 2x
 between machine kinds); the instruction count of the same code on the same input does not. This
 runs the first N packets of bench/nids.py's capture through the same engine, rules and attack
 detector as bench/nids.py, under `valgrind --tool=callgrind`, collecting only inside
 `Engine.process_capture` (pcap reading, decode, flows, streams, app layer, rules, attacks,
-events), and prints instructions per packet for each rule count. Needs the compiled engine
-(`make bootstrap`) and valgrind.
+events), and prints instructions per packet for each rule count. With --flow-events the engine
+also makes flow events (`vmshield nids --flow-events`), and the flows still open at the end are
+flushed inside the count (making the events, not encoding them). Needs the compiled
+engine (`make bootstrap`) and valgrind.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import tempfile
 from pathlib import Path
 
 TOGGLE = "CPyDef_engine___Engine___process_capture"
+TOGGLE_FLUSH = "CPyDef_engine___Engine___flush"
 
 
-def _child(n_packets: int, n_rules: int) -> None:
+def _child(n_packets: int, n_rules: int, flow_events: bool) -> None:
     """Runs under valgrind: load everything, then one `run_capture` over the first packets."""
     import itertools
 
@@ -50,17 +53,21 @@ def _child(n_packets: int, n_rules: int) -> None:
             variables=Variables.default(),
             classification=Classification.default(),
         )
-    engine = Engine(EngineConfig(mode="ips"), rules=rules, attacks=AttackDetector())
+    cfg = EngineConfig(mode="ips")
+    cfg.out_flow = flow_events
+    engine = Engine(cfg, rules=rules, attacks=AttackDetector())
     path = bench.capture(1_000_000)
     actions = [0] * len(Action)
     native.tune_gc()
     with open(path, "rb") as f:  # read inside the count, as `vmshield nids` reads
         records = itertools.islice(read_packets(f, name=str(path)), n_packets)
         run_capture(engine, records, lambda _ev: None, actions)
+        if flow_events:
+            engine.flush()
     print(f"packets {engine.n_packets}")
 
 
-def count(n_packets: int, n_rules: int) -> tuple[int, int]:
+def count(n_packets: int, n_rules: int, flow_events: bool = False) -> tuple[int, int]:
     """(instructions inside process_capture, packets) for one rule count."""
     with tempfile.TemporaryDirectory(prefix="vmshield-cg-") as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -69,12 +76,14 @@ def count(n_packets: int, n_rules: int) -> tuple[int, int]:
                 "valgrind",
                 "--tool=callgrind",
                 f"--toggle-collect={TOGGLE}",
+                f"--toggle-collect={TOGGLE_FLUSH}",
                 f"--callgrind-out-file={out}",
                 sys.executable,
                 __file__,
                 "--child",
                 str(n_packets),
                 str(n_rules),
+                str(int(flow_events)),
             ],
             capture_output=True,
             text=True,
@@ -90,15 +99,16 @@ def count(n_packets: int, n_rules: int) -> tuple[int, int]:
 
 
 def main() -> int:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        _child(int(sys.argv[2]), int(sys.argv[3]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        _child(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1")
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=100_000)
     ap.add_argument("--rules", type=int, nargs="+", default=[0, 1000])
+    ap.add_argument("--flow-events", action="store_true", help="flow events and EVE lines too")
     args = ap.parse_args()
     for n_rules in args.rules:
-        instr, packets = count(args.packets, n_rules)
+        instr, packets = count(args.packets, n_rules, args.flow_events)
         print(
             f"{n_rules:>5} rules: {instr / packets:>9,.0f} instructions/packet "
             f"({instr:,} over {packets:,} packets)"
