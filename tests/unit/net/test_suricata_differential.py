@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from nids_capgen import TcpConv, client_hello, server_hello, udp_frame
 from scapy.layers.inet import ICMP, IP, UDP
@@ -512,3 +513,104 @@ def test_rule_loading_matches_suricata(tmp_path: Path) -> None:
     assert ours == sur, (
         f"rejected by Suricata only: {sorted(sur - ours)}; by vmshield only: {sorted(ours - sur)}"
     )
+
+
+# (proto, src_ip, src_port, dest_ip, dest_port) of a flow, initiator first.
+FlowKey = tuple[str, str, int, str, int]
+
+
+def _eve_records(eve: Path, event_type: str) -> list[dict[str, Any]]:
+    out = []
+    for line in eve.read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("event_type") == event_type:
+            out.append(ev)
+    return out
+
+
+def _flow_key(ev: dict[str, Any]) -> FlowKey:
+    return (
+        ev["proto"],
+        ipaddress.ip_address(ev["src_ip"]).compressed,
+        ev.get("src_port", 0),
+        ipaddress.ip_address(ev["dest_ip"]).compressed,
+        ev.get("dest_port", 0),
+    )
+
+
+def _flow_fields(ev: dict[str, Any]) -> dict[str, Any]:
+    """What an EVE consumer reads of a flow record besides counters and times: TCP flags (hex
+    and Suricata's one boolean per flag) and the ICMP type and code."""
+    tcp = ev.get("tcp", {})
+    keep = {"tcp_flags", "tcp_flags_ts", "tcp_flags_tc", "syn", "fin", "rst", "psh", "ack",
+            "urg", "ecn", "cwr"}  # fmt: skip
+    out: dict[str, Any] = {k: v for k, v in tcp.items() if k in keep}
+    for k in ("icmp_type", "icmp_code"):
+        if k in ev:
+            out[k] = ev[k]
+    return out
+
+
+def test_eve_flow_records_alert_flow_ends_and_pcap_cnt_match_suricata(tmp_path: Path) -> None:
+    exe = _suricata()
+    cap = tmp_path / "traffic.pcap"
+    _write_pcap(cap, _capture())
+    rules = tmp_path / "differential.rules"
+    rules.write_text(RULES)
+    _run_suricata(exe, cap, rules, tmp_path / "suricata")  # its default EVE has flow records
+    eve = tmp_path / "vmshield-eve.json"
+    cmd = [sys.executable, "-m", "vmshield", "nids", "--pcap", str(cap), "--rules", str(rules)]
+    cmd += ["--eve", str(eve), "--home-net", HOME_NET, "--mode", "ids", "--no-attacks"]
+    proc = subprocess.run([*cmd, "--flow-events"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    sur_flows = {
+        _flow_key(ev): ev for ev in _eve_records(tmp_path / "suricata" / "eve.json", "flow")
+    }
+    our_flows = {_flow_key(ev): ev for ev in _eve_records(eve, "flow")}
+    # Every TCP and ICMP flow Suricata reports, we report, with the same flags and ICMP fields.
+    compared = [k for k in sur_flows if k[0] in ("TCP", "ICMP", "IPv6-ICMP")]
+    assert len(compared) >= 6 and any(k[0] == "ICMP" for k in compared), compared
+    missing = [k for k in compared if k not in our_flows]
+    assert not missing, f"flows Suricata reports and vmshield does not: {missing}"
+    differ = {
+        k: (_flow_fields(sur_flows[k]), _flow_fields(our_flows[k]))
+        for k in compared
+        if _flow_fields(sur_flows[k]) != _flow_fields(our_flows[k])
+    }
+    assert not differ, "flow records differ (suricata, vmshield):\n" + "\n".join(
+        f"  {k}: {v}" for k, v in differ.items()
+    )
+
+    # Suricata 7's alert `flow` object names the flow's own ends (initiator first), whatever
+    # the direction of the alerting packet.
+    def ends(ev: dict[str, Any]) -> tuple[Any, ...]:
+        fl = ev["flow"]
+        return (ipaddress.ip_address(fl["src_ip"]).compressed, fl.get("src_port", 0),
+                ipaddress.ip_address(fl["dest_ip"]).compressed, fl.get("dest_port", 0))  # fmt: skip
+
+    def by_alert(path: Path) -> dict[tuple[int, FlowKey], set[tuple[Any, ...]]]:
+        out: dict[tuple[int, FlowKey], set[tuple[Any, ...]]] = {}
+        for ev in _eve_records(path, "alert"):
+            out.setdefault((ev["alert"]["signature_id"], _flow_key(ev)), set()).add(ends(ev))
+        return out
+
+    sur_alerts, our_alerts = by_alert(tmp_path / "suricata" / "eve.json"), by_alert(eve)
+    common = set(sur_alerts) & set(our_alerts)
+    assert len(common) >= 40, len(common)
+    assert {k: sur_alerts[k] for k in common} == {k: our_alerts[k] for k in common}
+    # To-client alerts are there, so the flow's ends are not just the packet's addresses.
+    assert any(k[1][1] != next(iter(v))[0] for k, v in our_alerts.items()), our_alerts
+
+    # `pcap_cnt` names the capture's packet an alert came with. Stateless (UDP, ICMP) alerts
+    # come with the same packet in both; TCP ones do not: Suricata in IDS mode inspects a
+    # stream once the data is acknowledged, vmshield as the data arrives (as inline).
+    def packets(path: Path) -> Counter[tuple[int, FlowKey, int]]:
+        return Counter(
+            (ev["alert"]["signature_id"], _flow_key(ev), ev["pcap_cnt"])
+            for ev in _eve_records(path, "alert")
+            if ev["proto"] in ("UDP", "ICMP", "IPv6-ICMP")
+        )
+
+    sur_pkts, our_pkts = packets(tmp_path / "suricata" / "eve.json"), packets(eve)
+    assert len(sur_pkts) >= 5 and sur_pkts == our_pkts, (sur_pkts, our_pkts)

@@ -272,12 +272,16 @@ class Engine:
         counts stand when the capture ends in error). The loop lives here to be compiled with
         the engine: an interpreted per-packet loop in the caller costs about as much as
         decoding the packet."""
-        for rec in records:
+        for pcap_cnt, rec in enumerate(records, 1):
             r = self.process(rec.data, rec.ts, linktype=rec.linktype, iface=rec.iface)
             actions[int(r.verdict.action)] += 1
             events = r.events
             if events:
                 for ev in events:
+                    if ev.event_type != "flow":
+                        # Suricata's `pcap_cnt`: which packet of the capture (from 1) the event
+                        # came with; flow records end with no packet of their own.
+                        ev.data["pcap_cnt"] = pcap_cnt
                     on_event(ev)
 
     def _internal_error(
@@ -1066,6 +1070,9 @@ class Engine:
             "bytes_toclient": f.bytes_toclient,
             "start": format_timestamp(f.start),
         }
+        # Suricata 7 adds the flow's own direction (the initiator is the source) to the alert's
+        # flow object, the top-level addresses being the packet's.
+        eve.add_flow_ends(d["flow"], f)
         return Event(
             event_type="alert",
             timestamp=format_timestamp(p.ts),

@@ -89,16 +89,35 @@ def app_event(
     return Event(event_type=kind, timestamp=format_timestamp(ts), severity=SEVERITY_INFO, data=d)
 
 
+def add_flow_ends(obj: dict[str, Any], f: Flow) -> None:
+    """The flow's addresses and ports, initiator first (Suricata 7's alert `flow` object)."""
+    obj["src_ip"] = f.src
+    obj["dest_ip"] = f.dst
+    if f.sport or f.dport:
+        obj["src_port"] = f.sport
+        obj["dest_port"] = f.dport
+
+
 def flow_event(f: Flow, community: bool) -> Event:
     d = flow_base(f, community)
+    if (f.proto == 1 or f.proto == 58) and f.icmp_type >= 0:
+        # The initiator's ICMP type and code, as Suricata's flow events carry them.
+        d["icmp_type"] = f.icmp_type
+        d["icmp_code"] = max(f.icmp_code, 0)
     d["flow"] = f.eve_flow()
     if f.proto == 6:
-        d["tcp"] = {
-            "tcp_flags": _HEX2[(f.tcp_flags_ts | f.tcp_flags_tc) & 0xFF],
+        flags = (f.tcp_flags_ts | f.tcp_flags_tc) & 0xFF
+        tcp: dict[str, Any] = {
+            "tcp_flags": _HEX2[flags],
             "tcp_flags_ts": _HEX2[f.tcp_flags_ts & 0xFF],
             "tcp_flags_tc": _HEX2[f.tcp_flags_tc & 0xFF],
-            "state": _TCP_STATE[f.tcp_state],
         }
+        # One boolean per flag seen in either direction, named and ordered as Suricata's.
+        for bit, name in _TCP_FLAG_NAMES:
+            if flags & bit:
+                tcp[name] = True
+        tcp["state"] = _TCP_STATE[f.tcp_state]
+        d["tcp"] = tcp
     return Event(
         event_type="flow", timestamp=format_timestamp(f.last), severity=SEVERITY_INFO, data=d
     )
@@ -107,6 +126,10 @@ def flow_event(f: Flow, community: bool) -> Event:
 _TCP_STATE: Final = ("none", "syn_sent", "syn_recv", "established", "closing", "closed")
 # Two hex digits of a byte (TCP flags): a format spec per field costs more than the whole event.
 _HEX2: Final = tuple(f"{i:02x}" for i in range(256))
+_TCP_FLAG_NAMES: Final = (
+    (0x01, "fin"), (0x02, "syn"), (0x04, "rst"), (0x08, "psh"),
+    (0x10, "ack"), (0x20, "urg"), (0x40, "ecn"), (0x80, "cwr"),
+)  # fmt: skip
 
 
 def anomaly_event(p: Packet, f: Flow | None, name: str, community: bool) -> Event:
