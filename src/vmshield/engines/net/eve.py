@@ -112,10 +112,7 @@ def flow_event(f: Flow, community: bool) -> Event:
             "tcp_flags_ts": _HEX2[f.tcp_flags_ts & 0xFF],
             "tcp_flags_tc": _HEX2[f.tcp_flags_tc & 0xFF],
         }
-        # One boolean per flag seen in either direction, named and ordered as Suricata's.
-        for bit, name in _TCP_FLAG_NAMES:
-            if flags & bit:
-                tcp[name] = True
+        tcp.update(_TCP_FLAG_BOOLS[flags])
         tcp["state"] = _TCP_STATE[f.tcp_state]
         d["tcp"] = tcp
     return Event(
@@ -126,10 +123,13 @@ def flow_event(f: Flow, community: bool) -> Event:
 _TCP_STATE: Final = ("none", "syn_sent", "syn_recv", "established", "closing", "closed")
 # Two hex digits of a byte (TCP flags): a format spec per field costs more than the whole event.
 _HEX2: Final = tuple(f"{i:02x}" for i in range(256))
-_TCP_FLAG_NAMES: Final = (
-    (0x01, "fin"), (0x02, "syn"), (0x04, "rst"), (0x08, "psh"),
-    (0x10, "ack"), (0x20, "urg"), (0x40, "ecn"), (0x80, "cwr"),
-)  # fmt: skip
+# One `true` per flag seen in either direction, named and ordered as Suricata's, made once per
+# flags byte (a loop over the names per flow record cost ~1 600 instructions compiled).
+_TCP_FLAG_NAMES: Final = ("fin", "syn", "rst", "psh", "ack", "urg", "ecn", "cwr")
+_TCP_FLAG_BOOLS: Final = tuple(
+    {name: True for bit, name in enumerate(_TCP_FLAG_NAMES) if flags >> bit & 1}
+    for flags in range(256)
+)
 
 
 def anomaly_event(p: Packet, f: Flow | None, name: str, community: bool) -> Event:
