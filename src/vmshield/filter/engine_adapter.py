@@ -68,13 +68,7 @@ def _build_engine(cls: Any, settings: I.InspectorSettings, errors: list[str]) ->
     # BLOCK_SOURCE verdicts take the attacks' path in `_to_decision`).
     if settings.ids_block_minutes is not None:
         cfg.ids_block_minutes = settings.ids_block_minutes
-    if (
-        settings.url_block is not None
-        or settings.url_allow is not None
-        or settings.url_trusted
-        or settings.ids_block_minutes is not None
-    ):
-        cfg.validate()  # names the bad category, URL or minutes
+    cfg.validate()  # after the overrides: names a bad mode, category, URL or minutes
     kwargs: dict[str, Any] = {}
     if settings.rules:
         from vmshield.engines.net.rules import RuleSet

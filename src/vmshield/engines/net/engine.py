@@ -1026,14 +1026,9 @@ class Engine:
             f.alerted = True
             if self.config.out_alert:
                 events = events or []
-                ev = self._alert_event(p, f, app, a, act, tx_id, obj)
-                if blocked or not_blocked:
-                    al: dict[str, Any] = ev.data["alert"]
-                    if blocked:
-                        al["block_minutes"] = blocked  # the source (src_ip) is blocked
-                    else:
-                        al["not_blocked"] = not_blocked
-                events.append(ev)
+                events.append(
+                    self._alert_event(p, f, app, a, act, tx_id, obj, blocked, not_blocked)
+                )
         return verdict, events
 
     def _alert_event(
@@ -1045,6 +1040,8 @@ class Engine:
         act: str,
         tx_id: int | None = None,
         obj: Any = None,
+        block_minutes: int = 0,
+        not_blocked: str = "",
     ) -> Event:
         d = eve.packet_base(p, f, self.config.community_id)
         d["direction"] = (
@@ -1053,6 +1050,10 @@ class Engine:
         al = a.eve_alert()
         if act not in ("drop", "reject"):
             al["action"] = "allowed"
+        if block_minutes:
+            al["block_minutes"] = block_minutes  # the source (src_ip) is blocked
+        elif not_blocked:
+            al["not_blocked"] = not_blocked
         d["alert"] = al
         if tx_id is not None:
             d["tx_id"] = tx_id
